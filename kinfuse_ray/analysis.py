@@ -1,0 +1,174 @@
+"""From trial results to the sweep's answer: collapse point per size, the law, a recommendation."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kinfuse_ray.collapse import CollapsePoint, best_safe_ratio, detect_collapse
+from kinfuse_ray.config import SweepConfig
+from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.law import CollapseRecord, InfusionLaw, Prediction
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    phase: str  # "base" (general only) or "infuse"
+    size: str
+    n_params: int
+    ratio: float
+    tokens: int  # the trial's token budget D
+    tokens_trained: int  # fewer than `tokens` when the trial stopped early
+    retention: float
+    acquisition: float
+    val_loss: float
+    exposures_per_fact: float
+    tokens_per_s: float
+    stopped_early: bool
+    seconds: float  # the trial's wall time, evaluation and start-up included
+
+
+@dataclass(frozen=True)
+class SizeResult:
+    size: str
+    n_params: int
+    collapse: CollapsePoint
+    best_safe_ratio: float | None
+    acquisition_at_safe: float | None
+
+
+@dataclass
+class Summary:
+    study: str
+    sizes: list[SizeResult]
+    trials: list[TrialResult]
+    law: InfusionLaw | None = None
+    law_note: str = ""
+    target: str | None = None
+    recommendation: Prediction | None = None
+    wall_seconds: float = 0.0
+    base_runs: list[TrialResult] = field(default_factory=list)  # those run by this sweep
+
+    def to_dict(self) -> dict:
+        law = None
+        if self.law is not None:
+            law = {
+                "form": self.law.form,
+                "target": self.law.target,
+                "params": self.law.exponents,
+                "intervals": self.law.exponent_intervals(),
+                "confidence": self.law.confidence,
+                "validation": asdict(self.law.validation_) if self.law.validation_ else None,
+            }
+        return {
+            "study": self.study,
+            "wall_seconds": round(self.wall_seconds, 1),
+            "sizes": [
+                {
+                    "size": s.size,
+                    "n_params": s.n_params,
+                    "outcome": s.collapse.outcome.value,
+                    "collapse_ratio": s.collapse.ratio,
+                    "bracket": list(s.collapse.bracket),
+                    "plateau": s.collapse.plateau,
+                    "best_safe_ratio": s.best_safe_ratio,
+                    "acquisition_at_safe": s.acquisition_at_safe,
+                }
+                for s in self.sizes
+            ],
+            "law": law,
+            "law_note": self.law_note,
+            "recommendation": (
+                {"target": self.target, **asdict(self.recommendation)}
+                if self.recommendation
+                else None
+            ),
+            "trials": [asdict(t) for t in self.trials],
+            "base_runs": [asdict(t) for t in self.base_runs],
+        }
+
+    def save(self, path: Path) -> Path:
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        tmp.replace(path)
+        return path
+
+    def parent_metrics(self) -> dict[str, float]:
+        metrics = {
+            f"collapse_ratio.{s.size}": s.collapse.ratio for s in self.sizes if s.collapse.found
+        }
+        if self.law is not None:
+            metrics.update({f"law.{k}": v for k, v in self.law.exponents.items()})
+        if self.recommendation:
+            metrics["recommended_ratio"] = self.recommendation.safe_ratio
+            metrics["predicted_collapse_ratio"] = self.recommendation.ratio
+        return metrics
+
+    def table(self) -> str:
+        def fmt(v: float | None) -> str:
+            return "-" if v is None else f"{v:.3f}"
+
+        lines = [
+            f"{'size':<12}{'n_params':>10}  {'collapse r*':>11}  {'bracket':<13}  {'best safe':>9}  note"
+        ]
+        for s in self.sizes:
+            c = s.collapse
+            lines.append(
+                f"{s.size:<12}{s.n_params:>10,}  {fmt(c.ratio):>11}  "
+                f"{f'{c.bracket[0]:.2f}-{c.bracket[1]:.2f}':<13}  {fmt(s.best_safe_ratio):>9}  "
+                f"{'' if c.found else c.outcome.value}"
+            )
+        return "\n".join(lines)
+
+
+def size_results(trials: list[TrialResult], sweep: SweepConfig) -> list[SizeResult]:
+    out = []
+    ev = sweep.eval
+    for size in sweep.ladder:
+        mine = sorted((t for t in trials if t.size == size.name), key=lambda t: t.ratio)
+        ratios = [t.ratio for t in mine]
+        retention = [t.retention for t in mine]
+        collapse = detect_collapse(ratios, retention, ev.collapse_threshold, ev.plateau_points)
+        safe = best_safe_ratio(ratios, retention, collapse.plateau, ev.plateau_tolerance)
+        acq = next((t.acquisition for t in mine if t.ratio == safe), None)
+        out.append(SizeResult(size.name, sweep.n_params[size.name], collapse, safe, acq))
+    return out
+
+
+def summarise(trials: list[TrialResult], sweep: SweepConfig, wall_seconds: float = 0.0) -> Summary:
+    sizes = size_results(trials, sweep)
+    summary = Summary(sweep.name, sizes, trials, wall_seconds=wall_seconds)
+    records = [
+        CollapseRecord(s.n_params, sweep.train.tokens, s.collapse.ratio, s.collapse.bracket, s.size)
+        for s in sizes
+        if s.collapse.found
+    ]
+    p = sweep.predict
+    law = InfusionLaw(p.law, p.law_target, p.confidence, p.safety_margin, p.bootstrap, sweep.seed)
+    try:
+        summary.law = law.fit(records)
+    except KinfuseError as exc:
+        summary.law_note = str(exc)
+        return summary
+    if p.target is not None:
+        target_n = p.target.size.non_embedding_params(sweep.data.vocab_size, sweep.data.seq_len)
+        summary.target = p.target.size.name
+        summary.recommendation = summary.law.predict(
+            target_n, p.target.tokens or sweep.train.tokens
+        )
+    return summary
+
+
+def collapse_curve(
+    trials: list[TrialResult], size: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mine = sorted((t for t in trials if t.size == size), key=lambda t: t.ratio)
+    return (
+        np.array([t.ratio for t in mine]),
+        np.array([t.retention for t in mine]),
+        np.array([t.acquisition for t in mine]),
+    )

@@ -1,0 +1,215 @@
+"""The sweep file schema: one typed, validated description of a whole study.
+
+A sweep file is YAML. Every section has defaults, so the smallest useful file names a study, a
+ladder and the ratios. Unknown or misspelt fields are errors, reported as one line that names the
+field (see `load_sweep`).
+"""
+
+from __future__ import annotations
+
+import functools
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kinfuse_ray.errors import KinfuseError
+
+BUNDLED_DATA = Path(__file__).parent / "data"
+
+Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
+Share = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSize(Strict):
+    """One rung of the model ladder: a LLaMA-style decoder."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    hidden_size: int = Field(gt=0)
+    n_layers: int = Field(gt=0)
+    n_heads: int = Field(gt=0)
+    intermediate_size: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelSize:
+        if self.hidden_size % self.n_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by n_heads")
+        return self
+
+    @property
+    def ffn_size(self) -> int:
+        # LLaMA's SwiGLU width, about 8/3 of the hidden size, rounded up to a multiple of 8.
+        return self.intermediate_size or -(-8 * self.hidden_size // 3 // 8) * 8
+
+    def non_embedding_params(self, vocab_size: int, seq_len: int) -> int:
+        """Parameters outside the token embedding and LM head, counted on a real model."""
+        from kinfuse_ray.model import count_non_embedding_params
+
+        return count_non_embedding_params(self, vocab_size, seq_len)
+
+
+class DataConfig(Strict):
+    """Where the general corpus and the knowledge base come from, and how they are rendered."""
+
+    corpus: Path = BUNDLED_DATA / "corpus" / "shakespeare.txt.gz"
+    general_facts: Path = BUNDLED_DATA / "knowledge" / "general.jsonl"
+    domain_facts: Path = BUNDLED_DATA / "knowledge" / "domain.jsonl"
+    templates: Path = BUNDLED_DATA / "knowledge" / "templates.json"
+    n_general_facts: int | None = Field(default=None, gt=0)
+    n_domain_facts: int | None = Field(default=None, gt=0)
+    general_fact_share: Share = 0.8
+    vocab_size: int = Field(default=2048, ge=256)
+    seq_len: int = Field(default=128, ge=16)
+
+
+class Schedule(StrEnum):
+    scratch = "scratch"
+    continued = "continued"
+
+
+class TrainConfig(Strict):
+    schedule: Schedule = Schedule.continued
+    tokens: int = Field(default=500_000, gt=0, description="training tokens per infusion trial")
+    base_tokens: int = Field(
+        default=1_000_000, gt=0, description="tokens of the general-only base run"
+    )
+    batch_size: int = Field(default=32, gt=0)
+    lr: float = Field(default=1e-2, gt=0)
+    warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    min_lr_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
+    weight_decay: float = Field(default=0.0, ge=0)
+    cpus_per_trial: int = Field(default=1, gt=0)
+
+
+class EvalConfig(Strict):
+    every_tokens: int = Field(default=100_000, gt=0)
+    n_choices: int = Field(default=4, ge=2)
+    retention_probes: int | None = Field(
+        default=None, gt=0, description="default: all general facts"
+    )
+    acquisition_probes: int | None = Field(default=250, gt=0)
+    val_sequences: int = Field(default=32, gt=0)
+    collapse_threshold: Share = 0.5
+    plateau_points: int = Field(default=2, gt=0)
+    plateau_tolerance: Share = 0.9
+    early_stop_below: Annotated[float, Field(ge=0, lt=1)] = 0.25
+    early_stop_patience: int = Field(default=2, gt=0)
+    early_stop_after: Annotated[float, Field(ge=0, le=1)] = 0.5  # share of the trial's tokens
+
+
+class Target(Strict):
+    """The larger, untried model to recommend a ratio for."""
+
+    size: ModelSize
+    tokens: int | None = Field(default=None, gt=0, description="default: the sweep's trial tokens")
+
+
+class PredictConfig(Strict):
+    target: Target | None = None
+    law: Literal["power_n", "power_nd"] = "power_n"
+    law_target: Literal["general_share", "ratio"] = "general_share"
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    safety_margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    bootstrap: int = Field(default=1000, ge=10)
+
+
+class RayConfig(Strict):
+    address: str = Field(default="", description="empty: start a local Ray instance")
+    num_cpus: int | None = Field(default=None, gt=0, description="local instance only")
+
+
+class MlflowConfig(Strict):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str | None = Field(default=None, description="default: the study name")
+
+
+class SweepConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    ladder: list[ModelSize] = Field(min_length=1)
+    ratios: list[Ratio] = Field(min_length=1)
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    predict: PredictConfig = PredictConfig()
+    ray: RayConfig = RayConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    output_dir: Path | None = Field(default=None, description="default: runs/<name>")
+
+    @field_validator("ladder")
+    @classmethod
+    def _unique_names(cls, ladder: list[ModelSize]) -> list[ModelSize]:
+        names = [size.name for size in ladder]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        return ladder
+
+    @field_validator("ratios")
+    @classmethod
+    def _sorted_unique(cls, ratios: list[float]) -> list[float]:
+        if len(set(ratios)) != len(ratios):
+            raise ValueError(f"ratios must be unique, got {ratios}")
+        return sorted(ratios)
+
+    @property
+    def out(self) -> Path:
+        return (self.output_dir or Path("runs") / self.name).resolve()
+
+    @property
+    def experiment(self) -> str:
+        return self.mlflow.experiment or self.name
+
+    @functools.cached_property
+    def n_params(self) -> dict[str, int]:
+        """Non-embedding parameter count of every ladder rung, by name."""
+        return {
+            size.name: size.non_embedding_params(self.data.vocab_size, self.data.seq_len)
+            for size in self.ladder
+        }
+
+    def size(self, name: str) -> ModelSize:
+        return next(size for size in self.ladder if size.name == name)
+
+
+def _field_path(loc: tuple) -> str:
+    parts = [str(p) for p in loc if not str(p).startswith(("function-", "constrained-"))]
+    return ".".join(parts) or "<top level>"
+
+
+def parse_sweep(raw: object, source: str = "<sweep>") -> SweepConfig:
+    if not isinstance(raw, dict):
+        raise KinfuseError(
+            f"{source}: expected a mapping of sweep fields, got {type(raw).__name__}"
+        )
+    try:
+        return SweepConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        raise KinfuseError(f"{source}: field '{_field_path(err['loc'])}': {msg}{more}") from None
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    """Read and validate a sweep file; any problem is a one-line `KinfuseError`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise KinfuseError(f"{path}: cannot read sweep file ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise KinfuseError(f"{path}:{where}: malformed YAML: {problem}") from None
+    return parse_sweep(raw, str(path))

@@ -1,0 +1,182 @@
+"""Turn the sweep's data sources into token arrays once, in the driver.
+
+The result, a `DataBundle`, is small (a few MB of int32) and travels to every trial through
+Ray's object store; trials only mix and batch it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from kinfuse_ray.config import DataConfig, EvalConfig
+from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.knowledge import (
+    Relation,
+    Triple,
+    load_templates,
+    load_triples,
+    make_probes,
+    object_pools,
+    render,
+)
+
+EOS = "<|endoftext|>"
+VAL_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class TokenizedProbes:
+    """Multiple-choice probes as token ids: the prompt (EOS-prefixed) and each option."""
+
+    prompts: list[np.ndarray]
+    options: list[list[np.ndarray]]
+    answers: np.ndarray
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    tokenizer_json: str
+    vocab_size: int
+    seq_len: int
+    eos_id: int
+    corpus: np.ndarray  # training split of the general corpus
+    val: np.ndarray  # held-out split of the general corpus
+    general_facts: list[list[np.ndarray]]  # [fact][template] -> ids ending in EOS
+    domain_facts: list[list[np.ndarray]]
+    retention: TokenizedProbes  # probes of the general facts
+    acquisition: TokenizedProbes  # probes of the domain facts
+
+    @property
+    def mean_fact_tokens(self) -> float:
+        return float(np.mean([len(r) for fact in self.domain_facts for r in fact]))
+
+
+def read_corpus(path: Path) -> str:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise KinfuseError(f"{path}: cannot read corpus ({exc.strerror})") from None
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise KinfuseError(f"{path}: corrupt gzip corpus ({exc})") from None
+    text = raw.decode("utf-8", errors="replace")
+    if not text.strip():
+        raise KinfuseError(f"{path}: corpus is empty")
+    return text
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("KINFUSE_CACHE") or Path.home() / ".cache" / "kinfuse-ray"
+    return Path(root) / "tokenizers"
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
+    """Byte-level BPE trained on the project's own text, cached by content and vocab size."""
+    digest = hashlib.sha256(str(vocab_size).encode())
+    for text in texts:
+        digest.update(hashlib.sha256(text.encode()).digest())
+    cached = _cache_dir() / f"bpe-{vocab_size}-{digest.hexdigest()[:16]}.json"
+    if cached.exists():
+        return Tokenizer.from_file(str(cached))
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".tmp{os.getpid()}")
+    tokenizer.save(str(tmp))
+    tmp.replace(cached)  # atomic: concurrent sweeps never read a half-written file
+    return tokenizer
+
+
+def _encode(tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
+    return [np.asarray(e.ids, dtype=np.int32) for e in tokenizer.encode_batch(texts)]
+
+
+def _tokenize_facts(
+    tokenizer: Tokenizer, triples: list[Triple], relations: dict[str, Relation], eos: int
+) -> list[list[np.ndarray]]:
+    out = []
+    for triple in triples:
+        relation = relations[triple.relation]
+        texts = [render(triple, relation, t) for t in range(len(relation.templates))]
+        out.append([np.append(ids, eos).astype(np.int32) for ids in _encode(tokenizer, texts)])
+    return out
+
+
+def _tokenize_probes(tokenizer: Tokenizer, probes: list, eos: int) -> TokenizedProbes:
+    prompts = [
+        np.append(eos, ids).astype(np.int32)
+        for ids in _encode(tokenizer, [p.prompt for p in probes])
+    ]
+    options = [_encode(tokenizer, [" " + o for o in p.options]) for p in probes]
+    return TokenizedProbes(prompts, options, np.array([p.answer for p in probes]))
+
+
+def build_bundle(data: DataConfig, evals: EvalConfig, seed: int) -> DataBundle:
+    relations = load_templates(data.templates)
+    general = load_triples(data.general_facts, relations, data.n_general_facts)
+    domain = load_triples(data.domain_facts, relations, data.n_domain_facts)
+    overlap = {(t.subject, t.relation) for t in general} & {(t.subject, t.relation) for t in domain}
+    if overlap:
+        subject, relation = sorted(overlap)[0]
+        raise KinfuseError(
+            f"{data.domain_facts}: ({subject}, {relation}) also appears in {data.general_facts}"
+        )
+    corpus_text = read_corpus(data.corpus)
+
+    all_sentences = [
+        render(t, relations[t.relation], i)
+        for t in general + domain
+        for i in range(len(relations[t.relation].templates))
+    ]
+    paragraphs = [p + "\n\n" for p in corpus_text.split("\n\n") if p.strip()]
+    tokenizer = train_tokenizer(paragraphs + all_sentences, data.vocab_size)
+    eos = tokenizer.token_to_id(EOS)
+    corpus_ids = np.concatenate(_encode(tokenizer, paragraphs))
+    n_val = max(int(len(corpus_ids) * VAL_FRACTION), data.seq_len * evals.val_sequences)
+    if n_val * 2 > len(corpus_ids):
+        raise KinfuseError(f"{data.corpus}: corpus too small ({len(corpus_ids)} tokens)")
+
+    pools_general, pools_domain = object_pools(general), object_pools(domain)
+    retention = make_probes(general, relations, pools_general, evals.n_choices, seed)
+    acquisition = make_probes(domain, relations, pools_domain, evals.n_choices, seed + 1)
+    rng = np.random.default_rng(seed)
+    if evals.retention_probes and evals.retention_probes < len(retention):
+        retention = [
+            retention[i]
+            for i in sorted(rng.choice(len(retention), evals.retention_probes, replace=False))
+        ]
+    if evals.acquisition_probes and evals.acquisition_probes < len(acquisition):
+        acquisition = [
+            acquisition[i]
+            for i in sorted(rng.choice(len(acquisition), evals.acquisition_probes, replace=False))
+        ]
+    return DataBundle(
+        tokenizer_json=tokenizer.to_str(),
+        vocab_size=max(data.vocab_size, tokenizer.get_vocab_size()),
+        seq_len=data.seq_len,
+        eos_id=eos,
+        corpus=corpus_ids[:-n_val],
+        val=corpus_ids[-n_val:],
+        general_facts=_tokenize_facts(tokenizer, general, relations, eos),
+        domain_facts=_tokenize_facts(tokenizer, domain, relations, eos),
+        retention=_tokenize_probes(tokenizer, retention, eos),
+        acquisition=_tokenize_probes(tokenizer, acquisition, eos),
+    )

@@ -1,0 +1,2 @@
+class KinfuseError(Exception):
+    """A user-facing problem (bad input, unreachable service): printed as one line, exit 2."""

@@ -1,0 +1,145 @@
+"""Knowledge bases: (subject, relation, object) triples, their paraphrase templates, and the
+multiple-choice probes that measure whether a model knows them.
+
+File formats (both checked line by line, errors name the file and line):
+- triples: JSON Lines, one {"subject": ..., "relation": ..., "object": ...} per line;
+- templates: JSON {"relations": {name: {"templates": [...], "question": "..."}}}, every training
+  template holding {subject} and {object}, every question holding {subject} and ending where the
+  object would follow (probes score the object as the question's continuation).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kinfuse_ray.errors import KinfuseError
+
+
+@dataclass(frozen=True)
+class Triple:
+    subject: str
+    relation: str
+    object: str
+
+
+@dataclass(frozen=True)
+class Relation:
+    name: str
+    templates: tuple[str, ...]
+    question: str
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A multiple-choice question: `prompt` continued by each option; `answer` indexes the truth."""
+
+    prompt: str
+    options: tuple[str, ...]
+    answer: int
+
+
+def load_templates(path: Path) -> dict[str, Relation]:
+    try:
+        raw = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise KinfuseError(f"{path}: cannot read templates file ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise KinfuseError(f"{path}: line {exc.lineno}: malformed JSON: {exc.msg}") from None
+    relations = raw.get("relations") if isinstance(raw, dict) else None
+    if not isinstance(relations, dict) or not relations:
+        raise KinfuseError(f"{path}: expected a non-empty 'relations' mapping")
+    out = {}
+    for name, spec in relations.items():
+        where = f"{path}: relation '{name}'"
+        templates = spec.get("templates") if isinstance(spec, dict) else None
+        question = spec.get("question") if isinstance(spec, dict) else None
+        if not isinstance(templates, list) or not templates or not isinstance(question, str):
+            raise KinfuseError(f"{where}: needs a non-empty 'templates' list and a 'question'")
+        for template in templates:
+            if "{subject}" not in template or "{object}" not in template:
+                raise KinfuseError(
+                    f"{where}: template {template!r} lacks {{subject}} or {{object}}"
+                )
+        if "{subject}" not in question or "{object}" in question:
+            raise KinfuseError(f"{where}: question {question!r} must hold {{subject}} only")
+        out[name] = Relation(name, tuple(templates), question)
+    return out
+
+
+def load_triples(
+    path: Path, relations: dict[str, Relation], limit: int | None = None
+) -> list[Triple]:
+    """Read a triples file; reject malformed lines, unknown relations, duplicates and contradictions."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise KinfuseError(f"{path}: cannot read knowledge file ({exc.strerror})") from None
+    triples: list[Triple] = []
+    seen: dict[tuple[str, str], tuple[str, int]] = {}
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            triple = Triple(str(row["subject"]), str(row["relation"]), str(row["object"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise KinfuseError(
+                f"{path}: line {lineno}: expected a JSON object with subject, relation and object"
+            ) from None
+        if triple.relation not in relations:
+            raise KinfuseError(f"{path}: line {lineno}: unknown relation '{triple.relation}'")
+        key = (triple.subject, triple.relation)
+        if key in seen:
+            earlier_object, earlier_line = seen[key]
+            kind = "duplicate" if earlier_object == triple.object else "contradicts"
+            raise KinfuseError(
+                f"{path}: line {lineno}: {kind} line {earlier_line} ({key[0]}, {key[1]})"
+            )
+        seen[key] = (triple.object, lineno)
+        triples.append(triple)
+    if not triples:
+        raise KinfuseError(f"{path}: no triples")
+    return triples[:limit]
+
+
+def object_pools(triples: list[Triple]) -> dict[str, list[str]]:
+    """The objects each relation takes: the type-consistent distractors for its probes."""
+    pools: dict[str, set[str]] = defaultdict(set)
+    for triple in triples:
+        pools[triple.relation].add(triple.object)
+    return {relation: sorted(objects) for relation, objects in pools.items()}
+
+
+def render(triple: Triple, relation: Relation, template: int) -> str:
+    return relation.templates[template].format(subject=triple.subject, object=triple.object)
+
+
+def make_probes(
+    triples: list[Triple],
+    relations: dict[str, Relation],
+    pools: dict[str, list[str]],
+    n_choices: int,
+    seed: int,
+) -> list[Probe]:
+    """One probe per triple: the true object and `n_choices - 1` distractors of the same relation."""
+    rng = np.random.default_rng(seed)
+    probes = []
+    for triple in triples:
+        others = [o for o in pools[triple.relation] if o != triple.object]
+        if len(others) < n_choices - 1:
+            raise KinfuseError(
+                f"relation '{triple.relation}' has {len(others) + 1} objects, "
+                f"fewer than the {n_choices} choices a probe needs"
+            )
+        options = [triple.object, *rng.choice(others, size=n_choices - 1, replace=False)]
+        order = rng.permutation(n_choices)
+        prompt = relations[triple.relation].question.format(subject=triple.subject)
+        probes.append(
+            Probe(prompt, tuple(str(options[i]) for i in order), int(np.argmax(order == 0)))
+        )
+    return probes

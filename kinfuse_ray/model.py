@@ -1,0 +1,43 @@
+"""LLaMA-style decoders from `transformers`, sized by a ladder rung."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from kinfuse_ray.config import ModelSize
+
+EMBEDDING_PARAMS = ("embed_tokens", "lm_head")
+
+
+def llama_config(size: ModelSize, vocab_size: int, seq_len: int, eos_id: int = 0) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=size.hidden_size,
+        intermediate_size=size.ffn_size,
+        num_hidden_layers=size.n_layers,
+        num_attention_heads=size.n_heads,
+        num_key_value_heads=size.n_heads,
+        max_position_embeddings=seq_len,
+        tie_word_embeddings=True,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        attn_implementation="sdpa",
+    )
+
+
+def build_model(
+    size: ModelSize, vocab_size: int, seq_len: int, eos_id: int = 0
+) -> LlamaForCausalLM:
+    return LlamaForCausalLM(llama_config(size, vocab_size, seq_len, eos_id))
+
+
+def count_non_embedding_params(size: ModelSize, vocab_size: int, seq_len: int) -> int:
+    """The N of the scaling law: every parameter but the token embedding and LM head."""
+    with torch.device("meta"):
+        model = build_model(size, vocab_size, seq_len)
+    return sum(
+        p.numel()
+        for name, p in model.named_parameters()
+        if not any(part in name for part in EMBEDDING_PARAMS)
+    )

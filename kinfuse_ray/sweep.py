@@ -1,0 +1,240 @@
+"""Run a sweep: Ray Tune trials over ladder size x infusion ratio, recorded in MLflow.
+
+The driver prepares the data once, starts (or joins) Ray, runs the base phase (continued
+schedule) and the infusion phase as Tune experiments, then analyses the results, fits the law
+and records everything on the sweep's parent MLflow run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import ray
+import yaml
+from ray import tune
+
+from kinfuse_ray.analysis import Summary, TrialResult, summarise
+from kinfuse_ray.config import Schedule, SweepConfig
+from kinfuse_ray.data import DataBundle, build_bundle
+from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.plots import plot_law, plot_retention
+from kinfuse_ray.tracking import Tracker
+from kinfuse_ray.trial import BASE, INFUSE, base_checkpoint, run_trial
+
+STEP_METRICS = (
+    "retention", "retention_acc", "acquisition", "acquisition_acc", "val_loss", "train_loss",
+    "tokens_per_s", "lr", "stopped_early",
+)  # fmt: skip
+
+
+def tune_trial(config: dict, sweep: SweepConfig, bundle: DataBundle) -> None:
+    """Ray Tune function trainable: the plain training loop, reporting to Tune.
+    Tune's grid holds whole trial descriptions under "trial" ({"phase", "size", "ratio"})."""
+    run_trial(config["trial"], sweep, bundle, tune.report)
+
+
+class MlflowTrials(tune.Callback):
+    """Mirrors every Tune trial as a child MLflow run of the sweep (driver-side, one writer)."""
+
+    def __init__(self, tracker: Tracker, parent: str, sweep: SweepConfig, total: int):
+        self.tracker, self.parent, self.sweep, self.total = tracker, parent, sweep, total
+        self.runs: dict[str, str] = {}
+        self.started: dict[str, float] = {}
+        self.done = 0
+
+    def _params(self, config: dict) -> dict:
+        train = self.sweep.train
+        tokens = train.base_tokens if config["phase"] == BASE else train.tokens
+        return {
+            "phase": config["phase"],
+            "size": config["size"],
+            "n_params": self.sweep.n_params[config["size"]],
+            "ratio": config["ratio"],
+            "tokens": tokens,
+            "schedule": train.schedule.value,
+            "seed": self.sweep.seed,
+            "lr": train.lr,
+            "batch_size": train.batch_size,
+        }
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        c = trial.config["trial"]
+        self.runs[trial.trial_id] = self.tracker.start_run(
+            f"{c['phase']}-{c['size']}-r{c['ratio']:g}",
+            self._params(c),
+            {"kinfuse.phase": c["phase"]},
+            self.parent,
+        )
+        self.started[trial.trial_id] = time.monotonic()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run = self.runs[trial.trial_id]
+        if result.get("training_iteration") == 1:
+            self.tracker.log_params(
+                run, {"exposures_per_fact": f"{result['exposures_per_fact']:.2f}"}
+            )
+        metrics = {k: result[k] for k in STEP_METRICS if k in result}
+        self.tracker.log_metrics(run, metrics, step=int(result["tokens"]))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        run = self.runs[trial.trial_id]
+        if result.get("stopped_early"):
+            self.tracker.set_tags(run, {"kinfuse.stopped": "retention collapsed (early stop)"})
+        self.tracker.end_run(run, "FINISHED")
+        self.done += 1
+        seconds = time.monotonic() - self.started[trial.trial_id]
+        c = trial.config["trial"]
+        print(
+            f"  [{self.done:>3}/{self.total}] {c['phase']:<6} {c['size']:<10} r={c['ratio']:<5g} "
+            f"retention {result.get('retention', float('nan')):.2f}  "
+            f"acquisition {result.get('acquisition', float('nan')):.2f}  "
+            f"{'stopped early  ' if result.get('stopped_early') else ''}({seconds:.0f} s)",
+            flush=True,
+        )
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.tracker.set_tags(
+            self.runs[trial.trial_id], {"kinfuse.error": "trial raised; see Ray logs"}
+        )
+        self.tracker.end_run(self.runs[trial.trial_id], "FAILED")
+
+
+def _run_phase(
+    sweep: SweepConfig, bundle_ref, configs: list[dict], callback: MlflowTrials, name: str
+) -> list[tuple[dict, dict]]:
+    if not configs:
+        return []
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trial, sweep=sweep, bundle=bundle_ref),
+        {"cpu": sweep.train.cpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(configs)},
+        tune_config=tune.TuneConfig(reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=f"{sweep.name}-{name}",
+            storage_path=str(sweep.out / "ray"),
+            callbacks=[callback],
+            verbose=0,
+        ),
+    )
+    results = tuner.fit()
+    if results.errors:
+        cause = str(results.errors[0]).strip().splitlines()[-1]
+        raise KinfuseError(f"{len(results.errors)} {name} trial(s) failed, first: {cause}")
+    return [(r.config["trial"], r.metrics) for r in results]
+
+
+def _trial_result(config: dict, metrics: dict, sweep: SweepConfig) -> TrialResult:
+    return TrialResult(
+        phase=config["phase"],
+        size=config["size"],
+        n_params=sweep.n_params[config["size"]],
+        ratio=config["ratio"],
+        tokens=sweep.train.base_tokens if config["phase"] == BASE else sweep.train.tokens,
+        tokens_trained=int(metrics["tokens"]),
+        retention=metrics["retention"],
+        acquisition=metrics["acquisition"],
+        val_loss=metrics["val_loss"],
+        exposures_per_fact=metrics["exposures_per_fact"],
+        tokens_per_s=metrics["tokens_per_s"],
+        stopped_early=bool(metrics["stopped_early"]),
+        seconds=metrics["time_total_s"],
+    )
+
+
+def _start_ray(sweep: SweepConfig) -> bool:
+    """Join the configured cluster or start a local instance; True if we started it."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own one-line-per-trial progress instead
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(
+            address=sweep.ray.address or None,
+            num_cpus=None if sweep.ray.address else sweep.ray.num_cpus,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            configure_logging=True,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"'{sweep.ray.address}'" if sweep.ray.address else "a local instance"
+        raise KinfuseError(
+            f"ray.address: cannot connect to {where} ({str(exc).splitlines()[0]})"
+        ) from None
+    return True
+
+
+def run_sweep(sweep: SweepConfig, sweep_file: Path | None = None) -> Summary:
+    """Run every trial of `sweep`, analyse, record, and return the summary."""
+    started = time.monotonic()
+    # Trials run in their own working directories: pin the output folder to an absolute path.
+    sweep = sweep.model_copy(update={"output_dir": sweep.out})
+    bundle = build_bundle(
+        sweep.data, sweep.eval, sweep.seed
+    )  # bad data fails before any run exists
+    tracker = Tracker(sweep.mlflow.tracking_uri, sweep.experiment)
+    out = sweep.out
+    out.mkdir(parents=True, exist_ok=True)
+    config_dump = out / "sweep.yaml"
+    config_dump.write_text(yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False))
+    parent = tracker.start_run(
+        sweep.name,
+        {"seed": sweep.seed, "schedule": sweep.train.schedule.value, "sizes": len(sweep.ladder),
+         "ratios": ",".join(f"{r:g}" for r in sweep.ratios), "tokens": sweep.train.tokens},
+        {"kinfuse.sweep_file": str(sweep_file or ""), "kinfuse.output_dir": str(out)},
+    )  # fmt: skip
+    tracker.log_artifact(parent, config_dump)
+    started_ray = False
+    try:
+        started_ray = _start_ray(sweep)
+        bundle_ref = ray.put(bundle)
+        base = [
+            {"phase": BASE, "size": s.name, "ratio": 0.0}
+            for s in sweep.ladder
+            if sweep.train.schedule is Schedule.continued
+            and not base_checkpoint(sweep, s.name).exists()
+        ]
+        infuse = [
+            {"phase": INFUSE, "size": s.name, "ratio": r}
+            for s in sweep.ladder
+            for r in sweep.ratios
+        ]
+        callback = MlflowTrials(tracker, parent, sweep, len(base) + len(infuse))
+        print(
+            f"kinfuse: {len(sweep.ladder)} sizes x {len(sweep.ratios)} ratios; output in {out}",
+            flush=True,
+        )
+        base_results = _run_phase(sweep, bundle_ref, base, callback, "base")
+        results = _run_phase(sweep, bundle_ref, infuse, callback, "infusion")
+        trials = [_trial_result(c, m, sweep) for c, m in results]
+        summary = summarise(trials, sweep, wall_seconds=time.monotonic() - started)
+        summary.base_runs = [_trial_result(c, m, sweep) for c, m in base_results]
+        _record(summary, sweep, tracker, parent)
+        tracker.end_run(parent, "FINISHED")
+        return summary
+    except BaseException:
+        tracker.end_open_children(parent, "FAILED")
+        tracker.end_run(parent, "FAILED")
+        raise
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _record(summary: Summary, sweep: SweepConfig, tracker: Tracker, parent: str) -> None:
+    out = sweep.out
+    files = [
+        summary.save(out / "summary.json"),
+        plot_retention(summary, out / "retention_vs_ratio.png"),
+    ]
+    if summary.law is not None:
+        summary.law.save(out / "law.json")
+        files += [out / "law.json", plot_law(summary, out / "collapse_vs_size.png")]
+    for path in files:
+        tracker.log_artifact(parent, path)
+    tracker.log_metrics(parent, summary.parent_metrics(), step=0)

@@ -1,0 +1,88 @@
+"""MLflow I/O: one experiment per study, a parent run per sweep, a child run per trial.
+
+Only the driver writes (through an explicit `MlflowClient`), so a sqlite store never sees
+concurrent writers and trials need no access to the tracking server.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from kinfuse_ray.errors import KinfuseError
+
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+
+
+class Tracker:
+    def __init__(self, tracking_uri: str, experiment: str):
+        # Fail fast (seconds, not minutes of retries) when a tracking server is unreachable.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = (
+                found.experiment_id
+                if found
+                else self.client.create_experiment(
+                    experiment, artifact_location=self._artifacts(experiment)
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
+            first_line = (
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            )
+            raise KinfuseError(
+                f"mlflow.tracking_uri '{tracking_uri}': cannot reach the tracking store ({first_line[:200]})"
+            ) from None
+
+    def _artifacts(self, experiment: str) -> str | None:
+        # A local store keeps artifacts beside it (not in ./mlruns); a server decides for itself.
+        if self.uri.startswith("sqlite:///"):
+            db = Path(self.uri.removeprefix("sqlite:///")).resolve()
+            return (db.parent / "mlartifacts" / experiment).as_uri()
+        return None
+
+    def start_run(
+        self, name: str, params: dict, tags: dict | None = None, parent: str | None = None
+    ) -> str:
+        tags = dict(tags or {})
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: dict) -> None:
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.client.log_batch(run_id, metrics=batch)
+
+    def set_tags(self, run_id: str, tags: dict) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, run_id: str, path: Path, subdir: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), subdir)
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
+    def end_open_children(self, parent: str, status: str = "FAILED") -> int:
+        """Close every child run of `parent` still RUNNING (a crash must not leave any open)."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'",
+        )
+        for run in runs:
+            self.end_run(run.info.run_id, status)
+        return len(runs)

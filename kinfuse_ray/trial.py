@@ -1,0 +1,83 @@
+"""One trial: a model of one ladder size trained on the stream at one infusion ratio.
+
+Phases:
+- "base": general-only training from scratch; its checkpoint (weights, optimizer state and final
+  metrics) is shared by every infusion trial of that size under the continued schedule.
+- "infuse": training on the mix at ratio r, from the base checkpoint (continued schedule, LR
+  re-warmed) or from scratch (scratch schedule).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from kinfuse_ray.config import Schedule, SweepConfig
+from kinfuse_ray.data import DataBundle
+from kinfuse_ray.mixing import build_stream
+from kinfuse_ray.model import build_model
+from kinfuse_ray.train import CollapseWatch, Metrics, make_optimizer, train
+
+BASE, INFUSE = "base", "infuse"
+
+
+def base_checkpoint(sweep: SweepConfig, size: str) -> Path:
+    return sweep.out / "base" / f"{size}.pt"
+
+
+def run_trial(
+    config: dict, sweep: SweepConfig, bundle: DataBundle, report: Callable[[Metrics], None]
+) -> Metrics:
+    """Train one trial described by `config` ({"phase", "size", "ratio"}); return final metrics."""
+    torch.set_num_threads(sweep.train.cpus_per_trial)
+    phase, size, ratio = config["phase"], sweep.size(config["size"]), float(config["ratio"])
+    torch.manual_seed(sweep.seed)
+    model = build_model(size, bundle.vocab_size, bundle.seq_len, bundle.eos_id)
+    optimizer = make_optimizer(model, sweep.train)
+    watch = None
+    if phase == INFUSE and sweep.train.schedule is Schedule.continued:
+        state = torch.load(base_checkpoint(sweep, size.name), weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        ev = sweep.eval
+        watch = CollapseWatch(
+            state["metrics"]["retention"], ev.early_stop_below, ev.early_stop_patience
+        )
+
+    tokens = sweep.train.base_tokens if phase == BASE else sweep.train.tokens
+    stream = build_stream(
+        bundle.corpus,
+        bundle.general_facts,
+        bundle.domain_facts,
+        ratio,
+        tokens,
+        bundle.seq_len,
+        sweep.data.general_fact_share,
+        seed=sweep.seed + (0 if phase == BASE else 1),
+    )
+    context = {
+        "domain_share": stream.domain_share,
+        "exposures_per_fact": stream.domain_exposures,
+        "general_exposures_per_fact": stream.general_exposures,
+    }
+    final = train(
+        model,
+        optimizer,
+        stream.sequences,
+        bundle,
+        sweep.train,
+        sweep.eval,
+        lambda metrics: report({**metrics, **context}),
+        watch,
+    )
+    if phase == BASE:
+        path = base_checkpoint(sweep, size.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "metrics": final}
+        torch.save(state, tmp)
+        tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint behind
+    return {**final, **context}

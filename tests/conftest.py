@@ -1,0 +1,15 @@
+from pathlib import Path
+
+import pytest
+
+from kinfuse_ray.config import DataConfig, EvalConfig
+from kinfuse_ray.data import DataBundle, build_bundle
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def bundle() -> DataBundle:
+    """The bundled data, small: 50 general and 100 domain facts."""
+    data = DataConfig(n_general_facts=50, n_domain_facts=100, vocab_size=512)
+    return build_bundle(data, EvalConfig(acquisition_probes=None), seed=0)

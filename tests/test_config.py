@@ -1,0 +1,89 @@
+import subprocess
+import sys
+
+import pytest
+
+from kinfuse_ray.config import ModelSize, load_sweep
+from kinfuse_ray.errors import KinfuseError
+
+from .conftest import REPO
+
+GOOD = """
+name: t
+ladder:
+  - {name: a, hidden_size: 32, n_layers: 2, n_heads: 4}
+ratios: [0.5, 0.1]
+"""
+
+
+def sweep_file(tmp_path, text):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_every_bundled_sweep_file_is_valid():
+    for path in (REPO / "sweeps").glob("*.yaml"):
+        sweep = load_sweep(path)
+        assert len(sweep.ladder) >= 1 and sweep.n_params
+
+
+def test_defaults_and_sorted_ratios(tmp_path):
+    sweep = load_sweep(sweep_file(tmp_path, GOOD))
+    assert sweep.ratios == [0.1, 0.5]
+    assert sweep.mlflow.tracking_uri == "sqlite:///mlflow.db" and sweep.ray.address == ""
+    assert sweep.out.name == "t"
+
+
+def test_non_embedding_params_are_counted_from_the_model():
+    # LLaMA layer: 4 h^2 attention + 3 h f SwiGLU + 2 h norms; plus the final norm.
+    size = ModelSize(name="a", hidden_size=32, n_layers=2, n_heads=4)
+    h, f = 32, size.ffn_size
+    assert size.non_embedding_params(2048, 128) == 2 * (4 * h * h + 3 * h * f + 2 * h) + h
+    assert size.non_embedding_params(512, 128) == size.non_embedding_params(4096, 128)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD + "ratioz: [0.1]\n", "field 'ratioz': unknown field"),
+        (
+            GOOD.replace("n_layers: 2", "n_layers: two"),
+            "field 'ladder.0.n_layers': Input should be a valid integer",
+        ),
+        (GOOD.replace("[0.5, 0.1]", "[0.5, 1.0]"), "field 'ratios.1': Input should be less than 1"),
+        (
+            GOOD.replace("[0.5, 0.1]", "[-0.1]"),
+            "field 'ratios.0': Input should be greater than or equal to 0",
+        ),
+        (GOOD.replace("[0.5, 0.1]", "[0.5, 0.5]"), "field 'ratios': ratios must be unique"),
+        (
+            "name: t\nladder: []\nratios: [0.1]\n",
+            "field 'ladder': List should have at least 1 item",
+        ),
+        (
+            GOOD.replace("n_heads: 4", "n_heads: 5"),
+            "field 'ladder.0': hidden_size 32 is not divisible",
+        ),
+        (GOOD + "train: {schedule: sideways}\n", "field 'train.schedule'"),
+        ("name: t\nladder: [\n", "line 3: malformed YAML"),
+        ("- just\n- a list\n", "expected a mapping"),
+    ],
+)
+def test_schema_errors_are_one_line_naming_the_field(tmp_path, text, message):
+    with pytest.raises(KinfuseError, match=message) as err:
+        load_sweep(sweep_file(tmp_path, text))
+    assert "\n" not in str(err.value)
+
+
+def test_cli_prints_one_line_and_exits_2_without_a_traceback(tmp_path):
+    path = sweep_file(tmp_path, GOOD + "bogus: 1\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "kinfuse_ray.cli", "sweep", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"kinfuse: error: {path}: field 'bogus': unknown field"
+    assert not list(tmp_path.glob("runs")) and not (tmp_path / "mlflow.db").exists()

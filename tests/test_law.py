@@ -1,0 +1,84 @@
+import math
+
+import numpy as np
+import pytest
+
+from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.law import CollapseRecord, InfusionLaw
+
+SIZES = np.geomspace(2e4, 1e6, 6)
+
+
+def points(b=-0.7, c=50.0, noise=0.05, seed=0, tokens=5e5, g=0.0, target="general_share"):
+    """Collapse points from a known law, log-normal noise, brackets of +-10% around r*."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for d in np.atleast_1d(tokens):
+        for n in SIZES:
+            y = c * n**b * (d / 5e5) ** g * math.exp(rng.normal(0, noise))
+            r = y if target == "ratio" else 1 - y
+            out.append(CollapseRecord(n, d, r, (r * 0.97, min(r * 1.03, 0.999)), f"n{int(n)}"))
+    return out
+
+
+def test_recovers_a_known_exponent_with_an_interval_that_covers_it():
+    law = InfusionLaw(n_bootstrap=300).fit(points())
+    assert law.exponents["b_n"] == pytest.approx(-0.7, abs=0.08)
+    lo, hi = law.exponent_intervals()["b_n"]
+    assert lo < -0.7 < hi
+
+
+@pytest.mark.slow
+def test_interval_covers_the_true_exponent_at_about_the_nominal_rate():
+    covered = 0
+    draws = 30
+    for seed in range(draws):
+        law = InfusionLaw(confidence=0.9, n_bootstrap=200, seed=seed).fit(
+            points(seed=seed, noise=0.1)
+        )
+        lo, hi = law.exponent_intervals()["b_n"]
+        covered += lo <= -0.7 <= hi
+    assert covered / draws >= 0.7  # nominal 0.9; a 6-point bootstrap runs a little narrow
+
+
+def test_ratio_target_and_joint_law_in_n_and_d():
+    law = InfusionLaw(target="ratio", n_bootstrap=100).fit(points(b=0.3, c=0.01, target="ratio"))
+    assert law.exponents["b_n"] == pytest.approx(0.3, abs=0.05)
+    joint = InfusionLaw(form="power_nd", n_bootstrap=100).fit(
+        points(tokens=[2.5e5, 5e5, 1e6], g=-0.3)
+    )
+    assert joint.exponents["b_n"] == pytest.approx(-0.7, abs=0.08)
+    assert joint.exponents["g_d"] == pytest.approx(-0.3, abs=0.1)
+
+
+def test_held_out_prediction_beats_the_baseline_on_a_real_trend():
+    v = InfusionLaw(n_bootstrap=200).fit(points(noise=0.02)).validation_
+    assert v is not None and v.held_out == f"n{int(SIZES[-1])}"
+    assert v.beats_baseline and v.covered
+
+
+def test_prediction_has_interval_safe_ratio_and_extrapolation_warning():
+    law = InfusionLaw(n_bootstrap=200, safety_margin=0.1).fit(points())
+    near = law.predict(5e5)
+    assert near.interval[0] <= near.ratio <= near.interval[1]
+    assert near.safe_ratio == pytest.approx(near.interval[0] * 0.9)
+    assert not near.warnings
+    far = law.predict(1e9)
+    assert far.warnings and "extrapolating" in far.warnings[0]
+
+
+def test_refuses_too_few_points_and_says_how_many():
+    with pytest.raises(KinfuseError, match="3 or more distinct sizes, got 2"):
+        InfusionLaw().fit(points()[:2])
+    with pytest.raises(KinfuseError, match="not fitted"):
+        InfusionLaw().predict(1e6)
+
+
+def test_json_round_trip(tmp_path):
+    law = InfusionLaw(n_bootstrap=50).fit(points())
+    law.save(tmp_path / "law.json")
+    again = InfusionLaw.load(tmp_path / "law.json")
+    assert again.predict(3e6) == law.predict(3e6)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(KinfuseError, match="not a saved infusion law"):
+        InfusionLaw.load(tmp_path / "bad.json")
