@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from kinfuse_ray.collapse import CollapsePoint, best_safe_ratio, detect_collapse
-from kinfuse_ray.config import SweepConfig
+from kinfuse_ray.config import EvalConfig, SweepConfig
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.law import CollapseRecord, InfusionLaw, Prediction
 
@@ -36,6 +37,7 @@ class TrialResult:
 class SizeResult:
     size: str
     n_params: int
+    tokens: int
     collapse: CollapsePoint
     best_safe_ratio: float | None
     acquisition_at_safe: float | None
@@ -71,6 +73,7 @@ class Summary:
                 {
                     "size": s.size,
                     "n_params": s.n_params,
+                    "tokens": s.tokens,
                     "outcome": s.collapse.outcome.value,
                     "collapse_ratio": s.collapse.ratio,
                     "bracket": list(s.collapse.bracket),
@@ -125,32 +128,42 @@ class Summary:
         return "\n".join(lines)
 
 
-def size_results(trials: list[TrialResult], sweep: SweepConfig) -> list[SizeResult]:
+def size_results(trials: list[TrialResult], evals: EvalConfig) -> list[SizeResult]:
+    """Apply the collapse rule to each (size, token budget) group, smallest model first.
+    Repeated trials at one ratio (several seeds or sweeps) are averaged."""
+    groups: dict[tuple[str, int, int], list[TrialResult]] = defaultdict(list)
+    for t in trials:
+        groups[(t.size, t.n_params, t.tokens)].append(t)
     out = []
-    ev = sweep.eval
-    for size in sweep.ladder:
-        mine = sorted((t for t in trials if t.size == size.name), key=lambda t: t.ratio)
-        ratios = [t.ratio for t in mine]
-        retention = [t.retention for t in mine]
-        collapse = detect_collapse(ratios, retention, ev.collapse_threshold, ev.plateau_points)
-        safe = best_safe_ratio(ratios, retention, collapse.plateau, ev.plateau_tolerance)
-        acq = next((t.acquisition for t in mine if t.ratio == safe), None)
-        out.append(SizeResult(size.name, sweep.n_params[size.name], collapse, safe, acq))
+    for (size, n_params, tokens), mine in sorted(groups.items(), key=lambda kv: kv[0][1:]):
+        ratios = sorted({t.ratio for t in mine})
+        retention = [np.mean([t.retention for t in mine if t.ratio == r]) for r in ratios]
+        acquisition = [np.mean([t.acquisition for t in mine if t.ratio == r]) for r in ratios]
+        collapse = detect_collapse(
+            ratios, retention, evals.collapse_threshold, evals.plateau_points
+        )
+        safe = best_safe_ratio(ratios, retention, collapse.plateau, evals.plateau_tolerance)
+        acq = float(acquisition[ratios.index(safe)]) if safe is not None else None
+        out.append(SizeResult(size, n_params, tokens, collapse, safe, acq))
     return out
 
 
-def summarise(trials: list[TrialResult], sweep: SweepConfig, wall_seconds: float = 0.0) -> Summary:
-    sizes = size_results(trials, sweep)
-    summary = Summary(sweep.name, sizes, trials, wall_seconds=wall_seconds)
-    records = [
-        CollapseRecord(s.n_params, sweep.train.tokens, s.collapse.ratio, s.collapse.bracket, s.size)
+def collapse_records(sizes: list[SizeResult]) -> list[CollapseRecord]:
+    """The points a law is fitted to: every size whose collapse was found."""
+    return [
+        CollapseRecord(s.n_params, s.tokens, s.collapse.ratio, s.collapse.bracket, s.size)
         for s in sizes
         if s.collapse.found
     ]
+
+
+def summarise(trials: list[TrialResult], sweep: SweepConfig, wall_seconds: float = 0.0) -> Summary:
+    sizes = size_results(trials, sweep.eval)
+    summary = Summary(sweep.name, sizes, trials, wall_seconds=wall_seconds)
     p = sweep.predict
     law = InfusionLaw(p.law, p.law_target, p.confidence, p.safety_margin, p.bootstrap, sweep.seed)
     try:
-        summary.law = law.fit(records)
+        summary.law = law.fit(collapse_records(sizes))
     except KinfuseError as exc:
         summary.law_note = str(exc)
         return summary

@@ -1,4 +1,10 @@
-"""`kinfuse` command line. User mistakes print one line and exit 2; no tracebacks."""
+"""`kinfuse` command line. User mistakes print one line and exit 2; no tracebacks.
+
+kinfuse sweep sweeps/quickstart.yaml           run a sweep end to end
+kinfuse fit --experiment quickstart            refit the law from MLflow, write JSON + plot
+kinfuse predict --experiment quickstart --n-params 8e5
+kinfuse predict --law-file runs/quickstart/law.json --n-params 8e5 --tokens 5e5
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,22 @@ import sys
 from pathlib import Path
 
 from kinfuse_ray.errors import KinfuseError
+
+
+def _print_prediction(prediction, target: str) -> None:
+    print(
+        f"\nrecommendation for {target} ({prediction.n_params:,.0f} non-embedding params, {prediction.tokens:,.0f} tokens):"
+    )
+    print(f"  {prediction.describe()}")
+    for warning in prediction.warnings:
+        print(f"  warning: {warning}")
+
+
+def _mlflow_ui_hint(uri: str) -> str:
+    if not uri.startswith("sqlite:"):
+        return f"browse the runs: {uri}"
+    mlflow = Path(sys.executable).parent / "mlflow"
+    return f"browse the runs: {mlflow} ui --backend-store-uri {uri} --host 127.0.0.1  (then open http://127.0.0.1:5000)"
 
 
 def _sweep(args: argparse.Namespace) -> None:
@@ -20,44 +42,106 @@ def _sweep(args: argparse.Namespace) -> None:
     summary = run_sweep(sweep, Path(args.sweep_file))
     print()
     print(summary.table())
-    if summary.law is not None:
-        exps = ", ".join(f"{k} = {v:.3f}" for k, v in summary.law.exponents.items())
-        print(f"\nlaw ({summary.law.form}, {summary.law.target}): {exps}")
-        v = summary.law.validation_
-        if v is not None:
-            print(
-                f"held out {v.held_out}: measured r* {v.measured:.3f}, law {v.predicted:.3f} "
-                f"(log error {v.log_error:+.3f}), baseline {v.baseline:.3f} (log error {v.baseline_log_error:+.3f})"
-            )
-    else:
-        print(f"\nno law fitted: {summary.law_note}")
+    print()
+    print(summary.law.report() if summary.law else f"no law fitted: {summary.law_note}")
     if summary.recommendation:
-        print(
-            f"\nrecommendation for {summary.target} ({summary.recommendation.n_params:,.0f} params):"
-        )
-        print(f"  {summary.recommendation.describe()}")
-        for warning in summary.recommendation.warnings:
-            print(f"  warning: {warning}")
-    print(f"\nsummary and plots: {sweep.out}")
+        _print_prediction(summary.recommendation, summary.target)
+    print(f"\nsummary.json and plots: {sweep.out}")
     print(f"wall time: {summary.wall_seconds:.0f} s")
-    uri = sweep.mlflow.tracking_uri
-    if uri.startswith("sqlite:"):
-        print(
-            f"browse the runs: mlflow ui --backend-store-uri {uri} --host 127.0.0.1  (then open http://127.0.0.1:5000)"
+    print(_mlflow_ui_hint(sweep.mlflow.tracking_uri))
+
+
+def _law_options(args: argparse.Namespace) -> dict:
+    return {
+        "form": args.law,
+        "target": args.target,
+        "confidence": args.confidence,
+        "safety_margin": args.safety_margin,
+    }
+
+
+def _fit(args: argparse.Namespace) -> None:
+    from kinfuse_ray.law import InfusionLaw
+    from kinfuse_ray.plots import plot_law
+
+    if not args.experiment:
+        raise KinfuseError("fit needs --experiment NAME")
+    law = InfusionLaw.from_mlflow(
+        args.experiment, args.tracking_uri, args.threshold, **_law_options(args)
+    )
+    print(law.report())
+    law.save(args.out)
+    print(f"\nlaw: {args.out}")
+    title = "+".join(args.experiment)
+    print(f"plot: {plot_law(law, Path(args.plot), title)}")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from kinfuse_ray.law import InfusionLaw
+
+    if args.law_file:
+        law = InfusionLaw.load(args.law_file)
+    elif args.experiment:
+        law = InfusionLaw.from_mlflow(
+            args.experiment, args.tracking_uri, args.threshold, **_law_options(args)
         )
     else:
-        print(f"browse the runs: {uri}")
+        raise KinfuseError("predict needs --experiment NAME or --law-file FILE")
+    print(law.report())
+    _print_prediction(law.predict(args.n_params, args.tokens), f"N = {args.n_params:,.0f}")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _add_law_source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--experiment",
+        action="append",
+        help="MLflow experiment (a study); repeat to combine sweeps",
+    )
+    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, help="collapse threshold (x plateau)"
+    )
+    parser.add_argument("--law", default="power_n", choices=["power_n", "power_nd"])
+    parser.add_argument("--target", default="general_share", choices=["general_share", "ratio"])
+    parser.add_argument("--confidence", type=float, default=0.9)
+    parser.add_argument("--safety-margin", type=float, default=0.1)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kinfuse", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="kinfuse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+
     sweep = sub.add_parser("sweep", help="run a sweep file end to end")
     sweep.add_argument("sweep_file")
     sweep.add_argument(
         "--output-dir", help="where summary.json and plots go (default: runs/<name>)"
     )
     sweep.set_defaults(func=_sweep)
+
+    fit = sub.add_parser("fit", help="refit the law from recorded trials; write JSON and plot")
+    _add_law_source(fit)
+    fit.add_argument("--out", default="law.json")
+    fit.add_argument("--plot", default="collapse_vs_size.png")
+    fit.set_defaults(func=_fit)
+
+    predict = sub.add_parser("predict", help="recommend an infusion ratio for an untried size")
+    _add_law_source(predict)
+    predict.add_argument("--law-file", help="a law saved by `kinfuse fit` or a sweep")
+    predict.add_argument("--n-params", type=_positive, required=True, help="non-embedding params")
+    predict.add_argument("--tokens", type=_positive, help="token budget (default: the fitted one)")
+    predict.set_defaults(func=_predict)
     return parser
 
 

@@ -252,6 +252,33 @@ class InfusionLaw:
             for i, name in enumerate(FORMS[self.form])
         }
 
+    def report(self) -> str:
+        """A few lines for people: the fitted parameters with intervals and the held-out check."""
+        self._check_fitted()
+        n = [r.n_params for r in self.records_]
+        lines = [
+            f"law {self.form} on {self.target}, fitted to {len(self.records_)} collapse points "
+            f"(N {min(n):,.0f} to {max(n):,.0f}):"
+        ]
+        intervals = self.exponent_intervals()
+        for name, value in self.exponents.items():
+            lo, hi = intervals[name]
+            lines.append(
+                f"  {name} = {value:+.3f}  ({self.confidence:.0%} interval {lo:+.3f} to {hi:+.3f})"
+            )
+        v = self.validation_
+        if v is None:
+            lines.append("  held-out check: needs one more size")
+        else:
+            verdict = "beats" if v.beats_baseline else "does not beat"
+            lines.append(
+                f"  held out {v.held_out}: measured r* {v.measured:.3f}, law {v.predicted:.3f} "
+                f"({v.interval[0]:.3f}-{v.interval[1]:.3f}, {'covers' if v.covered else 'misses'}; "
+                f"log error {v.log_error:+.3f}); baseline {v.baseline:.3f} "
+                f"(log error {v.baseline_log_error:+.3f}): the law {verdict} the baseline"
+            )
+        return "\n".join(lines)
+
     # --- persistence ------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return asdict(self)
@@ -276,6 +303,26 @@ class InfusionLaw:
                 **{**validation, "interval": tuple(validation["interval"])}
             )
         return law
+
+    @classmethod
+    def from_mlflow(
+        cls,
+        experiment: str | list[str],
+        tracking_uri: str = "sqlite:///mlflow.db",
+        threshold: float = 0.5,
+        plateau_points: int = 2,
+        **law_options,
+    ) -> InfusionLaw:
+        """Fit on the collapse points rebuilt from the finished trials of one or more sweeps'
+        MLflow experiments (not from any cached summary); `law_options` go to the constructor."""
+        from kinfuse_ray.analysis import collapse_records, size_results
+        from kinfuse_ray.config import EvalConfig
+        from kinfuse_ray.tracking import load_trials
+
+        names = [experiment] if isinstance(experiment, str) else list(experiment)
+        trials = load_trials(tracking_uri, names)
+        evals = EvalConfig(collapse_threshold=threshold, plateau_points=plateau_points)
+        return cls(**law_options).fit(collapse_records(size_results(trials, evals)))
 
     @classmethod
     def load(cls, path: str | Path) -> InfusionLaw:

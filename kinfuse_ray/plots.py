@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kinfuse_ray.analysis import Summary, collapse_curve  # noqa: E402
+from kinfuse_ray.law import InfusionLaw, Prediction  # noqa: E402
 
 
 def plot_retention(summary: Summary, path: Path) -> Path:
@@ -45,10 +46,15 @@ def plot_retention(summary: Summary, path: Path) -> Path:
     return path
 
 
-def plot_law(summary: Summary, path: Path) -> Path:
+def plot_law(
+    law: InfusionLaw,
+    path: Path,
+    title: str,
+    prediction: Prediction | None = None,
+    target: str = "target",
+) -> Path:
     """Collapse point against size (log-log) with the fit, its interval band, the held-out check
     and the queried prediction."""
-    law = summary.law
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     n = np.array([r.n_params for r in law.records_])
     r = np.array([r.ratio for r in law.records_])
@@ -57,7 +63,7 @@ def plot_law(summary: Summary, path: Path) -> Path:
     ax.errorbar(
         n, r, yerr=[r - lo, hi - r], fmt="o", color="C0", capsize=3, label="measured r* (bracket)"
     )
-    top = max(n.max(), summary.recommendation.n_params if summary.recommendation else 0)
+    top = max(n.max(), prediction.n_params if prediction else 0)
     grid = np.geomspace(n.min() / 1.5, top * 1.5, 60)
     preds = [law.predict(x) for x in grid]
     ax.plot(grid, [p.ratio for p in preds], color="C1", label=f"{law.form} fit ({law.target})")
@@ -72,11 +78,11 @@ def plot_law(summary: Summary, path: Path) -> Path:
             [held.n_params], [v.predicted], yerr=[[v.predicted - v.interval[0]], [v.interval[1] - v.predicted]],
             fmt="s", mfc="none", color="C2", capsize=3, label=f"held-out prediction of {v.held_out}",
         )  # fmt: skip
-    if summary.recommendation:
-        p = summary.recommendation
+    if prediction:
+        p = prediction
         ax.errorbar(
             [p.n_params], [p.ratio], yerr=[[p.ratio - p.interval[0]], [p.interval[1] - p.ratio]],
-            fmt="*", ms=12, color="C3", capsize=3, label=f"prediction for {summary.target}",
+            fmt="*", ms=12, color="C3", capsize=3, label=f"prediction for {target}",
         )  # fmt: skip
         ax.plot(
             [p.n_params],
@@ -90,7 +96,7 @@ def plot_law(summary: Summary, path: Path) -> Path:
     )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    ax.set_title(f"{summary.study}: collapse point vs model size")
+    ax.set_title(f"{title}: collapse point vs model size")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,8 +1,8 @@
 """Run a sweep: Ray Tune trials over ladder size x infusion ratio, recorded in MLflow.
 
-The driver prepares the data once, starts (or joins) Ray, runs the base phase (continued
-schedule) and the infusion phase as Tune experiments, then analyses the results, fits the law
-and records everything on the sweep's parent MLflow run.
+The driver prepares the data once, starts (or joins) Ray, runs the base runs (continued
+schedule) and the infusion trials as one Tune experiment (`search.LadderGrid` orders them), then
+analyses the results, fits the law and records everything on the sweep's parent MLflow run.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from kinfuse_ray.config import Schedule, SweepConfig
 from kinfuse_ray.data import DataBundle, build_bundle
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.plots import plot_law, plot_retention
+from kinfuse_ray.search import LadderGrid
 from kinfuse_ray.tracking import Tracker
 from kinfuse_ray.trial import BASE, INFUSE, base_checkpoint, run_trial
 
 STEP_METRICS = (
     "retention", "retention_acc", "acquisition", "acquisition_acc", "val_loss", "train_loss",
-    "tokens_per_s", "lr", "stopped_early",
+    "tokens_per_s", "lr", "stopped_early", "tokens",
 )  # fmt: skip
 
 
@@ -103,21 +104,24 @@ class MlflowTrials(tune.Callback):
         self.tracker.end_run(self.runs[trial.trial_id], "FAILED")
 
 
-def _run_phase(
-    sweep: SweepConfig, bundle_ref, configs: list[dict], callback: MlflowTrials, name: str
+def _run_trials(
+    sweep: SweepConfig, bundle_ref, base: list[dict], infuse: list[dict], callback: MlflowTrials
 ) -> list[tuple[dict, dict]]:
-    if not configs:
-        return []
+    """Run base and infusion trials as one Tune experiment; return (trial, final metrics) pairs."""
+    ready = {s.name for s in sweep.ladder} - {t["size"] for t in base}
     trainable = tune.with_resources(
         tune.with_parameters(tune_trial, sweep=sweep, bundle=bundle_ref),
         {"cpu": sweep.train.cpus_per_trial},
     )
     tuner = tune.Tuner(
         trainable,
-        param_space={"trial": tune.grid_search(configs)},
-        tune_config=tune.TuneConfig(reuse_actors=True),
+        tune_config=tune.TuneConfig(
+            search_alg=LadderGrid(base, infuse, ready),
+            num_samples=len(base) + len(infuse),
+            reuse_actors=True,
+        ),
         run_config=tune.RunConfig(
-            name=f"{sweep.name}-{name}",
+            name=sweep.name,
             storage_path=str(sweep.out / "ray"),
             callbacks=[callback],
             verbose=0,
@@ -126,7 +130,7 @@ def _run_phase(
     results = tuner.fit()
     if results.errors:
         cause = str(results.errors[0]).strip().splitlines()[-1]
-        raise KinfuseError(f"{len(results.errors)} {name} trial(s) failed, first: {cause}")
+        raise KinfuseError(f"{len(results.errors)} trial(s) failed, first: {cause}")
     return [(r.config["trial"], r.metrics) for r in results]
 
 
@@ -209,11 +213,13 @@ def run_sweep(sweep: SweepConfig, sweep_file: Path | None = None) -> Summary:
             f"kinfuse: {len(sweep.ladder)} sizes x {len(sweep.ratios)} ratios; output in {out}",
             flush=True,
         )
-        base_results = _run_phase(sweep, bundle_ref, base, callback, "base")
-        results = _run_phase(sweep, bundle_ref, infuse, callback, "infusion")
-        trials = [_trial_result(c, m, sweep) for c, m in results]
+        results = [
+            _trial_result(c, m, sweep)
+            for c, m in _run_trials(sweep, bundle_ref, base, infuse, callback)
+        ]
+        trials = [t for t in results if t.phase == INFUSE]
         summary = summarise(trials, sweep, wall_seconds=time.monotonic() - started)
-        summary.base_runs = [_trial_result(c, m, sweep) for c, m in base_results]
+        summary.base_runs = [t for t in results if t.phase == BASE]
         _record(summary, sweep, tracker, parent)
         tracker.end_run(parent, "FINISHED")
         return summary
@@ -234,7 +240,16 @@ def _record(summary: Summary, sweep: SweepConfig, tracker: Tracker, parent: str)
     ]
     if summary.law is not None:
         summary.law.save(out / "law.json")
-        files += [out / "law.json", plot_law(summary, out / "collapse_vs_size.png")]
+        files += [
+            out / "law.json",
+            plot_law(
+                summary.law,
+                out / "collapse_vs_size.png",
+                summary.study,
+                summary.recommendation,
+                summary.target or "target",
+            ),
+        ]
     for path in files:
         tracker.log_artifact(parent, path)
     tracker.log_metrics(parent, summary.parent_metrics(), step=0)

@@ -86,3 +86,48 @@ class Tracker:
         for run in runs:
             self.end_run(run.info.run_id, status)
         return len(runs)
+
+
+def load_trials(tracking_uri: str, experiments: list[str]) -> list:
+    """Rebuild the finished infusion trials recorded in `experiments` (several sweeps combine)."""
+    from kinfuse_ray.analysis import TrialResult
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    ids = []
+    for name in experiments:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise KinfuseError(f"mlflow: no experiment named '{name}' at {tracking_uri}")
+        ids.append(found.experiment_id)
+    runs = client.search_runs(
+        ids,
+        filter_string="params.phase = 'infuse' and attributes.status = 'FINISHED'",
+        max_results=50_000,
+    )
+    trials = []
+    for run in runs:
+        p, m = run.data.params, run.data.metrics
+        if "retention" not in m:
+            continue
+        trials.append(
+            TrialResult(
+                phase=p["phase"],
+                size=p["size"],
+                n_params=int(p["n_params"]),
+                ratio=float(p["ratio"]),
+                tokens=int(p["tokens"]),
+                tokens_trained=int(run.data.metrics.get("tokens", 0)) or int(p["tokens"]),
+                retention=m["retention"],
+                acquisition=m.get("acquisition", float("nan")),
+                val_loss=m.get("val_loss", float("nan")),
+                exposures_per_fact=float(p.get("exposures_per_fact", "nan")),
+                tokens_per_s=m.get("tokens_per_s", float("nan")),
+                stopped_early=bool(m.get("stopped_early", 0.0)),
+                seconds=(run.info.end_time - run.info.start_time) / 1000
+                if run.info.end_time
+                else 0.0,
+            )
+        )
+    if not trials:
+        raise KinfuseError(f"mlflow: no finished infusion trials in {', '.join(experiments)}")
+    return trials
