@@ -20,6 +20,7 @@ from kinfuse_ray.analysis import Summary, TrialResult, summarise
 from kinfuse_ray.config import Schedule, SweepConfig
 from kinfuse_ray.data import DataBundle, build_bundle
 from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.live_metrics import LiveMetrics
 from kinfuse_ray.plots import plot_law, plot_retention
 from kinfuse_ray.search import LadderGrid
 from kinfuse_ray.tracking import Tracker
@@ -32,9 +33,21 @@ STEP_METRICS = (
 
 
 def tune_trial(config: dict, sweep: SweepConfig, bundle: DataBundle) -> None:
-    """Ray Tune function trainable: the plain training loop, reporting to Tune.
-    Tune's grid holds whole trial descriptions under "trial" ({"phase", "size", "ratio"})."""
-    run_trial(config["trial"], sweep, bundle, tune.report)
+    """Ray Tune function trainable: the plain training loop, reporting to Tune and to Ray's
+    metrics (dashboards/). The searcher hands each trial's description under "trial"."""
+    trial = config["trial"]
+    live = LiveMetrics(sweep.name, trial["size"], trial["ratio"], trial["phase"])
+
+    def report(metrics: dict) -> None:
+        live.publish(metrics)
+        tune.report(metrics)
+
+    outcome = "failed"
+    try:
+        final = run_trial(trial, sweep, bundle, report)
+        outcome = "stopped_early" if final.get("stopped_early") else "completed"
+    finally:
+        live.close(outcome)
 
 
 class MlflowTrials(tune.Callback):
