@@ -13,7 +13,7 @@ import numpy as np
 from kinfuse_ray.collapse import CollapsePoint, best_safe_ratio, detect_collapse
 from kinfuse_ray.config import EvalConfig, SweepConfig
 from kinfuse_ray.errors import KinfuseError
-from kinfuse_ray.law import CollapseRecord, InfusionLaw, Prediction
+from kinfuse_ray.law import CollapseRecord, InfusionLaw, Prediction, candidates, compare_laws
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class SizeResult:
     collapse: CollapsePoint
     best_safe_ratio: float | None
     acquisition_at_safe: float | None
+    acquisition_curve: tuple[tuple[float, float], ...] = ()  # (ratio, mean acquisition)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Summary:
     trials: list[TrialResult]
     law: InfusionLaw | None = None
     law_note: str = ""
+    law_comparison: list[dict] = field(default_factory=list)  # every candidate law, best first
     target: str | None = None
     recommendation: Prediction | None = None
     wall_seconds: float = 0.0
@@ -85,6 +87,7 @@ class Summary:
             ],
             "law": law,
             "law_note": self.law_note,
+            "law_comparison": self.law_comparison,
             "recommendation": (
                 {"target": self.target, **asdict(self.recommendation)}
                 if self.recommendation
@@ -144,14 +147,17 @@ def size_results(trials: list[TrialResult], evals: EvalConfig) -> list[SizeResul
         )
         safe = best_safe_ratio(ratios, retention, collapse.plateau, evals.plateau_tolerance)
         acq = float(acquisition[ratios.index(safe)]) if safe is not None else None
-        out.append(SizeResult(size, n_params, tokens, collapse, safe, acq))
+        curve = tuple((float(r), float(a)) for r, a in zip(ratios, acquisition, strict=True))
+        out.append(SizeResult(size, n_params, tokens, collapse, safe, acq, curve))
     return out
 
 
 def collapse_records(sizes: list[SizeResult]) -> list[CollapseRecord]:
     """The points a law is fitted to: every size whose collapse was found."""
     return [
-        CollapseRecord(s.n_params, s.tokens, s.collapse.ratio, s.collapse.bracket, s.size)
+        CollapseRecord(
+            s.n_params, s.tokens, s.collapse.ratio, s.collapse.bracket, s.size, s.acquisition_curve
+        )
         for s in sizes
         if s.collapse.found
     ]
@@ -161,12 +167,26 @@ def summarise(trials: list[TrialResult], sweep: SweepConfig, wall_seconds: float
     sizes = size_results(trials, sweep.eval)
     summary = Summary(sweep.name, sizes, trials, wall_seconds=wall_seconds)
     p = sweep.predict
-    law = InfusionLaw(p.law, p.law_target, p.confidence, p.safety_margin, p.bootstrap, sweep.seed)
+    options = dict(
+        confidence=p.confidence,
+        safety_margin=p.safety_margin,
+        n_bootstrap=p.bootstrap,
+        seed=sweep.seed,
+    )
     try:
-        summary.law = law.fit(collapse_records(sizes))
+        ranked = compare_laws(collapse_records(sizes), *candidates(p.law, p.law_target), **options)
     except KinfuseError as exc:
         summary.law_note = str(exc)
         return summary
+    summary.law = ranked[0].law
+    summary.law_comparison = [
+        {
+            "law": c.name,
+            "aicc": round(c.aicc, 2),
+            "held_out_log_error": None if c.held_out_error is None else round(c.held_out_error, 4),
+        }
+        for c in ranked
+    ]
     if p.target is not None:
         target_n = p.target.size.non_embedding_params(sweep.data.vocab_size, sweep.data.seq_len)
         summary.target = p.target.size.name

@@ -44,6 +44,12 @@ def _sweep(args: argparse.Namespace) -> None:
     print(summary.table())
     print()
     print(summary.law.report() if summary.law else f"no law fitted: {summary.law_note}")
+    if len(summary.law_comparison) > 1:
+        ranked = ", ".join(
+            f"{c['law']} (held-out |log error| {c['held_out_log_error']}, AICc {c['aicc']:.1f})"
+            for c in summary.law_comparison
+        )
+        print(f"  laws compared, best first: {ranked}")
     if summary.recommendation:
         _print_prediction(summary.recommendation, summary.target)
     print(f"\nsummary.json and plots: {sweep.out}")
@@ -111,8 +117,8 @@ def _add_law_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="collapse threshold (x plateau)"
     )
-    parser.add_argument("--law", default="power_n", choices=["power_n", "power_nd"])
-    parser.add_argument("--target", default="general_share", choices=["general_share", "ratio"])
+    parser.add_argument("--law", default="auto", choices=["auto", "power_n", "power_nd"])
+    parser.add_argument("--target", default="auto", choices=["auto", "general_share", "ratio"])
     parser.add_argument("--confidence", type=float, default=0.9)
     parser.add_argument("--safety-margin", type=float, default=0.1)
 

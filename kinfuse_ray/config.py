@@ -112,8 +112,8 @@ class Target(Strict):
 
 class PredictConfig(Strict):
     target: Target | None = None
-    law: Literal["power_n", "power_nd"] = "power_n"
-    law_target: Literal["general_share", "ratio"] = "general_share"
+    law: Literal["auto", "power_n", "power_nd"] = "auto"  # auto: compare_laws picks
+    law_target: Literal["auto", "general_share", "ratio"] = "auto"
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.9
     safety_margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
     bootstrap: int = Field(default=1000, ge=10)

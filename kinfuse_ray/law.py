@@ -43,6 +43,7 @@ class CollapseRecord:
     ratio: float
     bracket: tuple[float, float]
     name: str = ""
+    acquisition: tuple[tuple[float, float], ...] = ()  # (ratio, acquisition) measured at this size
 
 
 @dataclass(frozen=True)
@@ -55,14 +56,23 @@ class Prediction:
     safe_ratio: float
     safety_margin: float
     warnings: tuple[str, ...] = ()
+    # Domain acquisition the largest fitted size reached at the recommended ratio: a floor, since
+    # larger models acquire more at a given ratio. None when that ratio lies outside its trials.
+    expected_acquisition: float | None = None
 
     def describe(self) -> str:
         lo, hi = self.interval
-        return (
+        text = (
             f"collapse ratio r* = {self.ratio:.3f} ({self.confidence:.0%} interval {lo:.3f}-{hi:.3f}); "
             f"recommended infusion ratio {self.safe_ratio:.3f} "
             f"(lower bound less a {self.safety_margin:.0%} margin)"
         )
+        if self.expected_acquisition is not None:
+            text += (
+                f"; expected domain acquisition at least {self.expected_acquisition:.2f} "
+                "(chance-corrected, as the largest fitted size reached there)"
+            )
+        return text
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,16 @@ class Validation:
     @property
     def beats_baseline(self) -> bool:
         return abs(self.log_error) < abs(self.baseline_log_error)
+
+
+def _acquisition_at(curve: tuple[tuple[float, float], ...], ratio: float) -> float | None:
+    """Interpolate a measured acquisition curve; None outside the ratios it was measured at."""
+    if not curve:
+        return None
+    ratios, values = zip(*sorted(curve), strict=True)
+    if not ratios[0] <= ratio <= ratios[-1]:
+        return None
+    return float(np.interp(ratio, ratios, values))
 
 
 @dataclass
@@ -209,21 +229,24 @@ class InfusionLaw:
 
     def predict(self, n_params: float, tokens: float | None = None) -> Prediction:
         self._check_fitted()
-        tokens = tokens or self.records_[-1].tokens
+        largest = max(self.records_, key=lambda r: r.n_params)
+        tokens = tokens or largest.tokens
         X = self._design(np.array([float(n_params)]), np.array([float(tokens)]))
         ratio = float(self._to_ratio(X @ np.array(self.params_))[0])
         boot = self._to_ratio(X @ np.array(self.bootstrap_params_).T)[0]
         tail = (1 - self.confidence) / 2 * 100
         lo, hi = (float(v) for v in np.percentile(boot, [tail, 100 - tail]))
+        safe = max(0.0, lo * (1 - self.safety_margin))
         return Prediction(
             n_params=float(n_params),
             tokens=float(tokens),
             ratio=ratio,
             interval=(lo, hi),
             confidence=self.confidence,
-            safe_ratio=max(0.0, lo * (1 - self.safety_margin)),
+            safe_ratio=safe,
             safety_margin=self.safety_margin,
             warnings=tuple(self._range_warnings(n_params, tokens)),
+            expected_acquisition=_acquisition_at(largest.acquisition, safe),
         )
 
     def _range_warnings(self, n_params: float, tokens: float) -> list[str]:
@@ -314,7 +337,8 @@ class InfusionLaw:
         **law_options,
     ) -> InfusionLaw:
         """Fit on the collapse points rebuilt from the finished trials of one or more sweeps'
-        MLflow experiments (not from any cached summary); `law_options` go to the constructor."""
+        MLflow experiments (not from any cached summary). `law_options` go to the constructor;
+        a `form` or `target` left out (or "auto") is chosen by `compare_laws`."""
         from kinfuse_ray.analysis import collapse_records, size_results
         from kinfuse_ray.config import EvalConfig
         from kinfuse_ray.tracking import load_trials
@@ -322,7 +346,9 @@ class InfusionLaw:
         names = [experiment] if isinstance(experiment, str) else list(experiment)
         trials = load_trials(tracking_uri, names)
         evals = EvalConfig(collapse_threshold=threshold, plateau_points=plateau_points)
-        return cls(**law_options).fit(collapse_records(size_results(trials, evals)))
+        records = collapse_records(size_results(trials, evals))
+        form, target = law_options.pop("form", "auto"), law_options.pop("target", "auto")
+        return select_law(records, form, target, **law_options)
 
     @classmethod
     def load(cls, path: str | Path) -> InfusionLaw:
@@ -330,3 +356,64 @@ class InfusionLaw:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
             raise KinfuseError(f"{path}: not a saved infusion law ({exc})") from None
+
+
+@dataclass(frozen=True)
+class LawComparison:
+    """How one candidate law fits the same collapse points, scored in the common space log r*."""
+
+    law: InfusionLaw
+    aicc: float  # Gaussian AICc of the log r* residuals (lower is better)
+    held_out_error: float | None  # |log error| predicting the largest size from the rest
+
+    @property
+    def name(self) -> str:
+        return f"{self.law.form}/{self.law.target}"
+
+
+def compare_laws(
+    records: list[CollapseRecord],
+    forms: tuple[str, ...] = tuple(FORMS),
+    targets: tuple[str, ...] = TARGETS,
+    **options,
+) -> list[LawComparison]:
+    """Fit every law form and target the points allow; best first. The held-out error ranks
+    laws when every candidate has one, the AICc otherwise (and breaks ties)."""
+    budgets = len({r.tokens for r in records})
+    candidates = [(f, t) for f in forms for t in targets if f == "power_n" or budgets >= 2]
+    out = []
+    for form, target in candidates:
+        try:
+            law = InfusionLaw(form=form, target=target, **options).fit(records)
+        except KinfuseError:
+            continue  # too few points for this form
+        fitted = np.array([law.predict(r.n_params, r.tokens).ratio for r in law.records_])
+        measured = np.array([r.ratio for r in law.records_])
+        residual = np.log(np.clip(fitted, 1e-9, None)) - np.log(measured)
+        n, k = len(measured), len(law.params_)
+        rss = max(float(residual @ residual), 1e-12)
+        aicc = (
+            n * math.log(rss / n)
+            + 2 * k
+            + (2 * k * (k + 1) / (n - k - 1) if n > k + 1 else math.inf)
+        )
+        v = law.validation_
+        out.append(LawComparison(law, aicc, abs(v.log_error) if v else None))
+    if not out:
+        raise KinfuseError(f"no law could be fitted to {len(records)} collapse points")
+    by_held_out = all(c.held_out_error is not None for c in out)
+    return sorted(out, key=lambda c: ((c.held_out_error if by_held_out else 0.0), c.aicc))
+
+
+def candidates(form: str = "auto", target: str = "auto") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The forms and targets to compare: the one named, or all of them for "auto"."""
+    return (tuple(FORMS) if form == "auto" else (form,)), (
+        TARGETS if target == "auto" else (target,)
+    )
+
+
+def select_law(
+    records: list[CollapseRecord], form: str = "auto", target: str = "auto", **options
+) -> InfusionLaw:
+    """The law named by `form` and `target`, or the best by `compare_laws` where one is "auto"."""
+    return compare_laws(records, *candidates(form, target), **options)[0].law

@@ -82,3 +82,33 @@ def test_json_round_trip(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(KinfuseError, match="not a saved infusion law"):
         InfusionLaw.load(tmp_path / "bad.json")
+
+
+def test_compare_laws_lets_the_data_choose_the_form_and_target():
+    from kinfuse_ray.law import compare_laws, select_law
+
+    share_truth = points(noise=0.02)
+    ranked = compare_laws(share_truth, n_bootstrap=50)
+    assert {c.name for c in ranked} == {"power_n/general_share", "power_n/ratio"}  # one budget
+    assert ranked[0].name == "power_n/general_share"
+    ratio_truth = points(b=0.3, c=0.01, noise=0.02, target="ratio")
+    assert select_law(ratio_truth, n_bootstrap=50).target == "ratio"
+    two_budgets = points(tokens=[2.5e5, 1e6], g=-0.3, noise=0.02)
+    assert select_law(two_budgets, target="general_share", n_bootstrap=50).form == "power_nd"
+    assert select_law(share_truth, "power_n", "ratio", n_bootstrap=50).target == "ratio"
+
+
+def test_expected_acquisition_comes_from_the_largest_measured_size():
+    curve = ((0.2, 0.1), (0.5, 0.3), (0.99, 0.5))
+    records = [
+        r if r.n_params != SIZES[-1] else CollapseRecord(**{**r.__dict__, "acquisition": curve})
+        for r in points()
+    ]
+    law = InfusionLaw(n_bootstrap=100).fit(records)
+    p = law.predict(5e5)
+    assert p.expected_acquisition == pytest.approx(
+        np.interp(p.safe_ratio, [0.2, 0.5, 0.99], [0.1, 0.3, 0.5])
+    )
+    assert "expected domain acquisition at least" in p.describe()
+    low = InfusionLaw(n_bootstrap=100, safety_margin=0.9).fit(records).predict(5e5)
+    assert low.safe_ratio < 0.2 and low.expected_acquisition is None  # outside the measured ratios

@@ -97,7 +97,9 @@ def test_the_micro_ladder_collapses_later_as_size_grows(micro_sweep):
     summary = json.loads((tmp_path / "runs" / "micro" / "summary.json").read_text())
     r_star = [s["collapse_ratio"] for s in summary["sizes"]]
     assert all(r is not None for r in r_star) and r_star == sorted(r_star)
-    assert summary["law"]["params"]["b_n"] < 0  # the general share 1 - r* shrinks with N
+    law = summary["law"]  # r* grows with N: a rising ratio, or a shrinking general share 1 - r*
+    assert law["params"]["b_n"] * (1 if law["target"] == "ratio" else -1) > 0
+    assert [c["law"] for c in summary["law_comparison"]][0] == f"{law['form']}/{law['target']}"
     assert summary["recommendation"]["safe_ratio"] <= summary["recommendation"]["interval"][0]
 
 
