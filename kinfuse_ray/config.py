@@ -103,6 +103,14 @@ class EvalConfig(Strict):
     early_stop_after: Annotated[float, Field(ge=0, le=1)] = 0.5  # share of the trial's tokens
 
 
+class SearchConfig(Strict):
+    """How each size's ratios are chosen: every ratio (grid), or the ratios as a coarse pass
+    refined by bisection in log r until the collapse bracket is narrower than `precision`."""
+
+    strategy: Literal["grid", "bisect"] = "grid"
+    precision: Annotated[float, Field(gt=0, lt=1)] = 0.1  # relative: stop once hi / lo - 1 <= this
+
+
 class Target(Strict):
     """The larger, untried model to recommend a ratio for."""
 
@@ -134,6 +142,7 @@ class SweepConfig(Strict):
     seed: int = 0
     ladder: list[ModelSize] = Field(min_length=1)
     ratios: list[Ratio] = Field(min_length=1)
+    search: SearchConfig = SearchConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()

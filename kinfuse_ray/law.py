@@ -159,18 +159,21 @@ class InfusionLaw:
         ]
         return min(fits, key=lambda f: f.cost).x
 
-    def fit(self, records: list[CollapseRecord]) -> InfusionLaw:
+    def fit(self, records: list[CollapseRecord], validate: bool = True) -> InfusionLaw:
+        """Fit to `records`. Without `validate` (a quick point estimate, e.g. to seed a search)
+        one point per parameter is enough and no held-out check is made."""
         records = [r for r in records if r.ratio is not None]
         sizes = {(r.n_params, r.tokens) for r in records}
-        if len(sizes) < self.min_points:
+        needed = self.min_points if validate else self.min_points - 1
+        if len(sizes) < needed:
             raise KinfuseError(
-                f"the {self.form} law needs collapse points at {self.min_points} or more distinct "
+                f"the {self.form} law needs collapse points at {needed} or more distinct "
                 f"sizes, got {len(sizes)}; add sizes or widen the ratios so more sizes collapse"
             )
         if self.form == "power_nd" and len({r.tokens for r in records}) < 2:
             raise KinfuseError("the power_nd law needs collapse points at 2 or more token budgets")
         self._fit_points(records)
-        self.validation_ = self._validate(records)
+        self.validation_ = self._validate(records) if validate else None
         return self
 
     def _fit_points(self, records: list[CollapseRecord]) -> None:
@@ -227,12 +230,18 @@ class InfusionLaw:
         if not self.params_:
             raise KinfuseError("the law is not fitted yet: call fit() or load() first")
 
-    def predict(self, n_params: float, tokens: float | None = None) -> Prediction:
+    def predict_point(self, n_params: float, tokens: float | None = None) -> float:
+        """The fitted collapse ratio alone, without its interval."""
         self._check_fitted()
+        tokens = tokens or max(self.records_, key=lambda r: r.n_params).tokens
+        X = self._design(np.array([float(n_params)]), np.array([float(tokens)]))
+        return float(self._to_ratio(X @ np.array(self.params_))[0])
+
+    def predict(self, n_params: float, tokens: float | None = None) -> Prediction:
+        ratio = self.predict_point(n_params, tokens)
         largest = max(self.records_, key=lambda r: r.n_params)
         tokens = tokens or largest.tokens
         X = self._design(np.array([float(n_params)]), np.array([float(tokens)]))
-        ratio = float(self._to_ratio(X @ np.array(self.params_))[0])
         boot = self._to_ratio(X @ np.array(self.bootstrap_params_).T)[0]
         tail = (1 - self.confidence) / 2 * 100
         lo, hi = (float(v) for v in np.percentile(boot, [tail, 100 - tail]))

@@ -22,7 +22,7 @@ from kinfuse_ray.data import DataBundle, build_bundle
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.live_metrics import LiveMetrics
 from kinfuse_ray.plots import plot_law, plot_retention
-from kinfuse_ray.search import LadderGrid
+from kinfuse_ray.search import BisectRatios, GridRatios, LadderSearch
 from kinfuse_ray.tracking import Tracker
 from kinfuse_ray.trial import BASE, INFUSE, base_checkpoint, run_trial
 
@@ -53,7 +53,7 @@ def tune_trial(config: dict, sweep: SweepConfig, bundle: DataBundle) -> None:
 class MlflowTrials(tune.Callback):
     """Mirrors every Tune trial as a child MLflow run of the sweep (driver-side, one writer)."""
 
-    def __init__(self, tracker: Tracker, parent: str, sweep: SweepConfig, total: int):
+    def __init__(self, tracker: Tracker, parent: str, sweep: SweepConfig, total: int | None):
         self.tracker, self.parent, self.sweep, self.total = tracker, parent, sweep, total
         self.runs: dict[str, str] = {}
         self.started: dict[str, float] = {}
@@ -103,7 +103,7 @@ class MlflowTrials(tune.Callback):
         seconds = time.monotonic() - self.started[trial.trial_id]
         c = trial.config["trial"]
         print(
-            f"  [{self.done:>3}/{self.total}] {c['phase']:<6} {c['size']:<10} r={c['ratio']:<5g} "
+            f"  [{self.done:>3}{'' if self.total is None else f'/{self.total}'}] {c['phase']:<6} {c['size']:<10} r={c['ratio']:<5g} "
             f"retention {result.get('retention', float('nan')):.2f}  "
             f"acquisition {result.get('acquisition', float('nan')):.2f}  "
             f"{'stopped early  ' if result.get('stopped_early') else ''}({seconds:.0f} s)",
@@ -117,11 +117,24 @@ class MlflowTrials(tune.Callback):
         self.tracker.end_run(self.runs[trial.trial_id], "FAILED")
 
 
+def _searcher(sweep: SweepConfig, base: list[str]) -> LadderSearch:
+    ev = sweep.eval
+
+    def strategy():
+        if sweep.search.strategy == "bisect":
+            return BisectRatios(
+                sweep.ratios, sweep.search.precision, ev.collapse_threshold, ev.plateau_points
+            )
+        return GridRatios(sweep.ratios)
+
+    strategies = {s.name: strategy() for s in sweep.ladder}
+    return LadderSearch(strategies, sweep.n_params, sweep.train.tokens, base)
+
+
 def _run_trials(
-    sweep: SweepConfig, bundle_ref, base: list[dict], infuse: list[dict], callback: MlflowTrials
+    sweep: SweepConfig, bundle_ref, base: list[str], callback: MlflowTrials
 ) -> list[tuple[dict, dict]]:
     """Run base and infusion trials as one Tune experiment; return (trial, final metrics) pairs."""
-    ready = {s.name for s in sweep.ladder} - {t["size"] for t in base}
     trainable = tune.with_resources(
         tune.with_parameters(tune_trial, sweep=sweep, bundle=bundle_ref),
         {"cpu": sweep.train.cpus_per_trial},
@@ -129,8 +142,8 @@ def _run_trials(
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=LadderGrid(base, infuse, ready),
-            num_samples=len(base) + len(infuse),
+            search_alg=_searcher(sweep, base),
+            num_samples=-1,  # the searcher says when the sweep is complete
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
@@ -211,24 +224,27 @@ def run_sweep(sweep: SweepConfig, sweep_file: Path | None = None) -> Summary:
         started_ray = _start_ray(sweep)
         bundle_ref = ray.put(bundle)
         base = [
-            {"phase": BASE, "size": s.name, "ratio": 0.0}
+            s.name
             for s in sweep.ladder
             if sweep.train.schedule is Schedule.continued
             and not base_checkpoint(sweep, s.name).exists()
         ]
-        infuse = [
-            {"phase": INFUSE, "size": s.name, "ratio": r}
-            for s in sweep.ladder
-            for r in sweep.ratios
-        ]
-        callback = MlflowTrials(tracker, parent, sweep, len(base) + len(infuse))
+        grid = sweep.search.strategy == "grid"
+        callback = MlflowTrials(
+            tracker,
+            parent,
+            sweep,
+            len(base) + len(sweep.ladder) * len(sweep.ratios) if grid else None,
+        )
+        plan = (
+            "ratios" if grid else f"coarse ratios, then bisection to {sweep.search.precision:.0%}"
+        )
         print(
-            f"kinfuse: {len(sweep.ladder)} sizes x {len(sweep.ratios)} ratios; output in {out}",
+            f"kinfuse: {len(sweep.ladder)} sizes x {len(sweep.ratios)} {plan}; output in {out}",
             flush=True,
         )
         results = [
-            _trial_result(c, m, sweep)
-            for c, m in _run_trials(sweep, bundle_ref, base, infuse, callback)
+            _trial_result(c, m, sweep) for c, m in _run_trials(sweep, bundle_ref, base, callback)
         ]
         trials = [t for t in results if t.phase == INFUSE]
         summary = summarise(trials, sweep, wall_seconds=time.monotonic() - started)
