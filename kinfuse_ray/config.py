@@ -84,7 +84,17 @@ class TrainConfig(Strict):
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.05
     min_lr_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
     weight_decay: float = Field(default=0.0, ge=0)
-    cpus_per_trial: int = Field(default=1, gt=0)
+    cpus_per_trial: int = Field(default=1, gt=0, description="per worker")
+    workers: int = Field(default=1, gt=0, description=">1: a Ray Train DDP run per trial")
+    use_gpu: bool = False  # one GPU per worker, through Ray Train
+
+    @model_validator(mode="after")
+    def _batch_splits_over_workers(self) -> TrainConfig:
+        if self.batch_size % self.workers:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not divisible by workers {self.workers}"
+            )
+        return self
 
 
 class EvalConfig(Strict):
@@ -104,11 +114,13 @@ class EvalConfig(Strict):
 
 
 class SearchConfig(Strict):
-    """How each size's ratios are chosen: every ratio (grid), or the ratios as a coarse pass
-    refined by bisection in log r until the collapse bracket is narrower than `precision`."""
+    """How each size's ratios are chosen: every ratio (grid); the ratios as a coarse pass
+    refined by bisection in log r until the collapse bracket is narrower than `precision`
+    (bisect); or Optuna's TPE sampler between them (optuna)."""
 
-    strategy: Literal["grid", "bisect"] = "grid"
+    strategy: Literal["grid", "bisect", "optuna"] = "grid"
     precision: Annotated[float, Field(gt=0, lt=1)] = 0.1  # relative: stop once hi / lo - 1 <= this
+    trials_per_size: int = Field(default=8, gt=0, description="optuna: trials above the plateau")
 
 
 class Target(Strict):

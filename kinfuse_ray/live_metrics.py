@@ -6,6 +6,8 @@ tagged with the study, size, ratio and phase of the trial that set it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ray.util.metrics import Counter, Gauge
 
 TAGS = ("study", "size", "ratio", "phase")
@@ -26,7 +28,9 @@ def exported_names() -> set[str]:
 
 
 class LiveMetrics:
-    """One trial's gauges; publish() after each evaluation, close() when the trial ends."""
+    """One trial's gauges. As a context manager it marks the trial running, and ended (by
+    `outcome`: "failed" if the block raised) when the block exits; `wrap(report)` publishes
+    every report on its way."""
 
     def __init__(self, study: str, size: str, ratio: float, phase: str):
         tags = {"study": study, "size": size, "ratio": f"{ratio:g}", "phase": phase}
@@ -38,13 +42,27 @@ class LiveMetrics:
         for metric in (*self.gauges.values(), self.running):
             metric.set_default_tags(tags)
         self.tags = tags
+        self.outcome = "completed"
+
+    def __enter__(self) -> LiveMetrics:
         self.running.set(1)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.running.set(0)
+        outcome = "failed" if exc_type else self.outcome
+        self.finished.inc(1, tags={**self.tags, "outcome": outcome})
+
+    def wrap(self, report: Callable[[dict], None]) -> Callable[[dict], None]:
+        def publish_and_report(metrics: dict) -> None:
+            self.publish(metrics)
+            if metrics.get("stopped_early"):
+                self.outcome = "stopped_early"
+            report(metrics)
+
+        return publish_and_report
 
     def publish(self, metrics: dict[str, float]) -> None:
         for key, gauge in self.gauges.items():
             if key in metrics:
                 gauge.set(float(metrics[key]))
-
-    def close(self, outcome: str) -> None:
-        self.running.set(0)
-        self.finished.inc(1, tags={**self.tags, "outcome": outcome})

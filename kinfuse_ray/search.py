@@ -5,20 +5,20 @@ Under the continued schedule each size's infusion trials need that size's base c
 run has finished. Which ratios a size tries is up to its strategy:
 
 - `GridRatios`: every ratio of the sweep file, all at once.
+- `OptunaRatios`: Optuna's TPE sampler, for those who prefer it (see the class).
 - `BisectRatios`: the sweep file's ratios as a coarse pass, then bisection in log r inside the
   bracket around the collapse until the bracket is narrower than the requested relative
   precision (hi / lo - 1 <= precision). A size whose coarse pass shows no collapse (or no
-  plateau) is finished: nothing inside the range could change that. Once two sizes have found
-  a collapse (final or still narrowing), the next size to start replaces the coarse pass's
-  upper ratios by two ratios around the collapse point that the law fitted so far predicts
-  (ladder-aware seeding).
+  plateau) is finished: nothing inside the range could change that. A size hands out its
+  plateau ratios first; if two other sizes have found a collapse (final or still narrowing)
+  before it hands out the rest, it replaces the coarse pass's upper ratios by two ratios around
+  the collapse point that the law fitted so far predicts (ladder-aware seeding).
 """
 
 from __future__ import annotations
 
 import math
 import pickle
-from typing import Protocol
 
 import numpy as np
 from ray.tune.search import Searcher
@@ -28,58 +28,34 @@ from kinfuse_ray.law import CollapseRecord, InfusionLaw
 from kinfuse_ray.trial import BASE, INFUSE
 
 
-class RatioStrategy(Protocol):
+class RatioStrategy:
+    """Which ratios one size tries. A subclass says, from the results so far, which ratios it
+    wants (`_wanted`); this class proposes each once and applies the collapse rule."""
+
+    def __init__(self, threshold: float = 0.5, plateau_points: int = 2):
+        self.threshold, self.plateau_points = threshold, plateau_points
+        self.results: dict[float, float] = {}
+        self.proposed: set[float] = set()
+
+    def _wanted(self) -> list[float]:
+        raise NotImplementedError
+
     def propose(self) -> list[float]:
         """Ratios that may start now (each is proposed once)."""
-
-    def observe(self, ratio: float, retention: float) -> None: ...
-
-    @property
-    def finished(self) -> bool: ...
-
-
-class GridRatios:
-    def __init__(self, ratios: list[float]):
-        self.ratios, self.results, self.proposed = sorted(ratios), {}, False
-
-    def propose(self) -> list[float]:
-        if self.proposed:
-            return []
-        self.proposed = True
-        return list(self.ratios)
+        fresh = [r for r in self._wanted() if r not in self.proposed]
+        self.proposed.update(fresh)
+        return fresh
 
     def observe(self, ratio: float, retention: float) -> None:
         self.results[ratio] = retention
 
     @property
+    def waiting(self) -> bool:
+        return len(self.results) < len(self.proposed)
+
+    @property
     def finished(self) -> bool:
-        return self.proposed and len(self.results) == len(self.ratios)
-
-
-class BisectRatios:
-    def __init__(
-        self,
-        coarse: list[float],
-        precision: float,
-        threshold: float = 0.5,
-        plateau_points: int = 2,
-    ):
-        self.coarse = sorted(coarse)
-        self.precision, self.threshold, self.plateau_points = precision, threshold, plateau_points
-        self.results: dict[float, float] = {}
-        self.proposed: set[float] = set()
-
-    def seed(self, predicted: float) -> None:
-        """Keep the plateau ratios; in place of the rest of the coarse pass, try two ratios
-        around a predicted collapse point (unless this size has started already)."""
-        if self.proposed:
-            return
-        low, top = self.coarse[: self.plateau_points], self.coarse[-1]
-        around = {
-            min(predicted / (1 + self.precision), top),
-            min(predicted * (1 + self.precision), top),
-        }
-        self.coarse = sorted(set(low) | {r for r in around if r > low[-1]})
+        return not self.waiting and all(r in self.proposed for r in self._wanted())
 
     def collapse(self) -> CollapsePoint | None:
         """The collapse rule on the results so far, the plateau fixed by the lowest ratios."""
@@ -90,31 +66,124 @@ class BisectRatios:
         retention = [self.results[r] for r in ratios]
         return detect_collapse(ratios, retention, self.threshold, self.plateau_points, plateau)
 
-    def _bisection_step(self) -> float | None:
-        """The ratio the results call for next; None once the bracket is narrow enough or the
-        range holds no collapse to narrow down."""
-        found = self.collapse()
-        if found is None or not found.found:
-            return None
-        lo, hi = found.bracket
-        mid = math.sqrt(lo * hi)
-        return None if hi / lo - 1 <= self.precision or mid in self.proposed else mid
 
-    def propose(self) -> list[float]:
-        fresh = [r for r in self.coarse if r not in self.proposed]
-        if not fresh and len(self.results) == len(self.proposed):
-            fresh = [r for r in [self._bisection_step()] if r is not None]
-        self.proposed.update(fresh)
-        return fresh
+class GridRatios(RatioStrategy):
+    def __init__(self, ratios: list[float], threshold: float = 0.5, plateau_points: int = 2):
+        super().__init__(threshold, plateau_points)
+        self.ratios = sorted(ratios)
 
-    def observe(self, ratio: float, retention: float) -> None:
-        self.results[ratio] = retention
+    def _wanted(self) -> list[float]:
+        return self.ratios
+
+
+class BisectRatios(RatioStrategy):
+    def __init__(
+        self,
+        coarse: list[float],
+        precision: float,
+        threshold: float = 0.5,
+        plateau_points: int = 2,
+    ):
+        super().__init__(threshold, plateau_points)
+        self.coarse = sorted(coarse)
+        self.precision = precision
+        self.seeded = False
 
     @property
-    def finished(self) -> bool:
-        coarse_done = all(r in self.proposed for r in self.coarse)
-        settled = len(self.results) == len(self.proposed)
-        return coarse_done and settled and self._bisection_step() is None
+    def seedable(self) -> bool:
+        """Only the plateau ratios have been handed out: the rest may still be replaced."""
+        return all(r not in self.proposed for r in self.coarse[self.plateau_points :])
+
+    def seed(self, predicted: float) -> None:
+        """Keep the plateau ratios; in place of the rest of the coarse pass, try two ratios
+        around a predicted collapse point."""
+        low, top = self.coarse[: self.plateau_points], self.coarse[-1]
+        around = {
+            min(predicted / (1 + self.precision), top),
+            min(predicted * (1 + self.precision), top),
+        }
+        self.coarse = sorted(set(low) | {r for r in around if r > low[-1]})
+        self.seeded = True
+
+    def _wanted(self) -> list[float]:
+        """The plateau ratios first (so a seed can still replace the rest), then the rest of the
+        coarse pass; once all of it is in, one bisection step at a time in log r until the
+        bracket is narrow enough or the range holds no collapse to narrow down."""
+        plateau = self.coarse[: self.plateau_points]
+        if not all(r in self.proposed for r in plateau):
+            return plateau
+        if self.waiting or any(r not in self.results for r in self.coarse):
+            return self.coarse
+        found = self.collapse()
+        if found is None or not found.found:
+            return self.coarse
+        lo, hi = found.bracket
+        if hi / lo - 1 <= self.precision:
+            return self.coarse
+        return [*self.coarse, math.sqrt(lo * hi)]
+
+
+class OptunaRatios(RatioStrategy):
+    """Optuna's TPE sampler over log r above the plateau ratios, one trial at a time, each
+    scored by how far its normalised retention lies from the collapse threshold, so it samples
+    ever closer to the cliff; the collapse rule then reads r* off all its ratios."""
+
+    def __init__(
+        self,
+        coarse: list[float],
+        n_trials: int,
+        threshold: float = 0.5,
+        plateau_points: int = 2,
+        seed: int = 0,
+    ):
+        super().__init__(threshold, plateau_points)
+        coarse = sorted(coarse)
+        self.plateau_ratios = coarse[:plateau_points]
+        self.low, self.high = coarse[plateau_points - 1], coarse[-1]
+        self.n_trials, self.seed = n_trials, seed
+        self.told: list[tuple[float, float]] = []  # (ratio, objective): the study's history
+        self.next_ratio: float | None = None
+        self._study, self._asked = None, {}
+
+    def _optuna(self):
+        import optuna
+
+        if self._study is None:  # (re)built from the history after a restore
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=3)
+            self._study = optuna.create_study(direction="minimize", sampler=sampler)
+            space = {"ratio": optuna.distributions.FloatDistribution(self.low, self.high, log=True)}
+            for ratio, value in self.told:
+                trial = optuna.trial.create_trial(
+                    params={"ratio": ratio}, distributions=space, value=value
+                )
+                self._study.add_trial(trial)
+        return self._study
+
+    def _wanted(self) -> list[float]:
+        plateau_in = all(r in self.results for r in self.plateau_ratios)
+        if not plateau_in or self.waiting:
+            return self.plateau_ratios
+        if self.next_ratio is None or self.next_ratio in self.proposed:
+            if len(self.told) >= self.n_trials:
+                return self.plateau_ratios
+            trial = self._optuna().ask()
+            self.next_ratio = trial.suggest_float("ratio", self.low, self.high, log=True)
+            self._asked[self.next_ratio] = trial
+        return [*self.plateau_ratios, self.next_ratio]
+
+    def observe(self, ratio: float, retention: float) -> None:
+        super().observe(ratio, retention)
+        trial = self._asked.pop(ratio, None)
+        if trial is not None:
+            plateau = float(np.median([self.results[r] for r in self.plateau_ratios]))
+            value = abs(retention / plateau - self.threshold) if plateau > 0 else 1.0
+            self._optuna().tell(trial, value)
+            self.told.append((ratio, value))
+
+    def __getstate__(self) -> dict:
+        # The study holds locks; its history in `told` is enough to rebuild it.
+        return {**self.__dict__, "_study": None, "_asked": {}, "next_ratio": None}
 
 
 class LadderSearch(Searcher):
@@ -186,13 +255,13 @@ class LadderSearch(Searcher):
             return
         for size in self.ready:
             if size not in self.started:
-                self._seed(size)
                 self.started.append(size)
                 self._enqueue(size)
                 if self.queue:
                     return
 
     def _enqueue(self, size: str) -> None:
+        self._seed(size)
         self.queue += [
             {"phase": INFUSE, "size": size, "ratio": r} for r in self.strategies[size].propose()
         ]
@@ -201,9 +270,9 @@ class LadderSearch(Searcher):
         """Seed a new size from the collapse points found so far (final or still narrowing:
         waiting for the last bisection step would leave a core idle)."""
         strategy = self.strategies[size]
-        if not isinstance(strategy, BisectRatios):
+        if not isinstance(strategy, BisectRatios) or strategy.seeded or not strategy.seedable:
             return
-        found = {s: self.strategies[s].collapse() for s in self.started}
+        found = {s: self.strategies[s].collapse() for s in self.started if s != size}
         records = [
             CollapseRecord(self.n_params[s], self.tokens, c.ratio, c.bracket, s)
             for s, c in found.items()

@@ -22,32 +22,68 @@ from kinfuse_ray.data import DataBundle, build_bundle
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.live_metrics import LiveMetrics
 from kinfuse_ray.plots import plot_law, plot_retention
-from kinfuse_ray.search import BisectRatios, GridRatios, LadderSearch
+from kinfuse_ray.search import BisectRatios, GridRatios, LadderSearch, OptunaRatios
 from kinfuse_ray.tracking import Tracker
+from kinfuse_ray.train import Dist
 from kinfuse_ray.trial import BASE, INFUSE, base_checkpoint, run_trial
 
 STEP_METRICS = (
     "retention", "retention_acc", "acquisition", "acquisition_acc", "val_loss", "train_loss",
-    "tokens_per_s", "lr", "stopped_early", "tokens",
+    "tokens_per_s", "lr", "stopped_early", "tokens", "replica_spread",
 )  # fmt: skip
 
 
 def tune_trial(config: dict, sweep: SweepConfig, bundle: DataBundle) -> None:
-    """Ray Tune function trainable: the plain training loop, reporting to Tune and to Ray's
-    metrics (dashboards/). The searcher hands each trial's description under "trial"."""
+    """Ray Tune function trainable for one trial (the searcher's description under "trial").
+    One worker: the training loop runs right here, no start-up beyond the import. More workers
+    or GPUs: a Ray Train TorchTrainer runs the same loop data-parallel and forwards its rank-0
+    reports to Tune."""
     trial = config["trial"]
-    live = LiveMetrics(sweep.name, trial["size"], trial["ratio"], trial["phase"])
+    if not _uses_ray_train(sweep):
+        with LiveMetrics(sweep.name, trial["size"], trial["ratio"], trial["phase"]) as live:
+            run_trial(trial, sweep, bundle, live.wrap(tune.report))
+        return
+    from ray.train import RunConfig as TrainRunConfig
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
 
-    def report(metrics: dict) -> None:
-        live.publish(metrics)
-        tune.report(metrics)
+    gpu = {"GPU": 1} if sweep.train.use_gpu else {}
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"trial": trial, "sweep": sweep, "bundle": ray.put(bundle)},
+        scaling_config=ScalingConfig(
+            num_workers=sweep.train.workers,
+            use_gpu=sweep.train.use_gpu,
+            resources_per_worker={"CPU": sweep.train.cpus_per_trial, **gpu},
+        ),
+        run_config=TrainRunConfig(
+            name=f"{sweep.name}-{trial['phase']}-{trial['size']}-r{trial['ratio']:g}",
+            storage_path=str(sweep.out / "train"),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()
 
-    outcome = "failed"
-    try:
-        final = run_trial(trial, sweep, bundle, report)
-        outcome = "stopped_early" if final.get("stopped_early") else "completed"
-    finally:
-        live.close(outcome)
+
+def train_worker(config: dict) -> None:
+    """One Ray Train worker: the same trial code as a single process, on its data-parallel
+    share, with the model wrapped in DDP (gloo on CPUs, NCCL on GPUs)."""
+    import ray.train
+    from ray.train.torch import prepare_model
+
+    context = ray.train.get_context()
+    dist = Dist(context.get_world_rank(), context.get_world_size())
+    trial, sweep, bundle = config["trial"], config["sweep"], ray.get(config["bundle"])
+    if dist.rank:
+        run_trial(trial, sweep, bundle, ray.train.report, dist, prepare_model)
+        return
+    with LiveMetrics(sweep.name, trial["size"], trial["ratio"], trial["phase"]) as live:
+        run_trial(trial, sweep, bundle, live.wrap(ray.train.report), dist, prepare_model)
+
+
+def _uses_ray_train(sweep: SweepConfig) -> bool:
+    return sweep.train.workers > 1 or sweep.train.use_gpu
 
 
 class MlflowTrials(tune.Callback):
@@ -82,15 +118,18 @@ class MlflowTrials(tune.Callback):
             {"kinfuse.phase": c["phase"]},
             self.parent,
         )
-        self.started[trial.trial_id] = time.monotonic()
+        self.started[trial.trial_id] = time.time()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run = self.runs[trial.trial_id]
+        metrics = {k: result[k] for k in STEP_METRICS if k in result}
         if result.get("training_iteration") == 1:
             self.tracker.log_params(
                 run, {"exposures_per_fact": f"{result['exposures_per_fact']:.2f}"}
             )
-        metrics = {k: result[k] for k in STEP_METRICS if k in result}
+            # From Tune scheduling the trial to its first training step: process, Ray Train
+            # worker group and data set-up.
+            metrics["startup_s"] = result["first_step_at"] - self.started[trial.trial_id]
         self.tracker.log_metrics(run, metrics, step=int(result["tokens"]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -100,7 +139,7 @@ class MlflowTrials(tune.Callback):
             self.tracker.set_tags(run, {"kinfuse.stopped": "retention collapsed (early stop)"})
         self.tracker.end_run(run, "FINISHED")
         self.done += 1
-        seconds = time.monotonic() - self.started[trial.trial_id]
+        seconds = time.time() - self.started[trial.trial_id]
         c = trial.config["trial"]
         print(
             f"  [{self.done:>3}{'' if self.total is None else f'/{self.total}'}] {c['phase']:<6} {c['size']:<10} r={c['ratio']:<5g} "
@@ -121,11 +160,12 @@ def _searcher(sweep: SweepConfig, base: list[str]) -> LadderSearch:
     ev = sweep.eval
 
     def strategy():
+        rule = (ev.collapse_threshold, ev.plateau_points)
         if sweep.search.strategy == "bisect":
-            return BisectRatios(
-                sweep.ratios, sweep.search.precision, ev.collapse_threshold, ev.plateau_points
-            )
-        return GridRatios(sweep.ratios)
+            return BisectRatios(sweep.ratios, sweep.search.precision, *rule)
+        if sweep.search.strategy == "optuna":
+            return OptunaRatios(sweep.ratios, sweep.search.trials_per_size, *rule, sweep.seed)
+        return GridRatios(sweep.ratios, *rule)
 
     strategies = {s.name: strategy() for s in sweep.ladder}
     return LadderSearch(strategies, sweep.n_params, sweep.train.tokens, base)
@@ -135,9 +175,14 @@ def _run_trials(
     sweep: SweepConfig, bundle_ref, base: list[str], callback: MlflowTrials
 ) -> list[tuple[dict, dict]]:
     """Run base and infusion trials as one Tune experiment; return (trial, final metrics) pairs."""
+    # A Ray Train trial's own process only waits on its workers: it holds no CPU.
+    driver = (
+        {"cpu": 0, "memory": 1 << 20}
+        if _uses_ray_train(sweep)
+        else {"cpu": sweep.train.cpus_per_trial}
+    )
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, sweep=sweep, bundle=bundle_ref),
-        {"cpu": sweep.train.cpus_per_trial},
+        tune.with_parameters(tune_trial, sweep=sweep, bundle=bundle_ref), driver
     )
     tuner = tune.Tuner(
         trainable,

@@ -61,6 +61,40 @@ class CollapseWatch:
         return self.strikes >= self.patience
 
 
+@dataclass(frozen=True)
+class Dist:
+    """This process's place among a trial's data-parallel workers (rank 0 of 1 when alone)."""
+
+    rank: int = 0
+    world: int = 1
+
+    def shard(self, sequences: np.ndarray) -> np.ndarray:
+        """Every rank gets the same number of sequences (DDP steps in lockstep)."""
+        usable = len(sequences) // self.world * self.world
+        return sequences[:usable][self.rank :: self.world]
+
+    def mean(self, metrics: Metrics) -> Metrics:
+        """Average metrics over ranks, so every rank reports and decides on the same numbers."""
+        if self.world == 1:
+            return metrics
+        keys = sorted(metrics)
+        values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+        torch.distributed.all_reduce(values)
+        return dict(zip(keys, (values / self.world).tolist(), strict=True))
+
+    def replica_spread(self, model: torch.nn.Module) -> float:
+        """max - min over ranks of a parameter checksum: 0 while DDP keeps replicas in sync."""
+        with torch.no_grad():
+            checksum = sum(p.double().sum() for p in model.parameters()).reshape(1).cpu()
+        high, low = checksum.clone(), -checksum
+        torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
+        torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MAX)
+        return float(high + low)
+
+
+SINGLE = Dist()  # a trial with one worker
+
+
 def train(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -70,47 +104,59 @@ def train(
     evals: EvalConfig,
     report: Callable[[Metrics], None],
     watch: CollapseWatch | None = None,
+    dist: Dist = SINGLE,
 ) -> Metrics:
-    """Train on `sequences` (n, seq_len) in order; evaluate every `evals.every_tokens` tokens and
-    at the end; return the last metrics. LR warms up again from zero (continued pretraining)."""
+    """Train on `sequences` (n, seq_len) in order, `cfg.batch_size` sequences a step across all
+    ranks; evaluate every `evals.every_tokens` tokens and at the end; return the last metrics.
+    LR warms up again from zero (continued pretraining)."""
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] = cfg.lr
-    n_steps = -(-len(sequences) // cfg.batch_size)
+    sequences = dist.shard(sequences)
+    batch_size = cfg.batch_size // dist.world
+    n_steps = -(-len(sequences) // batch_size)
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer,
         num_warmup_steps=int(cfg.warmup_fraction * n_steps),
         num_training_steps=n_steps,
         min_lr_rate=cfg.min_lr_fraction,
     )
-    seq_len = sequences.shape[1]
-    eval_every = max(1, evals.every_tokens // (cfg.batch_size * seq_len))
+    device = next(model.parameters()).device
+    # bf16 autocast on GPUs; CPUs train in fp32 (their bf16 matmuls are slower, not faster).
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
+    eval_every = max(1, evals.every_tokens // (cfg.batch_size * sequences.shape[1]))
     tokens, train_seconds, losses = 0, 0.0, []
     metrics: Metrics = {}
+    first_step_at = time.time()  # wall clock, so the driver can tell how long start-up took
     model.train()
     for step in range(1, n_steps + 1):
         start = time.perf_counter()
-        batch = torch.from_numpy(
-            sequences[(step - 1) * cfg.batch_size : step * cfg.batch_size].astype(np.int64)
-        )
-        loss = model(input_ids=batch, labels=batch).loss
+        rows = sequences[(step - 1) * batch_size : step * batch_size]
+        batch = torch.from_numpy(rows.astype(np.int64)).to(device)
+        with autocast:
+            loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         train_seconds += time.perf_counter() - start
-        tokens += batch.numel()
+        tokens += batch.numel() * dist.world
         losses.append(loss.item())
         if step % eval_every and step != n_steps:
             continue
-        metrics = {
-            **evaluate(model, bundle, evals),
-            "train_loss": float(np.mean(losses)),
-            "tokens": tokens,
-            "tokens_per_s": tokens / train_seconds,
-            "lr": scheduler.get_last_lr()[0],
-            "stopped_early": 0.0,
-        }
+        metrics = dist.mean(
+            {
+                **evaluate(model, bundle, evals),
+                "train_loss": float(np.mean(losses)),
+                "tokens": tokens,
+                "tokens_per_s": tokens / train_seconds,
+                "lr": scheduler.get_last_lr()[0],
+                "stopped_early": 0.0,
+                "first_step_at": first_step_at,
+            }
+        )
+        if dist.world > 1:
+            metrics["replica_spread"] = dist.replica_spread(model)
         losses = []
         past_minimum = step >= evals.early_stop_after * n_steps
         if watch and past_minimum and watch.collapsed(metrics["retention"]):

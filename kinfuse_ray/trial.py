@@ -19,7 +19,7 @@ from kinfuse_ray.config import Schedule, SweepConfig
 from kinfuse_ray.data import DataBundle
 from kinfuse_ray.mixing import build_stream
 from kinfuse_ray.model import build_model
-from kinfuse_ray.train import CollapseWatch, Metrics, make_optimizer, train
+from kinfuse_ray.train import SINGLE, CollapseWatch, Dist, Metrics, make_optimizer, train
 
 BASE, INFUSE = "base", "infuse"
 
@@ -29,22 +29,31 @@ def base_checkpoint(sweep: SweepConfig, size: str) -> Path:
 
 
 def run_trial(
-    config: dict, sweep: SweepConfig, bundle: DataBundle, report: Callable[[Metrics], None]
+    config: dict,
+    sweep: SweepConfig,
+    bundle: DataBundle,
+    report: Callable[[Metrics], None],
+    dist: Dist = SINGLE,
+    prepare: Callable[[torch.nn.Module], torch.nn.Module] = lambda model: model,
 ) -> Metrics:
-    """Train one trial described by `config` ({"phase", "size", "ratio"}); return final metrics."""
+    """Train one trial described by `config` ({"phase", "size", "ratio"}); return final metrics.
+    Under Ray Train every worker runs this with its `dist` place and Ray's `prepare_model`."""
     torch.set_num_threads(sweep.train.cpus_per_trial)
     phase, size, ratio = config["phase"], sweep.size(config["size"]), float(config["ratio"])
     torch.manual_seed(sweep.seed)
     model = build_model(size, bundle.vocab_size, bundle.seq_len, bundle.eos_id)
+    base = None
+    if phase == INFUSE and sweep.train.schedule is Schedule.continued:
+        base = torch.load(base_checkpoint(sweep, size.name), weights_only=True)
+        model.load_state_dict(base["model"])
+    trained = prepare(model)  # the same parameters, wrapped for DDP and placed on a device
     optimizer = make_optimizer(model, sweep.train)
     watch = None
-    if phase == INFUSE and sweep.train.schedule is Schedule.continued:
-        state = torch.load(base_checkpoint(sweep, size.name), weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    if base is not None:
+        optimizer.load_state_dict(base["optimizer"])  # moves its state to the parameters' device
         ev = sweep.eval
         watch = CollapseWatch(
-            state["metrics"]["retention"], ev.early_stop_below, ev.early_stop_patience
+            base["metrics"]["retention"], ev.early_stop_below, ev.early_stop_patience
         )
 
     tokens = sweep.train.base_tokens if phase == BASE else sweep.train.tokens
@@ -64,7 +73,7 @@ def run_trial(
         "general_exposures_per_fact": stream.general_exposures,
     }
     final = train(
-        model,
+        trained,
         optimizer,
         stream.sequences,
         bundle,
@@ -72,8 +81,9 @@ def run_trial(
         sweep.eval,
         lambda metrics: report({**metrics, **context}),
         watch,
+        dist,
     )
-    if phase == BASE:
+    if phase == BASE and dist.rank == 0:
         path = base_checkpoint(sweep, size.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -110,3 +110,21 @@ def test_early_stop_fires_on_a_collapse_and_not_on_a_noisy_plateau():
     assert not any(noisy.collapsed(r) for r in 0.85 + rng.normal(0, 0.05, 200))
     dip = CollapseWatch(reference=0.9, below=0.25, patience=2)  # one bad evaluation is not enough
     assert not any(dip.collapsed(r) for r in (0.9, 0.1, 0.9, 0.1, 0.9))
+
+
+def test_optuna_samples_towards_the_cliff_and_survives_a_restore(tmp_path):
+    import pickle
+
+    from kinfuse_ray.search import OptunaRatios
+
+    strategy = OptunaRatios(COARSE, n_trials=10, seed=0)
+    done = drive(LadderSearch({"s": strategy}, {"s": 1}, 1, []), {"s": cliff(0.7)}, slots=1)
+    assert len(done) == 2 + 10  # the plateau ratios, then its trials
+    found = strategy.collapse()
+    assert found.found and found.bracket[0] < 0.7 <= found.bracket[1]
+    tried = sorted(t["ratio"] for t in done[2:])
+    assert sum(0.55 < r < 0.9 for r in tried) >= 5  # most samples land near the cliff
+
+    restored = pickle.loads(pickle.dumps(strategy))  # Tune saves the searcher this way
+    assert restored.collapse() == found and restored.finished
+    assert len(restored._optuna().trials) == 10  # the study is rebuilt from its history
