@@ -86,6 +86,18 @@ def _uses_ray_train(sweep: SweepConfig) -> bool:
     return sweep.train.workers > 1 or sweep.train.use_gpu
 
 
+def _concurrent_trainers(sweep: SweepConfig) -> int | None:
+    """Ray Train trials hold no CPU themselves, so Tune alone would start them all and their
+    worker groups would queue; start only as many as the cluster can run at once."""
+    if not _uses_ray_train(sweep):
+        return None  # each trial's own CPUs bound the concurrency
+    cluster = ray.cluster_resources()
+    fits = cluster.get("CPU", 1) // (sweep.train.workers * sweep.train.cpus_per_trial)
+    if sweep.train.use_gpu:
+        fits = min(fits, cluster.get("GPU", 0) // sweep.train.workers)
+    return max(1, int(fits))
+
+
 class MlflowTrials(tune.Callback):
     """Mirrors every Tune trial as a child MLflow run of the sweep (driver-side, one writer)."""
 
@@ -189,6 +201,7 @@ def _run_trials(
         tune_config=tune.TuneConfig(
             search_alg=_searcher(sweep, base),
             num_samples=-1,  # the searcher says when the sweep is complete
+            max_concurrent_trials=_concurrent_trainers(sweep),
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
