@@ -55,10 +55,9 @@ def test_trial_metrics_reach_prometheus_through_ray():
         def trial():
             from kinfuse_ray.live_metrics import LiveMetrics
 
-            live = LiveMetrics("probe", "s1", 0.5, "infuse")
-            live.publish({"retention": 0.7, "tokens_per_s": 123.0, "acquisition": 0.2})
-            time.sleep(3)
-            live.close("completed")
+            with LiveMetrics("probe", "s1", 0.5, "infuse") as live:
+                live.wrap(lambda metrics: None)({"retention": 0.7, "tokens_per_s": 123.0})
+                time.sleep(3)
             time.sleep(3)
 
         done = trial.remote()
