@@ -1,7 +1,7 @@
 """Run a sweep: Ray Tune trials over ladder size x infusion ratio, recorded in MLflow.
 
 The driver prepares the data once, starts (or joins) Ray, runs the base runs (continued
-schedule) and the infusion trials as one Tune experiment (`search.LadderGrid` orders them), then
+schedule) and the infusion trials as one Tune experiment (`search.LadderSearch` orders them), then
 analyses the results, fits the law and records everything on the sweep's parent MLflow run.
 """
 
@@ -25,7 +25,7 @@ from kinfuse_ray.plots import plot_law, plot_retention
 from kinfuse_ray.search import BisectRatios, GridRatios, LadderSearch, OptunaRatios
 from kinfuse_ray.tracking import Tracker
 from kinfuse_ray.train import Dist
-from kinfuse_ray.trial import BASE, INFUSE, base_checkpoint, run_trial
+from kinfuse_ray.trial import BASE, INFUSE, base_checkpoint, phase_tokens, run_trial
 
 STEP_METRICS = (
     "retention", "retention_acc", "acquisition", "acquisition_acc", "val_loss", "train_loss",
@@ -109,13 +109,12 @@ class MlflowTrials(tune.Callback):
 
     def _params(self, config: dict) -> dict:
         train = self.sweep.train
-        tokens = train.base_tokens if config["phase"] == BASE else train.tokens
         return {
             "phase": config["phase"],
             "size": config["size"],
             "n_params": self.sweep.n_params[config["size"]],
             "ratio": config["ratio"],
-            "tokens": tokens,
+            "tokens": phase_tokens(self.sweep, config["phase"]),
             "schedule": train.schedule.value,
             "seed": self.sweep.seed,
             "lr": train.lr,
@@ -224,7 +223,7 @@ def _trial_result(config: dict, metrics: dict, sweep: SweepConfig) -> TrialResul
         size=config["size"],
         n_params=sweep.n_params[config["size"]],
         ratio=config["ratio"],
-        tokens=sweep.train.base_tokens if config["phase"] == BASE else sweep.train.tokens,
+        tokens=phase_tokens(sweep, config["phase"]),
         tokens_trained=int(metrics["tokens"]),
         retention=metrics["retention"],
         acquisition=metrics["acquisition"],

@@ -24,6 +24,11 @@ from kinfuse_ray.train import SINGLE, CollapseWatch, Dist, Metrics, make_optimiz
 BASE, INFUSE = "base", "infuse"
 
 
+def phase_tokens(sweep: SweepConfig, phase: str) -> int:
+    """The token budget of a trial of `phase`."""
+    return sweep.train.base_tokens if phase == BASE else sweep.train.tokens
+
+
 def base_checkpoint(sweep: SweepConfig, size: str) -> Path:
     return sweep.out / "base" / f"{size}.pt"
 
@@ -56,7 +61,7 @@ def run_trial(
             base["metrics"]["retention"], ev.early_stop_below, ev.early_stop_patience
         )
 
-    tokens = sweep.train.base_tokens if phase == BASE else sweep.train.tokens
+    tokens = phase_tokens(sweep, phase)
     stream = build_stream(
         bundle.corpus,
         bundle.general_facts,

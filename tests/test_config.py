@@ -1,12 +1,9 @@
-import subprocess
-import sys
-
 import pytest
 
 from kinfuse_ray.config import ModelSize, load_sweep
 from kinfuse_ray.errors import KinfuseError
 
-from .conftest import REPO
+from .conftest import REPO, kinfuse
 
 GOOD = """
 name: t
@@ -78,12 +75,7 @@ def test_schema_errors_are_one_line_naming_the_field(tmp_path, text, message):
 
 def test_cli_prints_one_line_and_exits_2_without_a_traceback(tmp_path):
     path = sweep_file(tmp_path, GOOD + "bogus: 1\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "kinfuse_ray.cli", "sweep", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = kinfuse(tmp_path, "sweep", str(path))
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"kinfuse: error: {path}: field 'bogus': unknown field"
     assert not list(tmp_path.glob("runs")) and not (tmp_path / "mlflow.db").exists()

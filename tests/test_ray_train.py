@@ -1,11 +1,11 @@
 """A trial with two workers runs as a Ray Train DDP run (gloo on CPU) inside its Tune trial."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
+
+from .conftest import kinfuse
 
 pytestmark = pytest.mark.slow
 
@@ -23,10 +23,7 @@ eval: {every_tokens: 15000, acquisition_probes: 40, val_sequences: 8}
 
 def test_two_worker_trials_stay_in_sync_and_reach_mlflow(tmp_path):
     (tmp_path / "ddp.yaml").write_text(TWO_WORKERS)
-    proc = subprocess.run(
-        [sys.executable, "-m", "kinfuse_ray.cli", "sweep", "ddp.yaml"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    proc = kinfuse(tmp_path, "sweep", "ddp.yaml")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "runs" / "ddp" / "summary.json").read_text())
     assert [t["ratio"] for t in summary["trials"]] == [0.5]

@@ -2,11 +2,11 @@
 by the sweep itself) with a real sqlite MLflow store."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
+
+from .conftest import kinfuse
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +26,6 @@ predict:
   bootstrap: 200
 """
 N_TRIALS = 3 * 4
-
-
-def kinfuse(tmp_path, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "kinfuse_ray.cli", *args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
 
 
 def run_cli(tmp_path, text):
