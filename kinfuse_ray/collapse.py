@@ -46,16 +46,14 @@ def detect_collapse(
     retention: list[float] | np.ndarray,
     threshold: float = 0.5,
     plateau_points: int = 2,
-    plateau: float | None = None,
 ) -> CollapsePoint:
-    """Apply the rule above to one size's trials (any order; ratios must be > 0 to interpolate).
-    `plateau` overrides step 1 (an adaptive search keeps the plateau of its first pass)."""
+    """Apply the rule above to one size's trials (any order; ratios must be > 0 to interpolate)."""
     order = np.argsort(ratios)
     r = np.asarray(ratios, dtype=float)[order]
     y = np.asarray(retention, dtype=float)[order]
     if len(r) == 0:
         raise ValueError("no trials to detect a collapse from")
-    plateau = float(np.median(y[:plateau_points])) if plateau is None else float(plateau)
+    plateau = float(np.median(y[:plateau_points]))
     if plateau < MIN_PLATEAU:
         return CollapsePoint(
             Outcome.no_plateau, None, (float(r[0]), float(r[-1])), plateau, threshold

@@ -58,13 +58,12 @@ class RatioStrategy:
         return not self.waiting and all(r in self.proposed for r in self._wanted())
 
     def collapse(self) -> CollapsePoint | None:
-        """The collapse rule on the results so far, the plateau fixed by the lowest ratios."""
+        """The collapse rule (the same the sweep's analysis applies) on the results so far."""
         if len(self.results) < self.plateau_points:
             return None
         ratios = sorted(self.results)
-        plateau = float(np.median([self.results[r] for r in ratios[: self.plateau_points]]))
         retention = [self.results[r] for r in ratios]
-        return detect_collapse(ratios, retention, self.threshold, self.plateau_points, plateau)
+        return detect_collapse(ratios, retention, self.threshold, self.plateau_points)
 
 
 class GridRatios(RatioStrategy):
