@@ -61,11 +61,20 @@ class DataConfig(Strict):
     general_facts: Path = BUNDLED_DATA / "knowledge" / "general.jsonl"
     domain_facts: Path = BUNDLED_DATA / "knowledge" / "domain.jsonl"
     templates: Path = BUNDLED_DATA / "knowledge" / "templates.json"
-    n_general_facts: int | None = Field(default=None, gt=0)
-    n_domain_facts: int | None = Field(default=None, gt=0)
+    n_general_facts: int | None = Field(default=None, gt=0, description="default: the whole file")
+    n_domain_facts: int | None = Field(default=None, gt=0, description="default: the whole file")
+    # The knowledge load per rung: n_*_facts at the smallest rung, times (N / N_smallest)^this.
+    # 0 gives every rung the same facts; > 0 keeps a ladder's larger models capacity-bound.
+    load_exponent: Annotated[float, Field(ge=0, le=1)] = 0.0
     general_fact_share: Share = 0.8
     vocab_size: int = Field(default=2048, ge=256)
     seq_len: int = Field(default=128, ge=16)
+
+    @model_validator(mode="after")
+    def _scaled_load_has_a_base(self) -> DataConfig:
+        if self.load_exponent and not (self.n_general_facts and self.n_domain_facts):
+            raise ValueError("load_exponent needs n_general_facts and n_domain_facts")
+        return self
 
 
 class Schedule(StrEnum):
@@ -193,6 +202,17 @@ class SweepConfig(Strict):
             size.name: size.non_embedding_params(self.data.vocab_size, self.data.seq_len)
             for size in self.ladder
         }
+
+    def knowledge_load(self, n_params: int) -> tuple[int | None, int | None]:
+        """(general, domain) facts a model of `n_params` learns: `data.load_exponent` scales the
+        counts from the smallest rung's (None: every fact in the file)."""
+        data = self.data
+        scale = (n_params / min(self.n_params.values())) ** data.load_exponent
+        return tuple(n and max(1, round(n * scale)) for n in (data.n_general_facts, data.n_domain_facts))
+
+    @property
+    def largest_knowledge_load(self) -> tuple[int | None, int | None]:
+        return self.knowledge_load(max(self.n_params.values()))
 
     def size(self, name: str) -> ModelSize:
         return next(size for size in self.ladder if size.name == name)

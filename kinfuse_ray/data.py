@@ -6,6 +6,7 @@ Ray's object store; trials only mix and batch it.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -39,6 +40,15 @@ class TokenizedProbes:
     options: list[list[np.ndarray]]
     answers: np.ndarray
 
+    def sample(self, n_facts: int, k: int | None, seed: int) -> TokenizedProbes:
+        """The probes of the first `n_facts` facts, or a seeded sample of `k` of them."""
+        keep = np.arange(min(n_facts, len(self.prompts)))
+        if k and k < len(keep):
+            keep = np.sort(np.random.default_rng(seed).choice(keep, k, replace=False))
+        return TokenizedProbes(
+            [self.prompts[i] for i in keep], [self.options[i] for i in keep], self.answers[keep]
+        )
+
 
 @dataclass(frozen=True)
 class DataBundle:
@@ -56,6 +66,21 @@ class DataBundle:
     @property
     def mean_fact_tokens(self) -> float:
         return float(np.mean([len(r) for fact in self.domain_facts for r in fact]))
+
+    def for_load(
+        self, n_general: int | None, n_domain: int | None, evals: EvalConfig, seed: int
+    ) -> DataBundle:
+        """The first `n_general` general and `n_domain` domain facts (None: all) with the probes
+        the evaluation uses: every probe, or the seeded samples `evals` asks for."""
+        n_general = n_general or len(self.general_facts)
+        n_domain = n_domain or len(self.domain_facts)
+        return dataclasses.replace(
+            self,
+            general_facts=self.general_facts[:n_general],
+            domain_facts=self.domain_facts[:n_domain],
+            retention=self.retention.sample(n_general, evals.retention_probes, seed),
+            acquisition=self.acquisition.sample(n_domain, evals.acquisition_probes, seed + 1),
+        )
 
 
 def read_corpus(path: Path) -> str:
@@ -129,10 +154,18 @@ def _tokenize_probes(tokenizer: Tokenizer, probes: list, eos: int) -> TokenizedP
     return TokenizedProbes(prompts, options, np.array([p.answer for p in probes]))
 
 
-def build_bundle(data: DataConfig, evals: EvalConfig, seed: int) -> DataBundle:
+def build_bundle(
+    data: DataConfig,
+    evals: EvalConfig,
+    seed: int,
+    load: tuple[int | None, int | None] | None = None,
+) -> DataBundle:
+    """Tokenize the corpus and the first `load` = (general, domain) facts (default: the counts in
+    `data`), with a probe for every fact; `DataBundle.for_load` picks a rung's share."""
+    n_general, n_domain = load or (data.n_general_facts, data.n_domain_facts)
     relations = load_templates(data.templates)
-    general = load_triples(data.general_facts, relations, data.n_general_facts)
-    domain = load_triples(data.domain_facts, relations, data.n_domain_facts)
+    general = load_triples(data.general_facts, relations, n_general)
+    domain = load_triples(data.domain_facts, relations, n_domain)
     overlap = {(t.subject, t.relation) for t in general} & {(t.subject, t.relation) for t in domain}
     if overlap:
         subject, relation = sorted(overlap)[0]
@@ -157,17 +190,6 @@ def build_bundle(data: DataConfig, evals: EvalConfig, seed: int) -> DataBundle:
     pools_general, pools_domain = object_pools(general), object_pools(domain)
     retention = make_probes(general, relations, pools_general, evals.n_choices, seed)
     acquisition = make_probes(domain, relations, pools_domain, evals.n_choices, seed + 1)
-    rng = np.random.default_rng(seed)
-    if evals.retention_probes and evals.retention_probes < len(retention):
-        retention = [
-            retention[i]
-            for i in sorted(rng.choice(len(retention), evals.retention_probes, replace=False))
-        ]
-    if evals.acquisition_probes and evals.acquisition_probes < len(acquisition):
-        acquisition = [
-            acquisition[i]
-            for i in sorted(rng.choice(len(acquisition), evals.acquisition_probes, replace=False))
-        ]
     return DataBundle(
         tokenizer_json=tokenizer.to_str(),
         vocab_size=max(data.vocab_size, tokenizer.get_vocab_size()),

@@ -104,6 +104,8 @@ def load_triples(
         triples.append(triple)
     if not triples:
         raise KinfuseError(f"{path}: no triples")
+    if limit and limit > len(triples):
+        raise KinfuseError(f"{path}: the sweep asks for {limit} facts, the file has {len(triples)}")
     return triples[:limit]
 
 

@@ -108,11 +108,14 @@ class MlflowTrials(tune.Callback):
         self.done = 0
 
     def _params(self, config: dict) -> dict:
-        train = self.sweep.train
+        train, n_params = self.sweep.train, self.sweep.n_params[config["size"]]
+        n_general, n_domain = self.sweep.knowledge_load(n_params)
         return {
             "phase": config["phase"],
             "size": config["size"],
-            "n_params": self.sweep.n_params[config["size"]],
+            "n_params": n_params,
+            "n_general_facts": n_general or "all",
+            "n_domain_facts": n_domain or "all",
             "ratio": config["ratio"],
             "tokens": phase_tokens(self.sweep, config["phase"]),
             "schedule": train.schedule.value,
@@ -261,9 +264,8 @@ def run_sweep(sweep: SweepConfig, sweep_file: Path | None = None) -> Summary:
     started = time.monotonic()
     # Trials run in their own working directories: pin the output folder to an absolute path.
     sweep = sweep.model_copy(update={"output_dir": sweep.out})
-    bundle = build_bundle(
-        sweep.data, sweep.eval, sweep.seed
-    )  # bad data fails before any run exists
+    # Bad data fails here, before any run exists.
+    bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
     tracker = Tracker(sweep.mlflow.tracking_uri, sweep.experiment)
     out = sweep.out
     out.mkdir(parents=True, exist_ok=True)

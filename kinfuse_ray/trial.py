@@ -45,6 +45,8 @@ def run_trial(
     Under Ray Train every worker runs this with its `dist` place and Ray's `prepare_model`."""
     torch.set_num_threads(sweep.train.cpus_per_trial)
     phase, size, ratio = config["phase"], sweep.size(config["size"]), float(config["ratio"])
+    load = sweep.knowledge_load(sweep.n_params[size.name])
+    bundle = bundle.for_load(*load, sweep.eval, sweep.seed)
     torch.manual_seed(sweep.seed)
     model = build_model(size, bundle.vocab_size, bundle.seq_len, bundle.eos_id)
     base = None
