@@ -1,6 +1,8 @@
 """`kinfuse` command line. User mistakes print one line and exit 2; no tracebacks.
 
 kinfuse sweep sweeps/quickstart.yaml           run a sweep end to end
+kinfuse sweep sweeps/quickstart.yaml --resume  carry on after a crash or Ctrl-C
+kinfuse sweep sweeps/ladder_cpu.yaml --set seed=1 --set name=ladder_cpu-seed1
 kinfuse fit --experiment quickstart            refit the law from MLflow, write JSON + plot
 kinfuse predict --experiment quickstart --n-params 8e5
 kinfuse predict --law-file runs/quickstart/law.json --n-params 8e5 --tokens 5e5
@@ -34,12 +36,12 @@ def _mlflow_ui_hint(uri: str) -> str:
 def _sweep(args: argparse.Namespace) -> None:
     from kinfuse_ray.config import load_sweep
 
-    sweep = load_sweep(args.sweep_file)
+    sweep = load_sweep(args.sweep_file, args.set)
     if args.output_dir:
         sweep = sweep.model_copy(update={"output_dir": Path(args.output_dir)})
     from kinfuse_ray.sweep import run_sweep  # heavy imports only once the file is valid
 
-    summary = run_sweep(sweep, Path(args.sweep_file))
+    summary = run_sweep(sweep, Path(args.sweep_file), args.resume, args.progress_every)
     print()
     print(summary.table())
     print()
@@ -133,6 +135,26 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("sweep_file")
     sweep.add_argument(
         "--output-dir", help="where summary.json and plots go (default: runs/<name>)"
+    )
+    sweep.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a field of the sweep file, e.g. --set seed=1 --set name=ladder-s1",
+    )
+    sweep.add_argument(
+        "--resume",
+        action="store_true",
+        help="carry on an interrupted run of this sweep: finished trials are kept, the others "
+        "restart from their last checkpoints",
+    )
+    sweep.add_argument(
+        "--progress-every",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="how often to print per-size progress and the time left (default 30)",
     )
     sweep.set_defaults(func=_sweep)
 

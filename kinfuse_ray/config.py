@@ -7,6 +7,8 @@ field (see `load_sweep`).
 
 from __future__ import annotations
 
+import copy
+import difflib
 import functools
 from enum import StrEnum
 from pathlib import Path
@@ -63,17 +65,18 @@ class DataConfig(Strict):
     templates: Path = BUNDLED_DATA / "knowledge" / "templates.json"
     n_general_facts: int | None = Field(default=None, gt=0, description="default: the whole file")
     n_domain_facts: int | None = Field(default=None, gt=0, description="default: the whole file")
-    # The knowledge load per rung: n_*_facts at the smallest rung, times (N / N_smallest)^this.
-    # 0 gives every rung the same facts; > 0 keeps a ladder's larger models capacity-bound.
-    load_exponent: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # The domain load per rung: n_domain_facts at the smallest rung, times (N / N_smallest)^this.
+    # 0 gives every rung the same facts; > 0 keeps a wide ladder's larger models capacity-bound
+    # (the general facts, and so their rehearsal per fact, stay the same on every rung).
+    domain_facts_exponent: Annotated[float, Field(ge=0, le=1)] = 0.0
     general_fact_share: Share = 0.8
     vocab_size: int = Field(default=2048, ge=256)
     seq_len: int = Field(default=128, ge=16)
 
     @model_validator(mode="after")
     def _scaled_load_has_a_base(self) -> DataConfig:
-        if self.load_exponent and not (self.n_general_facts and self.n_domain_facts):
-            raise ValueError("load_exponent needs n_general_facts and n_domain_facts")
+        if self.domain_facts_exponent and not self.n_domain_facts:
+            raise ValueError("domain_facts_exponent needs n_domain_facts")
         return self
 
 
@@ -204,11 +207,12 @@ class SweepConfig(Strict):
         }
 
     def knowledge_load(self, n_params: int) -> tuple[int | None, int | None]:
-        """(general, domain) facts a model of `n_params` learns: `data.load_exponent` scales the
-        counts from the smallest rung's (None: every fact in the file)."""
+        """(general, domain) facts a model of `n_params` learns (None: every fact in the file);
+        `data.domain_facts_exponent` scales the domain count from the smallest rung's."""
         data = self.data
-        scale = (n_params / min(self.n_params.values())) ** data.load_exponent
-        return tuple(n and max(1, round(n * scale)) for n in (data.n_general_facts, data.n_domain_facts))
+        scale = (n_params / min(self.n_params.values())) ** data.domain_facts_exponent
+        n_domain = data.n_domain_facts and max(1, round(data.n_domain_facts * scale))
+        return data.n_general_facts, n_domain
 
     @property
     def largest_knowledge_load(self) -> tuple[int | None, int | None]:
@@ -223,6 +227,20 @@ def _field_path(loc: tuple) -> str:
     return ".".join(parts) or "<top level>"
 
 
+def _did_you_mean(loc: tuple) -> str:
+    """' (did you mean 'x'?)' for the closest field of the model the misspelt one sits in."""
+    model: type[BaseModel] = SweepConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        if field is None:
+            continue
+        inner = getattr(field.annotation, "__args__", (field.annotation,))[0]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            model = inner
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def parse_sweep(raw: object, source: str = "<sweep>") -> SweepConfig:
     if not isinstance(raw, dict):
         raise KinfuseError(
@@ -231,16 +249,37 @@ def parse_sweep(raw: object, source: str = "<sweep>") -> SweepConfig:
     try:
         return SweepConfig.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        # An unknown field first: a misspelling also shows up as the real field missing.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        err = errors[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown field"
+            msg = "unknown field" + _did_you_mean(err["loc"])
         raise KinfuseError(f"{source}: field '{_field_path(err['loc'])}': {msg}{more}") from None
 
 
-def load_sweep(path: str | Path) -> SweepConfig:
-    """Read and validate a sweep file; any problem is a one-line `KinfuseError`."""
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`["seed=1", "train.tokens=2e5"]` set (nested) fields of a parsed sweep file; values are
+    YAML, so the schema checks them like the file's own."""
+    raw = copy.deepcopy(raw)
+    for override in overrides:
+        path, sep, text = override.partition("=")
+        if not sep or not path:
+            raise KinfuseError(f"--set {override!r}: expected FIELD=VALUE, e.g. seed=1")
+        *parents, leaf = path.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise KinfuseError(f"--set {override!r}: field '{part}' is not a section")
+        node[leaf] = yaml.safe_load(text)
+    return raw
+
+
+def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
+    """Read and validate a sweep file, with `--set FIELD=VALUE` overrides applied; any problem is
+    a one-line `KinfuseError`."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -253,4 +292,6 @@ def load_sweep(path: str | Path) -> SweepConfig:
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "malformed YAML"
         raise KinfuseError(f"{path}:{where}: malformed YAML: {problem}") from None
+    if overrides and isinstance(raw, dict):
+        raw = apply_overrides(raw, list(overrides))
     return parse_sweep(raw, str(path))

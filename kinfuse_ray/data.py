@@ -188,8 +188,12 @@ def build_bundle(
         raise KinfuseError(f"{data.corpus}: corpus too small ({len(corpus_ids)} tokens)")
 
     pools_general, pools_domain = object_pools(general), object_pools(domain)
-    retention = make_probes(general, relations, pools_general, evals.n_choices, seed)
-    acquisition = make_probes(domain, relations, pools_domain, evals.n_choices, seed + 1)
+    retention = make_probes(
+        general, relations, pools_general, evals.n_choices, seed, data.general_facts
+    )
+    acquisition = make_probes(
+        domain, relations, pools_domain, evals.n_choices, seed + 1, data.domain_facts
+    )
     return DataBundle(
         tokenizer_json=tokenizer.to_str(),
         vocab_size=max(data.vocab_size, tokenizer.get_vocab_size()),

@@ -127,6 +127,7 @@ def make_probes(
     pools: dict[str, list[str]],
     n_choices: int,
     seed: int,
+    source: Path | str = "knowledge",
 ) -> list[Probe]:
     """One probe per triple: the true object and `n_choices - 1` distractors of the same relation."""
     rng = np.random.default_rng(seed)
@@ -135,7 +136,7 @@ def make_probes(
         others = [o for o in pools[triple.relation] if o != triple.object]
         if len(others) < n_choices - 1:
             raise KinfuseError(
-                f"relation '{triple.relation}' has {len(others) + 1} objects, "
+                f"{source}: relation '{triple.relation}' has {len(others) + 1} objects, "
                 f"fewer than the {n_choices} choices a probe needs"
             )
         options = [triple.object, *rng.choice(others, size=n_choices - 1, replace=False)]

@@ -53,12 +53,12 @@ class LiveMetrics:
         outcome = "failed" if exc_type else self.outcome
         self.finished.inc(1, tags={**self.tags, "outcome": outcome})
 
-    def wrap(self, report: Callable[[dict], None]) -> Callable[[dict], None]:
-        def publish_and_report(metrics: dict) -> None:
+    def wrap(self, report: Callable[..., None]) -> Callable[..., None]:
+        def publish_and_report(metrics: dict, **kwargs) -> None:
             self.publish(metrics)
             if metrics.get("stopped_early"):
                 self.outcome = "stopped_early"
-            report(metrics)
+            report(metrics, **kwargs)
 
         return publish_and_report
 

@@ -38,6 +38,8 @@ def plot_retention(summary: Summary, path: Path) -> Path:
     for ax in (ax_ret, ax_acq):
         ax.axhline(0, color="grey", lw=0.5)
         ax.grid(alpha=0.3)
+        # Collapse points of larger models crowd towards r = 1: a logit axis spreads them.
+        ax.set_xscale("logit")
     ax_ret.legend(fontsize=8)
     fig.suptitle(f"{summary.study}: dotted lines mark each size's collapse point r*")
     fig.tight_layout()

@@ -57,6 +57,10 @@ class RatioStrategy:
     def finished(self) -> bool:
         return not self.waiting and all(r in self.proposed for r in self._wanted())
 
+    def planned(self) -> int:
+        """How many trials this size runs in all, as far as its results tell so far."""
+        raise NotImplementedError
+
     def collapse(self) -> CollapsePoint | None:
         """The collapse rule (the same the sweep's analysis applies) on the results so far."""
         if len(self.results) < self.plateau_points:
@@ -73,6 +77,9 @@ class GridRatios(RatioStrategy):
 
     def _wanted(self) -> list[float]:
         return self.ratios
+
+    def planned(self) -> int:
+        return len(self.ratios)
 
 
 class BisectRatios(RatioStrategy):
@@ -103,6 +110,21 @@ class BisectRatios(RatioStrategy):
         }
         self.coarse = sorted(set(low) | {r for r in around if r > low[-1]})
         self.seeded = True
+
+    def planned(self) -> int:
+        """The coarse pass, plus the bisection steps that narrow the current bracket (before the
+        coarse pass is in: its widest gap) to the precision."""
+        done = len(set(self.coarse) | self.proposed)
+        found = self.collapse() if all(r in self.results for r in self.coarse) else None
+        if found is not None and not found.found:
+            return done
+        lo, hi = (
+            found.bracket
+            if found
+            else max(zip(self.coarse, self.coarse[1:], strict=False), key=lambda p: p[1] / p[0])
+        )
+        width = math.log(hi / lo) / math.log(1 + self.precision)
+        return done + max(0, math.ceil(math.log2(width))) if width > 1 else done
 
     def _wanted(self) -> list[float]:
         """The plateau ratios first (so a seed can still replace the rest), then the rest of the
@@ -143,6 +165,9 @@ class OptunaRatios(RatioStrategy):
         self.told: list[tuple[float, float]] = []  # (ratio, objective): the study's history
         self.next_ratio: float | None = None
         self._study, self._asked = None, {}
+
+    def planned(self) -> int:
+        return len(self.plateau_ratios) + self.n_trials
 
     def _optuna(self):
         import optuna

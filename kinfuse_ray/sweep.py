@@ -7,12 +7,18 @@ analyses the results, fits the law and records everything on the sweep's parent 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
+import socket
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import ray
+import torch
 import yaml
 from ray import tune
 
@@ -22,32 +28,92 @@ from kinfuse_ray.data import DataBundle, build_bundle
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.live_metrics import LiveMetrics
 from kinfuse_ray.plots import plot_law, plot_retention
-from kinfuse_ray.search import BisectRatios, GridRatios, LadderSearch, OptunaRatios
-from kinfuse_ray.tracking import Tracker
-from kinfuse_ray.train import Dist
+from kinfuse_ray.progress import Progress
+from kinfuse_ray.search import BisectRatios, GridRatios, LadderSearch, OptunaRatios, RatioStrategy
+from kinfuse_ray.tracking import OUTPUT_TAG, TRIAL_TAG, Tracker
+from kinfuse_ray.train import Dist, Report
 from kinfuse_ray.trial import BASE, INFUSE, base_checkpoint, phase_tokens, run_trial
 
 STEP_METRICS = (
     "retention", "retention_acc", "acquisition", "acquisition_acc", "val_loss", "train_loss",
-    "tokens_per_s", "lr", "stopped_early", "tokens", "replica_spread",
+    "tokens_per_s", "lr", "stopped_early", "tokens", "replica_spread", "n_nodes",
 )  # fmt: skip
+
+
+STATE_FILE = "state.pt"
+MAX_FAILURES = 3  # restarts of a trial (or of a Ray Train worker group) from its last checkpoint
+
+
+def checkpointing(report: Callable[..., None]) -> Report:
+    """`train`'s reporter for a Ray `report`: every training state goes out as a checkpoint, so
+    a trial restarted after a crash resumes from its last evaluation (`resume_state`)."""
+
+    def report_with_checkpoint(metrics: dict, state: dict | None) -> None:
+        if state is None:
+            report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(state, Path(tmp) / STATE_FILE)
+            report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    return report_with_checkpoint
+
+
+def resume_state(checkpoint: tune.Checkpoint | None) -> dict | None:
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as path:
+        return torch.load(Path(path) / STATE_FILE, weights_only=True)
+
+
+def trial_key(trial: dict) -> str:
+    """A trial's identity within a sweep: the searcher never proposes the same one twice."""
+    return f"{trial['phase']}-{trial['size']}-r{trial['ratio']:g}"
+
+
+def finished_file(sweep: SweepConfig, trial: dict) -> Path:
+    """Where a trial leaves its final metrics: a resumed sweep replays them, never retrains."""
+    return sweep.out / "trials" / f"{trial_key(trial)}.json"
 
 
 def tune_trial(config: dict, sweep: SweepConfig, bundle: DataBundle) -> None:
     """Ray Tune function trainable for one trial (the searcher's description under "trial").
     One worker: the training loop runs right here, no start-up beyond the import. More workers
     or GPUs: a Ray Train TorchTrainer runs the same loop data-parallel and forwards its rank-0
-    reports to Tune."""
+    reports to Tune. Either way a restarted trial resumes from its last checkpoint, and one
+    that had finished before its sweep was interrupted reports its final metrics again."""
     trial = config["trial"]
-    if not _uses_ray_train(sweep):
-        with LiveMetrics(sweep.name, trial["size"], trial["ratio"], trial["phase"]) as live:
-            run_trial(trial, sweep, bundle, live.wrap(tune.report))
+    done = finished_file(sweep, trial)
+    if done.exists():
+        tune.report(json.loads(done.read_text()))
         return
+    if _uses_ray_train(sweep):
+        final = _fit_with_ray_train(trial, sweep, bundle)
+    else:
+        resume = resume_state(tune.get_checkpoint())
+        with LiveMetrics(sweep.name, trial["size"], trial["ratio"], trial["phase"]) as live:
+            report = checkpointing(live.wrap(tune.report))
+            final = run_trial(trial, sweep, bundle, report, resume=resume)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    tmp = done.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({k: v for k, v in final.items() if isinstance(v, int | float)}))
+    tmp.replace(done)  # atomic: a marker is whole or absent
+
+
+def _fit_with_ray_train(trial: dict, sweep: SweepConfig, bundle: DataBundle) -> dict:
+    from ray.train import CheckpointConfig as TrainCheckpointConfig
+    from ray.train import FailureConfig, Result, ScalingConfig
     from ray.train import RunConfig as TrainRunConfig
-    from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    name, storage = f"{sweep.name}-{trial_key(trial)}", sweep.out / "train"
+    earlier = None  # a resumed sweep picks up the Train run's own last checkpoint
+    if (storage / name).exists():
+        try:
+            earlier = Result.from_path(str(storage / name)).checkpoint
+        except Exception:  # noqa: BLE001 - killed before Train wrote its first result
+            earlier = None
     gpu = {"GPU": 1} if sweep.train.use_gpu else {}
     trainer = TorchTrainer(
         train_worker,
@@ -58,12 +124,15 @@ def tune_trial(config: dict, sweep: SweepConfig, bundle: DataBundle) -> None:
             resources_per_worker={"CPU": sweep.train.cpus_per_trial, **gpu},
         ),
         run_config=TrainRunConfig(
-            name=f"{sweep.name}-{trial['phase']}-{trial['size']}-r{trial['ratio']:g}",
-            storage_path=str(sweep.out / "train"),
+            name=name,
+            storage_path=str(storage),
             callbacks=[TuneReportCallback()],
+            failure_config=FailureConfig(max_failures=MAX_FAILURES),
+            checkpoint_config=TrainCheckpointConfig(num_to_keep=2),
         ),
+        resume_from_checkpoint=earlier,
     )
-    trainer.fit()
+    return trainer.fit().metrics
 
 
 def train_worker(config: dict) -> None:
@@ -75,11 +144,19 @@ def train_worker(config: dict) -> None:
     context = ray.train.get_context()
     dist = Dist(context.get_world_rank(), context.get_world_size())
     trial, sweep, bundle = config["trial"], config["sweep"], ray.get(config["bundle"])
+    resume = resume_state(ray.train.get_checkpoint())
+    placement = {"n_nodes": context.get_world_size() // context.get_local_world_size()}
+
+    def with_placement(report: Report) -> Report:
+        return lambda metrics, state: report({**metrics, **placement}, state)
+
     if dist.rank:
-        run_trial(trial, sweep, bundle, ray.train.report, dist, prepare_model)
+        report = with_placement(checkpointing(ray.train.report))
+        run_trial(trial, sweep, bundle, report, dist, prepare_model, resume)
         return
     with LiveMetrics(sweep.name, trial["size"], trial["ratio"], trial["phase"]) as live:
-        run_trial(trial, sweep, bundle, live.wrap(ray.train.report), dist, prepare_model)
+        report = with_placement(checkpointing(live.wrap(ray.train.report)))
+        run_trial(trial, sweep, bundle, report, dist, prepare_model, resume)
 
 
 def _uses_ray_train(sweep: SweepConfig) -> bool:
@@ -99,13 +176,27 @@ def _concurrent_trainers(sweep: SweepConfig) -> int | None:
 
 
 class MlflowTrials(tune.Callback):
-    """Mirrors every Tune trial as a child MLflow run of the sweep (driver-side, one writer)."""
+    """Mirrors every Tune trial as a child MLflow run of the sweep (driver-side, one writer) and
+    prints progress. Child runs are keyed by the trial's identity (`trial_key`), so a resumed
+    sweep carries on the run of a trial it restarts instead of opening a second one."""
 
-    def __init__(self, tracker: Tracker, parent: str, sweep: SweepConfig, total: int | None):
-        self.tracker, self.parent, self.sweep, self.total = tracker, parent, sweep, total
-        self.runs: dict[str, str] = {}
+    def __init__(
+        self,
+        tracker: Tracker,
+        parent: str,
+        sweep: SweepConfig,
+        progress: Progress,
+        progress_every: float = 30.0,
+    ):
+        self.tracker, self.parent, self.sweep, self.progress = tracker, parent, sweep, progress
+        self.progress_every = progress_every
+        # trial key -> run id, a resumed sweep's earlier runs included; a finished one is left
+        # as it is when its trial replays its result (see `tune_trial`)
+        earlier = tracker.child_runs(parent)
+        self.runs = {key: run.info.run_id for key, run in earlier.items()}
+        self.finished = {key for key, run in earlier.items() if run.info.status == "FINISHED"}
         self.started: dict[str, float] = {}
-        self.done = 0
+        self.printed_at = time.monotonic()
 
     def _params(self, config: dict) -> dict:
         train, n_params = self.sweep.train, self.sweep.n_params[config["size"]]
@@ -126,16 +217,23 @@ class MlflowTrials(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         c = trial.config["trial"]
-        self.runs[trial.trial_id] = self.tracker.start_run(
-            f"{c['phase']}-{c['size']}-r{c['ratio']:g}",
-            self._params(c),
-            {"kinfuse.phase": c["phase"]},
-            self.parent,
-        )
-        self.started[trial.trial_id] = time.time()
+        key = trial_key(c)
+        if key in self.finished:
+            return
+        if key in self.runs:  # restarted by a resumed sweep: the same run goes on
+            self.tracker.reopen(self.runs[key])
+        else:
+            self.runs[key] = self.tracker.start_run(
+                key, self._params(c), {"kinfuse.phase": c["phase"], TRIAL_TAG: key}, self.parent
+            )
+        self.started[key] = time.time()
+        self.progress.start(c["phase"], c["size"], c["ratio"])
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run = self.runs[trial.trial_id]
+        key = trial_key(trial.config["trial"])
+        if key in self.finished:
+            return
+        run = self.runs[key]
         metrics = {k: result[k] for k in STEP_METRICS if k in result}
         if result.get("training_iteration") == 1:
             self.tracker.log_params(
@@ -143,20 +241,33 @@ class MlflowTrials(tune.Callback):
             )
             # From Tune scheduling the trial to its first training step: process, Ray Train
             # worker group and data set-up.
-            metrics["startup_s"] = result["first_step_at"] - self.started[trial.trial_id]
+            metrics["startup_s"] = result["first_step_at"] - self.started[key]
+        if "resumed_at_tokens" in result:
+            self.tracker.set_tags(run, {"kinfuse.resumed_at_tokens": result["resumed_at_tokens"]})
         self.tracker.log_metrics(run, metrics, step=int(result["tokens"]))
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        run = self.runs[trial_key(trial.config["trial"])]
+        self.tracker.set_tags(run, {"kinfuse.restarts": trial.num_failures})
+        print(
+            f"  trial {trial_key(trial.config['trial'])} failed; restarting from its last checkpoint",
+            flush=True,
+        )
+
     def on_trial_complete(self, iteration, trials, trial, **info):
-        result = trial.last_result or {}
-        run = self.runs[trial.trial_id]
+        result, c = trial.last_result or {}, trial.config["trial"]
+        key = trial_key(c)
+        if key in self.finished:
+            return
+        self.finished.add(key)
+        run = self.runs[key]
         if result.get("stopped_early"):
             self.tracker.set_tags(run, {"kinfuse.stopped": "retention collapsed (early stop)"})
         self.tracker.end_run(run, "FINISHED")
-        self.done += 1
-        seconds = time.time() - self.started[trial.trial_id]
-        c = trial.config["trial"]
+        seconds = time.time() - self.started[key]
+        self.progress.finish(c["phase"], c["size"], c["ratio"], result["retention"], seconds)
         print(
-            f"  [{self.done:>3}{'' if self.total is None else f'/{self.total}'}] {c['phase']:<6} {c['size']:<10} r={c['ratio']:<5g} "
+            f"  {c['phase']:<6} {c['size']:<10} r={c['ratio']:<5g} "
             f"retention {result.get('retention', float('nan')):.2f}  "
             f"acquisition {result.get('acquisition', float('nan')):.2f}  "
             f"{'stopped early  ' if result.get('stopped_early') else ''}({seconds:.0f} s)",
@@ -164,31 +275,36 @@ class MlflowTrials(tune.Callback):
         )
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.tracker.set_tags(
-            self.runs[trial.trial_id], {"kinfuse.error": "trial raised; see Ray logs"}
-        )
-        self.tracker.end_run(self.runs[trial.trial_id], "FAILED")
+        run = self.runs[trial_key(trial.config["trial"])]
+        self.tracker.set_tags(run, {"kinfuse.error": "trial raised; see Ray logs"})
+        self.tracker.end_run(run, "FAILED")
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.monotonic() - self.printed_at >= self.progress_every:
+            self.printed_at = time.monotonic()
+            print(self.progress.render(), flush=True)
 
 
-def _searcher(sweep: SweepConfig, base: list[str]) -> LadderSearch:
+def _strategies(sweep: SweepConfig) -> dict[str, RatioStrategy]:
+    """A fresh ratio strategy per size, in ladder order."""
     ev = sweep.eval
+    rule = (ev.collapse_threshold, ev.plateau_points)
 
-    def strategy():
-        rule = (ev.collapse_threshold, ev.plateau_points)
+    def strategy() -> RatioStrategy:
         if sweep.search.strategy == "bisect":
             return BisectRatios(sweep.ratios, sweep.search.precision, *rule)
         if sweep.search.strategy == "optuna":
             return OptunaRatios(sweep.ratios, sweep.search.trials_per_size, *rule, sweep.seed)
         return GridRatios(sweep.ratios, *rule)
 
-    strategies = {s.name: strategy() for s in sweep.ladder}
-    return LadderSearch(strategies, sweep.n_params, sweep.train.tokens, base)
+    return {s.name: strategy() for s in sweep.ladder}
 
 
 def _run_trials(
-    sweep: SweepConfig, bundle_ref, base: list[str], callback: MlflowTrials
+    sweep: SweepConfig, bundle_ref, base: list[str], callback: MlflowTrials, resume: bool
 ) -> list[tuple[dict, dict]]:
-    """Run base and infusion trials as one Tune experiment; return (trial, final metrics) pairs."""
+    """Run base and infusion trials as one Tune experiment (or carry on the one an interrupted
+    sweep left); return (trial, final metrics) pairs."""
     # A Ray Train trial's own process only waits on its workers: it holds no CPU.
     driver = (
         {"cpu": 0, "memory": 1 << 20}
@@ -198,25 +314,40 @@ def _run_trials(
     trainable = tune.with_resources(
         tune.with_parameters(tune_trial, sweep=sweep, bundle=bundle_ref), driver
     )
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=_searcher(sweep, base),
-            num_samples=-1,  # the searcher says when the sweep is complete
-            max_concurrent_trials=_concurrent_trainers(sweep),
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=sweep.name,
-            storage_path=str(sweep.out / "ray"),
-            callbacks=[callback],
-            verbose=0,
-        ),
-    )
+    experiment = sweep.out / "ray" / sweep.name
+    if resume and tune.Tuner.can_restore(experiment):
+        # Finished trials stay finished, the rest restart from their last checkpoints, and the
+        # searcher comes back from its saved state. The callback holds this process's MLflow
+        # client and progress, so it replaces the one pickled with the experiment.
+        tuner = tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
+        tuner._local_tuner.get_run_config().callbacks = [callback]
+    else:
+        search = LadderSearch(_strategies(sweep), sweep.n_params, sweep.train.tokens, base)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=search,
+                num_samples=-1,  # the searcher says when the sweep is complete
+                max_concurrent_trials=_concurrent_trainers(sweep),
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=sweep.name,
+                storage_path=str(sweep.out / "ray"),
+                callbacks=[callback],
+                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+                # Keeping two checkpoints per trial makes Tune snapshot the experiment before
+                # it deletes one a snapshot may name: a resumed sweep always finds its own.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                verbose=0,
+            ),
+        )
     results = tuner.fit()
     if results.errors:
         cause = str(results.errors[0]).strip().splitlines()[-1]
         raise KinfuseError(f"{len(results.errors)} trial(s) failed, first: {cause}")
+    for checkpoint in experiment.glob("*/checkpoint_*"):  # all trials done: nothing to resume
+        shutil.rmtree(checkpoint, ignore_errors=True)
     return [(r.config["trial"], r.metrics) for r in results]
 
 
@@ -238,11 +369,31 @@ def _trial_result(config: dict, metrics: dict, sweep: SweepConfig) -> TrialResul
     )
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not minutes of ray.init retries, when a cluster address does not answer."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except ValueError:
+        raise KinfuseError(f"ray.address: '{address}' is not host:port") from None
+    except OSError as exc:
+        raise KinfuseError(
+            f"ray.address: cannot connect to '{address}' ({exc.strerror or 'timed out'})"
+        ) from None
+
+
 def _start_ray(sweep: SweepConfig) -> bool:
     """Join the configured cluster or start a local instance; True if we started it."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own one-line-per-trial progress instead
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines instead
+    # Snapshots forced by CheckpointConfig(num_to_keep) are cheap here (a small experiment
+    # state); Tune's warning about their frequency is noise.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return False
+    if sweep.ray.address:
+        _check_reachable(sweep.ray.address)
     try:
         ray.init(
             address=sweep.ray.address or None,
@@ -259,51 +410,108 @@ def _start_ray(sweep: SweepConfig) -> bool:
     return True
 
 
-def run_sweep(sweep: SweepConfig, sweep_file: Path | None = None) -> Summary:
-    """Run every trial of `sweep`, analyse, record, and return the summary."""
-    started = time.monotonic()
-    # Trials run in their own working directories: pin the output folder to an absolute path.
-    sweep = sweep.model_copy(update={"output_dir": sweep.out})
-    # Bad data fails here, before any run exists.
-    bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
-    tracker = Tracker(sweep.mlflow.tracking_uri, sweep.experiment)
-    out = sweep.out
-    out.mkdir(parents=True, exist_ok=True)
-    config_dump = out / "sweep.yaml"
-    config_dump.write_text(yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False))
-    parent = tracker.start_run(
+def _slots(sweep: SweepConfig) -> int:
+    """How many trials run at once."""
+    return _concurrent_trainers(sweep) or max(
+        1, int(ray.cluster_resources().get("CPU", 1)) // sweep.train.cpus_per_trial
+    )
+
+
+def _check_resumable(sweep: SweepConfig) -> None:
+    """A sweep resumes only under the very settings it started with."""
+    saved = sweep.out / "sweep.yaml"
+    if not saved.exists():
+        return
+    before, now = yaml.safe_load(saved.read_text()), sweep.model_dump(mode="json")
+    changed = [k for k in now if before.get(k) != now[k]]
+    if changed:
+        raise KinfuseError(
+            f"--resume: field '{changed[0]}' differs from the interrupted sweep's ({saved}); "
+            "run without --resume to start over"
+        )
+
+
+def _sweep_run(sweep: SweepConfig, tracker: Tracker, resume: bool, sweep_file: Path | None) -> str:
+    """The sweep's parent MLflow run: the interrupted one when resuming, else a new one (runs an
+    earlier, killed driver left RUNNING are closed as FAILED first)."""
+    earlier = tracker.sweep_runs(sweep.out)
+    if resume and earlier:
+        if earlier[0].info.status == "FINISHED":
+            raise KinfuseError(
+                f"--resume: sweep '{sweep.name}' in {sweep.out} has finished; nothing to resume"
+            )
+        parent = earlier[0].info.run_id
+        tracker.reopen(parent)
+        return parent
+    for run in earlier:
+        if run.info.status == "RUNNING":
+            tracker.end_open_children(run.info.run_id, "FAILED")
+            tracker.end_run(run.info.run_id, "FAILED")
+    return tracker.start_run(
         sweep.name,
         {"seed": sweep.seed, "schedule": sweep.train.schedule.value, "sizes": len(sweep.ladder),
          "ratios": ",".join(f"{r:g}" for r in sweep.ratios), "tokens": sweep.train.tokens},
-        {"kinfuse.sweep_file": str(sweep_file or ""), "kinfuse.output_dir": str(out)},
+        {"kinfuse.sweep_file": str(sweep_file or ""), OUTPUT_TAG: str(sweep.out)},
     )  # fmt: skip
-    tracker.log_artifact(parent, config_dump)
-    started_ray = False
+
+
+def _progress(sweep: SweepConfig, base: list[str], finished: list) -> Progress:
+    """Live progress, knowing the trials a resumed sweep had finished (their MLflow runs)."""
+    progress = Progress(_strategies(sweep), base, _slots(sweep))
+    for run in finished:
+        p, retention = run.data.params, run.data.metrics.get("retention", float("nan"))
+        seconds = (run.info.end_time - run.info.start_time) / 1000
+        progress.finish(p["phase"], p["size"], float(p["ratio"]), retention, seconds)
+    return progress
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    sweep_file: Path | None = None,
+    resume: bool = False,
+    progress_every: float = 30.0,
+) -> Summary:
+    """Run every trial of `sweep`, analyse, record, and return the summary. `resume` carries on
+    an interrupted run of the same sweep: finished trials are kept, the others restart from
+    their last checkpoints, and their MLflow runs go on. Progress is printed every
+    `progress_every` seconds."""
+    started = time.monotonic()
+    # Trials run in their own working directories: pin the output folder to an absolute path.
+    sweep = sweep.model_copy(update={"output_dir": sweep.out})
+    out = sweep.out
+    if resume:
+        _check_resumable(sweep)
+    # Bad data, an unreachable cluster or tracking store: fail before anything is written.
+    bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
+    started_ray = _start_ray(sweep)
+    parent = None
     try:
-        started_ray = _start_ray(sweep)
-        bundle_ref = ray.put(bundle)
+        tracker = Tracker(sweep.mlflow.tracking_uri, sweep.experiment)
+        parent = _sweep_run(sweep, tracker, resume, sweep_file)
+        if not resume:  # a fresh start: nothing an earlier run left may leak in
+            for stale in (out / "ray" / sweep.name, out / "base", out / "train", out / "trials"):
+                shutil.rmtree(stale, ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+        config_dump = out / "sweep.yaml"
+        config_dump.write_text(yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False))
+        tracker.log_artifact(parent, config_dump)
         base = [
             s.name
             for s in sweep.ladder
             if sweep.train.schedule is Schedule.continued
             and not base_checkpoint(sweep, s.name).exists()
         ]
-        grid = sweep.search.strategy == "grid"
-        callback = MlflowTrials(
-            tracker,
-            parent,
-            sweep,
-            len(base) + len(sweep.ladder) * len(sweep.ratios) if grid else None,
-        )
-        plan = (
-            "ratios" if grid else f"coarse ratios, then bisection to {sweep.search.precision:.0%}"
-        )
+        finished = [r for r in tracker.child_runs(parent).values() if r.info.status == "FINISHED"]
+        progress = _progress(sweep, base, finished)
+        callback = MlflowTrials(tracker, parent, sweep, progress, progress_every)
         print(
-            f"kinfuse: {len(sweep.ladder)} sizes x {len(sweep.ratios)} {plan}; output in {out}",
+            f"kinfuse: {'resuming, ' if resume else ''}{len(sweep.ladder)} sizes, "
+            f"{sweep.search.strategy} search over {len(sweep.ratios)} ratios; output in {out}",
             flush=True,
         )
         results = [
-            _trial_result(c, m, sweep) for c, m in _run_trials(sweep, bundle_ref, base, callback)
+            _trial_result(c, m, sweep)
+            for c, m in _run_trials(sweep, ray.put(bundle), base, callback, resume)
         ]
         trials = [t for t in results if t.phase == INFUSE]
         summary = summarise(trials, sweep, wall_seconds=time.monotonic() - started)
@@ -312,8 +520,9 @@ def run_sweep(sweep: SweepConfig, sweep_file: Path | None = None) -> Summary:
         tracker.end_run(parent, "FINISHED")
         return summary
     except BaseException:
-        tracker.end_open_children(parent, "FAILED")
-        tracker.end_run(parent, "FAILED")
+        if parent is not None:
+            tracker.end_open_children(parent, "FAILED")
+            tracker.end_run(parent, "FAILED")
         raise
     finally:
         if started_ray:

@@ -16,6 +16,8 @@ from mlflow.tracking import MlflowClient
 from kinfuse_ray.errors import KinfuseError
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
+TRIAL_TAG = "kinfuse.trial"  # a child run's trial key: phase-size-ratio
+OUTPUT_TAG = "kinfuse.output_dir"  # a sweep's parent run: where its outputs live
 
 
 class Tracker:
@@ -76,6 +78,27 @@ class Tracker:
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
+
+    def reopen(self, run_id: str) -> None:
+        """Mark a run RUNNING again: a resumed sweep carries on its own runs."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def child_runs(self, parent: str) -> dict:
+        """The trial runs of sweep run `parent`, by trial key."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent}'",
+            max_results=50_000,
+        )
+        return {r.data.tags[TRIAL_TAG]: r for r in runs if TRIAL_TAG in r.data.tags}
+
+    def sweep_runs(self, output_dir: Path) -> list:
+        """The parent runs of sweeps that wrote to `output_dir`, newest first."""
+        return self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{OUTPUT_TAG}` = '{output_dir}'",
+            order_by=["attributes.start_time DESC"],
+        )
 
     def end_open_children(self, parent: str, status: str = "FAILED") -> int:
         """Close every child run of `parent` still RUNNING (a crash must not leave any open)."""

@@ -20,6 +20,10 @@ from kinfuse_ray.data import DataBundle
 from kinfuse_ray.metrics import accuracy, chance_corrected, validation_loss
 
 Metrics = dict[str, float]
+# report(metrics, state): `state` is what `train(resume=...)` needs to carry on from this
+# evaluation (rank 0 only, else None); the orchestration layer decides where it is kept. It
+# holds live tensors: persist it before returning.
+Report = Callable[[Metrics, dict | None], None]
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -102,13 +106,16 @@ def train(
     bundle: DataBundle,
     cfg: TrainConfig,
     evals: EvalConfig,
-    report: Callable[[Metrics], None],
+    report: Report,
     watch: CollapseWatch | None = None,
     dist: Dist = SINGLE,
+    resume: dict | None = None,
 ) -> Metrics:
     """Train on `sequences` (n, seq_len) in order, `cfg.batch_size` sequences a step across all
     ranks; evaluate every `evals.every_tokens` tokens and at the end; return the last metrics.
-    LR warms up again from zero (continued pretraining)."""
+    LR warms up again from zero (continued pretraining). `resume`, a state reported earlier by
+    this same run (model and optimizer already loaded by the caller), continues from that
+    evaluation exactly as if the run had never stopped."""
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] = cfg.lr
     sequences = dist.shard(sequences)
@@ -120,15 +127,23 @@ def train(
         num_training_steps=n_steps,
         min_lr_rate=cfg.min_lr_fraction,
     )
+    start, tokens, train_seconds = 0, 0, 0.0
+    if resume is not None:
+        scheduler.load_state_dict(resume["scheduler"])
+        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr
+        start, tokens, train_seconds = resume["step"], resume["tokens"], resume["train_seconds"]
+        if watch:
+            watch.strikes = resume["strikes"]
     device = next(model.parameters()).device
     # bf16 autocast on GPUs; CPUs train in fp32 (their bf16 matmuls are slower, not faster).
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
     eval_every = max(1, evals.every_tokens // (cfg.batch_size * sequences.shape[1]))
-    tokens, train_seconds, losses = 0, 0.0, []
+    losses: list[float] = []
     metrics: Metrics = {}
     first_step_at = time.time()  # wall clock, so the driver can tell how long start-up took
     model.train()
-    for step in range(1, n_steps + 1):
+    for step in range(start + 1, n_steps + 1):
         start = time.perf_counter()
         rows = sequences[(step - 1) * batch_size : step * batch_size]
         batch = torch.from_numpy(rows.astype(np.int64)).to(device)
@@ -157,11 +172,24 @@ def train(
         )
         if dist.world > 1:
             metrics["replica_spread"] = dist.replica_spread(model)
+        if resume is not None:
+            metrics["resumed_at_tokens"] = resume["tokens"]
         losses = []
         past_minimum = step >= evals.early_stop_after * n_steps
-        if watch and past_minimum and watch.collapsed(metrics["retention"]):
-            metrics["stopped_early"] = 1.0
-            report(metrics)
+        stop = bool(watch and past_minimum and watch.collapsed(metrics["retention"]))
+        metrics["stopped_early"] = float(stop)
+        state = None
+        if dist.rank == 0 and not stop and step != n_steps:  # a finished run needs no resume
+            state = {
+                "model": getattr(model, "module", model).state_dict(),  # unwrapped from DDP
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "tokens": tokens,
+                "train_seconds": train_seconds,
+                "strikes": watch.strikes if watch else 0,
+            }
+        report(metrics, state)
+        if stop:
             return metrics
-        report(metrics)
     return metrics

@@ -19,7 +19,7 @@ from kinfuse_ray.config import Schedule, SweepConfig
 from kinfuse_ray.data import DataBundle
 from kinfuse_ray.mixing import build_stream
 from kinfuse_ray.model import build_model
-from kinfuse_ray.train import SINGLE, CollapseWatch, Dist, Metrics, make_optimizer, train
+from kinfuse_ray.train import SINGLE, CollapseWatch, Dist, Metrics, Report, make_optimizer, train
 
 BASE, INFUSE = "base", "infuse"
 
@@ -37,12 +37,14 @@ def run_trial(
     config: dict,
     sweep: SweepConfig,
     bundle: DataBundle,
-    report: Callable[[Metrics], None],
+    report: Report,
     dist: Dist = SINGLE,
     prepare: Callable[[torch.nn.Module], torch.nn.Module] = lambda model: model,
+    resume: dict | None = None,
 ) -> Metrics:
     """Train one trial described by `config` ({"phase", "size", "ratio"}); return final metrics.
-    Under Ray Train every worker runs this with its `dist` place and Ray's `prepare_model`."""
+    Under Ray Train every worker runs this with its `dist` place and Ray's `prepare_model`.
+    `resume` is a state this trial reported before it was interrupted."""
     torch.set_num_threads(sweep.train.cpus_per_trial)
     phase, size, ratio = config["phase"], sweep.size(config["size"]), float(config["ratio"])
     load = sweep.knowledge_load(sweep.n_params[size.name])
@@ -52,12 +54,15 @@ def run_trial(
     base = None
     if phase == INFUSE and sweep.train.schedule is Schedule.continued:
         base = torch.load(base_checkpoint(sweep, size.name), weights_only=True)
-        model.load_state_dict(base["model"])
+    start = resume or base
+    if start is not None:
+        model.load_state_dict(start["model"])
     trained = prepare(model)  # the same parameters, wrapped for DDP and placed on a device
     optimizer = make_optimizer(model, sweep.train)
+    if start is not None:
+        optimizer.load_state_dict(start["optimizer"])  # moves its state to the parameters' device
     watch = None
     if base is not None:
-        optimizer.load_state_dict(base["optimizer"])  # moves its state to the parameters' device
         ev = sweep.eval
         watch = CollapseWatch(
             base["metrics"]["retention"], ev.early_stop_below, ev.early_stop_patience
@@ -86,9 +91,10 @@ def run_trial(
         bundle,
         sweep.train,
         sweep.eval,
-        lambda metrics: report({**metrics, **context}),
+        lambda metrics, state: report({**metrics, **context}, state),
         watch,
         dist,
+        resume,
     )
     if phase == BASE and dist.rank == 0:
         path = base_checkpoint(sweep, size.name)

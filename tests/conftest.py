@@ -1,5 +1,11 @@
+import contextlib
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -8,6 +14,23 @@ from kinfuse_ray.config import DataConfig, EvalConfig
 from kinfuse_ray.data import DataBundle, build_bundle
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A micro sweep: 3 sizes x 4 ratios in about a minute on 2 cores, with a visible collapse.
+MICRO = """
+name: micro
+seed: 1
+ladder:
+  - {name: a, hidden_size: 24, n_layers: 1, n_heads: 2}
+  - {name: b, hidden_size: 32, n_layers: 1, n_heads: 2}
+  - {name: c, hidden_size: 48, n_layers: 1, n_heads: 2}
+ratios: [0.2, 0.5, 0.8, 0.95]
+data: {n_general_facts: 20, n_domain_facts: 40, vocab_size: 512, seq_len: 64, general_fact_share: 0.9}
+train: {base_tokens: 150000, tokens: 60000, batch_size: 8}
+eval: {every_tokens: 20000, acquisition_probes: 40, val_sequences: 8}
+predict:
+  target: {size: {name: big, hidden_size: 64, n_layers: 2, n_heads: 2}}
+  bootstrap: 200
+"""
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +46,54 @@ def kinfuse(cwd: Path, *args: str) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "kinfuse_ray.cli", *args],
         cwd=cwd, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
+
+
+def run_cli(tmp_path: Path, text: str, *args: str) -> subprocess.CompletedProcess:
+    (tmp_path / "micro.yaml").write_text(text)
+    return kinfuse(tmp_path, "sweep", "micro.yaml", *args)
+
+
+def runs_of(tmp_path: Path, experiment: str = "micro"):
+    """(client, every run of `experiment`) in the sqlite store of `tmp_path`."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    found = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([found.experiment_id], max_results=1000)
+
+
+@pytest.fixture(scope="session")
+def micro_sweep(tmp_path_factory):
+    """One real, uninterrupted micro sweep, shared by the tests that only read what it wrote."""
+    tmp_path = tmp_path_factory.mktemp("micro")
+    return tmp_path, run_cli(tmp_path, MICRO, "--progress-every", "5")
+
+
+@contextlib.contextmanager
+def mlflow_server(store_uri: str, cwd: Path):
+    """A real `mlflow server` on 127.0.0.1 and a free port; yields its URL, stops it by PID."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mlflow = Path(sys.executable).parent / "mlflow"
+    server = subprocess.Popen(
+        [str(mlflow), "server", "--backend-store-uri", store_uri, "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, "mlflow server exited"
+            assert time.monotonic() < deadline, "mlflow server did not answer in 120 s"
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers, by process group
+        server.wait(timeout=30)

@@ -79,3 +79,32 @@ def test_cli_prints_one_line_and_exits_2_without_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"kinfuse: error: {path}: field 'bogus': unknown field"
     assert not list(tmp_path.glob("runs")) and not (tmp_path / "mlflow.db").exists()
+
+
+def test_overrides_set_nested_fields_and_are_validated(tmp_path):
+    path = sweep_file(tmp_path, GOOD)
+    sweep = load_sweep(path, ["seed=7", "train.tokens=200000", "name=other"])
+    assert (sweep.seed, sweep.train.tokens, sweep.name) == (7, 200_000, "other")
+    with pytest.raises(KinfuseError, match=r"field 'train.tokens': Input should be greater than 0"):
+        load_sweep(path, ["train.tokens=-1"])
+    with pytest.raises(KinfuseError, match="expected FIELD=VALUE"):
+        load_sweep(path, ["seed"])
+
+
+GOOD_RAW = {
+    "name": "t",
+    "ladder": [{"name": "a", "hidden_size": 32, "n_layers": 1, "n_heads": 2}],
+    "ratios": [0.5],
+}
+
+
+def test_the_domain_load_grows_with_the_rung():
+    from kinfuse_ray.config import parse_sweep
+
+    data = {"n_general_facts": 60, "n_domain_facts": 100, "domain_facts_exponent": 0.5}
+    sweep = parse_sweep({**GOOD_RAW, "data": data})
+    n = sweep.n_params["a"]
+    assert sweep.knowledge_load(n) == (60, 100)
+    assert sweep.knowledge_load(4 * n) == (60, 200)  # general facts (and rehearsal) stay put
+    with pytest.raises(KinfuseError, match="domain_facts_exponent needs n_domain_facts"):
+        parse_sweep({**GOOD_RAW, "data": {"domain_facts_exponent": 1}})

@@ -4,46 +4,12 @@ by the sweep itself) with a real sqlite MLflow store."""
 import json
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from .conftest import kinfuse
+from .conftest import MICRO, kinfuse, run_cli, runs_of
 
 pytestmark = pytest.mark.slow
 
-MICRO = """
-name: micro
-seed: 1
-ladder:
-  - {name: a, hidden_size: 24, n_layers: 1, n_heads: 2}
-  - {name: b, hidden_size: 32, n_layers: 1, n_heads: 2}
-  - {name: c, hidden_size: 48, n_layers: 1, n_heads: 2}
-ratios: [0.2, 0.5, 0.8, 0.95]
-data: {n_general_facts: 20, n_domain_facts: 40, vocab_size: 512, seq_len: 64, general_fact_share: 0.9}
-train: {base_tokens: 150000, tokens: 60000, batch_size: 8}
-eval: {every_tokens: 20000, acquisition_probes: 40, val_sequences: 8}
-predict:
-  target: {size: {name: big, hidden_size: 64, n_layers: 2, n_heads: 2}}
-  bootstrap: 200
-"""
 N_TRIALS = 3 * 4
-
-
-def run_cli(tmp_path, text):
-    (tmp_path / "micro.yaml").write_text(text)
-    return kinfuse(tmp_path, "sweep", "micro.yaml")
-
-
-def runs_of(tmp_path):
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("micro")
-    return client, client.search_runs([experiment.experiment_id], max_results=1000)
-
-
-@pytest.fixture(scope="module")
-def micro_sweep(tmp_path_factory):
-    """One real micro sweep shared by the tests that only read what it wrote."""
-    tmp_path = tmp_path_factory.mktemp("micro")
-    return tmp_path, run_cli(tmp_path, MICRO)
 
 
 def test_micro_sweep_records_every_trial_and_writes_the_summary(micro_sweep):
@@ -126,7 +92,7 @@ def test_a_failing_sweep_leaves_no_run_open(tmp_path):
     base.mkdir(parents=True)
     for size in "abc":
         (base / f"{size}.pt").write_bytes(b"not a checkpoint")
-    proc = run_cli(tmp_path, MICRO)
+    proc = run_cli(tmp_path, MICRO, "--resume")  # --resume keeps what runs/micro holds
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("kinfuse: error: ")
     _, runs = runs_of(tmp_path)

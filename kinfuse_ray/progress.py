@@ -1,0 +1,106 @@
+"""Live progress of a sweep: per size, trials done, running and pending, the collapse bracket so
+far, the elapsed time and an estimate of the time left.
+
+Pure bookkeeping: the sweep's Tune callback feeds it trial starts and ends, and prints
+`render()` now and then. Its strategies are the searcher's kind, fed the same results, so
+"pending" follows the search plan (a bisection's remaining steps included).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from kinfuse_ray.search import RatioStrategy
+from kinfuse_ray.trial import BASE
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    def __init__(
+        self,
+        strategies: dict[str, RatioStrategy],
+        base_pending: list[str],
+        slots: int,
+        clock=time.monotonic,
+    ):
+        """`strategies` by size in ladder order (fresh copies of the searcher's kind);
+        `base_pending` the sizes whose base run is still to do; `slots` trials run at once."""
+        self.strategies, self.slots, self.clock = strategies, max(1, slots), clock
+        self.started_at = clock()
+        self.base_pending = set(base_pending)
+        self.running: dict[str, set[float]] = defaultdict(set)
+        self.base_running: set[str] = set()
+        self.seconds: dict[str, list[float]] = defaultdict(list)  # finished infusion trials
+        self.base_seconds: list[float] = []
+
+    def start(self, phase: str, size: str, ratio: float) -> None:
+        if phase == BASE:
+            self.base_running.add(size)
+        else:
+            self.running[size].add(ratio)
+
+    def finish(self, phase: str, size: str, ratio: float, retention: float, seconds: float):
+        if phase == BASE:
+            self.base_running.discard(size)
+            self.base_pending.discard(size)
+            self.base_seconds.append(seconds)
+            return
+        self.running[size].discard(ratio)
+        self.strategies[size].observe(ratio, retention)
+        self.seconds[size].append(seconds)
+
+    def counts(self, size: str) -> tuple[int, int, int]:
+        """(done, running, pending) infusion trials of `size`."""
+        done, running = len(self.strategies[size].results), len(self.running[size])
+        return done, running, max(0, self.strategies[size].planned() - done - running)
+
+    def remaining_seconds(self) -> float | None:
+        """Pending work over the slots, each trial costed at its size's mean so far (or the
+        sweep's); None until one trial has finished."""
+        every = [s for times in self.seconds.values() for s in times]
+        if not every and not self.base_seconds:
+            return None
+        fallback = sum(every) / len(every) if every else max(self.base_seconds)
+        base = max(self.base_seconds) if self.base_seconds else fallback
+        work = base * (len(self.base_pending - self.base_running) + 0.5 * len(self.base_running))
+        for size in self.strategies:
+            _, running, pending = self.counts(size)
+            times = self.seconds[size]
+            mean = sum(times) / len(times) if times else fallback
+            work += mean * (pending + 0.5 * running)
+        return work / self.slots
+
+    def _bracket(self, size: str) -> str:
+        found = self.strategies[size].collapse()
+        if found is None:
+            return "r* not yet bracketed"
+        if not found.found:
+            return f"{found.outcome.value} so far"
+        lo, hi = found.bracket
+        return f"r* {found.ratio:.3f} in [{lo:g}, {hi:g}]"
+
+    def render(self) -> str:
+        left = self.remaining_seconds()
+        eta = "estimating time left" if left is None else f"about {_duration(left)} left"
+        lines = [f"progress: {_duration(self.clock() - self.started_at)} elapsed, {eta}"]
+        width = max(len(s) for s in self.strategies)
+        for size in self.strategies:
+            if size in self.base_pending:
+                state = "base run running" if size in self.base_running else "base run pending"
+                lines.append(f"  {size:<{width}}  {state}")
+                continue
+            done, running, pending = self.counts(size)
+            lines.append(
+                f"  {size:<{width}}  {done} done, {running} running, {pending} pending;"
+                f" {self._bracket(size)}"
+            )
+        return "\n".join(lines)

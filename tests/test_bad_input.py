@@ -1,0 +1,173 @@
+"""The catalogue of bad input, each through the real `kinfuse sweep`: one line naming the field,
+file or line, exit 2, no traceback, and nothing left behind (no MLflow store, no outputs)."""
+
+import json
+
+import pytest
+
+from .conftest import kinfuse
+
+GOOD = """\
+name: bad
+ladder:
+  - {name: a, hidden_size: 24, n_layers: 1, n_heads: 2}
+ratios: [0.2, 0.5]
+data: {n_general_facts: 20, n_domain_facts: 20, vocab_size: 300, seq_len: 16}
+eval: {val_sequences: 2}
+"""
+TEMPLATES = {
+    "relations": {
+        "born_in": {
+            "templates": ["{subject} was born in {object}."],
+            "question": "{subject} was born in",
+        }
+    }
+}
+
+
+def triples(*rows: tuple[str, str]) -> str:
+    return "".join(
+        json.dumps({"subject": s, "relation": "born_in", "object": o}) + "\n" for s, o in rows
+    )
+
+
+GOOD_TRIPLES = triples(("Ann Lee", "Oslo"), ("Bo Kim", "Lima"), ("Cy Day", "Rome"))
+KNOWLEDGE = "general_facts: g.jsonl, domain_facts: d.jsonl, templates: t.json"
+
+
+def with_data(fields: str) -> str:
+    return GOOD.replace("seq_len: 16}", f"seq_len: 16, {fields}}}")
+
+
+def with_knowledge(n_general: int = 3) -> str:
+    """The sweep reading g.jsonl, d.jsonl and t.json, 3 domain facts and `n_general` general."""
+    counts = f"n_general_facts: {n_general}, n_domain_facts: 3"
+    return with_data(KNOWLEDGE).replace("n_general_facts: 20, n_domain_facts: 20", counts)
+
+
+CASES = {
+    "malformed YAML": (
+        GOOD.replace("ratios: [0.2, 0.5]", "ratios: [0.2, 0.5"),
+        {},
+        "malformed YAML",
+    ),
+    "misspelt field": (
+        GOOD.replace("ratios:", "ratio:"),
+        {},
+        "field 'ratio': unknown field (did you mean 'ratios'?)",
+    ),
+    "unknown nested field": (
+        GOOD.replace("val_sequences: 2", "val_sequence: 2"),
+        {},
+        "field 'eval.val_sequence': unknown field",
+    ),
+    "wrong type": (
+        GOOD.replace("hidden_size: 24", "hidden_size: wide"),
+        {},
+        "field 'ladder.0.hidden_size': Input should be a valid integer",
+    ),
+    "ratio of 1": (
+        GOOD.replace("[0.2, 0.5]", "[0.2, 1.0]"),
+        {},
+        "field 'ratios.1': Input should be less than 1",
+    ),
+    "negative ratio": (GOOD.replace("[0.2, 0.5]", "[-0.1, 0.5]"), {}, "field 'ratios.0'"),
+    "empty ladder": (
+        GOOD.replace("  - {name: a, hidden_size: 24, n_layers: 1, n_heads: 2}\n", "").replace(
+            "ladder:", "ladder: []"
+        ),
+        {},
+        "field 'ladder': List should have at least 1 item",
+    ),
+    "not a mapping": ("- just\n- a list\n", {}, "expected a mapping of sweep fields"),
+    "missing corpus": (with_data("corpus: nowhere.txt"), {}, "nowhere.txt: cannot read corpus"),
+    "empty corpus": (
+        with_data("corpus: empty.txt"),
+        {"empty.txt": "\n\n"},
+        "empty.txt: corpus is empty",
+    ),
+    "malformed knowledge line": (
+        with_knowledge(),
+        {
+            "g.jsonl": GOOD_TRIPLES + "{not json\n",
+            "d.jsonl": GOOD_TRIPLES,
+            "t.json": json.dumps(TEMPLATES),
+        },
+        "g.jsonl: line 4: expected a JSON object with subject, relation and object",
+    ),
+    "duplicate triple": (
+        with_knowledge(),
+        {
+            "g.jsonl": GOOD_TRIPLES + triples(("Bo Kim", "Lima")),
+            "d.jsonl": GOOD_TRIPLES,
+            "t.json": json.dumps(TEMPLATES),
+        },
+        "g.jsonl: line 4: duplicate line 2 (Bo Kim, born_in)",
+    ),
+    "contradictory triple": (
+        with_knowledge(),
+        {
+            "g.jsonl": GOOD_TRIPLES,
+            "d.jsonl": GOOD_TRIPLES + triples(("Ann Lee", "Rome")),
+            "t.json": json.dumps(TEMPLATES),
+        },
+        "d.jsonl: line 4: contradicts line 1 (Ann Lee, born_in)",
+    ),
+    "template without a placeholder": (
+        with_knowledge(),
+        {
+            "g.jsonl": GOOD_TRIPLES,
+            "d.jsonl": GOOD_TRIPLES,
+            "t.json": json.dumps(
+                {
+                    "relations": {
+                        "born_in": {
+                            "templates": ["Born in {object}."],
+                            "question": "{subject} was born in",
+                        }
+                    }
+                }
+            ),
+        },
+        "t.json: relation 'born_in': template 'Born in {object}.' lacks {subject} or {object}",
+    ),
+    "more facts than the file holds": (
+        with_knowledge(n_general=50),
+        {"g.jsonl": GOOD_TRIPLES, "d.jsonl": GOOD_TRIPLES, "t.json": json.dumps(TEMPLATES)},
+        "g.jsonl: the sweep asks for 50 facts, the file has 3",
+    ),
+    "unreachable Ray address": (
+        GOOD + "ray: {address: '127.0.0.1:9'}\n",
+        {},
+        "ray.address: cannot connect to '127.0.0.1:9'",
+    ),
+    "unreachable tracking server": (
+        GOOD + "mlflow: {tracking_uri: 'http://127.0.0.1:9'}\n",
+        {},
+        "mlflow.tracking_uri 'http://127.0.0.1:9': cannot reach the tracking store",
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_gets_one_line_and_leaves_nothing_behind(tmp_path, case):
+    text, files, message = CASES[case]
+    for name, content in {"sweep.yaml": text, **files}.items():
+        (tmp_path / name).write_text(content)
+    before = sorted(tmp_path.rglob("*"))
+    proc = kinfuse(tmp_path, "sweep", "sweep.yaml")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("kinfuse: error: ") and message in last, last
+    assert sorted(tmp_path.rglob("*")) == before  # no mlflow.db, no runs/, nothing half-written
+
+
+def test_a_missing_sweep_file_is_one_line(tmp_path):
+    proc = kinfuse(tmp_path, "sweep", "nope.yaml")
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        == "kinfuse: error: nope.yaml: cannot read sweep file (No such file or directory)"
+    )

@@ -1,0 +1,51 @@
+"""Live progress on a scripted sweep: counts per size, the bracket, elapsed time and time left."""
+
+from kinfuse_ray.progress import Progress
+from kinfuse_ray.search import BisectRatios, GridRatios
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_counts_brackets_and_time_left_follow_the_trials():
+    clock = Clock()
+    ratios = [0.2, 0.5, 0.8, 0.95]
+    progress = Progress(
+        {"a": GridRatios(ratios), "b": BisectRatios(ratios, precision=0.05)},
+        base_pending=["a", "b"],
+        slots=2,
+        clock=clock,
+    )
+    assert "a  base run pending" in progress.render()
+    assert "estimating time left" in progress.render()
+
+    progress.start("base", "a", 0.0)
+    clock.now = 10
+    progress.finish("base", "a", 0.0, 1.0, seconds=10)
+    for r, retention in zip(ratios, [1.0, 0.95, 0.3, 0.1], strict=True):
+        progress.start("infuse", "a", r)
+        progress.finish("infuse", "a", r, retention, seconds=4)
+    progress.start("infuse", "a", 0.99)  # grid sizes never run more than their ratios
+    assert progress.counts("a")[0] == 4
+
+    clock.now = 70
+    text = progress.render()
+    assert text.startswith("progress: 1m10s elapsed, about ")
+    assert "a  4 done, 1 running, 0 pending; r* " in text and "in [0.5, 0.8]" in text
+    assert "b  base run pending" in text
+    # b: a 10 s base run and 4 coarse ratios plus bisection of the widest gap to 5%, at 4 s
+    # each, over 2 slots.
+    done, running, pending = progress.counts("b")
+    assert (done, running) == (0, 0) and pending > 4
+    assert progress.remaining_seconds() == (10 + 4 * (pending + 0.5)) / 2
+
+    progress.finish("base", "b", 0.0, 1.0, seconds=10)
+    for r, retention in zip(ratios, [1.0, 1.0, 0.9, 0.2], strict=True):
+        progress.finish("infuse", "b", r, retention, seconds=4)
+    # The coarse pass brackets r* in [0.8, 0.95]: log2(log(0.95/0.8)/log(1.05)) -> 2 more steps.
+    assert progress.counts("b") == (4, 0, 2)
