@@ -59,10 +59,15 @@ class ModelSize(Strict):
 class DataConfig(Strict):
     """Where the general corpus and the knowledge base come from, and how they are rendered."""
 
+    # Text (.txt, .gz), JSON Lines or Parquet with a `text` field, or a Hugging Face dataset
+    # folder (save_to_disk).
     corpus: Path = BUNDLED_DATA / "corpus" / "shakespeare.txt.gz"
     general_facts: Path = BUNDLED_DATA / "knowledge" / "general.jsonl"
     domain_facts: Path = BUNDLED_DATA / "knowledge" / "domain.jsonl"
     templates: Path = BUNDLED_DATA / "knowledge" / "templates.json"
+    # A local Hugging Face tokenizer (folder with tokenizer.json); default: a byte-level BPE of
+    # `vocab_size` trained on the corpus and the facts.
+    tokenizer: Path | None = None
     n_general_facts: int | None = Field(default=None, gt=0, description="default: the whole file")
     n_domain_facts: int | None = Field(default=None, gt=0, description="default: the whole file")
     # The domain load per rung: n_domain_facts at the smallest rung, times (N / N_smallest)^this.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,21 +84,86 @@ class DataBundle:
         )
 
 
-def read_corpus(path: Path) -> str:
+def read_corpus(path: Path) -> list[str]:
+    """The general corpus as documents: a text file (optionally .gz) split at blank lines; JSON
+    Lines or Parquet with a `text` field; or a folder holding a Hugging Face dataset saved with
+    `save_to_disk` (its `text` column)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise KinfuseError(f"{path}: cannot read corpus ({exc.strerror})") from None
-    if path.suffix == ".gz":
+    name = path.name.lower()
+    if path.is_dir():
+        docs = _hf_dataset_texts(path)
+    elif name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise KinfuseError(f"{path}: corrupt gzip corpus ({exc})") from None
-    text = raw.decode("utf-8", errors="replace")
-    if not text.strip():
+            docs = pq.read_table(path, columns=["text"]).column("text").to_pylist()
+        except (OSError, KeyError, ValueError) as exc:
+            raise KinfuseError(f"{path}: cannot read a 'text' column ({exc})") from None
+    else:
+        try:
+            raw = path.read_bytes()
+            if name.endswith(".gz"):
+                raw = gzip.decompress(raw)
+        except OSError as exc:
+            reason = exc.strerror or f"corrupt gzip: {exc}"
+            raise KinfuseError(f"{path}: cannot read corpus ({reason})") from None
+        except EOFError as exc:
+            raise KinfuseError(f"{path}: cannot read corpus (corrupt gzip: {exc})") from None
+        text = raw.decode("utf-8", errors="replace")
+        if name.removesuffix(".gz").endswith(".jsonl"):
+            docs = _jsonl_texts(path, text)
+        else:
+            docs = text.split("\n\n")
+    docs = [d for d in docs if d and d.strip()]
+    if not docs:
         raise KinfuseError(f"{path}: corpus is empty")
-    return text
+    return docs
+
+
+def _jsonl_texts(path: Path, text: str) -> list[str]:
+    docs = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            docs.append(str(json.loads(line)["text"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise KinfuseError(
+                f"{path}: line {lineno}: expected a JSON object with a 'text' field"
+            ) from None
+    return docs
+
+
+def _hf_dataset_texts(path: Path) -> list[str]:
+    import datasets
+
+    try:
+        dataset = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as exc:
+        raise KinfuseError(f"{path}: not a dataset saved with save_to_disk ({exc})") from None
+    if isinstance(dataset, datasets.DatasetDict):
+        dataset = dataset["train"] if "train" in dataset else next(iter(dataset.values()))
+    if "text" not in dataset.column_names:
+        raise KinfuseError(f"{path}: the dataset has no 'text' column ({dataset.column_names})")
+    return dataset["text"]
+
+
+def load_tokenizer(path: Path) -> tuple[Tokenizer, str]:
+    """A local Hugging Face tokenizer (a folder with tokenizer.json, or the file) and its
+    end-of-text token, from tokenizer_config.json's eos_token or the usual names."""
+    path = Path(path)
+    file = path / "tokenizer.json" if path.is_dir() else path
+    try:
+        tokenizer = Tokenizer.from_file(str(file))
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exceptions
+        raise KinfuseError(f"{file}: cannot load a tokenizer ({exc})") from None
+    config = file.parent / "tokenizer_config.json"
+    eos = json.loads(config.read_text()).get("eos_token") if config.exists() else None
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    for token in (eos, EOS, "</s>", "<eos>", "<|end_of_text|>"):
+        if token and tokenizer.token_to_id(token) is not None:
+            return tokenizer, token
+    raise KinfuseError(f"{path}: the tokenizer has no end-of-text token")
 
 
 def _cache_dir() -> Path:
@@ -172,16 +238,19 @@ def build_bundle(
         raise KinfuseError(
             f"{data.domain_facts}: ({subject}, {relation}) also appears in {data.general_facts}"
         )
-    corpus_text = read_corpus(data.corpus)
+    documents = read_corpus(data.corpus)
 
     all_sentences = [
         render(t, relations[t.relation], i)
         for t in general + domain
         for i in range(len(relations[t.relation].templates))
     ]
-    paragraphs = [p + "\n\n" for p in corpus_text.split("\n\n") if p.strip()]
-    tokenizer = train_tokenizer(paragraphs + all_sentences, data.vocab_size)
-    eos = tokenizer.token_to_id(EOS)
+    paragraphs = [doc + "\n\n" for doc in documents]
+    if data.tokenizer:
+        tokenizer, eos_token = load_tokenizer(data.tokenizer)
+    else:
+        tokenizer, eos_token = train_tokenizer(paragraphs + all_sentences, data.vocab_size), EOS
+    eos = tokenizer.token_to_id(eos_token)
     corpus_ids = np.concatenate(_encode(tokenizer, paragraphs))
     n_val = max(int(len(corpus_ids) * VAL_FRACTION), data.seq_len * evals.val_sequences)
     if n_val * 2 > len(corpus_ids):

@@ -1,8 +1,9 @@
 """Knowledge bases: (subject, relation, object) triples, their paraphrase templates, and the
 multiple-choice probes that measure whether a model knows them.
 
-File formats (both checked line by line, errors name the file and line):
-- triples: JSON Lines, one {"subject": ..., "relation": ..., "object": ...} per line;
+File formats (checked record by record, errors name the file and line or row):
+- triples (Wikidata-style): JSON Lines, one {"subject": ..., "relation": ..., "object": ...} per
+  line; CSV with a subject,relation,object header; or Parquet with those columns;
 - templates: JSON {"relations": {name: {"templates": [...], "question": "..."}}}, every training
   template holding {subject} and {object}, every question holding {subject} and ending where the
   object would follow (probes score the object as the question's continuation).
@@ -10,8 +11,10 @@ File formats (both checked line by line, errors name the file and line):
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,36 +74,66 @@ def load_templates(path: Path) -> dict[str, Relation]:
     return out
 
 
-def load_triples(
-    path: Path, relations: dict[str, Relation], limit: int | None = None
-) -> list[Triple]:
-    """Read a triples file; reject malformed lines, unknown relations, duplicates and contradictions."""
+def _rows(path: Path) -> Iterator[tuple[str, object]]:
+    """(where, row) for each record of a triples file: JSON Lines (line numbers), CSV with a
+    header (line numbers) or Parquet (row numbers)."""
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as exc:
+            raise KinfuseError(f"{path}: cannot read Parquet ({exc})") from None
+        for i, row in enumerate(table.to_pylist(), start=1):
+            yield f"row {i}", row
+        return
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = path.read_text().splitlines()
     except OSError as exc:
         raise KinfuseError(f"{path}: cannot read knowledge file ({exc.strerror})") from None
-    triples: list[Triple] = []
-    seen: dict[tuple[str, str], tuple[str, int]] = {}
+    except UnicodeDecodeError:
+        raise KinfuseError(f"{path}: not UTF-8 text") from None
+    if name.endswith(".csv"):
+        reader = csv.DictReader(lines)
+        for row in reader:
+            yield f"line {reader.line_num}", row
+        return
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-            triple = Triple(str(row["subject"]), str(row["relation"]), str(row["object"]))
-        except (json.JSONDecodeError, KeyError, TypeError):
+            yield f"line {lineno}", json.loads(line)
+        except json.JSONDecodeError:
+            yield f"line {lineno}", None
+
+
+def load_triples(
+    path: Path, relations: dict[str, Relation], limit: int | None = None
+) -> list[Triple]:
+    """Read a triples file (JSON Lines, CSV or Parquet with subject, relation and object); reject
+    malformed records, unknown relations, duplicates and contradictions, naming the line."""
+    path = Path(path)
+    triples: list[Triple] = []
+    seen: dict[tuple[str, str], tuple[str, str]] = {}
+    for where, row in _rows(path):
+        try:
+            values = [row[k] for k in ("subject", "relation", "object")]
+        except (KeyError, TypeError):
             raise KinfuseError(
-                f"{path}: line {lineno}: expected a JSON object with subject, relation and object"
+                f"{path}: {where}: expected a record with subject, relation and object"
             ) from None
+        if any(v is None or not str(v).strip() for v in values):
+            raise KinfuseError(f"{path}: {where}: empty subject, relation or object")
+        triple = Triple(*(str(v).strip() for v in values))
         if triple.relation not in relations:
-            raise KinfuseError(f"{path}: line {lineno}: unknown relation '{triple.relation}'")
+            raise KinfuseError(f"{path}: {where}: unknown relation '{triple.relation}'")
         key = (triple.subject, triple.relation)
         if key in seen:
-            earlier_object, earlier_line = seen[key]
+            earlier_object, earlier = seen[key]
             kind = "duplicate" if earlier_object == triple.object else "contradicts"
-            raise KinfuseError(
-                f"{path}: line {lineno}: {kind} line {earlier_line} ({key[0]}, {key[1]})"
-            )
-        seen[key] = (triple.object, lineno)
+            raise KinfuseError(f"{path}: {where}: {kind} {earlier} ({key[0]}, {key[1]})")
+        seen[key] = (triple.object, where)
         triples.append(triple)
     if not triples:
         raise KinfuseError(f"{path}: no triples")

@@ -93,7 +93,7 @@ CASES = {
             "d.jsonl": GOOD_TRIPLES,
             "t.json": json.dumps(TEMPLATES),
         },
-        "g.jsonl: line 4: expected a JSON object with subject, relation and object",
+        "g.jsonl: line 4: expected a record with subject, relation and object",
     ),
     "duplicate triple": (
         with_knowledge(),

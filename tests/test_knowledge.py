@@ -36,8 +36,14 @@ def test_bundled_knowledge_is_balanced(relations):
 @pytest.mark.parametrize(
     "rows, message",
     [
-        ([triple(), "{oops"], "facts.jsonl: line 2: expected a JSON object"),
-        ([triple(), {"subject": "x", "relation": "born_in"}], "line 2: expected a JSON object"),
+        (
+            [triple(), "{oops"],
+            "facts.jsonl: line 2: expected a record with subject, relation and object",
+        ),
+        (
+            [triple(), {"subject": "x", "relation": "born_in"}],
+            "line 2: expected a record with subject",
+        ),
         ([triple(), triple(rel="flies_to")], "line 2: unknown relation 'flies_to'"),
         ([triple(), triple()], "line 2: duplicate line 1"),
         ([triple(), triple(o="Lima")], "line 2: contradicts line 1"),
@@ -70,3 +76,27 @@ def test_probes_have_type_consistent_distractors(relations):
         assert p.options[p.answer] == t.object and len(set(p.options)) == 4
         assert all(o in pools[t.relation] for o in p.options)
         assert t.subject in p.prompt
+
+
+def test_csv_and_parquet_triples_read_like_json_lines(tmp_path, relations):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [triple(), triple(s="Bo Kim", o="Lima")]
+    expected = load_triples(write(tmp_path, rows), relations)
+    csv_path = tmp_path / "facts.csv"
+    csv_path.write_text(
+        "subject,relation,object\n"
+        + "".join(f"{r['subject']},{r['relation']},{r['object']}\n" for r in rows)
+    )
+    assert load_triples(csv_path, relations) == expected
+    parquet_path = tmp_path / "facts.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), parquet_path)
+    assert load_triples(parquet_path, relations) == expected
+
+    csv_path.write_text(csv_path.read_text() + "Cy Day,born_in\n")
+    with pytest.raises(KinfuseError, match="facts.csv: line 4: empty subject, relation or object"):
+        load_triples(csv_path, relations)
+    pq.write_table(pa.Table.from_pylist([*rows, {**rows[0], "object": "Rome"}]), parquet_path)
+    with pytest.raises(KinfuseError, match="facts.parquet: row 3: contradicts row 1"):
+        load_triples(parquet_path, relations)

@@ -2,6 +2,7 @@
 by the sweep itself) with a real sqlite MLflow store."""
 
 import json
+import re
 
 import pytest
 
@@ -19,6 +20,10 @@ def test_micro_sweep_records_every_trial_and_writes_the_summary(micro_sweep):
         "collapse r*" in proc.stdout
         and "mlflow ui --backend-store-uri sqlite:///mlflow.db" in proc.stdout
     )
+    # Live progress (every 5 s here): per size done/running/pending and the bracket so far.
+    progress = [line for line in proc.stdout.splitlines() if line.startswith("progress: ")]
+    assert progress and "elapsed, " in progress[-1]
+    assert re.search(r"^  c  \d+ done, \d+ running, \d+ pending;", proc.stdout, re.MULTILINE)
 
     out = tmp_path / "runs" / "micro"
     summary = json.loads((out / "summary.json").read_text())

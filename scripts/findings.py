@@ -1,0 +1,168 @@
+"""Regenerate the numbers and plots of docs/findings.md from the sweeps recorded in MLflow.
+
+Run the sweeps first (the commands are in docs/findings.md), then:
+
+    .venv/bin/python scripts/findings.py            # tables to stdout, plots to docs/findings/
+
+Everything is rebuilt from the finished trial runs in MLflow, with the project's own collapse
+rule and law (no cached summaries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from kinfuse_ray.analysis import Summary, TrialResult, collapse_records, size_results  # noqa: E402
+from kinfuse_ray.config import EvalConfig  # noqa: E402
+from kinfuse_ray.law import InfusionLaw  # noqa: E402
+from kinfuse_ray.plots import plot_law, plot_retention  # noqa: E402
+from kinfuse_ray.tracking import load_trials  # noqa: E402
+
+LADDER = ["ladder_cpu", "ladder_cpu-seed1", "ladder_cpu-seed2"]
+BUDGETS = ["ladder_cpu-d50k", "ladder_cpu-d200k"]  # one size at other token budgets
+THRESHOLDS = (0.5, 0.35)
+LAW = {"form": "power_n", "target": "general_share"}  # fixed before looking: the science notes
+
+
+def averaged(trials: list[TrialResult]) -> list[TrialResult]:
+    """One trial per (size, tokens, ratio): repeats (seeds) averaged, as the collapse rule sees
+    them."""
+    groups: dict[tuple, list[TrialResult]] = {}
+    for t in trials:
+        groups.setdefault((t.size, t.tokens, t.ratio), []).append(t)
+    return [
+        replace(
+            group[0],
+            retention=float(np.mean([t.retention for t in group])),
+            acquisition=float(np.mean([t.acquisition for t in group])),
+        )
+        for group in groups.values()
+    ]
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def collapse_table(uri: str, study: str, seeds: list[str], evals: EvalConfig) -> list:
+    """Per size: r* of the seed-averaged curve with its bracket, r* per seed, spread."""
+    per_seed = {name: size_results(load_trials(uri, [name]), evals) for name in seeds}
+    pooled = size_results(load_trials(uri, seeds), evals)
+    print(f"\n### {study}: collapse point per size (threshold {evals.collapse_threshold})\n")
+    heads = ["size", "N", "r* (mean curve)", "bracket"] + [f"r* {s}" for s in seeds]
+    heads += ["mean +- sd", "best safe r", "acquisition there"]
+    print("| " + " | ".join(heads) + " |\n|" + "---|" * len(heads))
+    for s in pooled:
+        seed_r = [
+            next(x.collapse.ratio for x in per_seed[name] if x.size == s.size) for name in seeds
+        ]
+        found = [r for r in seed_r if r is not None]
+        spread = (
+            f"{statistics.mean(found):.3f} +- {statistics.stdev(found):.3f}"
+            if len(found) > 1
+            else "-"
+        )
+        lo, hi = s.collapse.bracket
+        row = [s.size, f"{s.n_params:,}", fmt(s.collapse.ratio), f"{lo:g}-{hi:g}"]
+        row += [fmt(r) for r in seed_r] + [spread, fmt(s.best_safe_ratio, 2)]
+        row += [fmt(s.acquisition_at_safe, 2)]
+        print("| " + " | ".join(row) + " |")
+    return pooled
+
+
+def law_report(records, title: str) -> InfusionLaw:
+    law = InfusionLaw(n_bootstrap=2000, **LAW).fit(records)
+    b = law.exponents["b_n"]
+    lo, hi = law.exponent_intervals()["b_n"]
+    v = law.validation_
+    print(
+        f"\n{title}: 1 - r* = c N^b, b = {b:+.3f} (90% bootstrap interval {lo:+.3f} to {hi:+.3f})"
+    )
+    if v:
+        share_err = np.log((1 - v.predicted) / (1 - v.measured))
+        base_err = np.log((1 - v.baseline) / (1 - v.measured))
+        print(
+            f"  held out {v.held_out}: measured r* {v.measured:.3f}, law {v.predicted:.3f} "
+            f"[{v.interval[0]:.3f}, {v.interval[1]:.3f}] ({'covers' if v.covered else 'misses'}); "
+            f"log error in r*: law {v.log_error:+.4f}, baseline {v.baseline_log_error:+.4f}; "
+            f"in 1 - r*: law {share_err:+.3f}, baseline {base_err:+.3f} -> "
+            f"{'law beats baseline' if v.beats_baseline else 'baseline wins'}"
+        )
+    return law
+
+
+def budget_plot(sizes, out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    d = np.array([s.tokens for s in sizes])
+    share = np.array([1 - s.collapse.ratio for s in sizes])
+    ax.loglog(d, share, "o-")
+    for s in sizes:
+        lo, hi = s.collapse.bracket
+        ax.plot([s.tokens] * 2, [1 - hi, 1 - lo], color="C0", alpha=0.4, lw=3)
+    ax.set(xlabel="infusion-phase tokens D", ylabel="general share at collapse, 1 - r*")
+    ax.set_title(f"{sizes[0].size}: collapse point vs token budget")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    parser.add_argument("--out", type=Path, default=Path("docs/findings"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    uri = args.tracking_uri
+
+    quick = collapse_table(uri, "quickstart", ["quickstart"], EvalConfig())
+    law_report(collapse_records(quick), "quickstart law")
+
+    laws = {}
+    for threshold in THRESHOLDS:
+        evals = EvalConfig(collapse_threshold=threshold)
+        pooled = collapse_table(uri, "ladder_cpu", LADDER, evals)
+        laws[threshold] = law_report(
+            collapse_records(pooled), f"ladder_cpu law, threshold {threshold}"
+        )
+
+    trials = averaged(load_trials(uri, LADDER))
+    sizes = size_results(trials, EvalConfig())
+    summary = Summary("ladder_cpu, mean of 3 seeds", sizes, trials)
+    print(f"\nplot: {plot_retention(summary, args.out / 'ladder_retention_vs_ratio.png')}")
+    law = laws[THRESHOLDS[0]]
+    path = plot_law(law, args.out / "ladder_collapse_vs_size.png", "ladder_cpu, mean of 3 seeds")
+    print(f"plot: {path}")
+
+    budget_trials = load_trials(uri, BUDGETS) + load_trials(uri, LADDER[:1])
+    budget_size = load_trials(uri, BUDGETS)[0].size
+    by_budget = [s for s in size_results(budget_trials, EvalConfig()) if s.size == budget_size]
+    print(f"\n### token budget, {budget_size}\n\n| D | r* | bracket |\n|---|---|---|")
+    for s in by_budget:
+        lo, hi = s.collapse.bracket
+        print(f"| {s.tokens:,} | {fmt(s.collapse.ratio)} | {lo:g}-{hi:g} |")
+    d = np.log([s.tokens for s in by_budget])
+    share = np.log([1 - s.collapse.ratio for s in by_budget])
+    print(f"slope of log(1 - r*) on log D: {np.polyfit(d, share, 1)[0]:+.3f}")
+    print(f"plot: {budget_plot(by_budget, args.out / 'budget_collapse_vs_tokens.png')}")
+    joint = collapse_records(size_results(load_trials(uri, LADDER[:1] + BUDGETS), EvalConfig()))
+    nd = InfusionLaw(form="power_nd", target="general_share", n_bootstrap=1000).fit(joint)
+    lo, hi = nd.exponent_intervals()["g_d"]
+    print(
+        f"joint law 1 - r* = c N^b D^g on seed 0 + budgets: b = {nd.exponents['b_n']:+.3f}, "
+        f"g = {nd.exponents['g_d']:+.3f} (90% interval {lo:+.3f} to {hi:+.3f})"
+    )
+
+
+if __name__ == "__main__":
+    main()

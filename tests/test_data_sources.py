@@ -1,0 +1,72 @@
+"""Corpora and tokenizers from the formats users bring: text, JSON Lines, Parquet, a Hugging Face
+dataset folder, a local Hugging Face tokenizer folder."""
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from kinfuse_ray.config import DataConfig, EvalConfig
+from kinfuse_ray.data import EOS, build_bundle, read_corpus, train_tokenizer
+from kinfuse_ray.errors import KinfuseError
+
+DOCS = [f"Document {i}: the quick brown fox jumps over the lazy dog {i} times." for i in range(400)]
+
+
+def test_every_corpus_format_gives_the_same_documents(tmp_path):
+    import datasets
+
+    (tmp_path / "c.txt").write_text("\n\n".join(DOCS))
+    (tmp_path / "c.txt.gz").write_bytes(gzip.compress("\n\n".join(DOCS).encode()))
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS))
+    pq.write_table(pa.table({"text": DOCS, "id": list(range(len(DOCS)))}), tmp_path / "c.parquet")
+    datasets.Dataset.from_dict({"text": DOCS}).save_to_disk(str(tmp_path / "hf"))
+    for name in ("c.txt", "c.txt.gz", "c.jsonl", "c.parquet", "hf"):
+        assert read_corpus(tmp_path / name) == DOCS, name
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        (
+            "c.jsonl",
+            '{"text": "a"}\n{"body": "b"}\n',
+            "c.jsonl: line 2: expected a JSON object with a 'text' field",
+        ),
+        ("c.txt", "\n\n  \n", "c.txt: corpus is empty"),
+        ("c.txt.gz", "not gzip", "c.txt.gz: cannot read corpus (corrupt gzip"),
+        ("missing.txt", None, "missing.txt: cannot read corpus (No such file or directory)"),
+    ],
+)
+def test_broken_corpora_name_the_file_and_line(tmp_path, name, content, message):
+    if content is not None:
+        (tmp_path / name).write_text(content)
+    with pytest.raises(KinfuseError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_corpus(tmp_path / name)
+
+
+def test_a_local_hugging_face_tokenizer_folder_is_used_as_is(tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS))
+    trained = train_tokenizer(DOCS + ["Ada was born in Oslo."], vocab_size=300)
+    PreTrainedTokenizerFast(tokenizer_object=trained, eos_token=EOS).save_pretrained(
+        tmp_path / "tok"
+    )
+    data = DataConfig(
+        corpus=tmp_path / "c.jsonl", tokenizer=tmp_path / "tok", n_general_facts=20, n_domain_facts=20,
+        seq_len=16,
+    )  # fmt: skip
+    bundle = build_bundle(data, EvalConfig(val_sequences=2), seed=0)
+    assert (
+        json.loads(bundle.tokenizer_json)["model"]["vocab"]
+        == json.loads(trained.to_str())["model"]["vocab"]
+    )
+    assert bundle.eos_id == trained.token_to_id(EOS)
+    assert all(r[-1] == bundle.eos_id for fact in bundle.general_facts for r in fact)
+
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(KinfuseError, match="cannot load a tokenizer"):
+        build_bundle(data.model_copy(update={"tokenizer": tmp_path / "bad"}), EvalConfig(), 0)
