@@ -37,6 +37,8 @@ class ModelSize(Strict):
     n_layers: int = Field(gt=0)
     n_heads: int = Field(gt=0)
     intermediate_size: int | None = Field(default=None, gt=0)
+    # This rung's peak learning rate (default: train.lr). Ladders lower it as models widen.
+    lr: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelSize:
@@ -222,6 +224,11 @@ class SweepConfig(Strict):
     @property
     def largest_knowledge_load(self) -> tuple[int | None, int | None]:
         return self.knowledge_load(max(self.n_params.values()))
+
+    def train_for(self, size: str) -> TrainConfig:
+        """The training settings of one rung: its own learning rate, if it has one."""
+        lr = self.size(size).lr
+        return self.train if lr is None else self.train.model_copy(update={"lr": lr})
 
     def size(self, name: str) -> ModelSize:
         return next(size for size in self.ladder if size.name == name)

@@ -57,12 +57,21 @@ class DataBundle:
     vocab_size: int
     seq_len: int
     eos_id: int
-    corpus: np.ndarray  # training split of the general corpus
-    val: np.ndarray  # held-out split of the general corpus
+    tokens_path: str  # the general corpus's token ids, int32, memory-mapped by each reader
+    n_val: int  # its last n_val tokens are the held-out split
     general_facts: list[list[np.ndarray]]  # [fact][template] -> ids ending in EOS
     domain_facts: list[list[np.ndarray]]
     retention: TokenizedProbes  # probes of the general facts
     acquisition: TokenizedProbes  # probes of the domain facts
+
+    @property
+    def corpus(self) -> np.ndarray:
+        """Training split of the general corpus (memory-mapped: shared, not copied)."""
+        return np.memmap(self.tokens_path, dtype=np.int32, mode="r")[: -self.n_val]
+
+    @property
+    def val(self) -> np.ndarray:
+        return np.memmap(self.tokens_path, dtype=np.int32, mode="r")[-self.n_val :]
 
     @property
     def mean_fact_tokens(self) -> float:
@@ -166,9 +175,11 @@ def load_tokenizer(path: Path) -> tuple[Tokenizer, str]:
     raise KinfuseError(f"{path}: the tokenizer has no end-of-text token")
 
 
-def _cache_dir() -> Path:
+def _cache_dir(kind: str) -> Path:
+    """Where tokenizers and token files are kept (`KINFUSE_CACHE`: on a cluster, a folder every
+    node sees)."""
     root = os.environ.get("KINFUSE_CACHE") or Path.home() / ".cache" / "kinfuse-ray"
-    return Path(root) / "tokenizers"
+    return Path(root) / kind
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
@@ -176,7 +187,7 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
     digest = hashlib.sha256(str(vocab_size).encode())
     for text in texts:
         digest.update(hashlib.sha256(text.encode()).digest())
-    cached = _cache_dir() / f"bpe-{vocab_size}-{digest.hexdigest()[:16]}.json"
+    cached = _cache_dir("tokenizers") / f"bpe-{vocab_size}-{digest.hexdigest()[:16]}.json"
     if cached.exists():
         return Tokenizer.from_file(str(cached))
     tokenizer = Tokenizer(models.BPE())
@@ -194,6 +205,24 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
     tokenizer.save(str(tmp))
     tmp.replace(cached)  # atomic: concurrent sweeps never read a half-written file
     return tokenizer
+
+
+def tokenize_to_file(tokenizer: Tokenizer, documents: list[str], batch: int = 1024) -> Path:
+    """The documents' token ids as a flat int32 file, written batch by batch (memory does not
+    grow with the corpus) and cached by tokenizer and content; trials memory-map it."""
+    digest = hashlib.sha256(tokenizer.to_str().encode())
+    for doc in documents:
+        digest.update(hashlib.sha256(doc.encode()).digest())
+    path = _cache_dir("tokens") / f"{digest.hexdigest()[:24]}.int32"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with tmp.open("wb") as f:
+        for start in range(0, len(documents), batch):
+            np.concatenate(_encode(tokenizer, documents[start : start + batch])).tofile(f)
+    tmp.replace(path)  # atomic: a reader never maps a half-written file
+    return path
 
 
 def _encode(tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
@@ -251,10 +280,11 @@ def build_bundle(
     else:
         tokenizer, eos_token = train_tokenizer(paragraphs + all_sentences, data.vocab_size), EOS
     eos = tokenizer.token_to_id(eos_token)
-    corpus_ids = np.concatenate(_encode(tokenizer, paragraphs))
-    n_val = max(int(len(corpus_ids) * VAL_FRACTION), data.seq_len * evals.val_sequences)
-    if n_val * 2 > len(corpus_ids):
-        raise KinfuseError(f"{data.corpus}: corpus too small ({len(corpus_ids)} tokens)")
+    tokens = tokenize_to_file(tokenizer, paragraphs)
+    n_tokens = tokens.stat().st_size // 4
+    n_val = max(int(n_tokens * VAL_FRACTION), data.seq_len * evals.val_sequences)
+    if n_val * 2 > n_tokens:
+        raise KinfuseError(f"{data.corpus}: corpus too small ({n_tokens} tokens)")
 
     pools_general, pools_domain = object_pools(general), object_pools(domain)
     retention = make_probes(
@@ -268,8 +298,8 @@ def build_bundle(
         vocab_size=max(data.vocab_size, tokenizer.get_vocab_size()),
         seq_len=data.seq_len,
         eos_id=eos,
-        corpus=corpus_ids[:-n_val],
-        val=corpus_ids[-n_val:],
+        tokens_path=str(tokens),
+        n_val=n_val,
         general_facts=_tokenize_facts(tokenizer, general, relations, eos),
         domain_facts=_tokenize_facts(tokenizer, domain, relations, eos),
         retention=_tokenize_probes(tokenizer, retention, eos),

@@ -211,7 +211,7 @@ class MlflowTrials(tune.Callback):
             "tokens": phase_tokens(self.sweep, config["phase"]),
             "schedule": train.schedule.value,
             "seed": self.sweep.seed,
-            "lr": train.lr,
+            "lr": self.sweep.train_for(config["size"]).lr,
             "batch_size": train.batch_size,
         }
 

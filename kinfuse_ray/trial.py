@@ -58,7 +58,7 @@ def run_trial(
     if start is not None:
         model.load_state_dict(start["model"])
     trained = prepare(model)  # the same parameters, wrapped for DDP and placed on a device
-    optimizer = make_optimizer(model, sweep.train)
+    optimizer = make_optimizer(model, sweep.train_for(size.name))
     if start is not None:
         optimizer.load_state_dict(start["optimizer"])  # moves its state to the parameters' device
     watch = None
@@ -89,7 +89,7 @@ def run_trial(
         optimizer,
         stream.sequences,
         bundle,
-        sweep.train,
+        sweep.train_for(size.name),
         sweep.eval,
         lambda metrics, state: report({**metrics, **context}, state),
         watch,

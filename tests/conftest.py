@@ -83,7 +83,7 @@ def mlflow_server(store_uri: str, cwd: Path):
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while True:
             try:
                 if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
@@ -91,7 +91,7 @@ def mlflow_server(store_uri: str, cwd: Path):
             except OSError:
                 pass
             assert server.poll() is None, "mlflow server exited"
-            assert time.monotonic() < deadline, "mlflow server did not answer in 120 s"
+            assert time.monotonic() < deadline, "mlflow server did not answer in 300 s"
             time.sleep(1)
         yield url
     finally:

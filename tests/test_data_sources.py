@@ -70,3 +70,14 @@ def test_a_local_hugging_face_tokenizer_folder_is_used_as_is(tmp_path):
     (tmp_path / "bad").mkdir()
     with pytest.raises(KinfuseError, match="cannot load a tokenizer"):
         build_bundle(data.model_copy(update={"tokenizer": tmp_path / "bad"}), EvalConfig(), 0)
+
+
+def test_the_corpus_travels_as_a_memory_mapped_file_not_as_data(bundle):
+    import pickle
+
+    import numpy as np
+
+    assert isinstance(bundle.corpus, np.memmap) and len(bundle.corpus) > 250_000
+    # Trials receive the bundle through Ray's object store: the corpus is not inside it.
+    assert len(pickle.dumps(bundle)) < 4 * len(bundle.corpus) / 10
+    assert np.array_equal(pickle.loads(pickle.dumps(bundle)).val, bundle.val)
