@@ -22,6 +22,7 @@ from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.knowledge import (
     Relation,
     Triple,
+    first_facts,
     load_templates,
     load_triples,
     make_probes,
@@ -259,8 +260,12 @@ def build_bundle(
     `data`), with a probe for every fact; `DataBundle.for_load` picks a rung's share."""
     n_general, n_domain = load or (data.n_general_facts, data.n_domain_facts)
     relations = load_templates(data.templates)
-    general = load_triples(data.general_facts, relations, n_general)
-    domain = load_triples(data.domain_facts, relations, n_domain)
+    # The tokenizer learns every fact of both files, so it does not change with the counts a
+    # sweep (or a rung) takes from them.
+    all_general = load_triples(data.general_facts, relations)
+    all_domain = load_triples(data.domain_facts, relations)
+    general = first_facts(all_general, n_general, data.general_facts)
+    domain = first_facts(all_domain, n_domain, data.domain_facts)
     overlap = {(t.subject, t.relation) for t in general} & {(t.subject, t.relation) for t in domain}
     if overlap:
         subject, relation = sorted(overlap)[0]
@@ -271,7 +276,7 @@ def build_bundle(
 
     all_sentences = [
         render(t, relations[t.relation], i)
-        for t in general + domain
+        for t in all_general + all_domain
         for i in range(len(relations[t.relation].templates))
     ]
     paragraphs = [doc + "\n\n" for doc in documents]

@@ -108,9 +108,7 @@ def _rows(path: Path) -> Iterator[tuple[str, object]]:
             yield f"line {lineno}", None
 
 
-def load_triples(
-    path: Path, relations: dict[str, Relation], limit: int | None = None
-) -> list[Triple]:
+def load_triples(path: Path, relations: dict[str, Relation]) -> list[Triple]:
     """Read a triples file (JSON Lines, CSV or Parquet with subject, relation and object); reject
     malformed records, unknown relations, duplicates and contradictions, naming the line."""
     path = Path(path)
@@ -137,9 +135,14 @@ def load_triples(
         triples.append(triple)
     if not triples:
         raise KinfuseError(f"{path}: no triples")
-    if limit and limit > len(triples):
-        raise KinfuseError(f"{path}: the sweep asks for {limit} facts, the file has {len(triples)}")
-    return triples[:limit]
+    return triples
+
+
+def first_facts(triples: list[Triple], n: int | None, path: Path) -> list[Triple]:
+    """The first `n` triples of a file (None: all of them)."""
+    if n and n > len(triples):
+        raise KinfuseError(f"{path}: the sweep asks for {n} facts, the file has {len(triples)}")
+    return triples[:n]
 
 
 def object_pools(triples: list[Triple]) -> dict[str, list[str]]:
