@@ -98,7 +98,13 @@ class TrainConfig(Strict):
     base_tokens: int = Field(
         default=1_000_000, gt=0, description="tokens of the general-only base run"
     )
-    batch_size: int = Field(default=32, gt=0)
+    batch_size: int = Field(default=32, gt=0, description="global: sequences per step")
+    micro_batch_size: int | None = Field(
+        default=None,
+        gt=0,
+        description="sequences per forward pass per worker; gradients accumulate",
+    )
+    compile: bool = False  # torch.compile the model
     lr: float = Field(default=1e-2, gt=0)
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.05
     min_lr_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
@@ -112,6 +118,11 @@ class TrainConfig(Strict):
         if self.batch_size % self.workers:
             raise ValueError(
                 f"batch_size {self.batch_size} is not divisible by workers {self.workers}"
+            )
+        if self.micro_batch_size and (self.batch_size // self.workers) % self.micro_batch_size:
+            raise ValueError(
+                f"micro_batch_size {self.micro_batch_size} does not divide the per-worker batch "
+                f"{self.batch_size // self.workers}"
             )
         return self
 

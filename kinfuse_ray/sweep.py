@@ -36,7 +36,7 @@ from kinfuse_ray.trial import BASE, INFUSE, base_checkpoint, phase_tokens, run_t
 
 STEP_METRICS = (
     "retention", "retention_acc", "acquisition", "acquisition_acc", "val_loss", "train_loss",
-    "tokens_per_s", "lr", "stopped_early", "tokens", "replica_spread", "n_nodes",
+    "tokens_per_s", "lr", "stopped_early", "tokens", "replica_spread", "n_nodes", "mfu",
 )  # fmt: skip
 
 

@@ -7,6 +7,7 @@ outside leaks Ray Train placement groups; see the platform notes).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,6 +99,23 @@ class Dist:
 
 SINGLE = Dist()  # a trial with one worker
 
+# Dense bf16 peak FLOP/s per GPU, by device name, for model FLOPs utilisation.
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16.items() if key in name), None)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside DDP and torch.compile wrappers (its state dict has no prefixes)."""
+    while hasattr(model, "_orig_mod") or hasattr(model, "module"):
+        model = getattr(model, "_orig_mod", None) or model.module
+    return model
+
 
 def train(
     model: torch.nn.Module,
@@ -110,16 +128,21 @@ def train(
     watch: CollapseWatch | None = None,
     dist: Dist = SINGLE,
     resume: dict | None = None,
+    flops_per_token: float | None = None,
 ) -> Metrics:
     """Train on `sequences` (n, seq_len) in order, `cfg.batch_size` sequences a step across all
     ranks; evaluate every `evals.every_tokens` tokens and at the end; return the last metrics.
     LR warms up again from zero (continued pretraining). `resume`, a state reported earlier by
     this same run (model and optimizer already loaded by the caller), continues from that
-    evaluation exactly as if the run had never stopped."""
+    evaluation exactly as if the run had never stopped. Each rank's share of a step runs in
+    micro-batches of `cfg.micro_batch_size` sequences whose gradients accumulate, so the global
+    batch is the same whatever the worker count; with `flops_per_token` the model FLOPs
+    utilisation is reported on GPUs."""
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] = cfg.lr
     sequences = dist.shard(sequences)
     batch_size = cfg.batch_size // dist.world
+    micro = cfg.micro_batch_size or batch_size
     n_steps = -(-len(sequences) // batch_size)
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer,
@@ -138,25 +161,32 @@ def train(
     device = next(model.parameters()).device
     # bf16 autocast on GPUs; CPUs train in fp32 (their bf16 matmuls are slower, not faster).
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
+    peak = peak_flops(device) if flops_per_token else None
     eval_every = max(1, evals.every_tokens // (cfg.batch_size * sequences.shape[1]))
     losses: list[float] = []
     metrics: Metrics = {}
     first_step_at = time.time()  # wall clock, so the driver can tell how long start-up took
     model.train()
     for step in range(start + 1, n_steps + 1):
-        start = time.perf_counter()
+        began = time.perf_counter()
         rows = sequences[(step - 1) * batch_size : step * batch_size]
-        batch = torch.from_numpy(rows.astype(np.int64)).to(device)
-        with autocast:
-            loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
+        chunks = [rows[i : i + micro] for i in range(0, len(rows), micro)]
+        loss_sum = 0.0
+        for i, chunk in enumerate(chunks):
+            batch = torch.from_numpy(chunk.astype(np.int64)).to(device)
+            # DDP all-reduces gradients on the last micro-batch only.
+            sync = i == len(chunks) - 1 or not hasattr(model, "no_sync")
+            with autocast, contextlib.nullcontext() if sync else model.no_sync():
+                loss = model(input_ids=batch, labels=batch).loss * (len(chunk) / len(rows))
+            loss.backward()
+            loss_sum += loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        train_seconds += time.perf_counter() - start
-        tokens += batch.numel() * dist.world
-        losses.append(loss.item())
+        train_seconds += time.perf_counter() - began
+        tokens += rows.size * dist.world
+        losses.append(loss_sum)
         if step % eval_every and step != n_steps:
             continue
         metrics = dist.mean(
@@ -172,6 +202,8 @@ def train(
         )
         if dist.world > 1:
             metrics["replica_spread"] = dist.replica_spread(model)
+        if peak:
+            metrics["mfu"] = metrics["tokens_per_s"] * flops_per_token / (peak * dist.world)
         if resume is not None:
             metrics["resumed_at_tokens"] = resume["tokens"]
         losses = []
@@ -181,7 +213,7 @@ def train(
         state = None
         if dist.rank == 0 and not stop and step != n_steps:  # a finished run needs no resume
             state = {
-                "model": getattr(model, "module", model).state_dict(),  # unwrapped from DDP
+                "model": unwrap(model).state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "step": step,

@@ -18,7 +18,7 @@ import torch
 from kinfuse_ray.config import Schedule, SweepConfig
 from kinfuse_ray.data import DataBundle
 from kinfuse_ray.mixing import build_stream
-from kinfuse_ray.model import build_model
+from kinfuse_ray.model import build_model, flops_per_token
 from kinfuse_ray.train import SINGLE, CollapseWatch, Dist, Metrics, Report, make_optimizer, train
 
 BASE, INFUSE = "base", "infuse"
@@ -58,6 +58,8 @@ def run_trial(
     if start is not None:
         model.load_state_dict(start["model"])
     trained = prepare(model)  # the same parameters, wrapped for DDP and placed on a device
+    if sweep.train.compile:
+        trained = torch.compile(trained)
     optimizer = make_optimizer(model, sweep.train_for(size.name))
     if start is not None:
         optimizer.load_state_dict(start["optimizer"])  # moves its state to the parameters' device
@@ -95,6 +97,7 @@ def run_trial(
         watch,
         dist,
         resume,
+        flops_per_token(size, bundle.vocab_size, bundle.seq_len),
     )
     if phase == BASE and dist.rank == 0:
         path = base_checkpoint(sweep, size.name)

@@ -67,3 +67,27 @@ def test_a_trial_resumed_from_its_state_ends_where_the_uninterrupted_one_does(tm
     assert metrics_only({**resumed, "resumed_at_tokens": None}) == metrics_only(
         {**final, "resumed_at_tokens": None}
     )
+
+
+def test_gradient_accumulation_keeps_the_global_batch(tmp_path):
+    """Micro-batches of 2 accumulated to the batch of 8 train the same model as batches of 8."""
+    sweep = parse_sweep({**SWEEP, "output_dir": str(tmp_path)})
+    bundle = build_bundle(sweep.data, sweep.eval, sweep.seed)
+    accumulated = sweep.model_copy(
+        update={"train": sweep.train.model_copy(update={"micro_batch_size": 2})}
+    )
+    whole, _ = run(sweep, bundle)
+    parts, _ = run(accumulated, bundle)
+    for key in ("val_loss", "train_loss"):
+        assert abs(whole[key] - parts[key]) < 1e-3, key
+
+
+def test_flops_per_token_counts_the_matmuls():
+    from kinfuse_ray.config import ModelSize
+    from kinfuse_ray.model import count_non_embedding_params, flops_per_token
+
+    size = ModelSize(name="m", hidden_size=768, n_layers=12, n_heads=12)
+    n = count_non_embedding_params(size, 50_000, 2048)
+    assert 80e6 < n < 90e6  # a GPT-2-small-like body with a SwiGLU MLP
+    flops = flops_per_token(size, 50_000, 2048)
+    assert flops == 6 * (n + 50_000 * 768) + 12 * 12 * 768 * 2048
