@@ -1,0 +1,41 @@
+"""Safe defaults, checked in the code itself: checkpoints load with weights_only=True, nothing
+user-supplied is unpickled, and the servers the project starts listen on 127.0.0.1."""
+
+import ast
+
+import yaml
+
+from .conftest import REPO
+
+SOURCES = sorted((REPO / "kinfuse_ray").glob("*.py"))
+
+
+def calls(name: str):
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == name:
+                yield path.name, node
+
+
+def test_every_torch_load_is_weights_only():
+    loads = list(calls("torch.load"))
+    assert loads
+    for where, node in loads:
+        flags = {k.arg: ast.unparse(k.value) for k in node.keywords}
+        assert flags.get("weights_only") == "True", where
+
+
+def test_pickle_only_reads_the_searchers_own_state():
+    # Tune checkpoints the searcher into the sweep's own output folder; nothing else unpickles.
+    assert [where for where, _ in calls("pickle.load")] == ["search.py"]
+    assert not list(calls("pickle.loads"))
+
+
+def test_servers_listen_on_loopback():
+    for name in ("cluster.yaml", "clusters/local.yaml"):
+        config = yaml.safe_load((REPO / name).read_text())
+        head = " ".join(config["head_start_ray_commands"])
+        assert "--dashboard-host=127.0.0.1" in head and "mlflow server --host 127.0.0.1" in head
+    from kinfuse_ray.cli import _mlflow_ui_hint
+
+    assert "--host 127.0.0.1" in _mlflow_ui_hint("sqlite:///mlflow.db")
