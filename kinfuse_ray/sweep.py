@@ -145,7 +145,10 @@ def train_worker(config: dict) -> None:
     dist = Dist(context.get_world_rank(), context.get_world_size())
     trial, sweep, bundle = config["trial"], config["sweep"], ray.get(config["bundle"])
     resume = resume_state(ray.train.get_checkpoint())
-    placement = {"n_nodes": context.get_world_size() // context.get_local_world_size()}
+    # Distinct Ray nodes among the workers (by node ID: nodes on one host share an IP).
+    nodes = [None] * dist.world
+    torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
+    placement = {"n_nodes": len(set(nodes))}
 
     def with_placement(report: Report) -> Report:
         return lambda metrics, state: report({**metrics, **placement}, state)
