@@ -250,8 +250,9 @@ class MlflowTrials(tune.Callback):
         self.tracker.log_metrics(run, metrics, step=int(result["tokens"]))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        run = self.runs[trial_key(trial.config["trial"])]
-        self.tracker.set_tags(run, {"kinfuse.restarts": trial.num_failures})
+        run = self.runs.get(trial_key(trial.config["trial"]))
+        if run is not None:  # None: its process died before the trial started
+            self.tracker.set_tags(run, {"kinfuse.restarts": trial.num_failures})
         print(
             f"  trial {trial_key(trial.config['trial'])} failed; restarting from its last checkpoint",
             flush=True,
@@ -399,7 +400,8 @@ def _start_ray(sweep: SweepConfig) -> bool:
         _check_reachable(sweep.ray.address)
     try:
         ray.init(
-            address=sweep.ray.address or None,
+            # "local": always a new instance of our own, never another cluster on this host.
+            address=sweep.ray.address or "local",
             num_cpus=None if sweep.ray.address else sweep.ray.num_cpus,
             log_to_driver=False,
             logging_level=logging.WARNING,
