@@ -20,6 +20,16 @@ TRIAL_TAG = "kinfuse.trial"  # a child run's trial key: phase-size-ratio
 OUTPUT_TAG = "kinfuse.output_dir"  # a sweep's parent run: where its outputs live
 
 
+def _reason(exc: Exception) -> str:
+    """The gist of a store's failure, not a page of urllib3 retry detail."""
+    text = str(exc)
+    for known in ("Connection refused", "Name or service not known", "timed out"):
+        if known in text:
+            return known.lower()
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:160]
+
+
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str):
         # Fail fast (seconds, not minutes of retries) when a tracking server is unreachable.
@@ -38,11 +48,9 @@ class Tracker:
                 )
             )
         except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
-            first_line = (
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            )
             raise KinfuseError(
-                f"mlflow.tracking_uri '{tracking_uri}': cannot reach the tracking store ({first_line[:200]})"
+                f"mlflow.tracking_uri '{tracking_uri}': cannot reach the tracking store "
+                f"({_reason(exc)})"
             ) from None
 
     def _artifacts(self, experiment: str) -> str | None:
