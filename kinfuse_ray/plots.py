@@ -40,6 +40,9 @@ def plot_retention(summary: Summary, path: Path) -> Path:
         ax.grid(alpha=0.3)
         # Collapse points of larger models crowd towards r = 1: a logit axis spreads them.
         ax.set_xscale("logit")
+        ticks = sorted({t.ratio for t in summary.trials})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks], rotation=60, fontsize=7)
+        ax.minorticks_off()
     ax_ret.legend(fontsize=8)
     fig.suptitle(f"{summary.study}: dotted lines mark each size's collapse point r*")
     fig.tight_layout()
@@ -56,46 +59,44 @@ def plot_law(
     target: str = "target",
 ) -> Path:
     """Collapse point against size (log-log) with the fit, its interval band, the held-out check
-    and the queried prediction."""
+    and the queried prediction; in the general share 1 - r* when that is what the law fits (its
+    power law is then a straight line)."""
+    share = law.target == "general_share"
+
+    def y(ratio):
+        return 1.0 - np.asarray(ratio, dtype=float) if share else np.asarray(ratio, dtype=float)
+
+    def point(ax, x, center, ends, **style):
+        """A marker at y(center) with an error bar spanning y(ends)."""
+        c, e = float(y(center)), sorted(float(v) for v in y(ends))
+        ax.errorbar([x], [c], yerr=[[c - e[0]], [e[1] - c]], capsize=3, **style)
+
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    n = np.array([r.n_params for r in law.records_])
-    r = np.array([r.ratio for r in law.records_])
-    lo = np.array([rec.bracket[0] for rec in law.records_])
-    hi = np.array([rec.bracket[1] for rec in law.records_])
-    ax.errorbar(
-        n, r, yerr=[r - lo, hi - r], fmt="o", color="C0", capsize=3, label="measured r* (bracket)"
-    )
+    for i, rec in enumerate(law.records_):
+        label = "measured (bracket)" if i == 0 else None
+        point(ax, rec.n_params, rec.ratio, rec.bracket, fmt="o", color="C0", label=label)
+    n = np.array([rec.n_params for rec in law.records_])
     top = max(n.max(), prediction.n_params if prediction else 0)
     grid = np.geomspace(n.min() / 1.5, top * 1.5, 60)
     preds = [law.predict(x) for x in grid]
-    ax.plot(grid, [p.ratio for p in preds], color="C1", label=f"{law.form} fit ({law.target})")
+    ax.plot(grid, y([p.ratio for p in preds]), color="C1", label=f"{law.form} fit ({law.target})")
     ax.fill_between(
-        grid, [p.interval[0] for p in preds], [p.interval[1] for p in preds], color="C1", alpha=0.2,
-        label=f"{law.confidence:.0%} bootstrap interval",
+        grid, y([p.interval[0] for p in preds]), y([p.interval[1] for p in preds]), color="C1",
+        alpha=0.2, label=f"{law.confidence:.0%} bootstrap interval",
     )  # fmt: skip
     v = law.validation_
     if v is not None:
         held = max(law.records_, key=lambda rec: rec.n_params)
-        ax.errorbar(
-            [held.n_params], [v.predicted], yerr=[[v.predicted - v.interval[0]], [v.interval[1] - v.predicted]],
-            fmt="s", mfc="none", color="C2", capsize=3, label=f"held-out prediction of {v.held_out}",
-        )  # fmt: skip
+        point(ax, held.n_params, v.predicted, v.interval, fmt="s", mfc="none", color="C2",
+              label=f"held-out prediction of {v.held_out}")  # fmt: skip
     if prediction:
         p = prediction
-        ax.errorbar(
-            [p.n_params], [p.ratio], yerr=[[p.ratio - p.interval[0]], [p.interval[1] - p.ratio]],
-            fmt="*", ms=12, color="C3", capsize=3, label=f"prediction for {target}",
-        )  # fmt: skip
-        ax.plot(
-            [p.n_params],
-            [p.safe_ratio],
-            "v",
-            color="C3",
-            label=f"recommended r = {p.safe_ratio:.3f}",
-        )
-    ax.set(
-        xscale="log", yscale="log", xlabel="non-embedding parameters N", ylabel="collapse ratio r*"
-    )
+        point(ax, p.n_params, p.ratio, p.interval, fmt="*", ms=12, color="C3",
+              label=f"prediction for {target}")  # fmt: skip
+        ax.plot([p.n_params], y([p.safe_ratio]), "v", color="C3",
+                label=f"recommended r = {p.safe_ratio:.3f}")  # fmt: skip
+    ylabel = "general share at collapse, 1 - r*" if share else "collapse ratio r*"
+    ax.set(xscale="log", yscale="log", xlabel="non-embedding parameters N", ylabel=ylabel)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     ax.set_title(f"{title}: collapse point vs model size")

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 
 from kinfuse_ray.analysis import Summary, TrialResult, collapse_records, size_results  # noqa: E402
 from kinfuse_ray.config import EvalConfig  # noqa: E402
+from kinfuse_ray.errors import KinfuseError  # noqa: E402
 from kinfuse_ray.law import InfusionLaw  # noqa: E402
 from kinfuse_ray.plots import plot_law, plot_retention  # noqa: E402
 from kinfuse_ray.tracking import load_trials  # noqa: E402
@@ -117,6 +118,14 @@ def budget_plot(sizes, out: Path) -> Path:
     return out
 
 
+def section(title: str, body) -> None:
+    """Run one section; a sweep not run yet is reported, not fatal."""
+    try:
+        body()
+    except KinfuseError as exc:
+        print(f"\n{title}: skipped ({exc}); run its sweeps first (docs/findings.md)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
@@ -125,43 +134,49 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     uri = args.tracking_uri
 
-    quick = collapse_table(uri, "quickstart", ["quickstart"], EvalConfig())
-    law_report(collapse_records(quick), "quickstart law")
+    def quickstart():
+        quick = collapse_table(uri, "quickstart", ["quickstart"], EvalConfig())
+        law_report(collapse_records(quick), "quickstart law")
 
-    laws = {}
-    for threshold in THRESHOLDS:
-        evals = EvalConfig(collapse_threshold=threshold)
-        pooled = collapse_table(uri, "ladder_cpu", LADDER, evals)
-        laws[threshold] = law_report(
-            collapse_records(pooled), f"ladder_cpu law, threshold {threshold}"
+    def ladder():
+        laws = {}
+        for threshold in THRESHOLDS:
+            evals = EvalConfig(collapse_threshold=threshold)
+            pooled = collapse_table(uri, "ladder_cpu", LADDER, evals)
+            title = f"ladder_cpu law, threshold {threshold}"
+            laws[threshold] = law_report(collapse_records(pooled), title)
+        trials = averaged(load_trials(uri, LADDER))
+        summary = Summary("ladder_cpu, mean of 3 seeds", size_results(trials, EvalConfig()), trials)
+        print(f"\nplot: {plot_retention(summary, args.out / 'ladder_retention_vs_ratio.png')}")
+        title = "ladder_cpu, mean of 3 seeds"
+        print(
+            f"plot: {plot_law(laws[THRESHOLDS[0]], args.out / 'ladder_collapse_vs_size.png', title)}"
         )
 
-    trials = averaged(load_trials(uri, LADDER))
-    sizes = size_results(trials, EvalConfig())
-    summary = Summary("ladder_cpu, mean of 3 seeds", sizes, trials)
-    print(f"\nplot: {plot_retention(summary, args.out / 'ladder_retention_vs_ratio.png')}")
-    law = laws[THRESHOLDS[0]]
-    path = plot_law(law, args.out / "ladder_collapse_vs_size.png", "ladder_cpu, mean of 3 seeds")
-    print(f"plot: {path}")
+    def budgets():
+        budget_trials = load_trials(uri, BUDGETS) + load_trials(uri, LADDER[:1])
+        budget_size = load_trials(uri, BUDGETS)[0].size
+        by_budget = [s for s in size_results(budget_trials, EvalConfig()) if s.size == budget_size]
+        print(f"\n### token budget, {budget_size}\n\n| D | r* | bracket |\n|---|---|---|")
+        for s in by_budget:
+            lo, hi = s.collapse.bracket
+            print(f"| {s.tokens:,} | {fmt(s.collapse.ratio)} | {lo:g}-{hi:g} |")
+        found = [s for s in by_budget if s.collapse.found]
+        d = np.log([s.tokens for s in found])
+        share = np.log([1 - s.collapse.ratio for s in found])
+        print(f"slope of log(1 - r*) on log D: {np.polyfit(d, share, 1)[0]:+.3f}")
+        print(f"plot: {budget_plot(found, args.out / 'budget_collapse_vs_tokens.png')}")
+        joint = collapse_records(size_results(load_trials(uri, LADDER[:1] + BUDGETS), EvalConfig()))
+        nd = InfusionLaw(form="power_nd", target="general_share", n_bootstrap=1000).fit(joint)
+        lo, hi = nd.exponent_intervals()["g_d"]
+        print(
+            f"joint law 1 - r* = c N^b D^g on seed 0 + budgets: b = {nd.exponents['b_n']:+.3f}, "
+            f"g = {nd.exponents['g_d']:+.3f} (90% interval {lo:+.3f} to {hi:+.3f})"
+        )
 
-    budget_trials = load_trials(uri, BUDGETS) + load_trials(uri, LADDER[:1])
-    budget_size = load_trials(uri, BUDGETS)[0].size
-    by_budget = [s for s in size_results(budget_trials, EvalConfig()) if s.size == budget_size]
-    print(f"\n### token budget, {budget_size}\n\n| D | r* | bracket |\n|---|---|---|")
-    for s in by_budget:
-        lo, hi = s.collapse.bracket
-        print(f"| {s.tokens:,} | {fmt(s.collapse.ratio)} | {lo:g}-{hi:g} |")
-    d = np.log([s.tokens for s in by_budget])
-    share = np.log([1 - s.collapse.ratio for s in by_budget])
-    print(f"slope of log(1 - r*) on log D: {np.polyfit(d, share, 1)[0]:+.3f}")
-    print(f"plot: {budget_plot(by_budget, args.out / 'budget_collapse_vs_tokens.png')}")
-    joint = collapse_records(size_results(load_trials(uri, LADDER[:1] + BUDGETS), EvalConfig()))
-    nd = InfusionLaw(form="power_nd", target="general_share", n_bootstrap=1000).fit(joint)
-    lo, hi = nd.exponent_intervals()["g_d"]
-    print(
-        f"joint law 1 - r* = c N^b D^g on seed 0 + budgets: b = {nd.exponents['b_n']:+.3f}, "
-        f"g = {nd.exponents['g_d']:+.3f} (90% interval {lo:+.3f} to {hi:+.3f})"
-    )
+    section("quickstart", quickstart)
+    section("ladder_cpu", ladder)
+    section("token budgets", budgets)
 
 
 if __name__ == "__main__":
