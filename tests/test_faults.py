@@ -13,13 +13,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .conftest import MICRO, run_cli, runs_of
+from .conftest import MICRO, MICRO_RATIOS, run_cli, runs_of
 
 pytestmark = pytest.mark.slow
 
-KEYS = {f"base-{s}-r0" for s in "abc"} | {
-    f"infuse-{s}-r{r:g}" for s in "abc" for r in (0.2, 0.5, 0.8, 0.95)
-}
+KEYS = {f"base-{s}-r0" for s in "abc"} | {f"infuse-{s}-r{r:g}" for s in "abc" for r in MICRO_RATIOS}
 
 
 def start_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
