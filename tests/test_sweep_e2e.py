@@ -91,13 +91,16 @@ def test_law_from_mlflow_matches_the_sweep_and_the_cli_predicts(micro_sweep):
 
 
 def test_a_failing_sweep_leaves_no_run_open(tmp_path):
-    """A corrupt base checkpoint makes every infusion trial of that size fail: the sweep exits
-    non-zero with one line, and every MLflow run it opened ends FAILED or FINISHED."""
+    """A corrupt base checkpoint makes the infusion trial fail (after Tune's retries): the sweep
+    exits non-zero with one line, and every MLflow run it opened ends FAILED or FINISHED."""
     base = tmp_path / "runs" / "micro" / "base"
     base.mkdir(parents=True)
-    for size in "abc":
-        (base / f"{size}.pt").write_bytes(b"not a checkpoint")
-    proc = run_cli(tmp_path, MICRO, "--resume")  # --resume keeps what runs/micro holds
+    (base / "a.pt").write_bytes(b"not a checkpoint")
+    one_trial = MICRO.replace(f"ratios: {list(MICRO_RATIOS)}", "ratios: [0.5]")
+    one_trial = "\n".join(
+        line for line in one_trial.splitlines() if "name: b" not in line and "name: c" not in line
+    )
+    proc = run_cli(tmp_path, one_trial, "--resume")  # --resume keeps what runs/micro holds
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("kinfuse: error: ")
     _, runs = runs_of(tmp_path)
