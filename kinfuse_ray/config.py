@@ -61,9 +61,10 @@ class ModelSize(Strict):
 class DataConfig(Strict):
     """Where the general corpus and the knowledge base come from, and how they are rendered."""
 
-    # Text (.txt, .gz), JSON Lines or Parquet with a `text` field, or a Hugging Face dataset
-    # folder (save_to_disk).
+    # Text (.txt, .gz), JSON Lines or Parquet with a `text` field, a Hugging Face dataset
+    # folder (save_to_disk), or hf:NAME[:CONFIG] to stream its first max_documents by name.
     corpus: Path = BUNDLED_DATA / "corpus" / "shakespeare.txt.gz"
+    max_documents: int = Field(default=100_000, gt=0, description="hf: corpora only")
     general_facts: Path = BUNDLED_DATA / "knowledge" / "general.jsonl"
     domain_facts: Path = BUNDLED_DATA / "knowledge" / "domain.jsonl"
     templates: Path = BUNDLED_DATA / "knowledge" / "templates.json"

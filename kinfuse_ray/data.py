@@ -94,13 +94,16 @@ class DataBundle:
         )
 
 
-def read_corpus(path: Path) -> list[str]:
+def read_corpus(path: Path, max_documents: int = 100_000) -> list[str]:
     """The general corpus as documents: a text file (optionally .gz) split at blank lines; JSON
-    Lines or Parquet with a `text` field; or a folder holding a Hugging Face dataset saved with
-    `save_to_disk` (its `text` column)."""
+    Lines or Parquet with a `text` field; a folder holding a Hugging Face dataset saved with
+    `save_to_disk` (its `text` column); or `hf:NAME[:CONFIG]`, a Hugging Face dataset streamed by
+    name (or from a local folder of data files), of which the first `max_documents` are read."""
     path = Path(path)
     name = path.name.lower()
-    if path.is_dir():
+    if str(path).startswith("hf:"):
+        docs = _hf_stream_texts(str(path).removeprefix("hf:"), max_documents)
+    elif path.is_dir():
         docs = _hf_dataset_texts(path)
     elif name.endswith(".parquet"):
         import pyarrow.parquet as pq
@@ -141,6 +144,21 @@ def _jsonl_texts(path: Path, text: str) -> list[str]:
             raise KinfuseError(
                 f"{path}: line {lineno}: expected a JSON object with a 'text' field"
             ) from None
+    return docs
+
+
+def _hf_stream_texts(spec: str, max_documents: int) -> list[str]:
+    import datasets
+
+    name, _, config = spec.partition(":")
+    try:
+        stream = datasets.load_dataset(name, config or None, split="train", streaming=True)
+        docs = [row["text"] for row, _ in zip(stream, range(max_documents), strict=False)]
+    except KeyError:
+        raise KinfuseError(f"hf:{spec}: the dataset has no 'text' column") from None
+    except Exception as exc:  # noqa: BLE001 - hub, network and format errors alike
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise KinfuseError(f"hf:{spec}: cannot stream the dataset ({reason})") from None
     return docs
 
 
@@ -272,7 +290,7 @@ def build_bundle(
         raise KinfuseError(
             f"{data.domain_facts}: ({subject}, {relation}) also appears in {data.general_facts}"
         )
-    documents = read_corpus(data.corpus)
+    documents = read_corpus(data.corpus, data.max_documents)
 
     all_sentences = [
         render(t, relations[t.relation], i)

@@ -81,3 +81,13 @@ def test_the_corpus_travels_as_a_memory_mapped_file_not_as_data(bundle):
     # Trials receive the bundle through Ray's object store: the corpus is not inside it.
     assert len(pickle.dumps(bundle)) < 4 * len(bundle.corpus) / 10
     assert np.array_equal(pickle.loads(pickle.dumps(bundle)).val, bundle.val)
+
+
+def test_a_hugging_face_dataset_streams_by_name(tmp_path):
+    """hf:NAME streams with `datasets` (here a local folder of Parquet files, as the hub is not
+    reachable from this machine; a hub name takes the same path)."""
+    (tmp_path / "corpus").mkdir()
+    pq.write_table(pa.table({"text": DOCS}), tmp_path / "corpus" / "train.parquet")
+    assert read_corpus(f"hf:{tmp_path / 'corpus'}", max_documents=50) == DOCS[:50]
+    with pytest.raises(KinfuseError, match="cannot stream the dataset"):
+        read_corpus(f"hf:{tmp_path / 'nothing-here'}")
