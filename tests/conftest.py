@@ -35,6 +35,18 @@ predict:
   bootstrap: 200
 """
 
+# A trial as a two-worker Ray Train DDP run (cpus_per_trial is per worker).
+TWO_WORKERS = """
+name: ddp
+seed: 1
+ladder:
+  - {name: a, hidden_size: 32, n_layers: 1, n_heads: 2}
+ratios: [0.5]
+data: {n_general_facts: 20, n_domain_facts: 40, vocab_size: 512, seq_len: 64, general_fact_share: 0.9}
+train: {base_tokens: 60000, tokens: 30000, batch_size: 8, workers: 2}
+eval: {every_tokens: 15000, acquisition_probes: 40, val_sequences: 8}
+"""
+
 
 @pytest.fixture(scope="session")
 def bundle() -> DataBundle:

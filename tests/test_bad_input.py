@@ -39,6 +39,11 @@ def with_data(fields: str) -> str:
     return GOOD.replace("seq_len: 16}", f"seq_len: 16, {fields}}}")
 
 
+def knowledge_files(general=GOOD_TRIPLES, domain=GOOD_TRIPLES, templates=TEMPLATES) -> dict:
+    """The files `with_knowledge` reads: good ones unless a case breaks one."""
+    return {"g.jsonl": general, "d.jsonl": domain, "t.json": json.dumps(templates)}
+
+
 def with_knowledge(n_general: int = 3) -> str:
     """The sweep reading g.jsonl, d.jsonl and t.json, 3 domain facts and `n_general` general."""
     counts = f"n_general_facts: {n_general}, n_domain_facts: 3"
@@ -88,52 +93,36 @@ CASES = {
     ),
     "malformed knowledge line": (
         with_knowledge(),
-        {
-            "g.jsonl": GOOD_TRIPLES + "{not json\n",
-            "d.jsonl": GOOD_TRIPLES,
-            "t.json": json.dumps(TEMPLATES),
-        },
+        knowledge_files(general=GOOD_TRIPLES + "{not json\n"),
         "g.jsonl: line 4: expected a record with subject, relation and object",
     ),
     "duplicate triple": (
         with_knowledge(),
-        {
-            "g.jsonl": GOOD_TRIPLES + triples(("Bo Kim", "Lima")),
-            "d.jsonl": GOOD_TRIPLES,
-            "t.json": json.dumps(TEMPLATES),
-        },
+        knowledge_files(general=GOOD_TRIPLES + triples(("Bo Kim", "Lima"))),
         "g.jsonl: line 4: duplicate line 2 (Bo Kim, born_in)",
     ),
     "contradictory triple": (
         with_knowledge(),
-        {
-            "g.jsonl": GOOD_TRIPLES,
-            "d.jsonl": GOOD_TRIPLES + triples(("Ann Lee", "Rome")),
-            "t.json": json.dumps(TEMPLATES),
-        },
+        knowledge_files(domain=GOOD_TRIPLES + triples(("Ann Lee", "Rome"))),
         "d.jsonl: line 4: contradicts line 1 (Ann Lee, born_in)",
     ),
     "template without a placeholder": (
         with_knowledge(),
-        {
-            "g.jsonl": GOOD_TRIPLES,
-            "d.jsonl": GOOD_TRIPLES,
-            "t.json": json.dumps(
-                {
-                    "relations": {
-                        "born_in": {
-                            "templates": ["Born in {object}."],
-                            "question": "{subject} was born in",
-                        }
+        knowledge_files(
+            templates={
+                "relations": {
+                    "born_in": {
+                        "templates": ["Born in {object}."],
+                        "question": "{subject} was born in",
                     }
                 }
-            ),
-        },
+            }
+        ),
         "t.json: relation 'born_in': template 'Born in {object}.' lacks {subject} or {object}",
     ),
     "more facts than the file holds": (
         with_knowledge(n_general=50),
-        {"g.jsonl": GOOD_TRIPLES, "d.jsonl": GOOD_TRIPLES, "t.json": json.dumps(TEMPLATES)},
+        knowledge_files(),
         "g.jsonl: the sweep asks for 50 facts, the file has 3",
     ),
     "unreachable Ray address": (

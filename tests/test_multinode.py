@@ -7,20 +7,9 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from .conftest import kinfuse, mlflow_server
+from .conftest import TWO_WORKERS, kinfuse, mlflow_server
 
 pytestmark = pytest.mark.slow
-
-SWEEP = """
-name: twonode
-seed: 1
-ladder:
-  - {name: a, hidden_size: 32, n_layers: 1, n_heads: 2}
-ratios: [0.5]
-data: {n_general_facts: 20, n_domain_facts: 40, vocab_size: 512, seq_len: 64, general_fact_share: 0.9}
-train: {base_tokens: 40000, tokens: 20000, batch_size: 8, workers: 2, cpus_per_trial: 1}
-eval: {every_tokens: 10000, acquisition_probes: 40, val_sequences: 8}
-"""
 
 
 @pytest.fixture
@@ -37,7 +26,7 @@ def two_nodes():
 
 
 def test_ddp_across_two_nodes_reports_through_an_mlflow_server(tmp_path, two_nodes):
-    (tmp_path / "twonode.yaml").write_text(SWEEP)
+    (tmp_path / "twonode.yaml").write_text(TWO_WORKERS.replace("name: ddp", "name: twonode"))
     with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path) as url:
         proc = kinfuse(
             tmp_path, "sweep", "twonode.yaml",
@@ -56,4 +45,4 @@ def test_ddp_across_two_nodes_reports_through_an_mlflow_server(tmp_path, two_nod
             assert len(spread) >= 2 and max(m.value for m in spread) < 1e-6
     assert not (tmp_path / "mlflow.db").exists()  # nothing went to a local store
     summary = json.loads((tmp_path / "runs" / "twonode" / "summary.json").read_text())
-    assert summary["trials"][0]["tokens_trained"] >= 20_000 - 2 * 64
+    assert summary["trials"][0]["tokens_trained"] >= 30_000 - 2 * 64

@@ -5,20 +5,9 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from .conftest import kinfuse
+from .conftest import TWO_WORKERS, kinfuse
 
 pytestmark = pytest.mark.slow
-
-TWO_WORKERS = """
-name: ddp
-seed: 1
-ladder:
-  - {name: a, hidden_size: 32, n_layers: 1, n_heads: 2}
-ratios: [0.5]
-data: {n_general_facts: 20, n_domain_facts: 40, vocab_size: 512, seq_len: 64, general_fact_share: 0.9}
-train: {base_tokens: 60000, tokens: 30000, batch_size: 8, workers: 2}
-eval: {every_tokens: 15000, acquisition_probes: 40, val_sequences: 8}
-"""
 
 
 def test_two_worker_trials_stay_in_sync_and_reach_mlflow(tmp_path):
