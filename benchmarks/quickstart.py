@@ -19,7 +19,7 @@ import torch
 
 from kinfuse_ray.config import load_sweep
 from kinfuse_ray.data import build_bundle
-from kinfuse_ray.mixing import build_stream
+from kinfuse_ray.mixing import Stream
 from kinfuse_ray.model import build_model
 from kinfuse_ray.sweep import run_sweep
 from kinfuse_ray.train import make_optimizer
@@ -33,12 +33,13 @@ def bare_loop_tokens_per_s(sweep, bundle, size_name: str) -> float:
     torch.manual_seed(0)
     model = build_model(sweep.size(size_name), bundle.vocab_size, bundle.seq_len, bundle.eos_id)
     optimizer = make_optimizer(model, sweep.train)
-    stream = build_stream(
-        bundle.corpus, bundle.general_facts, bundle.domain_facts, 0.5,
-        (BARE_STEPS + 5) * sweep.train.batch_size * bundle.seq_len, bundle.seq_len,
+    n_rows = (BARE_STEPS + 5) * sweep.train.batch_size
+    stream = Stream(
+        bundle.corpus, bundle.general_facts, bundle.domain_facts, 0.5, n_rows, bundle.seq_len,
         sweep.data.general_fact_share, seed=0,
     )  # fmt: skip
-    batches = torch.from_numpy(stream.sequences.astype(np.int64)).split(sweep.train.batch_size)
+    rows = stream.rows(0, n_rows)
+    batches = torch.from_numpy(rows.astype(np.int64)).split(sweep.train.batch_size)
     for i, batch in enumerate(batches):
         if i == 5:
             start = time.perf_counter()

@@ -1,7 +1,8 @@
 """Turn the sweep's data sources into token arrays once, in the driver.
 
-The result, a `DataBundle`, is small (a few MB of int32) and travels to every trial through
-Ray's object store; trials only mix and batch it.
+The corpus streams, document by document, into a flat token file in a cache every node sees;
+the result, a `DataBundle`, holds the facts and probes as token arrays and that file's path, so
+it stays small whatever the corpus and travels to every trial through Ray's object store.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import itertools
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,75 +97,97 @@ class DataBundle:
         )
 
 
-def read_corpus(path: Path, max_documents: int = 100_000) -> list[str]:
-    """The general corpus as documents: a text file (optionally .gz) split at blank lines; JSON
-    Lines or Parquet with a `text` field; a folder holding a Hugging Face dataset saved with
-    `save_to_disk` (its `text` column); or `hf:NAME[:CONFIG]`, a Hugging Face dataset streamed by
-    name (or from a local folder of data files), of which the first `max_documents` are read."""
+def corpus_documents(path: Path | str, max_documents: int = 100_000) -> Iterator[str]:
+    """The general corpus, document by document (memory does not grow with it): a text file
+    (optionally .gz) split at blank lines; JSON Lines or Parquet with a `text` field; a folder
+    holding a Hugging Face dataset saved with `save_to_disk` (its `text` column); or
+    `hf:NAME[:CONFIG]`, a Hugging Face dataset streamed by name (or from a local folder of data
+    files), of which the first `max_documents` are read."""
+    path_str = str(path)
     path = Path(path)
-    name = path.name.lower()
-    if str(path).startswith("hf:"):
-        docs = _hf_stream_texts(str(path).removeprefix("hf:"), max_documents)
+    if path_str.startswith("hf:"):
+        docs = _hf_stream_texts(path_str.removeprefix("hf:"), max_documents)
     elif path.is_dir():
         docs = _hf_dataset_texts(path)
-    elif name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        try:
-            docs = pq.read_table(path, columns=["text"]).column("text").to_pylist()
-        except (OSError, KeyError, ValueError) as exc:
-            raise KinfuseError(f"{path}: cannot read a 'text' column ({exc})") from None
+    elif path.name.lower().endswith(".parquet"):
+        docs = _parquet_texts(path)
+    elif path.name.lower().removesuffix(".gz").endswith(".jsonl"):
+        docs = _jsonl_texts(path)
     else:
-        try:
-            raw = path.read_bytes()
-            if name.endswith(".gz"):
-                raw = gzip.decompress(raw)
-        except OSError as exc:
-            reason = exc.strerror or f"corrupt gzip: {exc}"
-            raise KinfuseError(f"{path}: cannot read corpus ({reason})") from None
-        except EOFError as exc:
-            raise KinfuseError(f"{path}: cannot read corpus (corrupt gzip: {exc})") from None
-        text = raw.decode("utf-8", errors="replace")
-        if name.removesuffix(".gz").endswith(".jsonl"):
-            docs = _jsonl_texts(path, text)
-        else:
-            docs = text.split("\n\n")
-    docs = [d for d in docs if d and d.strip()]
-    if not docs:
-        raise KinfuseError(f"{path}: corpus is empty")
-    return docs
+        docs = _paragraphs(path)
+    empty = True
+    for doc in docs:
+        if doc and doc.strip():
+            empty = False
+            yield doc
+    if empty:
+        raise KinfuseError(f"{path_str}: corpus is empty")
 
 
-def _jsonl_texts(path: Path, text: str) -> list[str]:
-    docs = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+def _lines(path: Path) -> Iterator[str]:
+    try:
+        with (gzip.open if path.name.lower().endswith(".gz") else open)(
+            path, "rt", encoding="utf-8", errors="replace"
+        ) as f:
+            yield from f
+    except OSError as exc:
+        reason = exc.strerror or f"corrupt gzip: {exc}"
+        raise KinfuseError(f"{path}: cannot read corpus ({reason})") from None
+    except EOFError as exc:
+        raise KinfuseError(f"{path}: cannot read corpus (corrupt gzip: {exc})") from None
+
+
+def _paragraphs(path: Path) -> Iterator[str]:
+    """Documents separated by blank lines."""
+    lines: list[str] = []
+    for line in _lines(path):
+        if line.strip():
+            lines.append(line)
+        elif lines:
+            yield "".join(lines).removesuffix("\n")
+            lines = []
+    if lines:
+        yield "".join(lines).removesuffix("\n")
+
+
+def _jsonl_texts(path: Path) -> Iterator[str]:
+    for lineno, line in enumerate(_lines(path), start=1):
         if not line.strip():
             continue
         try:
-            docs.append(str(json.loads(line)["text"]))
+            yield str(json.loads(line)["text"])
         except (json.JSONDecodeError, KeyError, TypeError):
             raise KinfuseError(
                 f"{path}: line {lineno}: expected a JSON object with a 'text' field"
             ) from None
-    return docs
 
 
-def _hf_stream_texts(spec: str, max_documents: int) -> list[str]:
+def _parquet_texts(path: Path) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(columns=["text"]):
+            yield from batch.column("text").to_pylist()
+    except (OSError, KeyError, ValueError) as exc:
+        raise KinfuseError(f"{path}: cannot read a 'text' column ({exc})") from None
+
+
+def _hf_stream_texts(spec: str, max_documents: int) -> Iterator[str]:
     import datasets
 
     name, _, config = spec.partition(":")
     try:
         stream = datasets.load_dataset(name, config or None, split="train", streaming=True)
-        docs = [row["text"] for row, _ in zip(stream, range(max_documents), strict=False)]
+        for row, _ in zip(stream, range(max_documents), strict=False):
+            yield row["text"]
     except KeyError:
         raise KinfuseError(f"hf:{spec}: the dataset has no 'text' column") from None
     except Exception as exc:  # noqa: BLE001 - hub, network and format errors alike
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise KinfuseError(f"hf:{spec}: cannot stream the dataset ({reason})") from None
-    return docs
 
 
-def _hf_dataset_texts(path: Path) -> list[str]:
+def _hf_dataset_texts(path: Path) -> Iterator[str]:
     import datasets
 
     try:
@@ -173,7 +198,20 @@ def _hf_dataset_texts(path: Path) -> list[str]:
         dataset = dataset["train"] if "train" in dataset else next(iter(dataset.values()))
     if "text" not in dataset.column_names:
         raise KinfuseError(f"{path}: the dataset has no 'text' column ({dataset.column_names})")
-    return dataset["text"]
+    for batch in dataset.select_columns(["text"]).iter(batch_size=1024):
+        yield from batch["text"]
+
+
+def corpus_fingerprint(path: Path | str, max_documents: int) -> str:
+    """What identifies a corpus for the caches without reading it: the source and every file's
+    size and modification time (a hub dataset: its name and how many documents are read)."""
+    path_str = str(path)
+    local = Path(path_str.removeprefix("hf:"))
+    files = sorted(f for f in local.rglob("*") if f.is_file()) if local.is_dir() else [local]
+    stats = [
+        (str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists()
+    ]
+    return hashlib.sha256(repr((path_str, max_documents, stats)).encode()).hexdigest()
 
 
 def load_tokenizer(path: Path) -> tuple[Tokenizer, str]:
@@ -201,13 +239,12 @@ def _cache_dir(kind: str) -> Path:
     return Path(root) / kind
 
 
-def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
-    """Byte-level BPE trained on the project's own text, cached by content and vocab size."""
-    digest = hashlib.sha256(str(vocab_size).encode())
-    for text in texts:
-        digest.update(hashlib.sha256(text.encode()).digest())
-    cached = _cache_dir("tokenizers") / f"bpe-{vocab_size}-{digest.hexdigest()[:16]}.json"
-    if cached.exists():
+def train_tokenizer(texts: Iterable[str], vocab_size: int, cache_key: str = "") -> Tokenizer:
+    """Byte-level BPE trained on the project's own text; with `cache_key` (what identifies the
+    texts), kept and reused by key and vocab size."""
+    name = hashlib.sha256(f"{cache_key}/{vocab_size}".encode()).hexdigest()[:16]
+    cached = _cache_dir("tokenizers") / f"bpe-{vocab_size}-{name}.json"
+    if cache_key and cached.exists():
         return Tokenizer.from_file(str(cached))
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -219,28 +256,33 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".tmp{os.getpid()}")
-    tokenizer.save(str(tmp))
-    tmp.replace(cached)  # atomic: concurrent sweeps never read a half-written file
+    if cache_key:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".tmp{os.getpid()}")
+        tokenizer.save(str(tmp))
+        tmp.replace(cached)  # atomic: concurrent sweeps never read a half-written file
     return tokenizer
 
 
-def tokenize_to_file(tokenizer: Tokenizer, documents: list[str], batch: int = 1024) -> Path:
+def tokenize_to_file(
+    tokenizer: Tokenizer, documents: Iterable[str], cache_key: str, batch: int = 1024
+) -> Path:
     """The documents' token ids as a flat int32 file, written batch by batch (memory does not
-    grow with the corpus) and cached by tokenizer and content; trials memory-map it."""
-    digest = hashlib.sha256(tokenizer.to_str().encode())
-    for doc in documents:
-        digest.update(hashlib.sha256(doc.encode()).digest())
+    grow with the corpus) and kept by tokenizer and `cache_key`; trials memory-map it."""
+    digest = hashlib.sha256(tokenizer.to_str().encode() + cache_key.encode())
     path = _cache_dir("tokens") / f"{digest.hexdigest()[:24]}.int32"
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with tmp.open("wb") as f:
-        for start in range(0, len(documents), batch):
-            np.concatenate(_encode(tokenizer, documents[start : start + batch])).tofile(f)
-    tmp.replace(path)  # atomic: a reader never maps a half-written file
+    try:
+        with tmp.open("wb") as f:
+            documents = iter(documents)
+            while texts := list(itertools.islice(documents, batch)):
+                np.concatenate(_encode(tokenizer, texts)).tofile(f)
+        tmp.replace(path)  # atomic: a reader never maps a half-written file
+    finally:
+        tmp.unlink(missing_ok=True)  # a broken corpus leaves nothing behind
     return path
 
 
@@ -290,20 +332,28 @@ def build_bundle(
         raise KinfuseError(
             f"{data.domain_facts}: ({subject}, {relation}) also appears in {data.general_facts}"
         )
-    documents = read_corpus(data.corpus, data.max_documents)
+    corpus_key = corpus_fingerprint(data.corpus, data.max_documents)
 
-    all_sentences = [
-        render(t, relations[t.relation], i)
-        for t in all_general + all_domain
-        for i in range(len(relations[t.relation].templates))
-    ]
-    paragraphs = [doc + "\n\n" for doc in documents]
+    def paragraphs() -> Iterator[str]:
+        return (doc + "\n\n" for doc in corpus_documents(data.corpus, data.max_documents))
+
     if data.tokenizer:
         tokenizer, eos_token = load_tokenizer(data.tokenizer)
     else:
-        tokenizer, eos_token = train_tokenizer(paragraphs + all_sentences, data.vocab_size), EOS
+        all_sentences = [
+            render(t, relations[t.relation], i)
+            for t in all_general + all_domain
+            for i in range(len(relations[t.relation].templates))
+        ]
+        sentences_key = hashlib.sha256("\n".join(all_sentences).encode()).hexdigest()
+        tokenizer = train_tokenizer(
+            itertools.chain(paragraphs(), all_sentences),
+            data.vocab_size,
+            cache_key=corpus_key + sentences_key,
+        )
+        eos_token = EOS
     eos = tokenizer.token_to_id(eos_token)
-    tokens = tokenize_to_file(tokenizer, paragraphs)
+    tokens = tokenize_to_file(tokenizer, paragraphs(), corpus_key)
     n_tokens = tokens.stat().st_size // 4
     n_val = max(int(n_tokens * VAL_FRACTION), data.seq_len * evals.val_sequences)
     if n_val * 2 > n_tokens:

@@ -19,6 +19,7 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 from kinfuse_ray.config import EvalConfig, TrainConfig
 from kinfuse_ray.data import DataBundle
 from kinfuse_ray.metrics import accuracy, chance_corrected, validation_loss
+from kinfuse_ray.mixing import Stream
 
 Metrics = dict[str, float]
 # report(metrics, state): `state` is what `train(resume=...)` needs to carry on from this
@@ -73,11 +74,6 @@ class Dist:
     rank: int = 0
     world: int = 1
 
-    def shard(self, sequences: np.ndarray) -> np.ndarray:
-        """Every rank gets the same number of sequences (DDP steps in lockstep)."""
-        usable = len(sequences) // self.world * self.world
-        return sequences[:usable][self.rank :: self.world]
-
     def mean(self, metrics: Metrics) -> Metrics:
         """Average metrics over ranks, so every rank reports and decides on the same numbers."""
         if self.world == 1:
@@ -120,7 +116,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 def train(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    sequences: np.ndarray,
+    stream: Stream,
     bundle: DataBundle,
     cfg: TrainConfig,
     evals: EvalConfig,
@@ -130,8 +126,8 @@ def train(
     resume: dict | None = None,
     flops_per_token: float | None = None,
 ) -> Metrics:
-    """Train on `sequences` (n, seq_len) in order, `cfg.batch_size` sequences a step across all
-    ranks; evaluate every `evals.every_tokens` tokens and at the end; return the last metrics.
+    """Train on `stream` in order, `cfg.batch_size` sequences a step across all ranks (each rank
+    reads only its share of a step's rows); evaluate every `evals.every_tokens` tokens and at the end; return the last metrics.
     LR warms up again from zero (continued pretraining). `resume`, a state reported earlier by
     this same run (model and optimizer already loaded by the caller), continues from that
     evaluation exactly as if the run had never stopped. Each rank's share of a step runs in
@@ -140,10 +136,9 @@ def train(
     utilisation is reported on GPUs."""
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] = cfg.lr
-    sequences = dist.shard(sequences)
     batch_size = cfg.batch_size // dist.world
     micro = cfg.micro_batch_size or batch_size
-    n_steps = -(-len(sequences) // batch_size)
+    n_steps = stream.n_sequences // cfg.batch_size
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer,
         num_warmup_steps=int(cfg.warmup_fraction * n_steps),
@@ -162,14 +157,15 @@ def train(
     # bf16 autocast on GPUs; CPUs train in fp32 (their bf16 matmuls are slower, not faster).
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
     peak = peak_flops(device) if flops_per_token else None
-    eval_every = max(1, evals.every_tokens // (cfg.batch_size * sequences.shape[1]))
+    eval_every = max(1, evals.every_tokens // (cfg.batch_size * stream.seq_len))
     losses: list[float] = []
     metrics: Metrics = {}
     first_step_at = time.time()  # wall clock, so the driver can tell how long start-up took
     model.train()
     for step in range(start + 1, n_steps + 1):
         began = time.perf_counter()
-        rows = sequences[(step - 1) * batch_size : step * batch_size]
+        first = (step - 1) * cfg.batch_size + dist.rank * batch_size
+        rows = stream.rows(first, first + batch_size)
         chunks = [rows[i : i + micro] for i in range(0, len(rows), micro)]
         loss_sum = 0.0
         for i, chunk in enumerate(chunks):

@@ -17,7 +17,7 @@ import torch
 
 from kinfuse_ray.config import Schedule, SweepConfig
 from kinfuse_ray.data import DataBundle
-from kinfuse_ray.mixing import build_stream
+from kinfuse_ray.mixing import Stream
 from kinfuse_ray.model import build_model, flops_per_token
 from kinfuse_ray.train import SINGLE, CollapseWatch, Dist, Metrics, Report, make_optimizer, train
 
@@ -70,13 +70,14 @@ def run_trial(
             base["metrics"]["retention"], ev.early_stop_below, ev.early_stop_patience
         )
 
-    tokens = phase_tokens(sweep, phase)
-    stream = build_stream(
+    batch_tokens = sweep.train.batch_size * bundle.seq_len
+    n_steps = -(-phase_tokens(sweep, phase) // batch_tokens)  # whole global batches
+    stream = Stream(
         bundle.corpus,
         bundle.general_facts,
         bundle.domain_facts,
         ratio,
-        tokens,
+        n_steps * sweep.train.batch_size,
         bundle.seq_len,
         sweep.data.general_fact_share,
         seed=sweep.seed + (0 if phase == BASE else 1),
@@ -89,7 +90,7 @@ def run_trial(
     final = train(
         trained,
         optimizer,
-        stream.sequences,
+        stream,
         bundle,
         sweep.train_for(size.name),
         sweep.eval,

@@ -4,12 +4,19 @@ dataset folder, a local Hugging Face tokenizer folder."""
 import gzip
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from kinfuse_ray.config import DataConfig, EvalConfig
-from kinfuse_ray.data import EOS, build_bundle, read_corpus, train_tokenizer
+from kinfuse_ray.data import (
+    EOS,
+    build_bundle,
+    corpus_documents,
+    tokenize_to_file,
+    train_tokenizer,
+)
 from kinfuse_ray.errors import KinfuseError
 
 DOCS = [f"Document {i}: the quick brown fox jumps over the lazy dog {i} times." for i in range(400)]
@@ -24,7 +31,7 @@ def test_every_corpus_format_gives_the_same_documents(tmp_path):
     pq.write_table(pa.table({"text": DOCS, "id": list(range(len(DOCS)))}), tmp_path / "c.parquet")
     datasets.Dataset.from_dict({"text": DOCS}).save_to_disk(str(tmp_path / "hf"))
     for name in ("c.txt", "c.txt.gz", "c.jsonl", "c.parquet", "hf"):
-        assert read_corpus(tmp_path / name) == DOCS, name
+        assert list(corpus_documents(tmp_path / name)) == DOCS, name
 
 
 @pytest.mark.parametrize(
@@ -44,7 +51,7 @@ def test_broken_corpora_name_the_file_and_line(tmp_path, name, content, message)
     if content is not None:
         (tmp_path / name).write_text(content)
     with pytest.raises(KinfuseError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        read_corpus(tmp_path / name)
+        list(corpus_documents(tmp_path / name))
 
 
 def test_a_local_hugging_face_tokenizer_folder_is_used_as_is(tmp_path):
@@ -88,6 +95,32 @@ def test_a_hugging_face_dataset_streams_by_name(tmp_path):
     reachable from this machine; a hub name takes the same path)."""
     (tmp_path / "corpus").mkdir()
     pq.write_table(pa.table({"text": DOCS}), tmp_path / "corpus" / "train.parquet")
-    assert read_corpus(f"hf:{tmp_path / 'corpus'}", max_documents=50) == DOCS[:50]
+    assert list(corpus_documents(f"hf:{tmp_path / 'corpus'}", max_documents=50)) == DOCS[:50]
     with pytest.raises(KinfuseError, match="cannot stream the dataset"):
-        read_corpus(f"hf:{tmp_path / 'nothing-here'}")
+        list(corpus_documents(f"hf:{tmp_path / 'nothing-here'}"))
+
+
+def test_a_corpus_broken_midway_leaves_no_token_file_behind(tmp_path, monkeypatch):
+    monkeypatch.setenv("KINFUSE_CACHE", str(tmp_path / "cache"))
+    lines = [json.dumps({"text": d}) for d in DOCS]
+    lines[2500 // 8] = '{"body": "no text"}'
+    (tmp_path / "c.jsonl").write_text("\n".join(lines))
+    tokenizer = train_tokenizer(DOCS, vocab_size=300)
+    with pytest.raises(KinfuseError, match="line 313"):
+        tokenize_to_file(tokenizer, corpus_documents(tmp_path / "c.jsonl"), "key", batch=64)
+    assert not [f for f in (tmp_path / "cache").rglob("*") if f.is_file()]
+
+
+def test_an_edited_corpus_is_tokenized_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("KINFUSE_CACHE", str(tmp_path / "cache"))
+    data = DataConfig(
+        corpus=tmp_path / "c.txt", n_general_facts=20, n_domain_facts=20, seq_len=16,
+        vocab_size=300,
+    )  # fmt: skip
+    (tmp_path / "c.txt").write_text("\n\n".join(DOCS))
+    first = build_bundle(data, EvalConfig(val_sequences=2), seed=0)
+    assert build_bundle(data, EvalConfig(val_sequences=2), 0).tokens_path == first.tokens_path
+    (tmp_path / "c.txt").write_text("\n\n".join(reversed(DOCS)))
+    second = build_bundle(data, EvalConfig(val_sequences=2), seed=0)
+    assert second.tokens_path != first.tokens_path
+    assert not np.array_equal(second.corpus[:50], first.corpus[:50])
