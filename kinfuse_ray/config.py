@@ -62,7 +62,8 @@ class DataConfig(Strict):
     """Where the general corpus and the knowledge base come from, and how they are rendered."""
 
     # Text (.txt, .gz), JSON Lines or Parquet with a `text` field, a Hugging Face dataset
-    # folder (save_to_disk), or hf:NAME[:CONFIG] to stream its first max_documents by name.
+    # folder (save_to_disk), hf:NAME[:CONFIG] to stream its first max_documents by name, or a
+    # .npy array of token ids made with `tokenizer` (memory-mapped as is, never copied).
     corpus: Path = BUNDLED_DATA / "corpus" / "shakespeare.txt.gz"
     max_documents: int = Field(default=100_000, gt=0, description="hf: corpora only")
     general_facts: Path = BUNDLED_DATA / "knowledge" / "general.jsonl"
@@ -85,6 +86,10 @@ class DataConfig(Strict):
     def _scaled_load_has_a_base(self) -> DataConfig:
         if self.domain_facts_exponent and not self.n_domain_facts:
             raise ValueError("domain_facts_exponent needs n_domain_facts")
+        if self.corpus.suffix == ".npy" and not self.tokenizer:
+            raise ValueError(
+                "a .npy corpus holds token ids: set tokenizer to the one that made them"
+            )
         return self
 
 

@@ -61,7 +61,7 @@ class DataBundle:
     vocab_size: int
     seq_len: int
     eos_id: int
-    tokens_path: str  # the general corpus's token ids, int32, memory-mapped by each reader
+    tokens_path: str  # the general corpus's token ids (.npy, or flat int32), memory-mapped
     n_val: int  # its last n_val tokens are the held-out split
     general_facts: list[list[np.ndarray]]  # [fact][template] -> ids ending in EOS
     domain_facts: list[list[np.ndarray]]
@@ -71,11 +71,11 @@ class DataBundle:
     @property
     def corpus(self) -> np.ndarray:
         """Training split of the general corpus (memory-mapped: shared, not copied)."""
-        return np.memmap(self.tokens_path, dtype=np.int32, mode="r")[: -self.n_val]
+        return map_tokens(self.tokens_path)[: -self.n_val]
 
     @property
     def val(self) -> np.ndarray:
-        return np.memmap(self.tokens_path, dtype=np.int32, mode="r")[-self.n_val :]
+        return map_tokens(self.tokens_path)[-self.n_val :]
 
     @property
     def mean_fact_tokens(self) -> float:
@@ -286,6 +286,33 @@ def tokenize_to_file(
     return path
 
 
+def map_tokens(path: Path | str) -> np.ndarray:
+    """A token file, memory-mapped: a .npy array as saved, else this project's flat int32."""
+    if str(path).endswith(".npy"):
+        return np.load(path, mmap_mode="r")
+    return np.memmap(path, dtype=np.int32, mode="r")
+
+
+def pretokenized(path: Path, tokenizer: Tokenizer) -> Path:
+    """A .npy corpus of token ids, checked against the tokenizer on a sample of a million ids."""
+    try:
+        tokens = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise KinfuseError(f"{path}: cannot read a .npy array of token ids ({exc})") from None
+    if tokens.ndim != 1 or tokens.dtype.kind not in "iu":
+        raise KinfuseError(
+            f"{path}: expected a 1-D integer array of token ids, got {tokens.dtype} {tokens.shape}"
+        )
+    sample = tokens[:: max(1, len(tokens) // 1_000_000)]
+    vocab = tokenizer.get_vocab_size()
+    if len(sample) and (sample.min() < 0 or sample.max() >= vocab):
+        raise KinfuseError(
+            f"{path}: token ids {sample.min()}..{sample.max()} do not fit the tokenizer "
+            f"({vocab} tokens)"
+        )
+    return path
+
+
 def _encode(tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
     return [np.asarray(e.ids, dtype=np.int32) for e in tokenizer.encode_batch(texts)]
 
@@ -353,8 +380,11 @@ def build_bundle(
         )
         eos_token = EOS
     eos = tokenizer.token_to_id(eos_token)
-    tokens = tokenize_to_file(tokenizer, paragraphs(), corpus_key)
-    n_tokens = tokens.stat().st_size // 4
+    if data.corpus.suffix == ".npy":
+        tokens = pretokenized(data.corpus, tokenizer)
+    else:
+        tokens = tokenize_to_file(tokenizer, paragraphs(), corpus_key)
+    n_tokens = len(map_tokens(tokens))
     n_val = max(int(n_tokens * VAL_FRACTION), data.seq_len * evals.val_sequences)
     if n_val * 2 > n_tokens:
         raise KinfuseError(f"{data.corpus}: corpus too small ({n_tokens} tokens)")

@@ -54,14 +54,18 @@ def test_broken_corpora_name_the_file_and_line(tmp_path, name, content, message)
         list(corpus_documents(tmp_path / name))
 
 
-def test_a_local_hugging_face_tokenizer_folder_is_used_as_is(tmp_path):
+def tokenizer_folder(path):
+    """A Hugging Face tokenizer folder, as `save_pretrained` writes it; and its tokenizer."""
     from transformers import PreTrainedTokenizerFast
 
-    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS))
     trained = train_tokenizer(DOCS + ["Ada was born in Oslo."], vocab_size=300)
-    PreTrainedTokenizerFast(tokenizer_object=trained, eos_token=EOS).save_pretrained(
-        tmp_path / "tok"
-    )
+    PreTrainedTokenizerFast(tokenizer_object=trained, eos_token=EOS).save_pretrained(path)
+    return path, trained
+
+
+def test_a_local_hugging_face_tokenizer_folder_is_used_as_is(tmp_path):
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS))
+    _, trained = tokenizer_folder(tmp_path / "tok")
     data = DataConfig(
         corpus=tmp_path / "c.jsonl", tokenizer=tmp_path / "tok", n_general_facts=20, n_domain_facts=20,
         seq_len=16,
@@ -124,3 +128,22 @@ def test_an_edited_corpus_is_tokenized_again(tmp_path, monkeypatch):
     second = build_bundle(data, EvalConfig(val_sequences=2), seed=0)
     assert second.tokens_path != first.tokens_path
     assert not np.array_equal(second.corpus[:50], first.corpus[:50])
+
+
+def test_a_pretokenized_numpy_corpus_is_memory_mapped_as_is(tmp_path):
+    folder, tokenizer = tokenizer_folder(tmp_path / "tok")
+    ids = np.concatenate([e.ids for e in tokenizer.encode_batch(DOCS * 3)]).astype(np.uint16)
+    np.save(tmp_path / "tokens.npy", ids)
+    data = DataConfig(
+        corpus=tmp_path / "tokens.npy", tokenizer=folder, n_general_facts=20, n_domain_facts=20,
+        seq_len=16,
+    )  # fmt: skip
+    bundle = build_bundle(data, EvalConfig(val_sequences=2), seed=0)
+    assert bundle.tokens_path == str(tmp_path / "tokens.npy")  # no copy
+    assert np.array_equal(np.concatenate([bundle.corpus, bundle.val]), ids)
+
+    np.save(tmp_path / "tokens.npy", np.full(1000, 5000, dtype=np.int32))
+    with pytest.raises(KinfuseError, match=r"tokens.npy: token ids 5000..5000 do not fit"):
+        build_bundle(data, EvalConfig(val_sequences=2), seed=0)
+    with pytest.raises(ValueError, match="a .npy corpus holds token ids: set tokenizer"):
+        DataConfig(corpus=tmp_path / "tokens.npy")

@@ -112,3 +112,19 @@ def test_expected_acquisition_comes_from_the_largest_measured_size():
     assert "expected domain acquisition at least" in p.describe()
     low = InfusionLaw(n_bootstrap=100, safety_margin=0.9).fit(records).predict(5e5)
     assert low.safe_ratio < 0.2 and low.expected_acquisition is None  # outside the measured ratios
+
+
+def test_the_interval_always_holds_the_fitted_value():
+    """Brackets lying off-centre shift the bootstrap fits one way (here, a quickstart-sized fit
+    on two points: the percentile interval alone missed the point estimate)."""
+    records = [
+        CollapseRecord(12640, 1e5, 0.883, (0.8, 0.9), "n13k"),
+        CollapseRecord(27792, 1e5, 0.952, (0.95, 0.98), "n28k"),
+        CollapseRecord(100672, 1e5, 0.93, (0.9, 0.95), "n100k"),
+    ]
+    law = InfusionLaw().fit(records)
+    v = law.validation_
+    assert v.interval[0] <= v.predicted <= v.interval[1]
+    for n in (1e4, 1e5, 1e6):
+        p = law.predict(n)
+        assert p.interval[0] <= p.ratio <= p.interval[1]
