@@ -8,10 +8,12 @@ Runs the sweep into a scratch folder and MLflow store, so it never touches ./run
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -80,18 +82,26 @@ def main() -> None:
 
     bundle = build_bundle(sweep.data, sweep.eval, sweep.seed)
     print(
-        f"\n{'size':<10}{'n_params':>10}{'trial tok/s (median)':>22}{'bare loop tok/s':>17}{'ratio':>8}"
+        f"\n{'size':<8}{'n_params':>9}{'trial tok/s':>13}{'bare, alone':>13}"
+        f"{'bare, x' + str(slots):>11}{'trial/bare x' + str(slots):>16}"
     )
     for size in sweep.ladder:
-        trial_rates = [t.tokens_per_s for t in runs if t.size == size.name]
-        bare = bare_loop_tokens_per_s(sweep, bundle, size.name)
-        median = statistics.median(trial_rates)
+        trial = statistics.median(t.tokens_per_s for t in runs if t.size == size.name)
+        alone = bare_loop_tokens_per_s(sweep, bundle, size.name)
+        # The trials ran `slots` at a time: so does the bare loop here, for a like-for-like ratio.
+        with ProcessPoolExecutor(slots, mp_context=multiprocessing.get_context("spawn")) as pool:
+            side = statistics.mean(
+                pool.map(
+                    bare_loop_tokens_per_s, [sweep] * slots, [bundle] * slots, [size.name] * slots
+                )
+            )
         print(
-            f"{size.name:<10}{sweep.n_params[size.name]:>10,}{median:>22,.0f}{bare:>17,.0f}{median / bare:>8.2f}"
+            f"{size.name:<8}{sweep.n_params[size.name]:>9,}{trial:>13,.0f}{alone:>13,.0f}"
+            f"{side:>11,.0f}{trial / side:>16.2f}"
         )
     print(
-        "\n(trial tok/s ran two trials side by side on 2 cores; the bare loop ran alone, so a ratio"
-        " below 1 includes contention for memory bandwidth as well as any framework overhead)"
+        f"\n(trials ran {slots} side by side on the cores; 'bare, x{slots}' runs the bare loop the"
+        " same way, so trial/bare compares like with like; 'alone' shows what contention costs)"
     )
 
 

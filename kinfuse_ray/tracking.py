@@ -120,21 +120,29 @@ class Tracker:
 
 
 def load_trials(tracking_uri: str, experiments: list[str]) -> list:
-    """Rebuild the finished infusion trials recorded in `experiments` (several sweeps combine)."""
+    """Rebuild the finished infusion trials of the latest sweep recorded in each of
+    `experiments` (several studies combine; an earlier sweep under the same name, run before
+    its file or the code changed, does not)."""
     from kinfuse_ray.analysis import TrialResult
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    ids = []
+    runs = []
     for name in experiments:
         found = client.get_experiment_by_name(name)
         if found is None:
             raise KinfuseError(f"mlflow: no experiment named '{name}' at {tracking_uri}")
-        ids.append(found.experiment_id)
-    runs = client.search_runs(
-        ids,
-        filter_string="params.phase = 'infuse' and attributes.status = 'FINISHED'",
-        max_results=50_000,
-    )
+        latest = client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`{OUTPUT_TAG}` != ''",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        sweep = f" and tags.mlflow.parentRunId = '{latest[0].info.run_id}'" if latest else ""
+        runs += client.search_runs(
+            [found.experiment_id],
+            filter_string=f"params.phase = 'infuse' and attributes.status = 'FINISHED'{sweep}",
+            max_results=50_000,
+        )
     trials = []
     for run in runs:
         p, m = run.data.params, run.data.metrics

@@ -1,0 +1,32 @@
+"""The MLflow layer on a real (sqlite) store."""
+
+import pytest
+
+from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.tracking import OUTPUT_TAG, TRIAL_TAG, Tracker, load_trials
+
+
+def record_sweep(tracker: Tracker, ratios: list[float], retention: float) -> None:
+    parent = tracker.start_run("sweep", {}, {OUTPUT_TAG: "runs/study"})
+    for ratio in ratios:
+        params = {"phase": "infuse", "size": "n1k", "n_params": 1000, "ratio": ratio}
+        run = tracker.start_run(
+            f"infuse-n1k-r{ratio}", {**params, "tokens": 100}, {TRIAL_TAG: ratio}, parent
+        )
+        tracker.log_metrics(run, {"retention": retention, "acquisition": 0.1}, step=100)
+        tracker.end_run(run)
+    tracker.end_run(parent)
+
+
+def test_trials_come_from_the_latest_sweep_of_each_experiment(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    study, other = Tracker(uri, "study"), Tracker(uri, "other")
+    record_sweep(study, [0.1, 0.5, 0.9], retention=0.2)  # an earlier design of the study
+    record_sweep(study, [0.3, 0.6], retention=0.8)
+    record_sweep(other, [0.7], retention=0.5)
+    trials = load_trials(uri, ["study"])
+    assert sorted(t.ratio for t in trials) == [0.3, 0.6]
+    assert {t.retention for t in trials} == {0.8}
+    assert sorted(t.ratio for t in load_trials(uri, ["study", "other"])) == [0.3, 0.6, 0.7]
+    with pytest.raises(KinfuseError, match="no experiment named 'nothing'"):
+        load_trials(uri, ["nothing"])
