@@ -26,7 +26,7 @@ from kinfuse_ray.model import build_model
 from kinfuse_ray.sweep import run_sweep
 from kinfuse_ray.train import make_optimizer
 
-BARE_STEPS = 40
+BARE_STEPS = 300  # steps timed per size (seconds, not fractions of one: short runs are noise)
 
 
 def bare_loop_tokens_per_s(sweep, bundle, size_name: str) -> float:
@@ -50,6 +50,13 @@ def bare_loop_tokens_per_s(sweep, bundle, size_name: str) -> float:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return BARE_STEPS * sweep.train.batch_size * bundle.seq_len / (time.perf_counter() - start)
+
+
+def bare_rate(sweep, bundle, size_name: str, processes: int) -> float:
+    """Mean tokens/s of the bare loop run in `processes` fresh processes at once."""
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        args = [sweep] * processes, [bundle] * processes, [size_name] * processes
+        return statistics.mean(pool.map(bare_loop_tokens_per_s, *args))
 
 
 def main() -> None:
@@ -87,14 +94,8 @@ def main() -> None:
     )
     for size in sweep.ladder:
         trial = statistics.median(t.tokens_per_s for t in runs if t.size == size.name)
-        alone = bare_loop_tokens_per_s(sweep, bundle, size.name)
-        # The trials ran `slots` at a time: so does the bare loop here, for a like-for-like ratio.
-        with ProcessPoolExecutor(slots, mp_context=multiprocessing.get_context("spawn")) as pool:
-            side = statistics.mean(
-                pool.map(
-                    bare_loop_tokens_per_s, [sweep] * slots, [bundle] * slots, [size.name] * slots
-                )
-            )
+        # Fresh processes, like the trials'; `slots` at a time, as the trials ran.
+        alone, side = (bare_rate(sweep, bundle, size.name, n) for n in (1, slots))
         print(
             f"{size.name:<8}{sweep.n_params[size.name]:>9,}{trial:>13,.0f}{alone:>13,.0f}"
             f"{side:>11,.0f}{trial / side:>16.2f}"

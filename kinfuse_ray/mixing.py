@@ -42,6 +42,10 @@ class FactStream:
         self.lengths = np.zeros((self.n, max(self.n_templates, default=1)), dtype=np.int64)
         for i, fact in enumerate(facts):
             self.lengths[i, : len(fact)] = [len(r) for r in fact]
+        # Every rendering back to back, and where each starts: text is gathered, not joined.
+        self.flat = np.concatenate([r for fact in facts for r in fact] or [np.zeros(0, np.int32)])
+        flat_lengths = self.lengths.ravel()  # fact-major, as `flat` is; padding adds nothing
+        self.offsets = (np.cumsum(flat_lengths) - flat_lengths).reshape(self.lengths.shape)
         # Facts with t paraphrases add a length that repeats every t epochs: per t, its cycle.
         self.cycles = {}
         for t in np.unique(self.n_templates):
@@ -98,14 +102,23 @@ class FactStream:
         return epoch * self.n + int(np.searchsorted(self._draw(epoch)[2], within, "right"))
 
     def tokens(self, start: int, stop: int) -> np.ndarray:
-        """Tokens start..stop-1."""
-        first = self.complete_before(start)  # the rendering holding token `start`
-        skip = start - self.sentence_start(first)
-        pieces, total = [], -skip
-        while total < stop - start:
-            pieces += self.sentences(first + len(pieces), 64)
-            total += sum(len(p) for p in pieces[-64:])
-        return np.concatenate(pieces)[skip : skip + stop - start]
+        """Tokens start..stop-1, gathered epoch by epoch in a few vectorised steps."""
+        pieces, epoch = [], self.epoch_at(start)
+        while start < stop:
+            order, choice, ends = self._draw(epoch)
+            base = self.epoch_start(epoch)
+            first = int(np.searchsorted(ends, start - base, "right"))
+            last = min(self.n, int(np.searchsorted(ends, stop - base, "left")) + 1)
+            lengths = self.lengths[order[first:last], choice[first:last]]
+            starts = self.offsets[order[first:last], choice[first:last]]
+            # Token j of the run comes from flat[start of its rendering + its place in it].
+            within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            text = self.flat[np.repeat(starts, lengths) + within]
+            skip = start - base - (int(ends[first - 1]) if first else 0)
+            pieces.append(text[skip : skip + stop - start])
+            start += len(pieces[-1])
+            epoch += 1
+        return np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
 
 
 class Stream:
