@@ -49,7 +49,8 @@ def test_micro_sweep_records_every_trial_and_writes_the_summary(micro_sweep):
             child.data.params
         )
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "retention")]
-        assert len(steps) >= 2 and steps == sorted(steps) and steps[-1] <= 100_032
+        # Whole global batches of 8 x 64 tokens: at most the budget rounded up to a batch.
+        assert len(steps) >= 2 and steps == sorted(steps) and steps[-1] <= 100_352
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.json", "retention_vs_ratio.png", "sweep.yaml"} <= artifacts
     assert {"law.json", "collapse_vs_size.png"} <= artifacts
