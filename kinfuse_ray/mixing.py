@@ -4,8 +4,8 @@ Mixing is per sequence: of the trial's n training sequences, round(r * n) hold d
 text and the rest general text, spread at random but evenly (every block of `BLOCK` sequences
 holds its exact share). The domain share of tokens therefore equals r up to one sequence.
 
-- Domain text: the domain facts in a freshly shuffled order each epoch, each in a random
-  paraphrase, back to back.
+- Domain text: the domain facts back to back, epoch after epoch, in a fresh order each epoch,
+  each fact cycling through its paraphrases.
 - General text: runs of the corpus alternating with short paragraphs of general facts (drawn
   the same way), the facts holding `fact_share` of its tokens on average, so general knowledge
   keeps being rehearsed at rate (1 - r) * fact_share.
