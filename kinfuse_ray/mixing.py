@@ -17,6 +17,7 @@ from its step, and data-parallel ranks each read only their rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 
 import numpy as np
@@ -24,6 +25,18 @@ import numpy as np
 FACTS_PER_PARAGRAPH = 4  # general facts appear as short paragraphs between runs of corpus text
 BLOCK = 4096  # sequences per block of the domain/general layout
 CHUNK = 1 << 20  # tokens each text stream materialises at a time
+
+
+def _last_starting_by(start: Callable[[int], int], offset: int) -> int:
+    """The last piece i with start(i) <= offset, for increasing starts from start(0) = 0:
+    galloping then binary search, so a piece far into an endless stream costs O(log i) calls."""
+    low, high = 0, 1
+    while start(high) <= offset:
+        low, high = high, high * 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if start(mid) <= offset else (low, mid)
+    return low
 
 
 class FactStream:
@@ -71,14 +84,8 @@ class FactStream:
         )
 
     def epoch_at(self, offset: int) -> int:
-        """The epoch holding token `offset` (binary search: epoch starts increase)."""
-        low, high = 0, 1
-        while self.epoch_start(high) <= offset:
-            low, high = high, high * 2
-        while high - low > 1:
-            mid = (low + high) // 2
-            low, high = (mid, high) if self.epoch_start(mid) <= offset else (low, mid)
-        return low
+        """The epoch holding token `offset`."""
+        return _last_starting_by(self.epoch_start, offset)
 
     def sentence_start(self, k: int) -> int:
         """Token offset of the k-th rendering."""
@@ -218,14 +225,8 @@ class Stream:
         return self._run_bounds(unit)[0] + self.general.sentence_start(unit * FACTS_PER_PARAGRAPH)
 
     def _unit_at(self, offset: int) -> int:
-        """The unit holding general-text token `offset` (binary search: unit starts increase)."""
-        low, high = 0, 1
-        while self._unit_start(high) <= offset:
-            low, high = high, high * 2
-        while high - low > 1:
-            mid = (low + high) // 2
-            low, high = (mid, high) if self._unit_start(mid) <= offset else (low, mid)
-        return low
+        """The unit holding general-text token `offset`."""
+        return _last_starting_by(self._unit_start, offset)
 
     def _general_tokens(self, start: int, stop: int) -> np.ndarray:
         if self.general.n == 0:
