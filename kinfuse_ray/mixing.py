@@ -274,7 +274,8 @@ class Stream:
         if self.general.n == 0 or end == 0:
             return 0.0
         unit = self._unit_at(end)
-        facts_start = self._unit_start(unit) + self._run_bounds(unit)[1] - self._run_bounds(unit)[0]
+        run_start, run_stop = self._run_bounds(unit)
+        facts_start = self._unit_start(unit) + run_stop - run_start  # past the unit's corpus run
         first = unit * FACTS_PER_PARAGRAPH
         kept = self.general.complete_before(self.general.sentence_start(first) + end - facts_start)
         return max(first, kept) / self.general.n

@@ -127,8 +127,8 @@ def train(
     flops_per_token: float | None = None,
 ) -> Metrics:
     """Train on `stream` in order, `cfg.batch_size` sequences a step across all ranks (each rank
-    reads only its share of a step's rows); evaluate every `evals.every_tokens` tokens and at the end; return the last metrics.
-    LR warms up again from zero (continued pretraining). `resume`, a state reported earlier by
+    reads only its share of a step's rows); evaluate every `evals.every_tokens` tokens and at
+    the end; return the last metrics. LR warms up again from zero (continued pretraining). `resume`, a state reported earlier by
     this same run (model and optimizer already loaded by the caller), continues from that
     evaluation exactly as if the run had never stopped. Each rank's share of a step runs in
     micro-batches of `cfg.micro_batch_size` sequences whose gradients accumulate, so the global
