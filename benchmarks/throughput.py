@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from kinfuse_ray.config import load_sweep
-from kinfuse_ray.model import build_model, flops_per_token
-from kinfuse_ray.train import make_optimizer, peak_flops
+from kinfuse_ray.model import build_model
+from kinfuse_ray.plan import flops_per_token
+from kinfuse_ray.train import device_peak_flops, make_optimizer
 
 
 def measure(sweep, size, device: torch.device, steps: int, warmup: int, compile_model: bool):
@@ -48,7 +49,7 @@ def measure(sweep, size, device: torch.device, steps: int, warmup: int, compile_
         step()
     sync()
     tokens_per_s = steps * micro * seq / (time.perf_counter() - start)
-    peak = peak_flops(device)
+    peak = device_peak_flops(device, sweep.train)
     mfu = tokens_per_s * flops_per_token(size, vocab, seq) / peak if peak else None
     return tokens_per_s, mfu
 

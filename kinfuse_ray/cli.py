@@ -3,6 +3,7 @@
 kinfuse sweep sweeps/quickstart.yaml           run a sweep end to end
 kinfuse sweep sweeps/quickstart.yaml --resume  carry on after a crash or Ctrl-C
 kinfuse sweep sweeps/ladder_cpu.yaml --set seed=1 --set name=ladder_cpu-seed1
+kinfuse plan sweeps/gpu_ladder.yaml            memory per GPU, GPU-hours and storage, no GPU needed
 kinfuse fit --experiment quickstart            refit the law from MLflow, write JSON + plot
 kinfuse predict --experiment quickstart --n-params 8e5
 kinfuse predict --law-file runs/quickstart/law.json --n-params 8e5 --tokens 5e5
@@ -59,6 +60,23 @@ def _sweep(args: argparse.Namespace) -> None:
     print(_mlflow_ui_hint(sweep.mlflow.tracking_uri))
 
 
+def _plan(args: argparse.Namespace) -> None:
+    from kinfuse_ray.config import load_sweep
+    from kinfuse_ray.plan import plan_sweep, render
+
+    sweep = load_sweep(args.sweep_file, args.set)
+    vocab, note = sweep.data.vocab_size, ""
+    tokenizer = sweep.data.tokenizer and sweep.data.tokenizer / "tokenizer.json"
+    if tokenizer and tokenizer.is_file():
+        from tokenizers import Tokenizer
+
+        vocab = max(vocab, Tokenizer.from_file(str(tokenizer)).get_vocab_size())
+    elif tokenizer:
+        note = f"note: {tokenizer} is not readable here; assuming data.vocab_size {vocab:,}\n"
+    plan = plan_sweep(sweep, vocab, args.mfu)  # refuses a rung that does not fit
+    print(note + render(plan, sweep))
+
+
 def _law_options(args: argparse.Namespace) -> dict:
     return {
         "form": args.law,
@@ -106,6 +124,13 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = _positive(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not below 1")
     return value
 
 
@@ -157,6 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often to print per-size progress and the time left (default 30)",
     )
     sweep.set_defaults(func=_sweep)
+
+    plan = sub.add_parser(
+        "plan", help="what a sweep needs: memory per GPU, GPU-hours, storage (a dry run)"
+    )
+    plan.add_argument("sweep_file")
+    plan.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    plan.add_argument(
+        "--mfu", type=_share, default=0.4, help="assumed model FLOPs utilisation (default 0.4)"
+    )
+    plan.set_defaults(func=_plan)
 
     fit = sub.add_parser("fit", help="refit the law from recorded trials; write JSON and plot")
     _add_law_source(fit)

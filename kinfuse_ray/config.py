@@ -21,6 +21,7 @@ from kinfuse_ray.errors import KinfuseError
 
 BUNDLED_DATA = Path(__file__).parent / "data"
 
+Parallelism = Literal["ddp", "fsdp"]
 Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
 Share = Annotated[float, Field(gt=0.0, lt=1.0)]
 
@@ -39,6 +40,10 @@ class ModelSize(Strict):
     intermediate_size: int | None = Field(default=None, gt=0)
     # This rung's peak learning rate (default: train.lr). Ladders lower it as models widen.
     lr: float | None = Field(default=None, gt=0)
+    # This rung's data parallelism and activation checkpointing (default: train's): large rungs
+    # shard weights, gradients and optimizer state (fsdp) where plain DDP would not fit.
+    parallelism: Parallelism | None = None
+    activation_checkpointing: bool | None = None
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelSize:
@@ -52,10 +57,10 @@ class ModelSize(Strict):
         return self.intermediate_size or -(-8 * self.hidden_size // 3 // 8) * 8
 
     def non_embedding_params(self, vocab_size: int, seq_len: int) -> int:
-        """Parameters outside the token embedding and LM head, counted on a real model."""
-        from kinfuse_ray.model import count_non_embedding_params
+        """Parameters outside the token embedding and LM head (counted from the shape)."""
+        from kinfuse_ray.plan import param_count
 
-        return count_non_embedding_params(self, vocab_size, seq_len)
+        return param_count(self, vocab_size).non_embedding
 
 
 class DataConfig(Strict):
@@ -118,6 +123,15 @@ class TrainConfig(Strict):
     cpus_per_trial: int = Field(default=1, gt=0, description="per worker")
     workers: int = Field(default=1, gt=0, description=">1: a Ray Train DDP run per trial")
     use_gpu: bool = False  # one GPU per worker, through Ray Train
+    # ddp: every worker holds the whole model; fsdp: PyTorch FSDP2 (fully_shard) shards
+    # parameters, gradients and optimizer state over the workers. Rungs may override both.
+    parallelism: Parallelism = "ddp"
+    activation_checkpointing: bool = False  # recompute each layer's activations in backward
+    # The GPU each worker has, for `kinfuse plan` (memory, peak FLOP/s): a name from
+    # kinfuse_ray.hardware.GPUS. MFU itself uses the device the trial runs on.
+    gpu: str | None = None
+    # Dense bf16 peak FLOP/s per GPU in TFLOP/s, for MFU on a GPU the built-in table lacks.
+    peak_tflops: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _batch_splits_over_workers(self) -> TrainConfig:
@@ -132,9 +146,21 @@ class TrainConfig(Strict):
             )
         return self
 
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, gpu: str | None) -> str | None:
+        from kinfuse_ray.hardware import GPUS
+
+        if gpu is not None and gpu not in GPUS:
+            raise ValueError(f"unknown gpu '{gpu}'; known: {', '.join(GPUS)}")
+        return gpu
+
 
 class EvalConfig(Strict):
     every_tokens: int = Field(default=100_000, gt=0)
+    # Tokens per evaluation forward pass: evaluation's memory is bounded by this, not by the
+    # number of probes or validation sequences.
+    batch_tokens: int = Field(default=16_384, gt=0)
     n_choices: int = Field(default=4, ge=2)
     retention_probes: int | None = Field(
         default=None, gt=0, description="default: all general facts"
@@ -178,6 +204,10 @@ class PredictConfig(Strict):
 class RayConfig(Strict):
     address: str = Field(default="", description="empty: start a local Ray instance")
     num_cpus: int | None = Field(default=None, gt=0, description="local instance only")
+    # Ray Train trials (workers > 1 or GPUs) to keep in flight. Default: as many as the
+    # cluster's nodes fit now, re-checked as nodes join. On an autoscaling cluster set it to
+    # what the cluster can grow to: the trials' waiting workers are what makes it grow.
+    concurrent_trials: int | None = Field(default=None, gt=0)
 
 
 class MlflowConfig(Strict):
@@ -243,9 +273,15 @@ class SweepConfig(Strict):
         return self.knowledge_load(max(self.n_params.values()))
 
     def train_for(self, size: str) -> TrainConfig:
-        """The training settings of one rung: its own learning rate, if it has one."""
-        lr = self.size(size).lr
-        return self.train if lr is None else self.train.model_copy(update={"lr": lr})
+        """The training settings of one rung: its own learning rate, parallelism and activation
+        checkpointing, where it sets them."""
+        rung = self.size(size)
+        own = {
+            key: getattr(rung, key)
+            for key in ("lr", "parallelism", "activation_checkpointing")
+            if getattr(rung, key) is not None
+        }
+        return self.train.model_copy(update=own) if own else self.train
 
     def size(self, name: str) -> ModelSize:
         return next(size for size in self.ladder if size.name == name)

@@ -33,7 +33,9 @@ def build_model(
 
 
 def count_non_embedding_params(size: ModelSize, vocab_size: int, seq_len: int) -> int:
-    """The N of the scaling law: every parameter but the token embedding and LM head."""
+    """The N of the scaling law, counted on a real (meta-device) model: every parameter but the
+    token embedding and LM head. `plan.param_count` computes it from the shape; tests hold the
+    two equal."""
     with torch.device("meta"):
         model = build_model(size, vocab_size, seq_len)
     return sum(
@@ -41,12 +43,3 @@ def count_non_embedding_params(size: ModelSize, vocab_size: int, seq_len: int) -
         for name, p in model.named_parameters()
         if not any(part in name for part in EMBEDDING_PARAMS)
     )
-
-
-def flops_per_token(size: ModelSize, vocab_size: int, seq_len: int) -> float:
-    """Training FLOPs per token (forward and backward): 6 x the matmul parameters (LM head
-    included) plus the attention scores (Kaplan et al.; PaLM appendix B)."""
-    matmul_params = (
-        count_non_embedding_params(size, vocab_size, seq_len) + vocab_size * size.hidden_size
-    )
-    return 6.0 * matmul_params + 12.0 * size.n_layers * size.hidden_size * seq_len

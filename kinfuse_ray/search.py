@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Callable
 
 import numpy as np
 from ray.tune.search import Searcher
@@ -217,9 +218,11 @@ class LadderSearch(Searcher):
         n_params: dict[str, int],
         tokens: int,
         base: list[str],
+        capacity: Callable[[], int] | None = None,
     ):
         """`strategies` by size name, in ladder order; `base` names the sizes whose base run is
-        still to do (their infusion trials wait for it)."""
+        still to do (their infusion trials wait for it); `capacity`, if given, says how many
+        trials may run at once (asked again at every suggestion, so it may grow)."""
         super().__init__(metric="retention", mode="max")
         self.strategies = strategies
         self.n_params, self.tokens = n_params, tokens
@@ -228,9 +231,12 @@ class LadderSearch(Searcher):
         self.started: list[str] = []
         self.queue: list[dict] = []
         self.running: dict[str, dict] = {}
+        self.capacity = capacity
 
     # -- Tune's side -------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | str | None:
+        if self.capacity is not None and len(self.running) >= self.capacity():
+            return None  # Tune asks again later
         trial = self._next()
         if trial is None:
             busy = (

@@ -7,18 +7,19 @@ analyses the results, fits the law and records everything on the sweep's parent 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import ray
-import torch
 import yaml
 from ray import tune
 
@@ -27,12 +28,13 @@ from kinfuse_ray.config import Schedule, SweepConfig
 from kinfuse_ray.data import DataBundle, build_bundle
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.live_metrics import LiveMetrics
+from kinfuse_ray.parallel import Dist
 from kinfuse_ray.plots import plot_law, plot_retention
 from kinfuse_ray.progress import Progress
 from kinfuse_ray.search import BisectRatios, GridRatios, LadderSearch, OptunaRatios, RatioStrategy
 from kinfuse_ray.tracking import OUTPUT_TAG, TRIAL_TAG, Tracker
-from kinfuse_ray.train import Dist, Report
-from kinfuse_ray.trial import BASE, INFUSE, base_checkpoint, phase_tokens, run_trial
+from kinfuse_ray.train import Report, Save
+from kinfuse_ray.trial import BASE, INFUSE, base_done, phase_tokens, run_trial
 
 STEP_METRICS = (
     "retention", "retention_acc", "acquisition", "acquisition_acc", "val_loss", "train_loss",
@@ -40,30 +42,33 @@ STEP_METRICS = (
 )  # fmt: skip
 
 
-STATE_FILE = "state.pt"
 MAX_FAILURES = 3  # restarts of a trial (or of a Ray Train worker group) from its last checkpoint
 
 
 def checkpointing(report: Callable[..., None]) -> Report:
-    """`train`'s reporter for a Ray `report`: every training state goes out as a checkpoint, so
-    a trial restarted after a crash resumes from its last evaluation (`resume_state`)."""
+    """`train`'s reporter for a Ray `report`: every training state goes out as a checkpoint
+    (each rank writes its part into a folder of its own; Ray merges them in storage), so a
+    trial restarted after a crash resumes from its last evaluation (`resume_folder`)."""
 
-    def report_with_checkpoint(metrics: dict, state: dict | None) -> None:
-        if state is None:
+    def report_with_checkpoint(metrics: dict, save: Save | None) -> None:
+        if save is None:
             report(metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save(state, Path(tmp) / STATE_FILE)
+            save(Path(tmp))
             report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     return report_with_checkpoint
 
 
-def resume_state(checkpoint: tune.Checkpoint | None) -> dict | None:
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as path:
-        return torch.load(Path(path) / STATE_FILE, weights_only=True)
+@contextlib.contextmanager
+def resume_folder(saved: tune.Checkpoint | None) -> Iterator[Path | None]:
+    """The folder of a trial's last checkpoint (None: start from the beginning), while open."""
+    if saved is None:
+        yield None
+        return
+    with saved.as_directory() as path:
+        yield Path(path)
 
 
 def trial_key(trial: dict) -> str:
@@ -90,8 +95,10 @@ def tune_trial(config: dict, sweep: SweepConfig, bundle: DataBundle) -> None:
     if _uses_ray_train(sweep):
         final = _fit_with_ray_train(trial, sweep, bundle)
     else:
-        resume = resume_state(tune.get_checkpoint())
-        with LiveMetrics(sweep.name, trial["size"], trial["ratio"], trial["phase"]) as live:
+        with (
+            resume_folder(tune.get_checkpoint()) as resume,
+            LiveMetrics(sweep.name, trial["size"], trial["ratio"], trial["phase"]) as live,
+        ):
             report = checkpointing(live.wrap(tune.report))
             final = run_trial(trial, sweep, bundle, report, resume=resume)
     done.parent.mkdir(parents=True, exist_ok=True)
@@ -102,80 +109,93 @@ def tune_trial(config: dict, sweep: SweepConfig, bundle: DataBundle) -> None:
 
 def _fit_with_ray_train(trial: dict, sweep: SweepConfig, bundle: DataBundle) -> dict:
     from ray.train import CheckpointConfig as TrainCheckpointConfig
-    from ray.train import FailureConfig, Result, ScalingConfig
+    from ray.train import FailureConfig, ScalingConfig
     from ray.train import RunConfig as TrainRunConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    name, storage = f"{sweep.name}-{trial_key(trial)}", sweep.out / "train"
-    earlier = None  # a resumed sweep picks up the Train run's own last checkpoint
-    if (storage / name).exists():
-        try:
-            earlier = Result.from_path(str(storage / name)).checkpoint
-        except Exception:  # noqa: BLE001 - killed before Train wrote its first result
-            earlier = None
     gpu = {"GPU": 1} if sweep.train.use_gpu else {}
+    # A stable run name in a stable place: a run restarted by Tune or by a resumed sweep finds
+    # its own last checkpoint there (Train V2 restores it by itself; passing one is refused).
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"trial": trial, "sweep": sweep, "bundle": ray.put(bundle)},
+        train_loop_config={"trial": trial, "sweep": sweep, "bundle": bundle},
         scaling_config=ScalingConfig(
             num_workers=sweep.train.workers,
             use_gpu=sweep.train.use_gpu,
             resources_per_worker={"CPU": sweep.train.cpus_per_trial, **gpu},
         ),
         run_config=TrainRunConfig(
-            name=name,
-            storage_path=str(storage),
+            name=f"{sweep.name}-{trial_key(trial)}",
+            storage_path=str(sweep.out / "train"),
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=MAX_FAILURES),
             checkpoint_config=TrainCheckpointConfig(num_to_keep=2),
         ),
-        resume_from_checkpoint=earlier,
     )
     return trainer.fit().metrics
 
 
 def train_worker(config: dict) -> None:
     """One Ray Train worker: the same trial code as a single process, on its data-parallel
-    share, with the model wrapped in DDP (gloo on CPUs, NCCL on GPUs)."""
+    share of the trial (DDP or FSDP2 over the process group Ray Train set up: gloo on CPUs,
+    NCCL on GPUs)."""
     import ray.train
-    from ray.train.torch import prepare_model
+    import torch
+    from ray.train.torch import get_device
 
     context = ray.train.get_context()
-    dist = Dist(context.get_world_rank(), context.get_world_size())
-    trial, sweep, bundle = config["trial"], config["sweep"], ray.get(config["bundle"])
-    resume = resume_state(ray.train.get_checkpoint())
+    dist = Dist(context.get_world_rank(), context.get_world_size(), get_device())
+    trial, sweep, bundle = config["trial"], config["sweep"], config["bundle"]
     # Distinct Ray nodes among the workers (by node ID: nodes on one host share an IP).
     nodes = [None] * dist.world
     torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
     placement = {"n_nodes": len(set(nodes))}
 
     def with_placement(report: Report) -> Report:
-        return lambda metrics, state: report({**metrics, **placement}, state)
+        return lambda metrics, save: report({**metrics, **placement}, save)
 
-    if dist.rank:
-        report = with_placement(checkpointing(ray.train.report))
-        run_trial(trial, sweep, bundle, report, dist, prepare_model, resume)
-        return
-    with LiveMetrics(sweep.name, trial["size"], trial["ratio"], trial["phase"]) as live:
-        report = with_placement(checkpointing(live.wrap(ray.train.report)))
-        run_trial(trial, sweep, bundle, report, dist, prepare_model, resume)
+    with contextlib.ExitStack() as stack:
+        resume = stack.enter_context(resume_folder(ray.train.get_checkpoint()))
+        reporter = ray.train.report
+        if dist.rank == 0:  # one worker publishes the trial's live metrics
+            live = stack.enter_context(
+                LiveMetrics(sweep.name, trial["size"], trial["ratio"], trial["phase"])
+            )
+            reporter = live.wrap(reporter)
+        report = with_placement(checkpointing(reporter))
+        run_trial(trial, sweep, bundle, report, dist=dist, resume=resume)
 
 
 def _uses_ray_train(sweep: SweepConfig) -> bool:
     return sweep.train.workers > 1 or sweep.train.use_gpu
 
 
-def _concurrent_trainers(sweep: SweepConfig) -> int | None:
-    """Ray Train trials hold no CPU themselves, so Tune alone would start them all and their
-    worker groups would queue; start only as many as the cluster can run at once."""
-    if not _uses_ray_train(sweep):
-        return None  # each trial's own CPUs bound the concurrency
-    cluster = ray.cluster_resources()
-    fits = cluster.get("CPU", 1) // (sweep.train.workers * sweep.train.cpus_per_trial)
-    if sweep.train.use_gpu:
-        fits = min(fits, cluster.get("GPU", 0) // sweep.train.workers)
-    return max(1, int(fits))
+class TrainerCapacity:
+    """How many Ray Train trials may be in flight. Their Tune trials hold no CPU themselves, so
+    Tune alone would start them all and their worker groups would queue; this counts what the
+    cluster fits now (re-read at most every `refresh_s`, so nodes that join are used) or takes
+    the sweep's `ray.concurrent_trials`."""
+
+    def __init__(self, sweep: SweepConfig, refresh_s: float = 5.0):
+        self.fixed = sweep.ray.concurrent_trials
+        self.workers, self.cpus = sweep.train.workers, sweep.train.cpus_per_trial
+        self.gpu, self.refresh_s = sweep.train.use_gpu, refresh_s
+        self.value, self.read_at = 1, -math.inf
+
+    def __call__(self) -> int:
+        if self.fixed:
+            return self.fixed
+        if time.monotonic() - self.read_at >= self.refresh_s:
+            cluster = ray.cluster_resources()
+            fits = cluster.get("CPU", 0) // (self.workers * self.cpus)
+            if self.gpu:
+                fits = min(fits, cluster.get("GPU", 0) // self.workers)
+            self.value, self.read_at = max(1, int(fits)), time.monotonic()
+        return self.value
+
+    def __getstate__(self) -> dict:  # saved with the searcher: re-read the cluster on resume
+        return {**self.__dict__, "read_at": -math.inf}
 
 
 class MlflowTrials(tune.Callback):
@@ -326,13 +346,14 @@ def _run_trials(
         tuner = tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
         tuner._local_tuner.get_run_config().callbacks = [callback]
     else:
-        search = LadderSearch(_strategies(sweep), sweep.n_params, sweep.train.tokens, base)
+        search = LadderSearch(
+            _strategies(sweep), sweep.n_params, sweep.train.tokens, base, _capacity(sweep)
+        )
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=search,
                 num_samples=-1,  # the searcher says when the sweep is complete
-                max_concurrent_trials=_concurrent_trainers(sweep),
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
@@ -415,11 +436,18 @@ def _start_ray(sweep: SweepConfig) -> bool:
     return True
 
 
+def _capacity(sweep: SweepConfig) -> TrainerCapacity | None:
+    """The bound on trials in flight, for Ray Train trials; None: each trial's own CPUs bound
+    how many Tune runs at once."""
+    return TrainerCapacity(sweep) if _uses_ray_train(sweep) else None
+
+
 def _slots(sweep: SweepConfig) -> int:
-    """How many trials run at once."""
-    return _concurrent_trainers(sweep) or max(
-        1, int(ray.cluster_resources().get("CPU", 1)) // sweep.train.cpus_per_trial
-    )
+    """How many trials run at once (now: for the progress estimate)."""
+    capacity = _capacity(sweep)
+    if capacity is not None:
+        return capacity()
+    return max(1, int(ray.cluster_resources().get("CPU", 1)) // sweep.train.cpus_per_trial)
 
 
 def _check_resumable(sweep: SweepConfig) -> None:
@@ -503,8 +531,7 @@ def run_sweep(
         base = [
             s.name
             for s in sweep.ladder
-            if sweep.train.schedule is Schedule.continued
-            and not base_checkpoint(sweep, s.name).exists()
+            if sweep.train.schedule is Schedule.continued and not base_done(sweep, s.name)
         ]
         finished = [r for r in tracker.child_runs(parent).values() if r.info.status == "FINISHED"]
         progress = _progress(sweep, base, finished)

@@ -8,24 +8,29 @@ outside leaks Ray Train placement groups; see the platform notes).
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
+from kinfuse_ray import checkpoint
 from kinfuse_ray.config import EvalConfig, TrainConfig
 from kinfuse_ray.data import DataBundle
+from kinfuse_ray.hardware import peak_flops
 from kinfuse_ray.metrics import accuracy, chance_corrected, validation_loss
 from kinfuse_ray.mixing import Stream
+from kinfuse_ray.parallel import SINGLE, Dist, Metrics, unwrap
 
-Metrics = dict[str, float]
-# report(metrics, state): `state` is what `train(resume=...)` needs to carry on from this
-# evaluation (rank 0 only, else None); the orchestration layer decides where it is kept. It
-# holds live tensors: persist it before returning.
-Report = Callable[[Metrics, dict | None], None]
+# report(metrics, save): `save(folder)` writes what `train(resume=...)` needs to carry on from
+# this evaluation (None once the run has ended); the orchestration layer decides where. Under a
+# process group it is collective: every rank gets one and must call it.
+Save = Callable[[Path], None]
+Report = Callable[[Metrics, Save | None], None]
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -35,12 +40,15 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
 
 
 def evaluate(model: torch.nn.Module, bundle: DataBundle, evals: EvalConfig) -> Metrics:
+    """Retention, acquisition and validation loss, `evals.batch_tokens` tokens a forward pass.
+    `model` is the plain (or FSDP-sharded) module, not a DDP or torch.compile wrapper."""
     model.eval()
-    retention = accuracy(model, bundle.retention, bundle.eos_id)
-    acquisition = accuracy(model, bundle.acquisition, bundle.eos_id)
+    batch = evals.batch_tokens
+    retention = accuracy(model, bundle.retention, bundle.eos_id, batch)
+    acquisition = accuracy(model, bundle.acquisition, bundle.eos_id, batch)
     n = bundle.seq_len
     val = torch.from_numpy(bundle.val[: evals.val_sequences * n].astype(np.int64)).view(-1, n)
-    loss = validation_loss(model, val)
+    loss = validation_loss(model, val, batch)
     model.train()
     return {
         "retention_acc": retention,
@@ -67,50 +75,20 @@ class CollapseWatch:
         return self.strikes >= self.patience
 
 
-@dataclass(frozen=True)
-class Dist:
-    """This process's place among a trial's data-parallel workers (rank 0 of 1 when alone)."""
-
-    rank: int = 0
-    world: int = 1
-
-    def mean(self, metrics: Metrics) -> Metrics:
-        """Average metrics over ranks, so every rank reports and decides on the same numbers."""
-        if self.world == 1:
-            return metrics
-        keys = sorted(metrics)
-        values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
-        torch.distributed.all_reduce(values)
-        return dict(zip(keys, (values / self.world).tolist(), strict=True))
-
-    def replica_spread(self, model: torch.nn.Module) -> float:
-        """max - min over ranks of a parameter checksum: 0 while DDP keeps replicas in sync."""
-        with torch.no_grad():
-            checksum = sum(p.double().sum() for p in model.parameters()).reshape(1).cpu()
-        high, low = checksum.clone(), -checksum
-        torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
-        torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MAX)
-        return float(high + low)
-
-
-SINGLE = Dist()  # a trial with one worker
-
-# Dense bf16 peak FLOP/s per GPU, by device name, for model FLOPs utilisation.
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
-
-
-def peak_flops(device: torch.device) -> float | None:
+def device_peak_flops(device: torch.device, cfg: TrainConfig) -> float | None:
+    """The GPU's dense bf16 peak for MFU; None on CPUs and on GPUs we do not know (said once)."""
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_BF16.items() if key in name), None)
+    peak = peak_flops(name, cfg.peak_tflops)
+    if peak is None:
+        print(f"kinfuse: unknown GPU '{name}': no MFU (set train.peak_tflops)", flush=True)
+    return peak
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain model inside DDP and torch.compile wrappers (its state dict has no prefixes)."""
-    while hasattr(model, "_orig_mod") or hasattr(model, "module"):
-        model = getattr(model, "_orig_mod", None) or model.module
-    return model
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def train(
@@ -121,6 +99,7 @@ def train(
     cfg: TrainConfig,
     evals: EvalConfig,
     report: Report,
+    *,
     watch: CollapseWatch | None = None,
     dist: Dist = SINGLE,
     resume: dict | None = None,
@@ -128,12 +107,12 @@ def train(
 ) -> Metrics:
     """Train on `stream` in order, `cfg.batch_size` sequences a step across all ranks (each rank
     reads only its share of a step's rows); evaluate every `evals.every_tokens` tokens and at
-    the end; return the last metrics. LR warms up again from zero (continued pretraining). `resume`, a state reported earlier by
-    this same run (model and optimizer already loaded by the caller), continues from that
-    evaluation exactly as if the run had never stopped. Each rank's share of a step runs in
-    micro-batches of `cfg.micro_batch_size` sequences whose gradients accumulate, so the global
-    batch is the same whatever the worker count; with `flops_per_token` the model FLOPs
-    utilisation is reported on GPUs."""
+    the end; return the last metrics. LR warms up again from zero (continued pretraining).
+    `resume`, the progress of a checkpoint this same run saved (model and optimizer already
+    loaded by the caller), continues from that evaluation exactly as if the run had never
+    stopped. Each rank's share of a step runs in micro-batches of `cfg.micro_batch_size`
+    sequences whose gradients accumulate, so the global batch is the same whatever the worker
+    count; with `flops_per_token` the model FLOPs utilisation is reported on known GPUs."""
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] = cfg.lr
     batch_size = cfg.batch_size // dist.world
@@ -145,59 +124,71 @@ def train(
         num_training_steps=n_steps,
         min_lr_rate=cfg.min_lr_fraction,
     )
-    start, tokens, train_seconds = 0, 0, 0.0
+    start, tokens, train_seconds, eval_seconds = 0, 0, 0.0, 0.0
     if resume is not None:
         scheduler.load_state_dict(resume["scheduler"])
         for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
             group["lr"] = lr
-        start, tokens, train_seconds = resume["step"], resume["tokens"], resume["train_seconds"]
+        start, tokens = resume["step"], resume["tokens"]
+        train_seconds, eval_seconds = resume["train_seconds"], resume["eval_seconds"]
         if watch:
             watch.strikes = resume["strikes"]
-    device = next(model.parameters()).device
+    device = dist.device
     # bf16 autocast on GPUs; CPUs train in fp32 (their bf16 matmuls are slower, not faster).
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
-    peak = peak_flops(device) if flops_per_token else None
+    peak = device_peak_flops(device, cfg) if flops_per_token else None
     eval_every = max(1, evals.every_tokens // (cfg.batch_size * stream.seq_len))
-    losses: list[float] = []
+    plain = unwrap(model)  # evaluation needs neither DDP's hooks nor recompilation
+    saved = getattr(
+        model, "_orig_mod", model
+    )  # checkpoints name parameters without compile's prefix
+    losses: list[torch.Tensor] = []  # per step, on the device: no host sync per step
     metrics: Metrics = {}
     first_step_at = time.time()  # wall clock, so the driver can tell how long start-up took
     model.train()
+    segment_began = time.perf_counter()
     for step in range(start + 1, n_steps + 1):
-        began = time.perf_counter()
         first = (step - 1) * cfg.batch_size + dist.rank * batch_size
         rows = stream.rows(first, first + batch_size)
         chunks = [rows[i : i + micro] for i in range(0, len(rows), micro)]
-        loss_sum = 0.0
+        step_loss = torch.zeros((), device=device)
         for i, chunk in enumerate(chunks):
-            batch = torch.from_numpy(chunk.astype(np.int64)).to(device)
+            batch = torch.from_numpy(chunk.astype(np.int64)).to(device, non_blocking=True)
             # DDP all-reduces gradients on the last micro-batch only.
             sync = i == len(chunks) - 1 or not hasattr(model, "no_sync")
             with autocast, contextlib.nullcontext() if sync else model.no_sync():
                 loss = model(input_ids=batch, labels=batch).loss * (len(chunk) / len(rows))
             loss.backward()
-            loss_sum += loss.item()
+            step_loss += loss.detach()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        train_seconds += time.perf_counter() - began
         tokens += rows.size * dist.world
-        losses.append(loss_sum)
+        losses.append(step_loss)
         if step % eval_every and step != n_steps:
             continue
+        _synchronize(device)
+        train_seconds += time.perf_counter() - segment_began
+        eval_began = time.perf_counter()
+        evaluated = evaluate(plain, bundle, evals)
+        eval_seconds += time.perf_counter() - eval_began
         metrics = dist.mean(
             {
-                **evaluate(model, bundle, evals),
-                "train_loss": float(np.mean(losses)),
+                **evaluated,
+                "train_loss": float(torch.stack(losses).double().mean()),
                 "tokens": tokens,
                 "tokens_per_s": tokens / train_seconds,
+                "eval_share": eval_seconds / (eval_seconds + train_seconds),
                 "lr": scheduler.get_last_lr()[0],
                 "stopped_early": 0.0,
                 "first_step_at": first_step_at,
             }
         )
-        if dist.world > 1:
+        if isinstance(saved, torch.nn.parallel.DistributedDataParallel):
             metrics["replica_spread"] = dist.replica_spread(model)
+        if device.type == "cuda":
+            metrics["gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         if peak:
             metrics["mfu"] = metrics["tokens_per_s"] * flops_per_token / (peak * dist.world)
         if resume is not None:
@@ -206,18 +197,21 @@ def train(
         past_minimum = step >= evals.early_stop_after * n_steps
         stop = bool(watch and past_minimum and watch.collapsed(metrics["retention"]))
         metrics["stopped_early"] = float(stop)
-        state = None
-        if dist.rank == 0 and not stop and step != n_steps:  # a finished run needs no resume
-            state = {
-                "model": unwrap(model).state_dict(),
-                "optimizer": optimizer.state_dict(),
+        save = None
+        if not stop and step != n_steps:  # a finished run needs no resume
+            progress = {
                 "scheduler": scheduler.state_dict(),
                 "step": step,
                 "tokens": tokens,
                 "train_seconds": train_seconds,
+                "eval_seconds": eval_seconds,
                 "strikes": watch.strikes if watch else 0,
             }
-        report(metrics, state)
+            save = functools.partial(
+                checkpoint.save, model=saved, optimizer=optimizer, progress=progress
+            )
+        report(metrics, save)
         if stop:
             return metrics
+        segment_began = time.perf_counter()
     return metrics

@@ -9,17 +9,18 @@ Phases:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from kinfuse_ray import checkpoint
 from kinfuse_ray.config import Schedule, SweepConfig
 from kinfuse_ray.data import DataBundle
 from kinfuse_ray.mixing import Stream
-from kinfuse_ray.model import build_model, flops_per_token
-from kinfuse_ray.train import SINGLE, CollapseWatch, Dist, Metrics, Report, make_optimizer, train
+from kinfuse_ray.model import build_model
+from kinfuse_ray.parallel import SINGLE, Dist, parallelize
+from kinfuse_ray.plan import flops_per_token
+from kinfuse_ray.train import CollapseWatch, Metrics, Report, make_optimizer, train
 
 BASE, INFUSE = "base", "infuse"
 
@@ -30,7 +31,13 @@ def phase_tokens(sweep: SweepConfig, phase: str) -> int:
 
 
 def base_checkpoint(sweep: SweepConfig, size: str) -> Path:
-    return sweep.out / "base" / f"{size}.pt"
+    """The folder of a size's base run: its final weights and optimizer state (sharded as the
+    run was) and, in its progress file, its final metrics."""
+    return sweep.out / "base" / size
+
+
+def base_done(sweep: SweepConfig, size: str) -> bool:
+    return checkpoint.is_complete(base_checkpoint(sweep, size))
 
 
 def run_trial(
@@ -38,46 +45,44 @@ def run_trial(
     sweep: SweepConfig,
     bundle: DataBundle,
     report: Report,
+    *,
     dist: Dist = SINGLE,
-    prepare: Callable[[torch.nn.Module], torch.nn.Module] = lambda model: model,
-    resume: dict | None = None,
+    resume: Path | None = None,
 ) -> Metrics:
     """Train one trial described by `config` ({"phase", "size", "ratio"}); return final metrics.
-    Under Ray Train every worker runs this with its `dist` place and Ray's `prepare_model`.
-    `resume` is a state this trial reported before it was interrupted."""
-    torch.set_num_threads(sweep.train.cpus_per_trial)
-    phase, size, ratio = config["phase"], sweep.size(config["size"]), float(config["ratio"])
+    Under Ray Train every worker runs this with its `dist` place (a process group set up).
+    `resume` is a checkpoint folder this trial saved before it was interrupted."""
+    size = sweep.size(config["size"])
+    phase, ratio, cfg = config["phase"], float(config["ratio"]), sweep.train_for(size.name)
+    torch.set_num_threads(cfg.cpus_per_trial)
     load = sweep.knowledge_load(sweep.n_params[size.name])
     bundle = bundle.for_load(*load, sweep.eval, sweep.seed)
     torch.manual_seed(sweep.seed)
     model = build_model(size, bundle.vocab_size, bundle.seq_len, bundle.eos_id)
-    base = None
-    if phase == INFUSE and sweep.train.schedule is Schedule.continued:
-        base = torch.load(base_checkpoint(sweep, size.name), weights_only=True)
-    start = resume or base
-    if start is not None:
-        model.load_state_dict(start["model"])
-    trained = prepare(model)  # the same parameters, wrapped for DDP and placed on a device
-    if sweep.train.compile:
-        trained = torch.compile(trained)
-    optimizer = make_optimizer(model, sweep.train_for(size.name))
-    if start is not None:
-        optimizer.load_state_dict(start["optimizer"])  # moves its state to the parameters' device
+    model = parallelize(model, dist, cfg.parallelism, cfg.activation_checkpointing)
+    optimizer = make_optimizer(model, cfg)
+    continued = phase == INFUSE and sweep.train.schedule is Schedule.continued
+    base = base_checkpoint(sweep, size.name)
+    progress = None
+    if resume is not None:
+        progress = checkpoint.load(resume, model, optimizer)
+    elif continued:
+        checkpoint.load(base, model, optimizer)
     watch = None
-    if base is not None:
+    if continued:
         ev = sweep.eval
-        watch = CollapseWatch(
-            base["metrics"]["retention"], ev.early_stop_below, ev.early_stop_patience
-        )
+        base_retention = checkpoint.read_progress(base)["metrics"]["retention"]
+        watch = CollapseWatch(base_retention, ev.early_stop_below, ev.early_stop_patience)
+    trained = torch.compile(model) if cfg.compile else model
 
-    batch_tokens = sweep.train.batch_size * bundle.seq_len
+    batch_tokens = cfg.batch_size * bundle.seq_len
     n_steps = -(-phase_tokens(sweep, phase) // batch_tokens)  # whole global batches
     stream = Stream(
         bundle.corpus,
         bundle.general_facts,
         bundle.domain_facts,
         ratio,
-        n_steps * sweep.train.batch_size,
+        n_steps * cfg.batch_size,
         bundle.seq_len,
         sweep.data.general_fact_share,
         seed=sweep.seed + (0 if phase == BASE else 1),
@@ -92,19 +97,14 @@ def run_trial(
         optimizer,
         stream,
         bundle,
-        sweep.train_for(size.name),
+        cfg,
         sweep.eval,
-        lambda metrics, state: report({**metrics, **context}, state),
-        watch,
-        dist,
-        resume,
-        flops_per_token(size, bundle.vocab_size, bundle.seq_len),
+        lambda metrics, save: report({**metrics, **context}, save),
+        watch=watch,
+        dist=dist,
+        resume=progress,
+        flops_per_token=flops_per_token(size, bundle.vocab_size, bundle.seq_len),
     )
-    if phase == BASE and dist.rank == 0:
-        path = base_checkpoint(sweep, size.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "metrics": final}
-        torch.save(state, tmp)
-        tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint behind
+    if phase == BASE:  # every rank writes its part; progress.json last marks it whole
+        checkpoint.save(base, model, optimizer, {"metrics": final})
     return {**final, **context}

@@ -1,10 +1,9 @@
 """The same sweep file and seed give the same data stream and, on CPU, the same metrics; a trial
 resumed from a mid-run state ends exactly where an uninterrupted one does."""
 
-import copy
-
 import numpy as np
 
+from kinfuse_ray.checkpoint import read_progress
 from kinfuse_ray.config import parse_sweep
 from kinfuse_ray.data import build_bundle
 from kinfuse_ray.mixing import Stream
@@ -23,15 +22,22 @@ TRIAL = {"phase": "infuse", "size": "a", "ratio": 0.5}
 
 
 def run(sweep, bundle, resume=None):
-    reports = []  # the state holds live tensors: keep a copy, as a checkpoint on disk would
-    final = run_trial(
-        TRIAL, sweep, bundle, lambda m, s: reports.append((m, copy.deepcopy(s))), resume=resume
-    )
+    """Final metrics and [(metrics, checkpoint folder or None)] of every evaluation."""
+    reports = []
+
+    def report(metrics, save):
+        folder = None
+        if save is not None:  # written now, as the orchestration layer would
+            folder = sweep.out / "checkpoints" / f"{id(reports)}-{len(reports)}"
+            save(folder)
+        reports.append((metrics, folder))
+
+    final = run_trial(TRIAL, sweep, bundle, report, resume=resume)
     return final, reports
 
 
 def metrics_only(metrics):
-    timing = {"tokens_per_s", "first_step_at"}
+    timing = {"tokens_per_s", "first_step_at", "eval_share"}
     return {k: v for k, v in metrics.items() if k not in timing}
 
 
@@ -57,13 +63,12 @@ def test_a_trial_resumed_from_its_state_ends_where_the_uninterrupted_one_does(tm
     sweep = parse_sweep({**SWEEP, "output_dir": str(tmp_path)})
     bundle = build_bundle(sweep.data, sweep.eval, sweep.seed)
     final, reports = run(sweep, bundle)
-    metrics, state = reports[1]  # as if killed after the second evaluation
-    assert state is not None and state["tokens"] == metrics["tokens"]
+    metrics, folder = reports[1]  # as if killed after the second evaluation
+    assert folder is not None and read_progress(folder)["tokens"] == metrics["tokens"]
     assert reports[-1][1] is None  # a finished run leaves no state to resume from
-    resumed, resumed_reports = run(sweep, bundle, resume=state)
-    assert (
-        len(resumed_reports) == len(reports) - 2 and resumed["resumed_at_tokens"] == state["tokens"]
-    )
+    resumed, resumed_reports = run(sweep, bundle, resume=folder)
+    assert len(resumed_reports) == len(reports) - 2
+    assert resumed["resumed_at_tokens"] == metrics["tokens"]
     assert metrics_only({**resumed, "resumed_at_tokens": None}) == metrics_only(
         {**final, "resumed_at_tokens": None}
     )
@@ -84,7 +89,8 @@ def test_gradient_accumulation_keeps_the_global_batch(tmp_path):
 
 def test_flops_per_token_counts_the_matmuls():
     from kinfuse_ray.config import ModelSize
-    from kinfuse_ray.model import count_non_embedding_params, flops_per_token
+    from kinfuse_ray.model import count_non_embedding_params
+    from kinfuse_ray.plan import flops_per_token
 
     size = ModelSize(name="m", hidden_size=768, n_layers=12, n_heads=12)
     n = count_non_embedding_params(size, 50_000, 2048)

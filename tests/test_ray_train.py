@@ -17,7 +17,7 @@ def test_two_worker_trials_stay_in_sync_and_reach_mlflow(tmp_path):
     summary = json.loads((tmp_path / "runs" / "ddp" / "summary.json").read_text())
     assert [t["ratio"] for t in summary["trials"]] == [0.5]
     assert summary["trials"][0]["tokens_trained"] >= 30_000 - 2 * 64  # whole sequences per rank
-    assert (tmp_path / "runs" / "ddp" / "base" / "a.pt").exists()  # written by rank 0 only
+    assert (tmp_path / "runs" / "ddp" / "base" / "a" / "progress.json").exists()
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("ddp")

@@ -33,7 +33,7 @@ def test_micro_sweep_records_every_trial_and_writes_the_summary(micro_sweep):
         assert -1 / 3 - 1e-9 <= trial["retention"] <= 1 and trial["tokens_per_s"] > 0
         assert trial["exposures_per_fact"] > 0
     assert (out / "retention_vs_ratio.png").stat().st_size > 10_000
-    assert len(list((out / "base").glob("*.pt"))) == 3
+    assert len(list((out / "base").glob("*/progress.json"))) == 3
 
     client, runs = runs_of(tmp_path)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -94,9 +94,10 @@ def test_law_from_mlflow_matches_the_sweep_and_the_cli_predicts(micro_sweep):
 def test_a_failing_sweep_leaves_no_run_open(tmp_path):
     """A corrupt base checkpoint makes the infusion trial fail (after Tune's retries): the sweep
     exits non-zero with one line, and every MLflow run it opened ends FAILED or FINISHED."""
-    base = tmp_path / "runs" / "micro" / "base"
+    base = tmp_path / "runs" / "micro" / "base" / "a"
     base.mkdir(parents=True)
-    (base / "a.pt").write_bytes(b"not a checkpoint")
+    (base / "progress.json").write_text('{"metrics": {"retention": 0.5}}')
+    (base / ".metadata").write_bytes(b"not a checkpoint")
     one_trial = MICRO.replace(f"ratios: {list(MICRO_RATIOS)}", "ratios: [0.5]")
     one_trial = "\n".join(
         line for line in one_trial.splitlines() if "name: b" not in line and "name: c" not in line

@@ -1,0 +1,77 @@
+"""Training state on disk: model and optimizer through PyTorch Distributed Checkpoint (DCP),
+the loop's progress (step, tokens, LR schedule, ...) as JSON beside it.
+
+A checkpoint is a folder. Under FSDP2 each rank writes only its own shards (no rank ever holds
+the whole state); under DDP a replicated tensor is written once; a single process writes it
+all. Loading puts every tensor on the device its parameter lives on, whatever device the
+writer had, and reshards when the world size changed. Under a process group both functions are
+collective: every rank calls them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+PROGRESS = "progress.json"
+
+
+def save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: dict):
+    """Write `model` and `optimizer` (sharded as they are) and `progress` (JSON) to the folder
+    `path`. `progress.json` is written last, by rank 0, atomically: a folder that has it is a
+    whole checkpoint."""
+    path.mkdir(parents=True, exist_ok=True)
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optim_state}
+    with _single_process_is_intended():
+        dcp.save(state, checkpoint_id=str(path), no_dist=not _grouped())
+    if not _grouped() or torch.distributed.get_rank() == 0:
+        write_json_atomic(path / PROGRESS, progress)
+
+
+def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Load a checkpoint written by `save` into `model` and `optimizer` in place (onto their own
+    devices and shards); return its progress."""
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optim_state}
+    with _single_process_is_intended():
+        dcp.load(state, checkpoint_id=str(path), no_dist=not _grouped())
+    set_state_dict(
+        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
+    )
+    return read_progress(path)
+
+
+def read_progress(path: Path) -> dict:
+    return json.loads((path / PROGRESS).read_text())
+
+
+def is_complete(path: Path) -> bool:
+    return (path / PROGRESS).exists()
+
+
+def write_json_atomic(path: Path, value: object) -> None:
+    """Write JSON to `path` through a temporary file and a rename: whole or absent, never half."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(value))
+    tmp.replace(path)
+
+
+def _grouped() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+@contextlib.contextmanager
+def _single_process_is_intended() -> Iterator[None]:
+    """DCP warns whenever it runs without a process group; a one-worker trial means it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+        yield

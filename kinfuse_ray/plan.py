@@ -1,0 +1,237 @@
+"""What a sweep will cost before a GPU is rented: per rung the parameters, the memory per GPU,
+throughput at an assumed MFU, GPU-hours per trial and checkpoint size; for the sweep the GPU-hours
+and storage of a grid and of the expected bisection. Arithmetic only (no torch).
+
+Memory per GPU, for AdamW with fp32 master weights:
+- states: weights 4 B/param, gradients 4, optimizer 8 (exp_avg, exp_avg_sq); FSDP shards all
+  three over the workers and adds two unsharded layers in flight (bf16 weights, fp32 grads);
+  DDP adds the bf16 weight copies autocast keeps during a forward on GPUs.
+- activations of one micro-batch, counted from what a LLaMA decoder layer saves for backward
+  under SDPA attention (no seq^2 term): per token and layer, about 4 fp32 hidden-size tensors
+  in the two RMSNorms and 12 (GPU: bf16, + 2 input casts) hidden-size and 4 FFN-size tensors
+  in attention and the SwiGLU MLP. Activation checkpointing keeps one fp32 hidden-size tensor
+  per layer and recomputes one layer at a time. The LM head's logits add (act + 12) B per
+  token and vocabulary entry (bf16 logits, their fp32 upcast, log-softmax and its gradient).
+- 10% for the allocator's fragmentation.
+`benchmarks/plan_memory.py` checks the estimate against measured peaks on CPU (fp32), and
+`benchmarks/gpu_check.py` against `torch.cuda.max_memory_allocated` on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from kinfuse_ray.config import ModelSize, SweepConfig
+from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.hardware import GPUS
+
+GIB = 2**30
+FRAGMENTATION = 1.10
+FITS_BELOW = 0.92  # of the card's memory: room for the CUDA context and NCCL buffers
+DEFAULT_MFU = 0.40
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    total: int
+    non_embedding: int
+    per_layer: int
+
+
+def param_count(size: ModelSize, vocab_size: int) -> ParamCount:
+    """Parameters of the LLaMA decoder `model.build_model` makes (tied embeddings, no biases):
+    counted from the shape, so no framework is needed."""
+    h, f = size.hidden_size, size.ffn_size
+    per_layer = 4 * h * h + 3 * h * f + 2 * h  # q, k, v, o; gate, up, down; two RMSNorms
+    non_embedding = size.n_layers * per_layer + h  # + the final norm
+    return ParamCount(non_embedding + vocab_size * h, non_embedding, per_layer)
+
+
+def flops_per_token(size: ModelSize, vocab_size: int, seq_len: int) -> float:
+    """Training FLOPs per token (forward and backward): 6 x the matmul parameters (LM head
+    included) plus the attention scores (Kaplan et al.; PaLM appendix B)."""
+    matmul_params = param_count(size, vocab_size).non_embedding + vocab_size * size.hidden_size
+    return 6.0 * matmul_params + 12.0 * size.n_layers * size.hidden_size * seq_len
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes per GPU (or per CPU worker) of one rung's training step."""
+
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+
+    @property
+    def total(self) -> float:
+        return (self.weights + self.gradients + self.optimizer + self.activations) * FRAGMENTATION
+
+
+def training_memory(
+    size: ModelSize,
+    vocab_size: int,
+    seq_len: int,
+    micro_batch: int,
+    workers: int = 1,
+    parallelism: str = "ddp",
+    activation_checkpointing: bool = False,
+    gpu: bool = True,
+) -> Memory:
+    """Peak memory of a training step per worker (see the module docstring for the model)."""
+    params = param_count(size, vocab_size)
+    shards = workers if parallelism == "fsdp" else 1
+    weights, gradients, optimizer = 4 * params.total, 4 * params.total, 8 * params.total
+    weights, gradients, optimizer = weights / shards, gradients / shards, optimizer / shards
+    if parallelism == "fsdp" and workers > 1:
+        weights += 2 * params.per_layer * 2  # two layers gathered in bf16 (one prefetched)
+        gradients += 2 * params.per_layer * 4
+    elif gpu:
+        weights += 2 * params.total  # autocast's bf16 weight copies
+    act = 2 if gpu else 4  # bytes of a matmul output: bf16 under autocast, fp32 on CPUs
+    h, f, tokens = size.hidden_size, size.ffn_size, micro_batch * seq_len
+    layer = 4 * 4 * h + act * (12 * h + 4 * f) + (2 * act * h if gpu else 0)
+    # Checkpointing keeps each layer's fp32 input and recomputes one layer at a time.
+    layers = size.n_layers * 4 * h + layer if activation_checkpointing else size.n_layers * layer
+    logits = (act + 12) * vocab_size
+    return Memory(weights, gradients, optimizer, tokens * (layers + logits + 4 * h))
+
+
+@dataclass(frozen=True)
+class RungPlan:
+    name: str
+    params: ParamCount
+    parallelism: str
+    activation_checkpointing: bool
+    memory: Memory
+    tokens_per_s_per_gpu: float | None
+    base_gpu_hours: float | None
+    trial_gpu_hours: float | None
+    checkpoint_bytes: float
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    rungs: list[RungPlan]
+    gpu: str | None
+    mfu: float
+    grid_trials: int
+    bisect_trials: int
+    grid_gpu_hours: float | None
+    bisect_gpu_hours: float | None
+    storage_bytes: float
+
+
+def expected_bisection_steps(ratios: list[float], precision: float) -> int:
+    """Bisection steps in log r to narrow the widest bracket of the coarse pass to
+    hi / lo - 1 <= precision (a pessimistic expectation: the collapse may fall anywhere)."""
+    brackets = [math.log(hi / lo) for lo, hi in zip(ratios, ratios[1:], strict=False) if lo > 0]
+    if not brackets:
+        return 0
+    return max(0, math.ceil(math.log2(max(brackets) / math.log1p(precision))))
+
+
+def plan_sweep(sweep: SweepConfig, vocab_size: int, mfu: float = DEFAULT_MFU) -> SweepPlan:
+    """The plan of `sweep` on its `train.gpu` (memory only, no throughput, when none is named).
+    Raises KinfuseError naming the first rung that does not fit, and what to change."""
+    train, seq = sweep.train, sweep.data.seq_len
+    gpu = GPUS.get(train.gpu) if train.gpu else None
+    on_gpu = train.use_gpu or gpu is not None
+    rungs = []
+    for size in sweep.ladder:
+        cfg = sweep.train_for(size.name)
+        micro = cfg.micro_batch_size or cfg.batch_size // cfg.workers
+        memory = training_memory(
+            size, vocab_size, seq, micro, cfg.workers, cfg.parallelism,
+            cfg.activation_checkpointing, gpu=on_gpu,
+        )  # fmt: skip
+        if gpu is not None and memory.total > FITS_BELOW * gpu.memory_bytes:
+            raise KinfuseError(
+                f"ladder rung '{size.name}' needs {memory.total / GIB:.1f} GiB per GPU, more "
+                f"than a {train.gpu} offers ({FITS_BELOW * gpu.memory_gib:.1f} GiB usable): "
+                + _advice(cfg.parallelism, cfg.activation_checkpointing, micro)
+            )
+        speed = mfu * gpu.peak_bf16 / flops_per_token(size, vocab_size, seq) if gpu else None
+        base_hours = train.base_tokens / speed / 3600 if speed else None
+        trial_hours = train.tokens / speed / 3600 if speed else None
+        params = param_count(size, vocab_size)
+        rungs.append(
+            RungPlan(
+                size.name, params, cfg.parallelism, cfg.activation_checkpointing, memory, speed,
+                base_hours, trial_hours, 12.0 * params.total,
+            )
+        )  # fmt: skip
+    n_sizes = len(sweep.ladder)
+    grid = n_sizes * len(sweep.ratios)
+    steps = expected_bisection_steps(sweep.ratios, sweep.search.precision)
+    bisect = n_sizes * (len(sweep.ratios) + steps)
+
+    def gpu_hours(trials_per_size: int) -> float | None:
+        if any(r.trial_gpu_hours is None for r in rungs):
+            return None
+        return sum(r.base_gpu_hours + trials_per_size * r.trial_gpu_hours for r in rungs)
+
+    # Storage: every base checkpoint, and Ray Train's two kept checkpoints of each trial.
+    per_size = [r.checkpoint_bytes for r in rungs]
+    storage = sum(per_size) * (1 + 2 * (len(sweep.ratios) + steps))
+    return SweepPlan(
+        rungs, train.gpu, mfu, grid, bisect, gpu_hours(len(sweep.ratios)),
+        gpu_hours(len(sweep.ratios) + steps), storage,
+    )  # fmt: skip
+
+
+def _advice(parallelism: str, checkpointing: bool, micro: int) -> str:
+    if parallelism == "ddp":
+        return "set parallelism: fsdp on the rung (shards weights, gradients and optimizer state)"
+    if not checkpointing:
+        return "set activation_checkpointing: true on the rung"
+    if micro > 1:
+        return "lower train.micro_batch_size"
+    return "add workers per trial (train.workers) or name a GPU with more memory"
+
+
+def render(plan: SweepPlan, sweep: SweepConfig) -> str:
+    """The plan as the terminal shows it."""
+    gpu = plan.gpu or "no train.gpu named: memory only"
+    lines = [
+        f"plan for '{sweep.name}': {sweep.train.workers} worker(s) per trial on {gpu}; "
+        f"throughput at an assumed {plan.mfu:.0%} MFU",
+        f"{'rung':<8} {'params':>8} {'non-emb':>8} {'mode':<7} {'weights':>8} {'grads':>7} "
+        f"{'optim':>7} {'activ':>7} {'total':>8} {'tok/s/GPU':>10} {'GPU-h/trial':>11} "
+        f"{'ckpt':>8}",
+    ]
+    for r in plan.rungs:
+        m = r.memory
+        mode = r.parallelism + ("+ac" if r.activation_checkpointing else "")
+        speed = f"{r.tokens_per_s_per_gpu:,.0f}" if r.tokens_per_s_per_gpu else "-"
+        hours = f"{r.trial_gpu_hours:,.0f}" if r.trial_gpu_hours is not None else "-"
+        lines.append(
+            f"{r.name:<8} {_count(r.params.total):>8} {_count(r.params.non_embedding):>8} "
+            f"{mode:<7} {_gib(m.weights):>8} {_gib(m.gradients):>7} {_gib(m.optimizer):>7} "
+            f"{_gib(m.activations):>7} {_gib(m.total):>8} {speed:>10} {hours:>11} "
+            f"{_gib(r.checkpoint_bytes):>8}"
+        )
+    lines.append("memory in GiB per GPU (total: +10% fragmentation); ckpt: weights + AdamW state")
+    for label, trials, hours in (
+        ("grid", plan.grid_trials, plan.grid_gpu_hours),
+        ("bisection (expected)", plan.bisect_trials, plan.bisect_gpu_hours),
+    ):
+        cost = f", {hours:,.0f} GPU-hours with base runs" if hours is not None else ""
+        lines.append(f"{label}: {trials} infusion trials{cost}")
+    lines.append(
+        f"checkpoint storage, at most: {plan.storage_bytes / 1e12:.2f} TB "
+        "(base runs, and two per trial until the sweep ends)"
+    )
+    return "\n".join(lines)
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:.1f}" if n >= 0.1 * GIB else f"{n / GIB:.3f}"
+
+
+def _count(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)

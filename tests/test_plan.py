@@ -1,0 +1,74 @@
+"""`kinfuse plan`: the GPU ladder fits the hardware its file names, a rung that cannot fit is
+refused with one line that says what to change, and the costs follow from the file."""
+
+import pytest
+
+from kinfuse_ray.config import ModelSize, load_sweep
+from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.plan import expected_bisection_steps, plan_sweep, training_memory
+
+from .conftest import REPO, kinfuse
+
+GPU_LADDER = REPO / "sweeps" / "gpu_ladder.yaml"
+
+
+def test_the_gpu_ladder_plan_fits_the_cluster_files_gpus(tmp_path):
+    proc = kinfuse(tmp_path, "plan", str(GPU_LADDER))
+    assert proc.returncode == 0, proc.stderr
+    names = [size.name for size in load_sweep(GPU_LADDER).ladder]
+    rows = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+    assert [row for row in rows if row in names] == names  # every rung planned, none refused
+    assert "bisection (expected)" in proc.stdout and "GPU-hours" in proc.stdout
+
+
+def test_a_rung_that_cannot_fit_is_refused_with_what_to_change(tmp_path):
+    text = GPU_LADDER.read_text()
+    unsharded = text.replace(
+        "parallelism: fsdp,\n     activation_checkpointing: true}", "parallelism: ddp}"
+    )
+    assert unsharded != text
+    (tmp_path / "ddp.yaml").write_text(unsharded)
+    proc = kinfuse(tmp_path, "plan", "ddp.yaml")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    line = proc.stderr.strip()
+    assert "\n" not in line and "l2.6b" in line and "parallelism: fsdp" in line
+
+
+def test_sharding_and_checkpointing_shrink_what_they_should():
+    size = ModelSize(name="m", hidden_size=2048, n_layers=24, n_heads=16)
+    ddp = training_memory(size, 32_000, 2048, 4, workers=8)
+    fsdp = training_memory(size, 32_000, 2048, 4, workers=8, parallelism="fsdp")
+    ac = training_memory(
+        size, 32_000, 2048, 4, workers=8, parallelism="fsdp", activation_checkpointing=True
+    )
+    assert fsdp.optimizer == pytest.approx(ddp.optimizer / 8)
+    assert fsdp.activations == ddp.activations
+    assert ac.activations < fsdp.activations / 4
+    assert ac.optimizer == fsdp.optimizer
+
+
+def test_bisection_steps_narrow_the_widest_bracket_to_the_precision():
+    # 0.2 -> 0.4 is a factor 2; halving log(2) until <= log(1.1): 2^-3 * 0.693 = 0.087 <= 0.095
+    assert expected_bisection_steps([0.1, 0.2, 0.4], 0.1) == 3
+    assert expected_bisection_steps([0.5], 0.1) == 0
+
+
+def test_gpu_hours_scale_with_tokens_and_mfu():
+    sweep = load_sweep(GPU_LADDER)
+    at_40 = plan_sweep(sweep, 32_000, mfu=0.4)
+    at_20 = plan_sweep(sweep, 32_000, mfu=0.2)
+    assert at_20.grid_gpu_hours == pytest.approx(2 * at_40.grid_gpu_hours)
+    doubled = sweep.model_copy(
+        update={"train": sweep.train.model_copy(update={"tokens": 2 * sweep.train.tokens})}
+    )
+    rung = plan_sweep(doubled, 32_000).rungs[0]
+    assert rung.trial_gpu_hours == pytest.approx(2 * at_40.rungs[0].trial_gpu_hours)
+
+
+def test_an_unknown_gpu_name_is_a_config_error(tmp_path):
+    proc = kinfuse(tmp_path, "plan", str(GPU_LADDER), "--set", "train.gpu=H900")
+    assert proc.returncode == 2
+    assert "train.gpu" in proc.stderr and "unknown gpu 'H900'" in proc.stderr
+    with pytest.raises(KinfuseError):
+        load_sweep(GPU_LADDER, ["train.gpu=H900"])
