@@ -4,6 +4,9 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+SYSTEM_STAMP := $(VENV)/.system-packages
+# Debian packages the tests use: a browser and its driver for the MLflow UI test.
+SYSTEM_PACKAGES := chromium chromium-driver
 
 .PHONY: quickstart test lint bench
 
@@ -13,10 +16,19 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(SYSTEM_STAMP):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  fi; \
+	else echo "note: not root with apt-get: install $(SYSTEM_PACKAGES) for every test to run"; fi
+	mkdir -p $(VENV) && touch $@
+
 quickstart: $(STAMP)
 	$(VENV)/bin/kinfuse sweep sweeps/quickstart.yaml
 
-test: $(STAMP)
+test: $(STAMP) $(SYSTEM_STAMP)
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)

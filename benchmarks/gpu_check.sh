@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
-# The prepared GPU check (under 8 minutes on one H100): tokens/s and MFU of the two smallest
-# GPU-ladder sizes in bf16, with and without torch.compile. Run from the repository root with
-# the project installed over a CUDA build of torch (README, "GPU machines"); target: MFU >= 40%
-# for the 110M model on an H100.
-#   bash benchmarks/gpu_check.sh
+# The GPU check on a bare GPU machine (no network, no Ray, no MLflow): its python3 needs a CUDA
+# build of torch, transformers, tokenizers, numpy, scipy and pyyaml; pydantic comes as wheels
+# made on a machine with pip (scripts/gpu_wheels.sh DIR) and placed beside the checkout.
+#   bash benchmarks/gpu_check.sh [--wheels DIR] [gpu_check.py options]
+# Runs the trial code for the two smallest rungs of sweeps/gpu_ladder.yaml (bf16, compile,
+# NCCL, evaluation, checkpoint and resume, one FSDP2 run) in under 8 minutes on one H100.
 set -euo pipefail
-PY=${PY:-.venv/bin/python}
-nvidia-smi --query-gpu=name,memory.total --format=csv
-timeout 240 "$PY" benchmarks/throughput.py sweeps/gpu_ladder.yaml --sizes 2 --steps 30
-timeout 120 "$PY" benchmarks/throughput.py sweeps/gpu_ladder.yaml --sizes 2 --steps 30 --no-compile
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+if [ "${1:-}" = "--wheels" ]; then
+  site=$(mktemp -d)
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$2"/*.whl
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+  shift 2
+fi
+if ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+  echo "gpu_check: no CUDA device visible to $PY (torch $("$PY" -c 'import torch; print(torch.__version__)'))" >&2
+  exit 2
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+PYTHONUNBUFFERED=1 timeout 480 "$PY" benchmarks/gpu_check.py "$@"

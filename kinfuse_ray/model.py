@@ -23,6 +23,7 @@ def llama_config(size: ModelSize, vocab_size: int, seq_len: int, eos_id: int = 0
         bos_token_id=eos_id,
         eos_token_id=eos_id,
         attn_implementation="sdpa",
+        use_cache=False,  # trained and scored, never generated from
     )
 
 

@@ -80,7 +80,12 @@ def parallelize(
     gradient reduction on GPUs). Returns the module to train; under FSDP2 that is `model`
     itself, sharded in place."""
     if activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers >= 5.2x names it activation_checkpointing_enable; older 5.x, gradient_.
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable({"use_reentrant": False})
     if not dist.grouped:
         return model.to(dist.device)
     if parallelism == "fsdp":

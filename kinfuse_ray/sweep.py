@@ -24,6 +24,7 @@ import yaml
 from ray import tune
 
 from kinfuse_ray.analysis import Summary, TrialResult, summarise
+from kinfuse_ray.checkpoint import write_json_atomic
 from kinfuse_ray.config import Schedule, SweepConfig
 from kinfuse_ray.data import DataBundle, build_bundle
 from kinfuse_ray.errors import KinfuseError
@@ -102,9 +103,16 @@ def tune_trial(config: dict, sweep: SweepConfig, bundle: DataBundle) -> None:
             report = checkpointing(live.wrap(tune.report))
             final = run_trial(trial, sweep, bundle, report, resume=resume)
     done.parent.mkdir(parents=True, exist_ok=True)
-    tmp = done.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({k: v for k, v in final.items() if isinstance(v, int | float)}))
-    tmp.replace(done)  # atomic: a marker is whole or absent
+    write_json_atomic(done, {k: v for k, v in final.items() if isinstance(v, int | float)})
+    # Its metrics are kept: the trial's checkpoints (GBs each for large rungs) are not needed.
+    for folder in train_run_dir(sweep, trial).glob("checkpoint_*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def train_run_dir(sweep: SweepConfig, trial: dict) -> Path:
+    """Where a trial's Ray Train run keeps its checkpoints, under a name that stays the same
+    however often the trial restarts."""
+    return sweep.out / "train" / f"{sweep.name}-{trial_key(trial)}"
 
 
 def _fit_with_ray_train(trial: dict, sweep: SweepConfig, bundle: DataBundle) -> dict:
@@ -126,8 +134,8 @@ def _fit_with_ray_train(trial: dict, sweep: SweepConfig, bundle: DataBundle) -> 
             resources_per_worker={"CPU": sweep.train.cpus_per_trial, **gpu},
         ),
         run_config=TrainRunConfig(
-            name=f"{sweep.name}-{trial_key(trial)}",
-            storage_path=str(sweep.out / "train"),
+            name=train_run_dir(sweep, trial).name,
+            storage_path=str(train_run_dir(sweep, trial).parent),
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=MAX_FAILURES),
             checkpoint_config=TrainCheckpointConfig(num_to_keep=2),

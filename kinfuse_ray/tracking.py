@@ -6,8 +6,10 @@ concurrent writers and trials need no access to the tracking server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
@@ -30,26 +32,52 @@ def _reason(exc: Exception) -> str:
     return first[:160]
 
 
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    """Set environment variables for a block, then restore what was there."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# Once a sweep is under way, a tracking server that blips (a restart, a network hiccup) must not
+# end days of training: MLflow's client retries with backoff (the user's settings win).
+RETRY_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "120",
+}
+
+
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str):
-        # Fail fast (seconds, not minutes of retries) when a tracking server is unreachable.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-
+        for key, value in RETRY_SETTINGS.items():
+            os.environ.setdefault(key, value)
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        # The first contact fails fast (seconds, not minutes of retries) on a wrong address.
+        with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+            self.experiment_id = self._experiment(experiment)
+
+    def _experiment(self, experiment: str) -> str:
         try:
             found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = (
-                found.experiment_id
-                if found
-                else self.client.create_experiment(
-                    experiment, artifact_location=self._artifacts(experiment)
-                )
+            if found:
+                return found.experiment_id
+            return self.client.create_experiment(
+                experiment, artifact_location=self._artifacts(experiment)
             )
         except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
             raise KinfuseError(
-                f"mlflow.tracking_uri '{tracking_uri}': cannot reach the tracking store "
+                f"mlflow.tracking_uri '{self.uri}': cannot reach the tracking store "
                 f"({_reason(exc)})"
             ) from None
 

@@ -77,6 +77,37 @@ def runs_of(tmp_path: Path, experiment: str = "micro"):
     return client, client.search_runs([found.experiment_id], max_results=1000)
 
 
+def start_sweep(tmp_path: Path, text: str, *args: str) -> tuple[subprocess.Popen, Path]:
+    """`kinfuse sweep` of `text` started in the background; (process, its log file)."""
+    (tmp_path / "micro.yaml").write_text(text)  # the file `run_cli` resumes
+    log = tmp_path / "first.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kinfuse_ray.cli", "sweep", "micro.yaml", *args],
+        cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    return proc, log
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 300):
+    """Poll `condition` until it returns something truthy; fail if the sweep ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        assert proc.poll() is None, "the sweep ended before the fault could be injected"
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for the sweep")
+
+
+@pytest.fixture(scope="session")
+def two_worker_sweep(tmp_path_factory):
+    """One real, uninterrupted two-worker Ray Train sweep (TWO_WORKERS)."""
+    tmp_path = tmp_path_factory.mktemp("ddp")
+    (tmp_path / "ddp.yaml").write_text(TWO_WORKERS)
+    return tmp_path, kinfuse(tmp_path, "sweep", "ddp.yaml")
+
+
 @pytest.fixture(scope="session")
 def micro_sweep(tmp_path_factory):
     """One real, uninterrupted micro sweep, shared by the tests that only read what it wrote."""

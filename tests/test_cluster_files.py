@@ -26,3 +26,16 @@ def test_the_schema_check_rejects_a_misspelt_field():
     config["available_node_types"]["gpu_worker"]["max_wrokers"] = 2
     with pytest.raises(ValidationError):
         validate_config(prepare_config(config))
+
+
+def test_the_aws_gpu_workers_fit_the_gpu_ladders_trials():
+    """One GPU node holds one trial of sweeps/gpu_ladder.yaml on the GPU `kinfuse plan` sized
+    it for, and the sweep keeps as many trials in flight as the cluster can have nodes."""
+    from kinfuse_ray.config import load_sweep
+
+    sweep = load_sweep(REPO / "sweeps" / "gpu_ladder.yaml")
+    node = yaml.safe_load((REPO / "cluster.yaml").read_text())["available_node_types"]["gpu_worker"]
+    assert node["resources"]["GPU"] == sweep.train.workers
+    assert node["resources"]["CPU"] >= sweep.train.workers * sweep.train.cpus_per_trial
+    assert (node["node_config"]["InstanceType"], sweep.train.gpu) == ("p5.48xlarge", "H100-SXM")
+    assert sweep.ray.concurrent_trials == node["max_workers"]

@@ -5,40 +5,17 @@ exactly one finished MLflow run per trial."""
 import json
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from .conftest import MICRO, MICRO_RATIOS, run_cli, runs_of
+from .conftest import MICRO, MICRO_RATIOS, run_cli, runs_of, start_sweep, wait_for
 
 pytestmark = pytest.mark.slow
 
 KEYS = {f"base-{s}-r0" for s in "abc"} | {f"infuse-{s}-r{r:g}" for s in "abc" for r in MICRO_RATIOS}
-
-
-def start_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
-    (tmp_path / "micro.yaml").write_text(MICRO)
-    log = tmp_path / "first.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kinfuse_ray.cli", "sweep", "micro.yaml"],
-        cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    return proc, log
-
-
-def wait_for(condition, proc: subprocess.Popen, timeout: float = 300):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        assert proc.poll() is None, "the sweep ended before the fault could be injected"
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for the sweep")
 
 
 def finished_trials(log: Path) -> int:
@@ -67,9 +44,11 @@ def assert_one_finished_run_per_trial(tmp_path: Path) -> dict:
 
 
 def test_driver_killed_at_a_random_point_then_resumed(tmp_path, micro_sweep):
-    rng = random.Random()
+    seed = random.randrange(2**32)
+    print(f"kill point seed: {seed}")  # pytest shows it when the test fails: rerun with it
+    rng = random.Random(seed)
     kill_after = rng.randint(1, len(KEYS) - 3)  # finished trials; then a random delay
-    proc, log = start_sweep(tmp_path)
+    proc, log = start_sweep(tmp_path, MICRO)
     wait_for(lambda: finished_trials(log) >= kill_after, proc)
     time.sleep(rng.uniform(0, 2))
     family = psutil.Process(proc.pid).children(recursive=True)
@@ -103,7 +82,7 @@ def test_driver_killed_at_a_random_point_then_resumed(tmp_path, micro_sweep):
 
 
 def test_killed_trial_workers_recover_from_their_last_checkpoint(tmp_path, micro_sweep):
-    proc, log = start_sweep(tmp_path)
+    proc, log = start_sweep(tmp_path, MICRO)
     experiment = tmp_path / "runs" / "micro" / "ray" / "micro"
 
     # A base run checkpoints 7 times; once the second is on disk the driver has registered the

@@ -5,19 +5,21 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from .conftest import TWO_WORKERS, kinfuse
-
 pytestmark = pytest.mark.slow
 
 
-def test_two_worker_trials_stay_in_sync_and_reach_mlflow(tmp_path):
-    (tmp_path / "ddp.yaml").write_text(TWO_WORKERS)
-    proc = kinfuse(tmp_path, "sweep", "ddp.yaml")
+def test_two_worker_trials_stay_in_sync_and_reach_mlflow(two_worker_sweep):
+    tmp_path, proc = two_worker_sweep
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "runs" / "ddp" / "summary.json").read_text())
     assert [t["ratio"] for t in summary["trials"]] == [0.5]
     assert summary["trials"][0]["tokens_trained"] >= 30_000 - 2 * 64  # whole sequences per rank
     assert (tmp_path / "runs" / "ddp" / "base" / "a" / "progress.json").exists()
+    # Finished trials keep their metrics, not their Ray Train checkpoints.
+    train_runs = list((tmp_path / "runs" / "ddp" / "train").iterdir())
+    assert len(train_runs) == 2 and not list(
+        (tmp_path / "runs" / "ddp" / "train").glob("*/checkpoint_*")
+    )
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("ddp")
