@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := $(VENV)/.system-packages
-# Debian packages the tests use: a browser and its driver for the MLflow UI test.
-SYSTEM_PACKAGES := chromium chromium-driver
+# Debian packages the tests use: a browser and its driver (MLflow UI test), an SSH server and
+# rsync (`ray up` of the local-provider cluster file).
+SYSTEM_PACKAGES := chromium chromium-driver openssh-server rsync
 
 .PHONY: quickstart test lint bench
 

@@ -18,7 +18,8 @@ def test_cluster_file_is_valid(path):
     validate_config(prepare_config(copy.deepcopy(config)))
     commands = " ".join(config["setup_commands"] + config["head_start_ray_commands"])
     assert "pip install" in commands and "kinfuse-ray" in commands
-    assert "mlflow server --host 127.0.0.1" in commands  # loopback only: reached by port-forward
+    assert "clusters/mlflow_supervised.sh sqlite:///" in commands  # its database on local disk
+    assert "--dashboard-host=127.0.0.1" in commands
 
 
 def test_the_schema_check_rejects_a_misspelt_field():

@@ -34,7 +34,9 @@ def test_servers_listen_on_loopback():
     for name in ("cluster.yaml", "clusters/local.yaml"):
         config = yaml.safe_load((REPO / name).read_text())
         head = " ".join(config["head_start_ray_commands"])
-        assert "--dashboard-host=127.0.0.1" in head and "mlflow server --host 127.0.0.1" in head
+        assert "--dashboard-host=127.0.0.1" in head and "clusters/mlflow_supervised.sh" in head
+    supervisor = (REPO / "clusters" / "mlflow_supervised.sh").read_text()
+    assert '"$mlflow" server --host 127.0.0.1' in supervisor
     from kinfuse_ray.cli import _mlflow_ui_hint
 
     assert "--host 127.0.0.1" in _mlflow_ui_hint("sqlite:///mlflow.db")
