@@ -17,9 +17,14 @@ GAUGES = {
     "kinfuse_acquisition": ("acquisition", "Chance-corrected acquisition of domain knowledge"),
     "kinfuse_val_loss": ("val_loss", "Validation loss on held-out corpus text"),
     "kinfuse_tokens_trained": ("tokens", "Tokens the trial has trained on so far"),
+    "kinfuse_mfu": ("mfu", "Model FLOPs utilisation of the trial (GPUs with a known peak)"),
+    "kinfuse_gpu_memory_gib": ("gpu_memory_gib", "Peak GPU memory allocated per worker, GiB"),
+    "kinfuse_eval_share": ("eval_share", "Share of the trial's time spent evaluating"),
 }
 RUNNING = "kinfuse_trial_running"  # 1 while a trial trains, 0 once it has ended
-FINISHED = "kinfuse_trials_finished"  # counter, tagged also with how the trial ended
+# Counted by the sweep's driver when Tune reports a trial ended (a worker that is dying cannot
+# be trusted to export a count), tagged also with how it ended.
+FINISHED = "kinfuse_trials_finished"
 
 
 def exported_names() -> set[str]:
@@ -38,11 +43,8 @@ class LiveMetrics:
             key: Gauge(name, description, TAGS) for name, (key, description) in GAUGES.items()
         }
         self.running = Gauge(RUNNING, "1 while the trial trains", TAGS)
-        self.finished = Counter(FINISHED, "Trials ended, by outcome", (*TAGS, "outcome"))
         for metric in (*self.gauges.values(), self.running):
             metric.set_default_tags(tags)
-        self.tags = tags
-        self.outcome = "completed"
 
     def __enter__(self) -> LiveMetrics:
         self.running.set(1)
@@ -50,14 +52,10 @@ class LiveMetrics:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.running.set(0)
-        outcome = "failed" if exc_type else self.outcome
-        self.finished.inc(1, tags={**self.tags, "outcome": outcome})
 
     def wrap(self, report: Callable[..., None]) -> Callable[..., None]:
         def publish_and_report(metrics: dict, **kwargs) -> None:
             self.publish(metrics)
-            if metrics.get("stopped_early"):
-                self.outcome = "stopped_early"
             report(metrics, **kwargs)
 
         return publish_and_report
@@ -66,3 +64,16 @@ class LiveMetrics:
         for key, gauge in self.gauges.items():
             if key in metrics:
                 gauge.set(float(metrics[key]))
+
+
+class EndedTrials:
+    """The driver's count of ended trials, by study, size, ratio, phase and outcome
+    ("completed", "stopped_early" or "failed")."""
+
+    def __init__(self, study: str):
+        self.study = study
+        self.counter = Counter(FINISHED, "Trials ended, by outcome", (*TAGS, "outcome"))
+
+    def ended(self, size: str, ratio: float, phase: str, outcome: str) -> None:
+        tags = {"study": self.study, "size": size, "ratio": f"{ratio:g}", "phase": phase}
+        self.counter.inc(1, tags={**tags, "outcome": outcome})

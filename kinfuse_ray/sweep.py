@@ -28,7 +28,7 @@ from kinfuse_ray.checkpoint import write_json_atomic
 from kinfuse_ray.config import Schedule, SweepConfig
 from kinfuse_ray.data import DataBundle, build_bundle
 from kinfuse_ray.errors import KinfuseError
-from kinfuse_ray.live_metrics import LiveMetrics
+from kinfuse_ray.live_metrics import EndedTrials, LiveMetrics
 from kinfuse_ray.parallel import Dist
 from kinfuse_ray.plots import plot_law, plot_retention
 from kinfuse_ray.progress import Progress
@@ -228,6 +228,7 @@ class MlflowTrials(tune.Callback):
         self.finished = {key for key, run in earlier.items() if run.info.status == "FINISHED"}
         self.started: dict[str, float] = {}
         self.printed_at = time.monotonic()
+        self.ended = EndedTrials(sweep.name)
 
     def _params(self, config: dict) -> dict:
         train, n_params = self.sweep.train, self.sweep.n_params[config["size"]]
@@ -293,9 +294,12 @@ class MlflowTrials(tune.Callback):
             return
         self.finished.add(key)
         run = self.runs[key]
-        if result.get("stopped_early"):
+        stopped = bool(result.get("stopped_early"))
+        if stopped:
             self.tracker.set_tags(run, {"kinfuse.stopped": "retention collapsed (early stop)"})
         self.tracker.end_run(run, "FINISHED")
+        outcome = "stopped_early" if stopped else "completed"
+        self.ended.ended(c["size"], c["ratio"], c["phase"], outcome)
         seconds = time.time() - self.started[key]
         self.progress.finish(c["phase"], c["size"], c["ratio"], result["retention"], seconds)
         print(
@@ -307,9 +311,11 @@ class MlflowTrials(tune.Callback):
         )
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run = self.runs[trial_key(trial.config["trial"])]
+        c = trial.config["trial"]
+        run = self.runs[trial_key(c)]
         self.tracker.set_tags(run, {"kinfuse.error": "trial raised; see Ray logs"})
         self.tracker.end_run(run, "FAILED")
+        self.ended.ended(c["size"], c["ratio"], c["phase"], "failed")
 
     def on_step_end(self, iteration, trials, **info):
         if time.monotonic() - self.printed_at >= self.progress_every:

@@ -61,6 +61,10 @@ def test_trial_metrics_reach_prometheus_through_ray():
             time.sleep(3)
 
         done = trial.remote()
+        # Ended trials are counted by the sweep's driver, as MlflowTrials does.
+        from kinfuse_ray.live_metrics import EndedTrials
+
+        EndedTrials("probe").ended("s1", 0.5, "infuse", "completed")
         wanted = {"ray_kinfuse_retention", "ray_kinfuse_trials_finished_total"}
         seen: set[str] = set()
         deadline = time.monotonic() + 60
