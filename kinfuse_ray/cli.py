@@ -4,6 +4,7 @@ kinfuse sweep sweeps/quickstart.yaml           run a sweep end to end
 kinfuse sweep sweeps/quickstart.yaml --resume  carry on after a crash or Ctrl-C
 kinfuse sweep sweeps/ladder_cpu.yaml --set seed=1 --set name=ladder_cpu-seed1
 kinfuse plan sweeps/gpu_ladder.yaml            memory per GPU, GPU-hours and storage, no GPU needed
+kinfuse tokenize sweeps/gpu_ladder.yaml        tokenize the corpus on Ray into shards, once
 kinfuse fit --experiment quickstart            refit the law from MLflow, write JSON + plot
 kinfuse predict --experiment quickstart --n-params 8e5
 kinfuse predict --law-file runs/quickstart/law.json --n-params 8e5 --tokens 5e5
@@ -75,6 +76,27 @@ def _plan(args: argparse.Namespace) -> None:
         note = f"note: {tokenizer} is not readable here; assuming data.vocab_size {vocab:,}\n"
     plan = plan_sweep(sweep, vocab, args.mfu)  # refuses a rung that does not fit
     print(note + render(plan, sweep))
+
+
+def _tokenize(args: argparse.Namespace) -> None:
+    from kinfuse_ray.config import load_sweep
+
+    sweep = load_sweep(args.sweep_file, args.set)
+    from kinfuse_ray.sweep import connect_ray
+    from kinfuse_ray.tokenize_job import tokenize_corpus
+
+    started = connect_ray(sweep)
+    try:
+        folder, tokens, seconds = tokenize_corpus(sweep)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    speed = (
+        f" in {seconds:.0f} s ({tokens / seconds:,.0f} tokens/s)" if seconds else " (already done)"
+    )
+    print(f"{tokens:,} tokens in {folder}{speed}; sweeps of this corpus now read these shards")
 
 
 def _law_options(args: argparse.Namespace) -> dict:
@@ -192,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--mfu", type=_share, default=0.4, help="assumed model FLOPs utilisation (default 0.4)"
     )
     plan.set_defaults(func=_plan)
+
+    tokenize = sub.add_parser(
+        "tokenize", help="tokenize a sweep's corpus on Ray (Ray Data) into shards, resumable"
+    )
+    tokenize.add_argument("sweep_file")
+    tokenize.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    tokenize.set_defaults(func=_tokenize)
 
     fit = sub.add_parser("fit", help="refit the law from recorded trials; write JSON and plot")
     _add_law_source(fit)

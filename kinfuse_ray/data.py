@@ -264,13 +264,26 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, cache_key: str = "") 
     return tokenizer
 
 
+def _token_cache(tokenizer: Tokenizer, cache_key: str) -> Path:
+    digest = hashlib.sha256(tokenizer.to_str().encode() + cache_key.encode())
+    return _cache_dir("tokens") / digest.hexdigest()[:24]
+
+
+def token_shards_dir(tokenizer: Tokenizer, cache_key: str) -> Path:
+    """Where `kinfuse tokenize` keeps this corpus's shards for this tokenizer."""
+    return _token_cache(tokenizer, cache_key).with_suffix(".shards")
+
+
+def is_complete_shards(folder: Path) -> bool:
+    return (folder / SHARD_INDEX).exists()
+
+
 def tokenize_to_file(
     tokenizer: Tokenizer, documents: Iterable[str], cache_key: str, batch: int = 1024
 ) -> Path:
     """The documents' token ids as a flat int32 file, written batch by batch (memory does not
     grow with the corpus) and kept by tokenizer and `cache_key`; trials memory-map it."""
-    digest = hashlib.sha256(tokenizer.to_str().encode() + cache_key.encode())
-    path = _cache_dir("tokens") / f"{digest.hexdigest()[:24]}.int32"
+    path = _token_cache(tokenizer, cache_key).with_suffix(".int32")
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -279,15 +292,58 @@ def tokenize_to_file(
         with tmp.open("wb") as f:
             documents = iter(documents)
             while texts := list(itertools.islice(documents, batch)):
-                np.concatenate(_encode(tokenizer, texts)).tofile(f)
+                np.concatenate(encode(tokenizer, texts)).tofile(f)
         tmp.replace(path)  # atomic: a reader never maps a half-written file
     finally:
         tmp.unlink(missing_ok=True)  # a broken corpus leaves nothing behind
     return path
 
 
-def map_tokens(path: Path | str) -> np.ndarray:
-    """A token file, memory-mapped: a .npy array as saved, else this project's flat int32."""
+SHARD_INDEX = "index.json"  # a shard folder's list of shards, written last
+
+
+class ShardedTokens:
+    """Token shards (.npy files, memory-mapped) read as one sequence: `len`, and slicing with a
+    step of 1, which gives a lazy view; `np.asarray(view)` reads just that range."""
+
+    def __init__(self, shards: list[np.ndarray], start: int = 0, stop: int | None = None):
+        self.shards = shards
+        self.bounds = np.concatenate([[0], np.cumsum([len(s) for s in shards])])
+        total = int(self.bounds[-1])
+        self.start, self.stop = start, total if stop is None else stop
+
+    @classmethod
+    def open(cls, folder: Path | str) -> ShardedTokens:
+        names = json.loads((Path(folder) / SHARD_INDEX).read_text())["shards"]
+        return cls([np.load(Path(folder) / name, mmap_mode="r") for name in names])
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, key: slice) -> ShardedTokens:
+        start, stop, step = key.indices(len(self))
+        if step != 1:
+            raise IndexError("token shards are sliced with step 1")
+        return ShardedTokens(self.shards, self.start + start, self.start + max(start, stop))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        first = int(np.searchsorted(self.bounds, self.start, side="right")) - 1
+        pieces, at = [], self.start
+        for i in range(max(first, 0), len(self.shards)):
+            if at >= self.stop:
+                break
+            lo, hi = at - self.bounds[i], min(self.stop, self.bounds[i + 1]) - self.bounds[i]
+            pieces.append(self.shards[i][lo:hi])
+            at = self.bounds[i] + hi
+        out = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int32)
+        return out.astype(dtype or out.dtype, copy=False)
+
+
+def map_tokens(path: Path | str) -> np.ndarray | ShardedTokens:
+    """Token ids, memory-mapped: a folder of shards (`kinfuse tokenize`), a .npy array as
+    saved, or this project's flat int32 file."""
+    if Path(path).is_dir():
+        return ShardedTokens.open(path)
     if str(path).endswith(".npy"):
         return np.load(path, mmap_mode="r")
     return np.memmap(path, dtype=np.int32, mode="r")
@@ -313,7 +369,8 @@ def pretokenized(path: Path, tokenizer: Tokenizer) -> Path:
     return path
 
 
-def _encode(tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
+def encode(tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
+    """Token ids of each text, as int32 arrays."""
     return [np.asarray(e.ids, dtype=np.int32) for e in tokenizer.encode_batch(texts)]
 
 
@@ -324,17 +381,44 @@ def _tokenize_facts(
     for triple in triples:
         relation = relations[triple.relation]
         texts = [render(triple, relation, t) for t in range(len(relation.templates))]
-        out.append([np.append(ids, eos).astype(np.int32) for ids in _encode(tokenizer, texts)])
+        out.append([np.append(ids, eos).astype(np.int32) for ids in encode(tokenizer, texts)])
     return out
 
 
 def _tokenize_probes(tokenizer: Tokenizer, probes: list, eos: int) -> TokenizedProbes:
     prompts = [
         np.append(eos, ids).astype(np.int32)
-        for ids in _encode(tokenizer, [p.prompt for p in probes])
+        for ids in encode(tokenizer, [p.prompt for p in probes])
     ]
-    options = [_encode(tokenizer, [" " + o for o in p.options]) for p in probes]
+    options = [encode(tokenizer, [" " + o for o in p.options]) for p in probes]
     return TokenizedProbes(prompts, options, np.array([p.answer for p in probes]))
+
+
+def paragraphs(data: DataConfig) -> Iterator[str]:
+    """The corpus's documents as the token stream has them: each followed by a blank line."""
+    return (doc + "\n\n" for doc in corpus_documents(data.corpus, data.max_documents))
+
+
+def corpus_tokenizer(
+    data: DataConfig, facts: list[Triple], relations: dict[str, Relation]
+) -> tuple[Tokenizer, str, str]:
+    """(tokenizer, its end-of-text token, the corpus's cache key): the sweep's tokenizer, or a
+    byte-level BPE trained on the corpus and every rendering of `facts` (cached)."""
+    corpus_key = corpus_fingerprint(data.corpus, data.max_documents)
+    if data.tokenizer:
+        return (*load_tokenizer(data.tokenizer), corpus_key)
+    sentences = [
+        render(t, relations[t.relation], i)
+        for t in facts
+        for i in range(len(relations[t.relation].templates))
+    ]
+    sentences_key = hashlib.sha256("\n".join(sentences).encode()).hexdigest()
+    tokenizer = train_tokenizer(
+        itertools.chain(paragraphs(data), sentences),
+        data.vocab_size,
+        cache_key=corpus_key + sentences_key,
+    )
+    return tokenizer, EOS, corpus_key
 
 
 def build_bundle(
@@ -359,31 +443,14 @@ def build_bundle(
         raise KinfuseError(
             f"{data.domain_facts}: ({subject}, {relation}) also appears in {data.general_facts}"
         )
-    corpus_key = corpus_fingerprint(data.corpus, data.max_documents)
-
-    def paragraphs() -> Iterator[str]:
-        return (doc + "\n\n" for doc in corpus_documents(data.corpus, data.max_documents))
-
-    if data.tokenizer:
-        tokenizer, eos_token = load_tokenizer(data.tokenizer)
-    else:
-        all_sentences = [
-            render(t, relations[t.relation], i)
-            for t in all_general + all_domain
-            for i in range(len(relations[t.relation].templates))
-        ]
-        sentences_key = hashlib.sha256("\n".join(all_sentences).encode()).hexdigest()
-        tokenizer = train_tokenizer(
-            itertools.chain(paragraphs(), all_sentences),
-            data.vocab_size,
-            cache_key=corpus_key + sentences_key,
-        )
-        eos_token = EOS
+    tokenizer, eos_token, corpus_key = corpus_tokenizer(data, all_general + all_domain, relations)
     eos = tokenizer.token_to_id(eos_token)
     if data.corpus.suffix == ".npy":
         tokens = pretokenized(data.corpus, tokenizer)
+    elif is_complete_shards(shards := token_shards_dir(tokenizer, corpus_key)):
+        tokens = shards  # made by `kinfuse tokenize` (Ray Data), read as one corpus
     else:
-        tokens = tokenize_to_file(tokenizer, paragraphs(), corpus_key)
+        tokens = tokenize_to_file(tokenizer, paragraphs(data), corpus_key)
     n_tokens = len(map_tokens(tokens))
     n_val = max(int(n_tokens * VAL_FRACTION), data.seq_len * evals.val_sequences)
     if n_val * 2 > n_tokens:

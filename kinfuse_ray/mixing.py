@@ -242,10 +242,17 @@ class Stream:
         return np.concatenate(pieces)[skip : skip + stop - start]
 
     def _corpus_run(self, start: int, stop: int) -> np.ndarray:
-        begin = (self.corpus_start + start) % len(self.corpus)
-        if begin + stop - start <= len(self.corpus):
-            return np.asarray(self.corpus[begin : begin + stop - start], dtype=np.int32)
-        return np.take(self.corpus, np.arange(begin, begin + stop - start), mode="wrap")
+        n, length = len(self.corpus), stop - start
+        begin = (self.corpus_start + start) % n
+        if begin + length <= n:
+            return np.asarray(self.corpus[begin : begin + length], dtype=np.int32)
+        # Past the end the corpus is read round again (slices only: it may be sharded).
+        pieces, at = [], begin
+        while length > 0:
+            take = min(length, n - at)
+            pieces.append(np.asarray(self.corpus[at : at + take], dtype=np.int32))
+            length, at = length - take, 0
+        return np.concatenate(pieces)
 
     # What the trial learns from: reported beside its metrics.
     @property

@@ -423,7 +423,7 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-def _start_ray(sweep: SweepConfig) -> bool:
+def connect_ray(sweep: SweepConfig) -> bool:
     """Join the configured cluster or start a local instance; True if we started it."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines instead
     # Snapshots forced by CheckpointConfig(num_to_keep) are cheap here (a small experiment
@@ -530,7 +530,7 @@ def run_sweep(
         _check_resumable(sweep)
     # Bad data, an unreachable cluster or tracking store: fail before anything is written.
     bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
-    started_ray = _start_ray(sweep)
+    started_ray = connect_ray(sweep)
     parent = None
     try:
         tracker = Tracker(sweep.mlflow.tracking_uri, sweep.experiment)

@@ -47,7 +47,8 @@ def evaluate(model: torch.nn.Module, bundle: DataBundle, evals: EvalConfig) -> M
     retention = accuracy(model, bundle.retention, bundle.eos_id, batch)
     acquisition = accuracy(model, bundle.acquisition, bundle.eos_id, batch)
     n = bundle.seq_len
-    val = torch.from_numpy(bundle.val[: evals.val_sequences * n].astype(np.int64)).view(-1, n)
+    val = np.asarray(bundle.val[: evals.val_sequences * n], dtype=np.int64)
+    val = torch.from_numpy(val).view(-1, n)
     loss = validation_loss(model, val, batch)
     model.train()
     return {
