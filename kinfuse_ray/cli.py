@@ -13,10 +13,15 @@ kinfuse predict --law-file runs/quickstart/law.json --n-params 8e5 --tokens 5e5
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 from kinfuse_ray.errors import KinfuseError
+
+
+class Interrupted(KinfuseError):
+    """Ctrl-C or SIGTERM ended a sweep: exit 130, with the command that resumes it."""
 
 
 def _print_prediction(prediction, target: str) -> None:
@@ -43,7 +48,11 @@ def _sweep(args: argparse.Namespace) -> None:
         sweep = sweep.model_copy(update={"output_dir": Path(args.output_dir)})
     from kinfuse_ray.sweep import run_sweep  # heavy imports only once the file is valid
 
-    summary = run_sweep(sweep, Path(args.sweep_file), args.resume, args.progress_every)
+    try:
+        summary = run_sweep(sweep, Path(args.sweep_file), args.resume, args.progress_every)
+    except KeyboardInterrupt:
+        command = " ".join(["kinfuse", *(shlex.quote(a) for a in sys.argv[1:] if a != "--resume")])
+        raise Interrupted(f"interrupted; carry on with: {command} --resume") from None
     print()
     print(summary.table())
     print()
@@ -241,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except Interrupted as exc:
+        print(f"kinfuse: {exc}", file=sys.stderr)
+        return 130
     except KinfuseError as exc:
         print(f"kinfuse: error: {exc}", file=sys.stderr)
         return 2

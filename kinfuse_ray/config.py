@@ -27,7 +27,8 @@ Share = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Infinite or NaN numbers are refused as such ("Input should be a finite number").
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSize(Strict):

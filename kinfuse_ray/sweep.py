@@ -8,16 +8,20 @@ analyses the results, fits the law and records everything on the sweep's parent 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import math
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import ray
 import yaml
@@ -429,6 +433,9 @@ def connect_ray(sweep: SweepConfig) -> bool:
     # Snapshots forced by CheckpointConfig(num_to_keep) are cheap here (a small experiment
     # state); Tune's warning about their frequency is noise.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ctrl-C and SIGTERM reach the driver as KeyboardInterrupt (runs marked KILLED, the resume
+    # command printed), not Tune's own graceful stop that returns unfinished results.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     if ray.is_initialized():
         return False
     if sweep.ray.address:
@@ -464,11 +471,45 @@ def _slots(sweep: SweepConfig) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)) // sweep.train.cpus_per_trial)
 
 
+def _check_creatable(out: Path) -> None:
+    """The output folder exists or can be made (checked without making anything yet)."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise KinfuseError(f"output_dir: cannot create {out} ({existing} is not a directory)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise KinfuseError(f"output_dir: cannot write to {existing} (permission denied)")
+
+
+def claim_output(out: Path) -> TextIO:
+    """Hold `out` for this sweep: an exclusive lock on `out/.kinfuse.lock`, released by the
+    kernel when this process ends however it ends (so a killed driver's claim never blocks a
+    `--resume`). A second sweep of the same folder is refused with the holder's PID and start."""
+    out.mkdir(parents=True, exist_ok=True)
+    handle = (out / ".kinfuse.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise KinfuseError(
+            f"output_dir {out} is in use by a running sweep ({holder}); wait for it to end, or "
+            "give this one another name"
+        ) from None
+    handle.truncate(0)
+    handle.write(f"PID {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    handle.flush()
+    return handle
+
+
 def _check_resumable(sweep: SweepConfig) -> None:
-    """A sweep resumes only under the very settings it started with."""
+    """A sweep resumes only an interrupted run of itself, under the very settings it had."""
     saved = sweep.out / "sweep.yaml"
     if not saved.exists():
-        return
+        raise KinfuseError(
+            f"--resume: no interrupted sweep '{sweep.name}' in {sweep.out}; "
+            "run without --resume to start it"
+        )
     before, now = yaml.safe_load(saved.read_text()), sweep.model_dump(mode="json")
     changed = [k for k in now if before.get(k) != now[k]]
     if changed:
@@ -529,11 +570,17 @@ def run_sweep(
     if resume:
         _check_resumable(sweep)
     # Bad data, an unreachable cluster or tracking store: fail before anything is written.
+    _check_creatable(out)
     bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
     started_ray = connect_ray(sweep)
-    parent = None
+    # SIGTERM (a scheduler, `kill`) ends the sweep as Ctrl-C does. Set after ray.init, which
+    # installs a handler of its own; only the main thread may.
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
+    parent = claim = None
     try:
         tracker = Tracker(sweep.mlflow.tracking_uri, sweep.experiment)
+        claim = claim_output(out)  # held while this sweep runs: one sweep per folder
         parent = _sweep_run(sweep, tracker, resume, sweep_file)
         if not resume:  # a fresh start: nothing an earlier run left may leak in
             for stale in (out / "ray" / sweep.name, out / "base", out / "train", out / "trials"):
@@ -565,12 +612,17 @@ def run_sweep(
         _record(summary, sweep, tracker, parent)
         tracker.end_run(parent, "FINISHED")
         return summary
-    except BaseException:
-        if parent is not None:
-            tracker.end_open_children(parent, "FAILED")
-            tracker.end_run(parent, "FAILED")
+    except BaseException as exc:
+        if parent is not None:  # interrupted (Ctrl-C, SIGTERM): KILLED; anything else: FAILED
+            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            tracker.end_open_children(parent, status)
+            tracker.end_run(parent, status)
         raise
     finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
+        if claim is not None:
+            claim.close()  # releases the lock
         if started_ray:
             ray.shutdown()
 

@@ -77,6 +77,21 @@ CASES = {
         "field 'ratios.1': Input should be less than 1",
     ),
     "negative ratio": (GOOD.replace("[0.2, 0.5]", "[-0.1, 0.5]"), {}, "field 'ratios.0'"),
+    "NaN ratio": (
+        GOOD.replace("[0.2, 0.5]", "[.nan, 0.5]"),
+        {},
+        "field 'ratios.0': Input should be a finite number",
+    ),
+    "infinite number": (
+        GOOD + "train: {lr: .inf}\n",
+        {},
+        "field 'train.lr': Input should be a finite number",
+    ),
+    "output folder under a file": (
+        GOOD + "output_dir: blocker/out\n",
+        {"blocker": "a file, not a folder"},
+        "output_dir: cannot create",
+    ),
     "empty ladder": (
         GOOD.replace("  - {name: a, hidden_size: 24, n_layers: 1, n_heads: 2}\n", "").replace(
             "ladder:", "ladder: []"
@@ -160,3 +175,12 @@ def test_a_missing_sweep_file_is_one_line(tmp_path):
         proc.stderr.strip()
         == "kinfuse: error: nope.yaml: cannot read sweep file (No such file or directory)"
     )
+
+
+def test_resume_with_nothing_to_resume_is_refused(tmp_path):
+    (tmp_path / "sweep.yaml").write_text(GOOD)
+    proc = kinfuse(tmp_path, "sweep", "sweep.yaml", "--resume")
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("kinfuse: error: --resume: no interrupted sweep 'bad' in ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]

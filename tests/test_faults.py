@@ -106,3 +106,27 @@ def test_killed_trial_workers_recover_from_their_last_checkpoint(tmp_path, micro
     assert "restarting from its last checkpoint" in log.read_text()
     baseline_dir, _ = micro_sweep
     assert trial_results(tmp_path) == pytest.approx(trial_results(baseline_dir), abs=1e-6)
+
+
+def test_interrupted_sweeps_say_how_to_resume_and_hold_their_folder(tmp_path):
+    """While a sweep runs, a second one of the same folder is refused, naming the first; Ctrl-C
+    ends the first with its runs KILLED (none RUNNING) and the exact command that resumes it,
+    and that command finishes with one run per trial."""
+    proc, log = start_sweep(tmp_path, MICRO)
+    wait_for(lambda: finished_trials(log) >= 1, proc)
+    second = run_cli(tmp_path, MICRO)
+    assert second.returncode == 2
+    refusal = second.stderr.strip().splitlines()[-1]
+    assert "is in use by a running sweep" in refusal and f"PID {proc.pid}," in refusal
+
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+    last = log.read_text().strip().splitlines()[-1]
+    assert last == "kinfuse: interrupted; carry on with: kinfuse sweep micro.yaml --resume"
+    _, runs = runs_of(tmp_path)
+    statuses = {r.info.status for r in runs}
+    assert "RUNNING" not in statuses and "KILLED" in statuses
+
+    resumed = run_cli(tmp_path, MICRO, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_one_finished_run_per_trial(tmp_path)

@@ -5,6 +5,9 @@ import json
 import re
 
 import pytest
+import yaml
+
+from kinfuse_ray.config import parse_sweep
 
 from .conftest import MICRO, MICRO_RATIOS, kinfuse, run_cli, runs_of
 
@@ -102,7 +105,14 @@ def test_a_failing_sweep_leaves_no_run_open(tmp_path):
     one_trial = "\n".join(
         line for line in one_trial.splitlines() if "name: b" not in line and "name: c" not in line
     )
-    proc = run_cli(tmp_path, one_trial, "--resume")  # --resume keeps what runs/micro holds
+    # As if an earlier run of this very sweep had been interrupted: --resume keeps what
+    # runs/micro holds (the broken base checkpoint).
+    sweep = parse_sweep(yaml.safe_load(one_trial))
+    sweep = sweep.model_copy(update={"output_dir": (tmp_path / "runs" / "micro").resolve()})
+    (tmp_path / "runs" / "micro" / "sweep.yaml").write_text(
+        yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
+    )
+    proc = run_cli(tmp_path, one_trial, "--resume")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("kinfuse: error: ")
     _, runs = runs_of(tmp_path)
