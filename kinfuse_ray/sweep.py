@@ -109,7 +109,7 @@ def tune_trial(config: dict, sweep: SweepConfig, bundle: DataBundle) -> None:
     done.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(done, {k: v for k, v in final.items() if isinstance(v, int | float)})
     # Its metrics are kept: the trial's checkpoints (GBs each for large rungs) are not needed.
-    for folder in train_run_dir(sweep, trial).glob("checkpoint_*"):
+    for folder in train_run_dir(sweep, trial).glob("checkpoint_*/"):
         shutil.rmtree(folder, ignore_errors=True)
 
 

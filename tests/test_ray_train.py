@@ -18,7 +18,7 @@ def test_two_worker_trials_stay_in_sync_and_reach_mlflow(two_worker_sweep):
     # Finished trials keep their metrics, not their Ray Train checkpoints.
     train_runs = list((tmp_path / "runs" / "ddp" / "train").iterdir())
     assert len(train_runs) == 2 and not list(
-        (tmp_path / "runs" / "ddp" / "train").glob("*/checkpoint_*")
+        (tmp_path / "runs" / "ddp" / "train").glob("*/checkpoint_*/")
     )
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
