@@ -76,6 +76,9 @@ def ssh_server(tmp_path):
         pytest.skip("openssh-server and rsync are not installed (make test installs them)")
     if os.geteuid() != 0:
         pytest.skip("the cluster file's SSH login is tested as root")
+    deadline = time.monotonic() + 60  # an earlier test's Ray may still be shutting down
+    while ray_or_mlflow_processes() and time.monotonic() < deadline:
+        time.sleep(1)
     if any(busy(port) for port in PORTS) or ray_or_mlflow_processes():
         pytest.skip("another SSH server, Ray or MLflow instance runs on this host")
     keys = tmp_path / "ssh"

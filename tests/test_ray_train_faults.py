@@ -17,8 +17,19 @@ pytestmark = pytest.mark.slow
 LONGER = TWO_WORKERS.replace("base_tokens: 60000", "base_tokens: 120000")
 
 
-def train_checkpoints(tmp_path, name: str, phase: str) -> list:
-    return list((tmp_path / "runs" / name / "train").glob(f"{name}-{phase}-*/checkpoint_*"))
+def registered_checkpoint(tmp_path, name: str, phase: str):
+    """The first checkpoint folder Train has registered for the run (its manager's snapshot
+    names it: only then does a restarted run find it), or None."""
+    for snapshot in (tmp_path / "runs" / name / "train").glob(
+        f"{name}-{phase}-*/checkpoint_manager_snapshot.json"
+    ):
+        try:
+            results = json.loads(snapshot.read_text()).get("checkpoint_results")
+        except json.JSONDecodeError:  # being written
+            continue
+        if results:
+            return snapshot.parent / results[0]["checkpoint_dir_name"]
+    return None
 
 
 def train_workers(proc) -> list[psutil.Process]:
@@ -63,17 +74,9 @@ def test_a_killed_fsdp_worker_resumes_from_its_sharded_checkpoint(tmp_path):
         "n_layers: 1, n_heads: 2}", "n_layers: 2, n_heads: 2, parallelism: fsdp}"
     )
     proc, log = start_sweep(tmp_path, fsdp)
-    # Train registers a checkpoint when it next polls its workers: once the second is on disk,
-    # the first is registered, and most of the run is still to do.
-    checkpoints = wait_for(
-        lambda: (
-            len(train_checkpoints(tmp_path, "fsdp", "base")) >= 2
-            and train_checkpoints(tmp_path, "fsdp", "base")
-        ),
-        proc,
-        600,
-    )
-    shards = sorted(p.name for p in checkpoints[0].glob("*.distcp"))
+    # Train registers a checkpoint when it next polls its workers; kill once it has.
+    registered = wait_for(lambda: registered_checkpoint(tmp_path, "fsdp", "base"), proc, 600)
+    shards = sorted(p.name for p in registered.glob("*.distcp"))
     assert shards == ["__0_0.distcp", "__1_0.distcp"]  # each rank wrote its own shard
     workers = wait_for(lambda: train_workers(proc), proc)
     workers[-1].kill()
@@ -85,7 +88,7 @@ def test_a_killed_fsdp_worker_resumes_from_its_sharded_checkpoint(tmp_path):
 
 def test_a_killed_driver_resumes_a_ray_train_sweep(tmp_path, two_worker_sweep):
     proc, _ = start_sweep(tmp_path, TWO_WORKERS)
-    wait_for(lambda: len(train_checkpoints(tmp_path, "ddp", "base")) >= 2, proc, 600)
+    wait_for(lambda: registered_checkpoint(tmp_path, "ddp", "base"), proc, 600)
     kill_family(proc)
     _, runs = runs_of(tmp_path, "ddp")
     assert any(r.info.status == "RUNNING" for r in runs), "killed mid-sweep, runs still open"
