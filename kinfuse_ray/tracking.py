@@ -62,7 +62,14 @@ class Tracker:
         for key, value in RETRY_SETTINGS.items():
             os.environ.setdefault(key, value)
         self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        try:
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+        except ModuleNotFoundError as exc:  # a database store whose driver is not installed
+            extra = " (pip install 'kinfuse-ray[postgres]')" if "postgres" in tracking_uri else ""
+            raise KinfuseError(
+                f"mlflow.tracking_uri '{tracking_uri}': its client library '{exc.name}' is not "
+                f"installed{extra}"
+            ) from None
         # The first contact fails fast (seconds, not minutes of retries) on a wrong address.
         with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
             self.experiment_id = self._experiment(experiment)
