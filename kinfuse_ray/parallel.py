@@ -45,27 +45,17 @@ class Dist:
         return dict(zip(keys, (values / self.world).tolist(), strict=True))
 
     def replica_spread(self, model: torch.nn.Module) -> float:
-        """max - min over ranks of a parameter checksum: 0 while DDP keeps replicas in sync.
-        (Sharded parameters differ by design; their checksum is of this rank's shard.)"""
+        """max - min over ranks of a parameter checksum: 0 while DDP keeps replicas in sync."""
         with torch.no_grad():
-            checksum = sum(_local(p).double().sum() for p in model.parameters())
+            checksum = sum(p.double().sum() for p in model.parameters())
             checksum = checksum.reshape(1).to(self.device)
         high, low = checksum.clone(), -checksum
         torch_dist.all_reduce(high, op=torch_dist.ReduceOp.MAX)
         torch_dist.all_reduce(low, op=torch_dist.ReduceOp.MAX)
         return float(high + low)
 
-    def barrier(self) -> None:
-        if self.grouped:
-            torch_dist.barrier()
-
 
 SINGLE = Dist()  # a trial with one worker
-
-
-def _local(tensor: torch.Tensor) -> torch.Tensor:
-    """This rank's part of a (possibly sharded DTensor) parameter."""
-    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
 def parallelize(
