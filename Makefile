@@ -6,8 +6,8 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := $(VENV)/.system-packages
 # Debian packages the tests use: a browser and its driver (MLflow UI test), an SSH server and
-# rsync (`ray up` of the local-provider cluster file).
-SYSTEM_PACKAGES := chromium chromium-driver openssh-server rsync
+# rsync (`ray up` of the local-provider cluster file), a PostgreSQL server (tracking store test).
+SYSTEM_PACKAGES := chromium chromium-driver openssh-server rsync postgresql
 
 .PHONY: quickstart test lint bench
 

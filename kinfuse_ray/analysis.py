@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import defaultdict
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kinfuse_ray.collapse import CollapsePoint, best_safe_ratio, detect_collapse
-from kinfuse_ray.config import EvalConfig, SweepConfig
+from kinfuse_ray.collapse import CollapsePoint, best_safe_ratio
+from kinfuse_ray.config import EvalConfig, PredictConfig, SweepConfig
 from kinfuse_ray.errors import KinfuseError
-from kinfuse_ray.law import CollapseRecord, InfusionLaw, Prediction, candidates, compare_laws
+from kinfuse_ray.law import InfusionLaw, Prediction, SizeCurve, select_law
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class SizeResult:
     collapse: CollapsePoint
     best_safe_ratio: float | None
     acquisition_at_safe: float | None
-    acquisition_curve: tuple[tuple[float, float], ...] = ()  # (ratio, mean acquisition)
+    acquisition_threshold: float | None = None
 
 
 @dataclass
@@ -51,22 +52,37 @@ class Summary:
     trials: list[TrialResult]
     law: InfusionLaw | None = None
     law_note: str = ""
-    law_comparison: list[dict] = field(default_factory=list)  # every candidate law, best first
+    law_comparison: list[dict] = field(default_factory=list)  # every candidate form, best first
     target: str | None = None
     recommendation: Prediction | None = None
     wall_seconds: float = 0.0
-    base_runs: list[TrialResult] = field(default_factory=list)  # those run by this sweep
+    base_runs: list[TrialResult] = field(default_factory=list)
+    confirmation: list[Confirmation] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         law = None
         if self.law is not None:
             law = {
                 "form": self.law.form,
-                "target": self.law.target,
-                "params": self.law.exponents,
-                "intervals": self.law.exponent_intervals(),
+                "method": self.law.method,
+                "params": self.law.parameters,
+                "intervals": self.law.parameter_intervals(),
                 "confidence": self.law.confidence,
-                "validation": asdict(self.law.validation_) if self.law.validation_ else None,
+                "held_out": [
+                    {
+                        **asdict(h),
+                        "covered": h.covered,
+                        "log_error": h.log_error,
+                        "baseline_log_error": h.baseline_log_error,
+                    }
+                    for h in self.law.held_out_
+                ],  # fmt: skip
+                "held_out_summary": self.law.held_out_summary,
+                "saturation": (
+                    {**asdict(self.law.saturation_), "saturated": self.law.saturation_.saturated}
+                    if self.law.saturation_
+                    else None
+                ),
             }
         return {
             "study": self.study,
@@ -82,6 +98,7 @@ class Summary:
                     "plateau": s.collapse.plateau,
                     "best_safe_ratio": s.best_safe_ratio,
                     "acquisition_at_safe": s.acquisition_at_safe,
+                    "acquisition_threshold": s.acquisition_threshold,
                 }
                 for s in self.sizes
             ],
@@ -89,10 +106,15 @@ class Summary:
             "law_note": self.law_note,
             "law_comparison": self.law_comparison,
             "recommendation": (
-                {"target": self.target, **asdict(self.recommendation)}
+                {
+                    "target": self.target,
+                    **asdict(self.recommendation),
+                    "window_empty": self.recommendation.window_empty,
+                }
                 if self.recommendation
                 else None
-            ),
+            ),  # fmt: skip
+            "confirmation": [c.to_dict() for c in self.confirmation],
             "trials": [asdict(t) for t in self.trials],
             "base_runs": [asdict(t) for t in self.base_runs],
         }
@@ -108,10 +130,22 @@ class Summary:
             f"collapse_ratio.{s.size}": s.collapse.ratio for s in self.sizes if s.collapse.found
         }
         if self.law is not None:
-            metrics.update({f"law.{k}": v for k, v in self.law.exponents.items()})
+            metrics.update({f"law.{k}": v for k, v in self.law.parameters.items()})
+            if self.law.held_out_summary:
+                metrics.update({f"law.loso_{k}": v for k, v in self.law.held_out_summary.items()})
         if self.recommendation:
-            metrics["recommended_ratio"] = self.recommendation.safe_ratio
-            metrics["predicted_collapse_ratio"] = self.recommendation.ratio
+            p = self.recommendation
+            metrics["recommended_ratio"] = p.recommended_ratio
+            metrics["predicted_collapse_ratio"] = p.ratio
+            metrics["predicted_collapse_ratio_lo"], metrics["predicted_collapse_ratio_hi"] = (
+                p.interval
+            )
+            if p.acquisition_threshold is not None:
+                metrics["predicted_acquisition_threshold"] = p.acquisition_threshold
+        for c in self.confirmation:
+            metrics[f"confirm.{c.role}.measured_retention"] = c.measured
+            if c.predicted is not None:
+                metrics[f"confirm.{c.role}.predicted_retention"] = c.predicted
         return metrics
 
     def table(self) -> str:
@@ -119,79 +153,191 @@ class Summary:
             return "-" if v is None else f"{v:.3f}"
 
         lines = [
-            f"{'size':<12}{'n_params':>10}  {'collapse r*':>11}  {'bracket':<13}  {'best safe':>9}  note"
+            f"{'size':<12}{'n_params':>10}  {'collapse r*':>11}  {'bracket':<13}  {'best safe':>9}  "
+            f"{'learns from':>11}  note"
         ]
         for s in self.sizes:
             c = s.collapse
             lines.append(
                 f"{s.size:<12}{s.n_params:>10,}  {fmt(c.ratio):>11}  "
                 f"{f'{c.bracket[0]:.2f}-{c.bracket[1]:.2f}':<13}  {fmt(s.best_safe_ratio):>9}  "
-                f"{'' if c.found else c.outcome.value}"
+                f"{fmt(s.acquisition_threshold):>11}  {'' if c.found else c.outcome.value}"
             )
         return "\n".join(lines)
 
+    def describe(self) -> str:
+        """The whole answer for people, in Markdown: the sweep's parent run shows it in MLflow."""
+        parts = [f"## {self.study}: collapse per size", "", "```", self.table(), "```", ""]
+        if self.law is None:
+            parts.append(f"No law fitted: {self.law_note}")
+        else:
+            parts += ["## The law", "", "```", self.law.report(), "```", ""]
+        if self.recommendation is not None:
+            p = self.recommendation
+            parts += [
+                f"## Recommendation for {self.target} ({p.n_params:,.0f} non-embedding "
+                f"parameters, {p.tokens:,.0f} tokens)", "", "```", p.describe(),
+                *(f"warning: {w}" for w in p.warnings), "```",
+            ]  # fmt: skip
+        if self.confirmation:
+            parts += ["", f"## Confirmation: {self.target} trained at the forecast's ratios", "",
+                      "```", *(c.describe() for c in self.confirmation), "```"]  # fmt: skip
+        return "\n".join(parts)
 
-def size_results(trials: list[TrialResult], evals: EvalConfig) -> list[SizeResult]:
-    """Apply the collapse rule to each (size, token budget) group, smallest model first.
-    Repeated trials at one ratio (several seeds or sweeps) are averaged."""
+
+@dataclass(frozen=True)
+class Confirmation:
+    """The target size trained at one forecast ratio: the retention (share of its base model's)
+    the law predicted for one trial there, against what the trial kept."""
+
+    role: str  # "recommended" or "collapse"
+    target: str
+    n_params: int
+    tokens: int
+    ratio: float
+    predicted: float | None  # None: the points method predicts no retention curve
+    interval: tuple[float, float] | None
+    measured: float
+
+    @property
+    def covered(self) -> bool | None:
+        return (
+            None if self.interval is None else self.interval[0] <= self.measured <= self.interval[1]
+        )
+
+    @property
+    def error(self) -> float | None:
+        return None if self.predicted is None else self.measured - self.predicted
+
+    def describe(self) -> str:
+        what = (
+            f"{self.role:<11} r = {self.ratio:.4f}: retention kept {self.measured:.2f} of plateau"
+        )
+        if self.predicted is None:
+            return what
+        lo, hi = self.interval
+        verdict = "inside" if self.covered else "OUTSIDE"
+        return f"{what}, predicted {self.predicted:.2f} ({lo:.2f}-{hi:.2f}, {verdict})"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "covered": self.covered, "error": self.error}
+
+
+def confirmation_rows(
+    law: InfusionLaw, prediction: Prediction, results: list[TrialResult]
+) -> list[Confirmation]:
+    """Predicted against measured for the confirmation run's trials (`results`: its base run
+    and its infusion trials)."""
+    base = [t.retention for t in results if t.phase == "base"]
+    trials = [t for t in results if t.phase == "infuse"]
+    if not trials:
+        return []
+    plateau = float(np.mean(base)) if base else max(t.retention for t in trials)
+    roles = {
+        round(prediction.recommended_ratio, 4): "recommended",
+        round(prediction.ratio, 4): "collapse",
+    }
+    out = []
+    for t in sorted(trials, key=lambda t: t.ratio):
+        expected = law.expected_retention(t.n_params, t.tokens, t.ratio)
+        out.append(
+            Confirmation(
+                roles.get(round(t.ratio, 4), "other"), t.size, t.n_params, t.tokens, t.ratio,
+                expected and expected[0], expected and expected[1], t.retention / plateau,
+            )
+        )  # fmt: skip
+    return out
+
+
+def size_curves(
+    trials: list[TrialResult], evals: EvalConfig, base: list[TrialResult] = ()
+) -> list[SizeCurve]:
+    """One curve per (size, token budget), every trial of every seed, smallest model first. The
+    plateau is the base runs' mean retention where there are base runs, else the median of the
+    `plateau_points` lowest ratios' mean retention."""
     groups: dict[tuple[str, int, int], list[TrialResult]] = defaultdict(list)
     for t in trials:
         groups[(t.size, t.n_params, t.tokens)].append(t)
     out = []
     for (size, n_params, tokens), mine in sorted(groups.items(), key=lambda kv: kv[0][1:]):
+        # A canonical order: the same trials give the same curve (and bootstrap) wherever they
+        # were read from, the sweep's own results or MLflow.
+        mine = sorted(mine, key=lambda t: (t.ratio, t.retention, t.acquisition))
+        bases = [b.retention for b in base if b.size == size and b.n_params == n_params]
         ratios = sorted({t.ratio for t in mine})
-        retention = [np.mean([t.retention for t in mine if t.ratio == r]) for r in ratios]
-        acquisition = [np.mean([t.acquisition for t in mine if t.ratio == r]) for r in ratios]
-        collapse = detect_collapse(
-            ratios, retention, evals.collapse_threshold, evals.plateau_points
+        low = [np.mean([t.retention for t in mine if t.ratio == r]) for r in ratios]
+        plateau = float(np.mean(bases)) if bases else float(np.median(low[: evals.plateau_points]))
+        out.append(
+            SizeCurve(
+                size,
+                float(n_params),
+                float(tokens),
+                tuple(t.ratio for t in mine),
+                tuple(t.retention for t in mine),
+                tuple(t.acquisition for t in mine),
+                plateau,
+            )
         )
-        safe = best_safe_ratio(ratios, retention, collapse.plateau, evals.plateau_tolerance)
-        acq = float(acquisition[ratios.index(safe)]) if safe is not None else None
-        curve = tuple((float(r), float(a)) for r, a in zip(ratios, acquisition, strict=True))
-        out.append(SizeResult(size, n_params, tokens, collapse, safe, acq, curve))
     return out
 
 
-def collapse_records(sizes: list[SizeResult]) -> list[CollapseRecord]:
-    """The points a law is fitted to: every size whose collapse was found."""
-    return [
-        CollapseRecord(
-            s.n_params, s.tokens, s.collapse.ratio, s.collapse.bracket, s.size, s.acquisition_curve
-        )
-        for s in sizes
-        if s.collapse.found
-    ]
+def size_results(
+    curves: list[SizeCurve], evals: EvalConfig, acquisition_target: float
+) -> list[SizeResult]:
+    """The detector's answer per size: collapse point, best safe ratio tried, where it learns."""
+    out = []
+    for c in curves:
+        collapse = c.collapse(evals.collapse_threshold)
+        ratios, retention, acquisition = c.mean_curve()
+        safe = best_safe_ratio(ratios, retention, collapse.plateau, evals.plateau_tolerance)
+        acq = float(acquisition[list(ratios).index(safe)]) if safe is not None else None
+        out.append(
+            SizeResult(
+                c.name, int(c.n_params), int(c.tokens), collapse, safe, acq,
+                c.acquisition_threshold(acquisition_target),
+            )
+        )  # fmt: skip
+    return out
 
 
-def summarise(trials: list[TrialResult], sweep: SweepConfig, wall_seconds: float = 0.0) -> Summary:
-    sizes = size_results(trials, sweep.eval)
-    summary = Summary(sweep.name, sizes, trials, wall_seconds=wall_seconds)
-    p = sweep.predict
-    options = dict(
-        confidence=p.confidence,
-        safety_margin=p.safety_margin,
-        n_bootstrap=p.bootstrap,
-        seed=sweep.seed,
+def law_options(evals: EvalConfig, predict: PredictConfig, seed: int = 0) -> dict:
+    """The estimator's settings from a sweep's eval and predict sections (one place, for sweeps
+    and `kinfuse fit`)."""
+    return dict(
+        method=predict.method,
+        threshold=evals.collapse_threshold,
+        confidence=predict.confidence,
+        tolerance=evals.plateau_tolerance,
+        tolerances=tuple(predict.tolerances),
+        acquisition_target=predict.acquisition_target,
+        n_bootstrap=predict.bootstrap,
+        seed=seed,
     )
+
+
+def summarise(
+    trials: list[TrialResult],
+    sweep: SweepConfig,
+    wall_seconds: float = 0.0,
+    base: list[TrialResult] = (),
+) -> Summary:
+    curves = size_curves(trials, sweep.eval, base)
+    options = law_options(sweep.eval, sweep.predict, sweep.seed)
+    sizes = size_results(curves, sweep.eval, options["acquisition_target"])
+    summary = Summary(sweep.name, sizes, trials, wall_seconds=wall_seconds, base_runs=list(base))
     try:
-        ranked = compare_laws(collapse_records(sizes), *candidates(p.law, p.law_target), **options)
+        summary.law, ranked = select_law(curves, sweep.predict.law, **options)
     except KinfuseError as exc:
         summary.law_note = str(exc)
         return summary
-    summary.law = ranked[0].law
     summary.law_comparison = [
-        {
-            "law": c.name,
-            "aicc": round(c.aicc, 2),
-            "held_out_log_error": None if c.held_out_error is None else round(c.held_out_error, 4),
-        }
-        for c in ranked
+        {"law": c.form, "held_out_log_error": round(c.held_out_error, 4)} for c in ranked
     ]
+    p = sweep.predict
     if p.target is not None:
-        target_n = p.target.size.non_embedding_params(sweep.data.vocab_size, sweep.data.seq_len)
         summary.target = p.target.size.name
         summary.recommendation = summary.law.predict(
-            target_n, p.target.tokens or sweep.train.tokens
+            sweep.target_n_params, p.target.tokens or sweep.train.tokens
         )
     return summary
 
@@ -205,3 +351,48 @@ def collapse_curve(
         np.array([t.retention for t in mine]),
         np.array([t.acquisition for t in mine]),
     )
+
+
+def fit_recorded(
+    experiments: list[str], tracking_uri: str, overrides: dict | None = None
+) -> tuple[InfusionLaw, SweepConfig | None, list[str]]:
+    """Refit the law from the trials MLflow holds, with the sweep's own settings as logged on its
+    parent run (the first study's, when several combine). `overrides` (None values ignored) win
+    and are named in the notes returned, as is anything that falls back to a default."""
+    from kinfuse_ray.config import parse_sweep
+    from kinfuse_ray.tracking import load_trials
+
+    recorded = load_trials(tracking_uri, experiments)
+    sweep, notes = None, []
+    evals, form, options = EvalConfig(), "auto", law_options(EvalConfig(), PredictConfig())
+    if recorded.sweep_files:
+        raw = recorded.sweep_files[0]
+        try:
+            sweep = parse_sweep(raw, f"{experiments[0]}'s sweep.yaml")
+            evals, form = sweep.eval, sweep.predict.law
+            options = law_options(evals, sweep.predict, sweep.seed)
+            notes.append(f"settings: sweep '{sweep.name}' as recorded on its parent run")
+        except KinfuseError as exc:  # recorded by an older version of kinfuse
+            with contextlib.suppress(ValueError):
+                evals = EvalConfig.model_validate(raw.get("eval") or {})
+                options = law_options(evals, PredictConfig())
+            notes.append(f"settings: the recorded ones' eval section ({exc})")
+    else:
+        notes.append("settings: none recorded with these trials; the defaults")
+    for key, value in (overrides or {}).items():
+        if value is None or value == (form if key == "form" else options.get(key)):
+            continue
+        before = form if key == "form" else options.get(key, "the default")
+        notes.append(f"--{key.replace('_', '-')} {value} overrides the sweep's {before}")
+        if key == "form":
+            form = value
+        else:
+            options[key] = value
+    # The ladder's trials only: a confirmation run's target is not a point of the law.
+    rungs = {rung["name"] for raw in recorded.sweep_files for rung in raw.get("ladder", [])}
+    trials, base = (
+        [t for t in found if not rungs or t.size in rungs]
+        for found in (recorded.trials, recorded.base)
+    )
+    law, _ = select_law(size_curves(trials, evals, base), form, **options)
+    return law, sweep, notes

@@ -8,6 +8,7 @@ kinfuse tokenize sweeps/gpu_ladder.yaml        tokenize the corpus on Ray into s
 kinfuse fit --experiment quickstart            refit the law from MLflow, write JSON + plot
 kinfuse predict --experiment quickstart --n-params 8e5
 kinfuse predict --law-file runs/quickstart/law.json --n-params 8e5 --tokens 5e5
+kinfuse forecasts                              confirmed forecasts of every study, with errors
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 
 from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.law import FORMS, METHODS
 
 
 class Interrupted(KinfuseError):
@@ -26,9 +29,10 @@ class Interrupted(KinfuseError):
 
 def _print_prediction(prediction, target: str) -> None:
     print(
-        f"\nrecommendation for {target} ({prediction.n_params:,.0f} non-embedding params, {prediction.tokens:,.0f} tokens):"
+        f"\nrecommendation for {target} ({prediction.n_params:,.0f} non-embedding params, "
+        f"{prediction.tokens:,.0f} tokens):"
     )
-    print(f"  {prediction.describe()}")
+    print(textwrap.indent(prediction.describe(), "  "))
     for warning in prediction.warnings:
         print(f"  warning: {warning}")
 
@@ -59,10 +63,10 @@ def _sweep(args: argparse.Namespace) -> None:
     print(summary.law.report() if summary.law else f"no law fitted: {summary.law_note}")
     if len(summary.law_comparison) > 1:
         ranked = ", ".join(
-            f"{c['law']} (held-out |log error| {c['held_out_log_error']}, AICc {c['aicc']:.1f})"
+            f"{c['law']} (held-out |log error| {c['held_out_log_error']})"
             for c in summary.law_comparison
         )
-        print(f"  laws compared, best first: {ranked}")
+        print(f"  forms compared by leave-one-size-out, best first: {ranked}")
     if summary.recommendation:
         _print_prediction(summary.recommendation, summary.target)
     print(f"\nsummary.json and plots: {sweep.out}")
@@ -108,29 +112,45 @@ def _tokenize(args: argparse.Namespace) -> None:
     print(f"{tokens:,} tokens in {folder}{speed}; sweeps of this corpus now read these shards")
 
 
-def _law_options(args: argparse.Namespace) -> dict:
+def _overrides(args: argparse.Namespace) -> dict:
+    """Law settings given on the command line (None: the sweep's own)."""
     return {
         "form": args.law,
-        "target": args.target,
+        "method": args.method,
+        "threshold": args.threshold,
         "confidence": args.confidence,
-        "safety_margin": args.safety_margin,
+        "tolerance": args.tolerance,
+        "acquisition_target": args.acquisition_target,
     }
 
 
-def _fit(args: argparse.Namespace) -> None:
-    from kinfuse_ray.law import InfusionLaw
-    from kinfuse_ray.plots import plot_law
+def _fit_recorded(args: argparse.Namespace):
+    from kinfuse_ray.analysis import fit_recorded
 
     if not args.experiment:
-        raise KinfuseError("fit needs --experiment NAME")
-    law = InfusionLaw.from_mlflow(
-        args.experiment, args.tracking_uri, args.threshold, **_law_options(args)
-    )
+        raise KinfuseError(f"{args.command} needs --experiment NAME")
+    law, sweep, notes = fit_recorded(args.experiment, args.tracking_uri, _overrides(args))
+    for note in notes:
+        print(note)
     print(law.report())
+    return law, sweep
+
+
+def _fit(args: argparse.Namespace) -> None:
+    from kinfuse_ray.plots import plot_law
+
+    law, sweep = _fit_recorded(args)
+    prediction = target = None
+    if sweep is not None and sweep.predict.target is not None:
+        t = sweep.predict.target
+        target = t.size.name
+        n = t.size.non_embedding_params(sweep.data.vocab_size, sweep.data.seq_len)
+        prediction = law.predict(n, t.tokens or sweep.train.tokens)
+        _print_prediction(prediction, target)
     law.save(args.out)
     print(f"\nlaw: {args.out}")
     title = "+".join(args.experiment)
-    print(f"plot: {plot_law(law, Path(args.plot), title)}")
+    print(f"plot: {plot_law(law, Path(args.plot), title, prediction, target or 'target')}")
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -138,14 +158,48 @@ def _predict(args: argparse.Namespace) -> None:
 
     if args.law_file:
         law = InfusionLaw.load(args.law_file)
+        print(law.report())
     elif args.experiment:
-        law = InfusionLaw.from_mlflow(
-            args.experiment, args.tracking_uri, args.threshold, **_law_options(args)
-        )
+        law, _ = _fit_recorded(args)
     else:
         raise KinfuseError("predict needs --experiment NAME or --law-file FILE")
-    print(law.report())
     _print_prediction(law.predict(args.n_params, args.tokens), f"N = {args.n_params:,.0f}")
+
+
+def _forecasts(args: argparse.Namespace) -> None:
+    import datetime
+
+    from kinfuse_ray.tracking import confirmed_forecasts
+
+    forecasts = confirmed_forecasts(args.tracking_uri)
+    if not forecasts:
+        print(f"no confirmed forecasts at {args.tracking_uri} (sweeps with predict.confirm: true)")
+        return
+    print(
+        f"{'date':<11}{'study':<22}{'target':<10}{'N':>12}  {'ratio':>7}  {'role':<11}"
+        f"{'predicted':>9}  {'interval':<11}  {'measured':>8}  verdict"
+    )
+    rows = [(f, r) for f in forecasts for r in f["rows"]]
+    for f, r in rows:
+        day = datetime.datetime.fromtimestamp(f["start_time"] / 1000).date().isoformat()
+        interval, verdict = "", ""
+        if r["predicted"] is not None:
+            interval = f"{r['interval'][0]:.2f}-{r['interval'][1]:.2f}"
+            verdict = "inside" if r["covered"] else "OUTSIDE"
+        predicted = "-" if r["predicted"] is None else f"{r['predicted']:.2f}"
+        print(
+            f"{day:<11}{f['study'][:21]:<22}{f['target'][:9]:<10}{f['n_params']:>12,.0f}  "
+            f"{r['ratio']:>7.4f}  {r['role']:<11}{predicted:>9}  {interval:<11}  "
+            f"{r['measured']:>8.2f}  {verdict}"
+        )
+    scored = [r for _, r in rows if r["predicted"] is not None]
+    if scored:
+        inside = sum(bool(r["covered"]) for r in scored)
+        mean_abs = sum(abs(r["error"]) for r in scored) / len(scored)
+        print(
+            f"\n{len(forecasts)} confirmed forecasts, {len(scored)} predictions: {inside} inside "
+            f"their intervals; mean |measured - predicted| retention {mean_abs:.3f}"
+        )
 
 
 def _positive(text: str) -> float:
@@ -172,13 +226,17 @@ def _add_law_source(parser: argparse.ArgumentParser) -> None:
         help="MLflow experiment (a study); repeat to combine sweeps",
     )
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
-    parser.add_argument(
-        "--threshold", type=float, default=0.5, help="collapse threshold (x plateau)"
+    law = parser.add_argument_group(
+        "law settings", "default: the sweep's own, as recorded on its parent run"
     )
-    parser.add_argument("--law", default="auto", choices=["auto", "power_n", "power_nd"])
-    parser.add_argument("--target", default="auto", choices=["auto", "general_share", "ratio"])
-    parser.add_argument("--confidence", type=float, default=0.9)
-    parser.add_argument("--safety-margin", type=float, default=0.1)
+    law.add_argument("--threshold", type=_share, help="collapse threshold (x plateau)")
+    law.add_argument("--law", choices=["auto", *FORMS])
+    law.add_argument("--method", choices=METHODS)
+    law.add_argument("--confidence", type=_share)
+    law.add_argument("--tolerance", type=_share, help="retention kept at the recommended ratio")
+    law.add_argument(
+        "--acquisition-target", type=_share, help="acquisition that counts as learning the domain"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--n-params", type=_positive, required=True, help="non-embedding params")
     predict.add_argument("--tokens", type=_positive, help="token budget (default: the fitted one)")
     predict.set_defaults(func=_predict)
+
+    forecasts = sub.add_parser(
+        "forecasts", help="every confirmed forecast in a tracking store, with its error"
+    )
+    forecasts.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    forecasts.set_defaults(func=_forecasts)
     return parser
 
 

@@ -1,7 +1,8 @@
 """Find a model size's collapse point r* from its retention-vs-ratio curve.
 
 The rule (documented in the README and tested):
-1. The plateau is the median retention of the `plateau_points` lowest ratios tried.
+1. The plateau is the base model's retention (before any infusion) where the schedule has one,
+   else the median retention of the `plateau_points` lowest ratios tried.
 2. Normalised retention is retention / plateau.
 3. r* is the first ratio, scanning upwards, where normalised retention falls below `threshold`;
    it is interpolated linearly in log r between that ratio and the one before it, and those two
@@ -46,14 +47,17 @@ def detect_collapse(
     retention: list[float] | np.ndarray,
     threshold: float = 0.5,
     plateau_points: int = 2,
+    plateau: float | None = None,
 ) -> CollapsePoint:
-    """Apply the rule above to one size's trials (any order; ratios must be > 0 to interpolate)."""
+    """Apply the rule above to one size's trials (any order; ratios must be > 0 to interpolate).
+    `plateau`: the base model's retention, when there is one."""
     order = np.argsort(ratios)
     r = np.asarray(ratios, dtype=float)[order]
     y = np.asarray(retention, dtype=float)[order]
     if len(r) == 0:
         raise ValueError("no trials to detect a collapse from")
-    plateau = float(np.median(y[:plateau_points]))
+    if plateau is None:
+        plateau = float(np.median(y[:plateau_points]))
     if plateau < MIN_PLATEAU:
         return CollapsePoint(
             Outcome.no_plateau, None, (float(r[0]), float(r[-1])), plateau, threshold
@@ -85,3 +89,20 @@ def best_safe_ratio(
             break
         safe = float(r)
     return safe
+
+
+def detect_acquisition(
+    ratios: list[float] | np.ndarray, acquisition: list[float] | np.ndarray, target: float
+) -> float | None:
+    """The lowest ratio at which acquisition reaches `target`: the first ratio, scanning upwards,
+    at or above it, interpolated in log r from the ratio before. None when no ratio reaches it,
+    or the lowest one already does (the threshold then lies below the searched range)."""
+    order = np.argsort(ratios)
+    r = np.asarray(ratios, dtype=float)[order]
+    y = np.asarray(acquisition, dtype=float)[order]
+    above = np.flatnonzero(y >= target)
+    if len(above) == 0 or above[0] == 0:
+        return None
+    i = int(above[0])
+    frac = (target - y[i - 1]) / (y[i] - y[i - 1])
+    return float(np.exp(np.log(r[i - 1]) + frac * (np.log(r[i]) - np.log(r[i - 1]))))

@@ -195,11 +195,26 @@ class Target(Strict):
 
 class PredictConfig(Strict):
     target: Target | None = None
-    law: Literal["auto", "power_n", "power_nd"] = "auto"  # auto: compare_laws picks
-    law_target: Literal["auto", "general_share", "ratio"] = "auto"
+    # auto: leave-one-size-out picks among the bounded forms once 4 sizes collapsed (power_n
+    # below that); or name one: power_n, power_n_sat (saturates), power_nd, power_nd_sat
+    law: Literal["auto", "power_n", "power_n_sat", "power_nd", "power_nd_sat"] = "auto"
+    method: Literal["joint", "points"] = "joint"  # fit every trial, or the per-size r* points
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.9
-    safety_margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    bootstrap: int = Field(default=1000, ge=10)
+    # Retention kept (share of plateau) for the table of ratios; eval.plateau_tolerance picks
+    # the recommended one.
+    tolerances: list[Share] = Field(default=[0.95, 0.9, 0.8], min_length=1)
+    # "Learns the domain": chance-corrected acquisition of the infused facts at least this.
+    acquisition_target: Share = 0.25
+    bootstrap: int = Field(default=400, ge=10)
+    # Once the law is fitted, train the target size at the recommended ratio and at the
+    # predicted collapse point, and record predicted against measured (`kinfuse forecasts`).
+    confirm: bool = False
+
+    @model_validator(mode="after")
+    def _confirm_needs_a_target(self) -> PredictConfig:
+        if self.confirm and self.target is None:
+            raise ValueError("confirm: true needs a target to confirm")
+        return self
 
 
 class RayConfig(Strict):
@@ -212,8 +227,10 @@ class RayConfig(Strict):
 
 
 class MlflowConfig(Strict):
-    tracking_uri: str = "sqlite:///mlflow.db"
-    experiment: str | None = Field(default=None, description="default: the study name")
+    tracking_uri: str = Field(default="sqlite:///mlflow.db", min_length=1)
+    experiment: str | None = Field(
+        default=None, min_length=1, description="default: the study name"
+    )
 
 
 class SweepConfig(Strict):
@@ -270,8 +287,15 @@ class SweepConfig(Strict):
         return data.n_general_facts, n_domain
 
     @property
+    def target_n_params(self) -> int | None:
+        target = self.predict.target
+        return target and target.size.non_embedding_params(self.data.vocab_size, self.data.seq_len)
+
+    @property
     def largest_knowledge_load(self) -> tuple[int | None, int | None]:
-        return self.knowledge_load(max(self.n_params.values()))
+        """The most facts any trial of this sweep trains on (the confirmation run's included)."""
+        sizes = [*self.n_params.values(), *([self.target_n_params] if self.predict.confirm else [])]
+        return self.knowledge_load(max(sizes))
 
     def train_for(self, size: str) -> TrainConfig:
         """The training settings of one rung: its own learning rate, parallelism and activation

@@ -1,271 +1,691 @@
-"""The knowledge-infusion scaling law, as a scikit-learn-style estimator.
+"""The knowledge-infusion scaling law r*(N, D), bounded in (0, 1), fitted to every trial.
 
-    law = InfusionLaw(form="power_n", target="general_share").fit(points)
-    law.predict(n_params=1e8)  # -> Prediction with interval and recommended safe ratio
+    law = InfusionLaw(form="power_n").fit(curves)   # one SizeCurve per model size (all seeds)
+    law.predict(n_params=1e8, tokens=2e9)           # -> Prediction: r*, interval, window, ratio
 
-Forms (log-linear in their parameters, fitted in log space):
-- power_n:  y = c * N^b            log y = a + b log N
-- power_nd: y = c * N^b * D^g      log y = a + b log N + g log D
-where y is the collapse ratio r* (target="ratio") or the general share 1 - r* (target=
-"general_share"; r* is bounded by 1, so for large models its general share is the quantity that
-follows a clean power law, see the science notes).
+Forms. The odds of the general share at collapse follow a power law in N (and D):
+    power_n:      r* = 1 / (1 + C N^-b)              i.e. (1 - r*) / r* = C N^-b
+    power_nd:     r* = 1 / (1 + C N^-b D^-g)
+    power_n_sat:  r* = r_max / (1 + C N^-b)          saturates at r_max < 1 as N grows: the
+    power_nd_sat: r* = r_max / (1 + C N^-b D^-g)     constant term of Gu et al. 2024's CMR law
+Written r* = r_max * sigmoid(eta) with eta linear in log N (and log D), every form predicts r* in
+(0, 1); near r* = 1 the odds law is the pilot's power law in 1 - r*.
 
-Fitting: Huber loss on log residuals (robust to one bad collapse point), several starting points,
-best cost kept. Intervals: bootstrap over points, each point's r* redrawn log-uniformly within
-its bracket. Every fit also reports leave-the-largest-size-out validation next to the baseline
-"use the largest fitted size's r* as is".
+Methods:
+- joint (default): every trial of every size and seed at once. A size's retention curve is its
+  plateau (the base model's retention) times sigmoid(k (logit r*(N, D) - logit r) + logit t):
+  retention falls to t x plateau (t the collapse threshold) exactly at r = r*(N, D). One
+  steepness k for all sizes; soft-L1 loss, so a stray trial cannot drag the law.
+- points: the collapse detector's r* per size, then the law through those points (Huber loss in
+  logit r*). The method of earlier versions, kept as the comparison.
+
+Uncertainty: a parametric bootstrap of the two-level model the fit implies. Each size's collapse
+deviates from the law by a size-level residual (the measured ones, centred and inflated for the
+parameters the law spends) and each trial by trial-level noise (resampled within its size). Every
+draw regenerates the data, refits the law, and adds a fresh size-level residual to the prediction
+for the queried size: a prediction interval for a new model, not only the law's confidence band.
+Nothing is widened by hand; the point estimate may lie anywhere in its interval.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import least_squares
+from scipy.special import expit, logit
+from scipy.stats import t as student_t
 
+from kinfuse_ray.collapse import CollapsePoint, detect_acquisition, detect_collapse
 from kinfuse_ray.errors import KinfuseError
 
-FORMS = {"power_n": ("log_c", "b_n"), "power_nd": ("log_c", "b_n", "g_d")}
-TARGETS = ("ratio", "general_share")
-HUBER_SCALE = 0.1  # log-space residual where the loss turns from quadratic to linear
+FORMS: dict[str, tuple[str, ...]] = {
+    "power_n": ("eta0", "b_n"),
+    "power_nd": ("eta0", "b_n", "g_d"),
+    "power_n_sat": ("eta0", "b_n", "logit_r_max"),
+    "power_nd_sat": ("eta0", "b_n", "g_d", "logit_r_max"),
+}
+METHODS = ("joint", "points")
+# Below this many sizes with a collapse, leave-one-size-out cannot score a three-parameter form
+# on held-out sizes: the two-parameter power_n is then the law, fixed before looking.
+MIN_SIZES_TO_SELECT = 4
+DEFAULT_FORM = "power_n"
+HUBER_LOGIT = 0.3  # points method: logit residual where the loss turns linear
+SOFT_L1_RETENTION = 0.05  # joint method: retention residual where the loss turns linear
 EXTRAPOLATION_WARN = 10.0  # warn when the query lies this factor beyond the fitted sizes
+EDGE = 1e-6  # ratios are kept this far inside (0, 1) before taking logits
 
 
+def _logit(p: np.ndarray | float) -> np.ndarray:
+    return logit(np.clip(p, EDGE, 1 - EDGE))
+
+
+# --- data ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class CollapseRecord:
-    """One measured collapse point: r* of a model of `n_params` trained on `tokens` tokens."""
+class SizeCurve:
+    """Every infusion trial of one model size at one token budget, all seeds together."""
 
+    name: str
     n_params: float
     tokens: float
+    ratios: tuple[float, ...]  # one entry per trial
+    retention: tuple[float, ...]
+    acquisition: tuple[float, ...]
+    plateau: float  # retention before infusion: the base model's (else the low-ratio median)
+
+    def mean_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ratios tried, with retention and acquisition averaged over repeats (seeds)."""
+        r = np.asarray(self.ratios, float)
+        ratios = np.unique(r)
+        ret = np.array([np.mean(np.asarray(self.retention)[r == x]) for x in ratios])
+        acq = np.array([np.mean(np.asarray(self.acquisition)[r == x]) for x in ratios])
+        return ratios, ret, acq
+
+    def collapse(self, threshold: float) -> CollapsePoint:
+        ratios, retention, _ = self.mean_curve()
+        return detect_collapse(ratios, retention, threshold, plateau=self.plateau)
+
+    def acquisition_threshold(self, target: float) -> float | None:
+        ratios, _, acquisition = self.mean_curve()
+        return detect_acquisition(ratios, acquisition, target)
+
+
+# --- results ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ToleranceRow:
+    """Where retention stays at `tolerance` x plateau: the point estimate, its interval, and the
+    recommended ratio (the interval's lower end)."""
+
+    tolerance: float
     ratio: float
-    bracket: tuple[float, float]
-    name: str = ""
-    acquisition: tuple[tuple[float, float], ...] = ()  # (ratio, acquisition) measured at this size
+    interval: tuple[float, float]
+
+    @property
+    def recommended(self) -> float:
+        return self.interval[0]
 
 
 @dataclass(frozen=True)
 class Prediction:
     n_params: float
     tokens: float
-    ratio: float
+    ratio: float  # r*; a lower bound when `saturated` says why
     interval: tuple[float, float]
     confidence: float
-    safe_ratio: float
-    safety_margin: float
-    warnings: tuple[str, ...] = ()
+    tolerance: float  # the tolerance the recommended ratio keeps
+    recommended_ratio: float
+    tolerances: tuple[ToleranceRow, ...] = ()
+    acquisition_threshold: float | None = None  # lowest ratio that learns the domain
+    acquisition_interval: tuple[float, float] | None = None
+    acquisition_target: float = 0.25
     # Domain acquisition the largest fitted size reached at the recommended ratio: a floor, since
-    # larger models acquire more at a given ratio. None when that ratio lies outside its trials.
+    # larger models acquire more at a given ratio. None outside its trials.
     expected_acquisition: float | None = None
+    saturated: str | None = None
+    acquisition_note: str | None = None  # why there is no acquisition threshold
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def window(self) -> tuple[float, float] | None:
+        """[lowest ratio that learns the domain, collapse point]; None when unknown."""
+        if self.acquisition_threshold is None:
+            return None
+        return (self.acquisition_threshold, self.ratio)
+
+    @property
+    def window_empty(self) -> bool:
+        return self.window is not None and self.window[0] >= self.recommended_ratio
 
     def describe(self) -> str:
+        conf = f"{self.confidence:.0%}"
         lo, hi = self.interval
-        text = (
-            f"collapse ratio r* = {self.ratio:.3f} ({self.confidence:.0%} interval {lo:.3f}-{hi:.3f}); "
-            f"recommended infusion ratio {self.safe_ratio:.3f} "
-            f"(lower bound less a {self.safety_margin:.0%} margin)"
+        if self.saturated:
+            lines = [f"collapse point r* at least {self.ratio:.3f}: {self.saturated}"]
+        else:
+            lines = [
+                f"collapse point r* = {self.ratio:.3f} ({conf} interval {lo:.3f}-{hi:.3f}): "
+                "with more domain text than this the model loses half of what it knew"
+            ]
+        if self.acquisition_note:
+            lines.append(f"infusion window: unknown; {self.acquisition_note}")
+        if self.acquisition_threshold is not None:
+            alo, ahi = self.acquisition_interval or (math.nan, math.nan)
+            lines.append(
+                f"domain learned from r = {self.acquisition_threshold:.3f} ({conf} interval "
+                f"{alo:.3f}-{ahi:.3f}): below it the model gets under "
+                f"{self.acquisition_target:.0%} of the domain facts (chance-corrected)"
+            )
+            lines.append(
+                f"infusion window: {self.acquisition_threshold:.3f} to {self.ratio:.3f}"
+                + (
+                    " - EMPTY: no ratio both learns the domain and keeps retention"
+                    if self.window_empty
+                    else ""
+                )
+            )
+        lines.append(
+            f"recommended infusion ratio {self.recommended_ratio:.3f}: retention stays at "
+            f"{self.tolerance:.0%} of its pre-infusion level or more (lower end of the {conf} "
+            "interval)"
         )
         if self.expected_acquisition is not None:
-            text += (
-                f"; expected domain acquisition at least {self.expected_acquisition:.2f} "
-                "(chance-corrected, as the largest fitted size reached there)"
+            lines.append(
+                f"expected domain acquisition there at least {self.expected_acquisition:.2f} "
+                "(chance-corrected, as the largest fitted size reached)"
             )
-        return text
+        if self.tolerances:
+            lines.append(
+                f"  {'retention kept':>14}  {'ratio':>6}  {conf + ' interval':<15}  recommended"
+            )
+            for row in self.tolerances:
+                lines.append(
+                    f"  {row.tolerance:>14.0%}  {row.ratio:>6.3f}  "
+                    f"{f'{row.interval[0]:.3f}-{row.interval[1]:.3f}':<15}  {row.recommended:.3f}"
+                )
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
-class Validation:
-    """Leave-the-largest-size-out: fit the rest, predict the largest."""
+class HeldOut:
+    """One size left out of the fit and predicted by the rest (leave-one-size-out)."""
 
-    held_out: str
-    measured: float
+    size: str
+    n_params: float
+    measured: float  # the detector's r* of that size
     predicted: float
     interval: tuple[float, float]
-    log_error: float
-    covered: bool
-    baseline: float  # the largest remaining size's r*, used as is
-    baseline_log_error: float
+    baseline: float  # the nearest remaining size's measured r*, used as is
 
     @property
-    def beats_baseline(self) -> bool:
-        return abs(self.log_error) < abs(self.baseline_log_error)
+    def covered(self) -> bool:
+        return self.interval[0] <= self.measured <= self.interval[1]
+
+    @property
+    def log_error(self) -> float:
+        """Error in log general share, log(1 - r*): the quantity the pilot's power law is in."""
+        return math.log((1 - self.predicted) / (1 - self.measured))
+
+    @property
+    def baseline_log_error(self) -> float:
+        return math.log((1 - self.baseline) / (1 - self.measured))
 
 
-def _acquisition_at(curve: tuple[tuple[float, float], ...], ratio: float) -> float | None:
-    """Interpolate a measured acquisition curve; None outside the ratios it was measured at."""
-    if not curve:
-        return None
-    ratios, values = zip(*sorted(curve), strict=True)
-    if not ratios[0] <= ratio <= ratios[-1]:
-        return None
-    return float(np.interp(ratio, ratios, values))
+@dataclass(frozen=True)
+class Saturation:
+    """Is r* still moving with N over the top sizes? The slope of logit r* against log N there."""
+
+    sizes: tuple[str, ...]
+    slope: float
+    interval: tuple[float, float]
+
+    @property
+    def saturated(self) -> bool:
+        return self.interval[0] <= 0.0
+
+    def reason(self) -> str:
+        return (
+            f"r* is not shown to move with N over {', '.join(self.sizes)} (slope of logit r* in "
+            f"log N {self.slope:+.2f}, interval {self.interval[0]:+.2f} to "
+            f"{self.interval[1]:+.2f} includes 0), so a larger model is forecast no lower than "
+            "the largest measured size rather than extrapolated"
+        )
+
+
+# --- the law's arithmetic -----------------------------------------------------------------------
+class _Form:
+    """eta = eta0 + b (log N - log N0) [+ g (log D - log D0)]; r* = r_max sigmoid(eta)."""
+
+    def __init__(self, name: str, log_n0: float, log_d0: float):
+        self.name, self.log_n0, self.log_d0 = name, log_n0, log_d0
+        self.uses_tokens = "nd" in name
+        self.saturating = name.endswith("_sat")
+        self.n_params = len(FORMS[name])
+
+    def design(self, n: np.ndarray, d: np.ndarray) -> np.ndarray:
+        cols = [np.ones_like(n), np.log(n) - self.log_n0]
+        if self.uses_tokens:
+            cols.append(np.log(d) - self.log_d0)
+        return np.stack(cols, axis=1)
+
+    def ratio(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
+        k = X.shape[1]
+        r_max = expit(theta[k]) if self.saturating else 1.0
+        return r_max * expit(X @ theta[:k])
+
+    def start(self, logit_r: np.ndarray, X: np.ndarray) -> list[np.ndarray]:
+        base = np.linalg.lstsq(X, logit_r, rcond=None)[0] if len(logit_r) else np.zeros(X.shape[1])
+        starts = [base, np.r_[base[0], np.zeros(X.shape[1] - 1)]]
+        if self.saturating:
+            top = float(expit(logit_r.max())) if len(logit_r) else 0.9
+            starts = [np.r_[s, v] for s in starts for v in (_logit(min(top + 0.02, 0.999)), 6.0)]
+        return starts
+
+
+def _solve(
+    residuals: Callable, starts: Sequence[np.ndarray], loss: str, scale: float
+) -> np.ndarray:
+    fits = [least_squares(residuals, x0, loss=loss, f_scale=scale) for x0 in starts]
+    return min(fits, key=lambda f: f.cost).x
+
+
+def _floor_and_offset(shape, threshold: float) -> tuple[float, float]:
+    """A curve's floor (share of plateau kept however much is infused, below the threshold) and
+    the sigmoid's offset that puts retention at threshold x plateau exactly at r*."""
+    floor = threshold * expit(shape[1])
+    return floor, float(_logit((threshold - floor) / (1 - floor)))
+
+
+def _retention_model(plateau, logit_rstar, shape, ratio_logit, threshold: float):
+    """plateau x [floor + (1 - floor) sigmoid(k (logit r* - logit r) + offset)], shape = (log k,
+    floor parameter): falls from the plateau through threshold x plateau at r* to the floor."""
+    floor, offset = _floor_and_offset(shape, threshold)
+    k = np.exp(np.clip(shape[0], -5.0, 5.0))
+    return plateau * (floor + (1 - floor) * expit(k * (logit_rstar - ratio_logit) + offset))
+
+
+def _logit_ratio_keeping(logit_rstar, shape, threshold: float, tolerance: float):
+    """logit of the ratio where retention is tolerance x plateau (tolerance above the floor)."""
+    floor, offset = _floor_and_offset(shape, threshold)
+    k = np.exp(np.clip(shape[0], -5.0, 5.0))
+    return logit_rstar + (offset - _logit((tolerance - floor) / (1 - floor))) / k
 
 
 @dataclass
 class InfusionLaw:
-    form: str = "power_n"
-    target: str = "general_share"
+    form: str = DEFAULT_FORM
+    method: str = "joint"
+    threshold: float = 0.5  # the collapse threshold r* is defined by
     confidence: float = 0.9
-    safety_margin: float = 0.1
-    n_bootstrap: int = 1000
+    tolerance: float = 0.9  # the recommended ratio keeps retention at this share of its plateau
+    tolerances: tuple[float, ...] = (0.95, 0.9, 0.8)
+    acquisition_target: float = 0.25  # "learns the domain": chance-corrected acquisition >= this
+    n_bootstrap: int = 400
     seed: int = 0
     # Fitted state (set by fit, saved by save):
+    log_n0: float = 0.0
+    log_d0: float = 0.0
     params_: list[float] = field(default_factory=list)
-    bootstrap_params_: list[list[float]] = field(default_factory=list)
-    records_: list[CollapseRecord] = field(default_factory=list)
-    validation_: Validation | None = None
+    shape_: list[float] = field(default_factory=list)  # joint: log steepness, floor parameter
+    trial_sd_: float = 0.0  # joint: one trial's retention noise, as a share of plateau
+    size_residuals_: list[float] = field(default_factory=list)  # logit r*, inflated, centred
+    draws_: list[list[float]] = field(default_factory=list)  # per draw: params, log k, residual
+    curves_: list[SizeCurve] = field(default_factory=list)
+    measured_: dict[str, float] = field(default_factory=dict)  # detector r* per size
+    acquisition_: dict = field(default_factory=dict)  # the acquisition-threshold law, if any
+    held_out_: list[HeldOut] = field(default_factory=list)
+    saturation_: Saturation | None = None
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
             raise KinfuseError(f"unknown law form '{self.form}' (choose from {', '.join(FORMS)})")
-        if self.target not in TARGETS:
+        if self.method not in METHODS:
             raise KinfuseError(
-                f"unknown law target '{self.target}' (choose from {', '.join(TARGETS)})"
+                f"unknown fit method '{self.method}' (choose from {', '.join(METHODS)})"
             )
 
     @property
-    def min_points(self) -> int:
-        return len(FORMS[self.form]) + 1  # one more point than parameters, else nothing is tested
+    def _f(self) -> _Form:
+        return _Form(self.form, self.log_n0, self.log_d0)
 
-    # --- transforms -------------------------------------------------------------------------
-    def _design(self, n_params: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        cols = [np.ones_like(n_params), np.log(n_params)]
-        if self.form == "power_nd":
-            cols.append(np.log(tokens))
-        return np.stack(cols, axis=1)
-
-    def _to_y(self, ratio: np.ndarray) -> np.ndarray:
-        return np.log(ratio if self.target == "ratio" else 1.0 - np.asarray(ratio))
-
-    def _to_ratio(self, log_y: np.ndarray) -> np.ndarray:
-        y = np.exp(log_y)
-        return np.clip(y if self.target == "ratio" else 1.0 - y, 0.0, 1.0)
+    def options(self) -> dict:
+        """The settings, without fitted state: to build a sibling estimator."""
+        keys = ("form", "method", "threshold", "confidence", "tolerance", "tolerances",
+                "acquisition_target", "n_bootstrap", "seed")  # fmt: skip
+        return {k: getattr(self, k) for k in keys}
 
     # --- fitting ----------------------------------------------------------------------------
-    def _solve(self, X: np.ndarray, y: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
-        """Huber fit from several starts (or from `start` alone, for bootstrap refits)."""
-        if start is not None:
-            starts = [start]
-        else:
-            starts = [np.linalg.lstsq(X, y, rcond=None)[0], np.zeros(X.shape[1])]
-            starts += [np.r_[y.mean(), np.full(X.shape[1] - 1, s)] for s in (-1.0, 1.0)]
-        fits = [
-            least_squares(
-                lambda p: X @ p - y, x0, jac=lambda p: X, loss="huber", f_scale=HUBER_SCALE
-            )
-            for x0 in starts
-        ]
-        return min(fits, key=lambda f: f.cost).x
-
-    def fit(self, records: list[CollapseRecord], validate: bool = True) -> InfusionLaw:
-        """Fit to `records`. Without `validate` (a quick point estimate, e.g. to seed a search)
-        one point per parameter is enough and no held-out check is made."""
-        records = [r for r in records if r.ratio is not None]
-        sizes = {(r.n_params, r.tokens) for r in records}
-        needed = self.min_points if validate else self.min_points - 1
-        if len(sizes) < needed:
+    def fit(self, curves: list[SizeCurve], validate: bool = True) -> InfusionLaw:
+        """Fit to every size's curve. `validate` adds leave-one-size-out predictions."""
+        curves = [c for c in curves if c.plateau > 0 and len(c.ratios)]
+        self.curves_ = sorted(curves, key=lambda c: (c.n_params, c.tokens))
+        self.measured_ = {
+            c.name: p.ratio for c in self.curves_ if (p := c.collapse(self.threshold)).found
+        }
+        f = _Form(self.form, 0.0, 0.0)
+        needed = f.n_params + 1  # one more size than parameters, else no residual is left
+        if len(self.measured_) < needed:
             raise KinfuseError(
-                f"the {self.form} law needs collapse points at {needed} or more distinct "
-                f"sizes, got {len(sizes)}; add sizes or widen the ratios so more sizes collapse"
+                f"the {self.form} law needs collapse points at {needed} or more sizes, got "
+                f"{len(self.measured_)}; add sizes or widen the ratios so more sizes collapse"
             )
-        if self.form == "power_nd" and len({r.tokens for r in records}) < 2:
-            raise KinfuseError("the power_nd law needs collapse points at 2 or more token budgets")
-        self._fit_points(records)
-        self.validation_ = self._validate(records) if validate else None
+        if f.uses_tokens and len({c.tokens for c in self.curves_}) < 2:
+            raise KinfuseError(f"the {self.form} law needs sizes at 2 or more token budgets")
+        n = np.array([c.n_params for c in self.curves_], float)
+        d = np.array([c.tokens for c in self.curves_], float)
+        self.log_n0, self.log_d0 = float(np.log(n).mean()), float(np.log(d).mean())
+        theta, shape = self._fit_params(self.curves_, self._measured_points())
+        self.params_, self.shape_ = theta.tolist(), shape
+        free = self._free_logit_rstar(self.curves_)
+        # What a new size will show is its r* as the detector measures it: the sizes' scatter
+        # around the law is taken in those terms (the joint fit's own per-size r* are smoother
+        # and would leave the detector's noise out of the interval).
+        measured = {s: float(_logit(r)) for s, r in self.measured_.items()}
+        self.size_residuals_ = self._size_residuals(measured)
+        self.draws_ = self._bootstrap(free)
+        self.saturation_ = self._saturation(measured)
+        self.acquisition_ = self._acquisition_law()
+        self.held_out_ = self._leave_one_size_out() if validate else []
         return self
 
-    def _fit_points(self, records: list[CollapseRecord]) -> None:
-        n = np.array([r.n_params for r in records], float)
-        X = self._design(n, np.array([r.tokens for r in records], float))
-        self.records_ = list(records)
-        self.params_ = self._solve(X, self._to_y(np.array([r.ratio for r in records]))).tolist()
-        self.bootstrap_params_ = self._bootstrap(records, X, np.array(self.params_))
+    def _measured_points(self) -> list[tuple[float, float, float]]:
+        by_name = {c.name: c for c in self.curves_}
+        return [(by_name[s].n_params, by_name[s].tokens, r) for s, r in self.measured_.items()]
 
-    def _bootstrap(
-        self, records: list[CollapseRecord], X: np.ndarray, start: np.ndarray
-    ) -> list[list[float]]:
+    def _fit_params(
+        self,
+        curves: list[SizeCurve],
+        points: list[tuple[float, float, float]],
+        start: np.ndarray | None = None,
+        retention: list[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, float]:
+        """The law's parameters (and the joint method's log steepness) from `curves` (their own
+        retention, or `retention` in their place) or, for the points method, from `points`."""
+        f = self._f
+        n, d, r = (np.array(v, float) for v in zip(*points, strict=True))
+        X_pts = f.design(n, d)
+        target = _logit(r)
+
+        def point_residuals(theta):
+            return _logit(f.ratio(theta, X_pts)) - target
+
+        if self.method == "points" or start is None:
+            starts = [start[: f.n_params]] if start is not None else f.start(target, X_pts)
+            theta = _solve(point_residuals, starts, "huber", HUBER_LOGIT)
+        if self.method == "points":
+            return theta, []
+        X = f.design(
+            np.array([c.n_params for c in curves], float),
+            np.array([c.tokens for c in curves], float),
+        )
+        plateau = np.concatenate([np.full(len(c.ratios), c.plateau) for c in curves])
+        row = np.concatenate([np.full(len(c.ratios), i) for i, c in enumerate(curves)])
+        ratio_logit = _logit(np.concatenate([c.ratios for c in curves]))
+        y = np.concatenate(retention or [np.asarray(c.retention, float) for c in curves])
+
+        def residuals(p):
+            rstar = _logit(f.ratio(p[:-2], X))[row]
+            return _retention_model(plateau, rstar, p[-2:], ratio_logit, self.threshold) - y
+
+        starts = [start] if start is not None else [np.r_[theta, lk, -1.0] for lk in (0.0, 1.5)]
+        p = _solve(residuals, starts, "soft_l1", SOFT_L1_RETENTION)
+        return p[:-2], [float(v) for v in p[-2:]]
+
+    def _free_logit_rstar(self, curves: list[SizeCurve]) -> dict[str, float]:
+        """Each collapsed size's own logit r*, not tied to the law: the detector's (points) or
+        the sigmoid's with the fitted steepness (joint)."""
+        if self.method == "points":
+            return {s: float(_logit(r)) for s, r in self.measured_.items()}
+        out = {}
+        for c in curves:
+            if c.name not in self.measured_:
+                continue
+            x, y = _logit(np.asarray(c.ratios)), np.asarray(c.retention)
+
+            def residuals(z, x=x, y=y, c=c):
+                return _retention_model(c.plateau, z[0], self.shape_, x, self.threshold) - y
+
+            start = np.array([_logit(self.measured_[c.name])])
+            out[c.name] = float(_solve(residuals, [start], "soft_l1", SOFT_L1_RETENTION)[0])
+        return out
+
+    def _law_logit(self, n_params, tokens, theta=None) -> np.ndarray:
+        X = self._f.design(
+            np.atleast_1d(np.asarray(n_params, float)), np.atleast_1d(np.asarray(tokens, float))
+        )
+        return _logit(self._f.ratio(np.asarray(self.params_ if theta is None else theta), X))
+
+    def _size_residuals(self, free: dict[str, float]) -> list[float]:
+        by_name = {c.name: c for c in self.curves_}
+        e = np.array(
+            [
+                z - self._law_logit(by_name[s].n_params, by_name[s].tokens)[0]
+                for s, z in free.items()
+            ]
+        )
+        m, p = len(e), self._f.n_params
+        # Residuals of a fit that spent p parameters on m points are too small by sqrt(m / (m - p)).
+        return ((e - e.mean()) * math.sqrt(m / (m - p))).tolist()
+
+    def _bootstrap(self, free: dict[str, float]) -> list[list[float]]:
+        """Regenerate the data from the fitted two-level model, refit, and keep each draw's
+        parameters, curve shape (joint) and a fresh size-level residual for the queried size."""
         rng = np.random.default_rng(self.seed)
-        lo = np.log([max(r.bracket[0], 1e-6) for r in records])
-        hi = np.maximum(lo, np.log([min(r.bracket[1], 1 - 1e-6) for r in records]))
-        samples = []
+        e = np.array(self.size_residuals_)
+        law_z = {c.name: self._law_logit(c.n_params, c.tokens)[0] for c in self.curves_}
+        x = {c.name: _logit(np.asarray(c.ratios)) for c in self.curves_}
+        noise = {}  # joint: trial-level residuals around each size's own curve
+        if self.method == "joint":
+            for c in self.curves_:
+                z = free.get(c.name, law_z[c.name])
+                fitted = _retention_model(c.plateau, z, self.shape_, x[c.name], self.threshold)
+                noise[c.name] = np.asarray(c.retention) - fitted
+            pooled = np.concatenate([noise[c.name] / c.plateau for c in self.curves_])
+            self.trial_sd_ = float(np.sqrt(np.mean(pooled**2)))
+        start = np.r_[self.params_, self.shape_]
+        # Sizes scatter around the law by N(0, tau^2); tau is known only from m - p residuals,
+        # so each draw first draws tau (scaled inverse chi-square, as for a regression's
+        # prediction interval), then every size's deviation and the new size's from it.
+        dof = len(e) - self._f.n_params
+        scale2 = float(e @ e) / len(e)  # e is already inflated to an unbiased scale
+        draws = []
         for _ in range(self.n_bootstrap):
-            idx = rng.integers(len(records), size=len(records))
-            if len(np.unique(X[idx, 1:], axis=0)) < X.shape[1]:
-                continue  # too few distinct sizes in this draw to identify the parameters
-            ratio = np.exp(rng.uniform(lo[idx], hi[idx]))
-            samples.append(self._solve(X[idx], self._to_y(ratio), start).tolist())
-        return samples
+            tau = math.sqrt(scale2 * dof / rng.chisquare(dof))
+            z = {s: law_z[s] + tau * rng.standard_normal() for s in law_z}
+            points = [
+                (c.n_params, c.tokens, float(expit(z[c.name])))
+                for c in self.curves_
+                if c.name in free
+            ]
+            retention = None
+            if self.method == "joint":
+                retention = [
+                    _retention_model(c.plateau, z[c.name], self.shape_, x[c.name], self.threshold)
+                    + rng.choice(noise[c.name], len(c.ratios))
+                    for c in self.curves_
+                ]
+            theta, shape = self._fit_params(self.curves_, points, start, retention)
+            draws.append([*map(float, theta), *shape, tau * rng.standard_normal()])
+        return draws
 
-    def _validate(self, records: list[CollapseRecord]) -> Validation | None:
-        largest = max(records, key=lambda r: (r.n_params, r.tokens))
-        rest = [r for r in records if (r.n_params, r.tokens) != (largest.n_params, largest.tokens)]
-        if len({(r.n_params, r.tokens) for r in rest}) < self.min_points - 1:
+    def _saturation(self, free: dict[str, float], top: int = 3) -> Saturation | None:
+        """The slope of the top sizes' own logit r* in log N, with a t interval from the size-level
+        scatter around the whole law (a single budget only: with several, N and D mix)."""
+        if len({c.tokens for c in self.curves_}) > 1 or len(free) < top:
             return None
-        sub = InfusionLaw(
-            self.form,
-            self.target,
-            self.confidence,
-            self.safety_margin,
-            min(self.n_bootstrap, 200),
-            self.seed,
-        )
-        sub._fit_points(rest)
-        pred = sub.predict(largest.n_params, largest.tokens)
-        baseline = max(rest, key=lambda r: (r.n_params, r.tokens)).ratio
-        return Validation(
-            held_out=largest.name or f"N={largest.n_params:.3g}",
-            measured=largest.ratio,
-            predicted=pred.ratio,
-            interval=pred.interval,
-            log_error=math.log(pred.ratio / largest.ratio),
-            covered=bool(pred.interval[0] <= largest.ratio <= pred.interval[1]),
-            baseline=baseline,
-            baseline_log_error=math.log(baseline / largest.ratio),
-        )
+        by_name = {c.name: c for c in self.curves_}
+        names = sorted(free, key=lambda s: by_name[s].n_params)[-top:]
+        x = np.log([by_name[s].n_params for s in names])
+        y = np.array([free[s] for s in names])
+        slope = float(np.polyfit(x, y, 1)[0])
+        e, p = np.array(self.size_residuals_), self._f.n_params
+        dof = len(e) - p
+        sd = math.sqrt(float(e @ e) / len(e))  # already inflated to an unbiased scale
+        se = sd / math.sqrt(float(((x - x.mean()) ** 2).sum()))
+        half = float(student_t.ppf(0.5 + self.confidence / 2, max(dof, 1))) * se
+        return Saturation(tuple(names), slope, (slope - half, slope + half))
+
+    def _acquisition_law(self) -> dict:
+        """The lowest ratio that learns the domain, per size, and its own law through them (the
+        points method: Gu et al. 2025 find this threshold falls as a power law in N)."""
+        points = {}
+        for c in self.curves_:
+            a = c.acquisition_threshold(self.acquisition_target)
+            if a is not None:
+                points[c.name] = (c.n_params, c.tokens, a)
+        needed = len(FORMS[DEFAULT_FORM]) + 1
+        if len(points) < needed:
+            note = (
+                f"the lowest ratio that learns the domain (acquisition {self.acquisition_target}) "
+                f"was found at {len(points)} of {len(self.curves_)} sizes and its law needs "
+                f"{needed}: lower the ratios tried or predict.acquisition_target"
+            )
+            return {"thresholds": points, "note": note}
+        curves = [SizeCurve(s, n, d, (a,), (0.0,), (0.0,), 1.0) for s, (n, d, a) in points.items()]
+        law = InfusionLaw(form="power_n", method="points", confidence=self.confidence,
+                          n_bootstrap=self.n_bootstrap, seed=self.seed)  # fmt: skip
+        law.curves_ = curves
+        law.measured_ = {s: a for s, (_, _, a) in points.items()}
+        law.log_n0 = float(np.mean(np.log([n for n, _, _ in points.values()])))
+        law.log_d0 = float(np.mean(np.log([d for _, d, _ in points.values()])))
+        theta, _ = law._fit_params(curves, list(points.values()))
+        law.params_ = theta.tolist()
+        free = {s: float(_logit(a)) for s, (_, _, a) in points.items()}
+        law.size_residuals_ = law._size_residuals(free)
+        law.draws_ = law._bootstrap(free)
+        return {"thresholds": points, "law": law.to_dict(shallow=True)}
+
+    def _leave_one_size_out(self) -> list[HeldOut]:
+        out = []
+        for held in self.curves_:
+            if held.name not in self.measured_:
+                continue
+            rest = [c for c in self.curves_ if c is not held]
+            options = {**self.options(), "n_bootstrap": max(50, self.n_bootstrap // 4)}
+            try:
+                sub = InfusionLaw(**options).fit(rest, validate=False)
+            except KinfuseError:
+                continue  # too few sizes left
+            p = sub.predict(held.n_params, held.tokens, beyond_saturation=False)
+            nearest = min(
+                sub.measured_,
+                key=lambda s: abs(
+                    math.log(next(c.n_params for c in rest if c.name == s) / held.n_params)
+                ),
+            )
+            out.append(
+                HeldOut(
+                    held.name,
+                    held.n_params,
+                    self.measured_[held.name],
+                    p.ratio,
+                    p.interval,
+                    sub.measured_[nearest],
+                )  # fmt: skip
+            )
+        return out
 
     # --- prediction -------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not self.params_:
             raise KinfuseError("the law is not fitted yet: call fit() or load() first")
 
+    def _default_tokens(self) -> float:
+        return max(self.curves_, key=lambda c: c.n_params).tokens
+
     def predict_point(self, n_params: float, tokens: float | None = None) -> float:
         """The fitted collapse ratio alone, without its interval."""
         self._check_fitted()
-        tokens = tokens or max(self.records_, key=lambda r: r.n_params).tokens
-        X = self._design(np.array([float(n_params)]), np.array([float(tokens)]))
-        return float(self._to_ratio(X @ np.array(self.params_))[0])
+        return float(expit(self._law_logit(n_params, tokens or self._default_tokens())[0]))
 
-    def predict(self, n_params: float, tokens: float | None = None) -> Prediction:
-        ratio = self.predict_point(n_params, tokens)
-        largest = max(self.records_, key=lambda r: r.n_params)
-        tokens = tokens or largest.tokens
-        X = self._design(np.array([float(n_params)]), np.array([float(tokens)]))
-        boot = self._to_ratio(X @ np.array(self.bootstrap_params_).T)[0]
+    def _draws_logit(self, n_params: float, tokens: float) -> np.ndarray:
+        draws = np.array(self.draws_)
+        k = len(self.params_)
+        X = self._f.design(np.array([float(n_params)]), np.array([float(tokens)]))
+        z = np.array([_logit(self._f.ratio(theta, X))[0] for theta in draws[:, :k]])
+        return z + draws[:, -1]
+
+    def _interval(self, values: np.ndarray) -> tuple[float, float]:
         tail = (1 - self.confidence) / 2 * 100
-        lo, hi = (float(v) for v in np.percentile(boot, [tail, 100 - tail]))
-        # Resampling r* within brackets that sit off-centre can shift every bootstrap fit one way;
-        # the interval still holds the fitted value (a widened interval, never a broken one).
-        lo, hi = min(lo, ratio), max(hi, ratio)
-        safe = max(0.0, lo * (1 - self.safety_margin))
+        lo, hi = np.percentile(values, [tail, 100 - tail])
+        return float(lo), float(hi)
+
+    def _beyond_saturation(self, n_params: float) -> tuple[float, str | None]:
+        """The size to evaluate the law at: the largest measured one, with the reason, for a
+        larger model once r* has stopped moving with N."""
+        largest = max(c.n_params for c in self.curves_)
+        if self.saturation_ and self.saturation_.saturated and n_params > largest:
+            return largest, self.saturation_.reason()
+        return float(n_params), None
+
+    def expected_retention(
+        self, n_params: float, tokens: float, ratio: float
+    ) -> tuple[float, tuple[float, float]] | None:
+        """The retention one trial of a new size should keep at `ratio`, as a share of its
+        plateau, with a prediction interval (the joint method's curve; None for points)."""
+        if self.method != "joint":
+            return None
+        n_params = self._beyond_saturation(n_params)[0]
+        x = float(_logit(ratio))
+        z_hat = float(self._law_logit(n_params, tokens)[0])
+        point = float(_retention_model(1.0, z_hat, self.shape_, x, self.threshold))
+        k = len(self.params_)
+        shapes = np.array(self.draws_)[:, k : k + 2]
+        rng = np.random.default_rng(self.seed)
+        drawn = [
+            _retention_model(1.0, zb, shape, x, self.threshold) + rng.normal(0, self.trial_sd_)
+            for zb, shape in zip(self._draws_logit(n_params, tokens), shapes, strict=True)
+        ]
+        return point, self._interval(np.array(drawn))
+
+    def predict(
+        self, n_params: float, tokens: float | None = None, beyond_saturation: bool = True
+    ) -> Prediction:
+        """r* for a model of `n_params` non-embedding parameters trained on `tokens`, with its
+        interval, the ratio to infuse and the window. Beyond a saturated range (and with
+        `beyond_saturation`) the largest measured size's forecast stands in, as a lower bound."""
+        self._check_fitted()
+        tokens = float(tokens or self._default_tokens())
+        largest = max(self.curves_, key=lambda c: c.n_params)
+        at, saturated = self._beyond_saturation(n_params) if beyond_saturation else (n_params, None)
+        z_hat = float(self._law_logit(at, tokens)[0])
+        z = self._draws_logit(at, tokens)
+        interval = self._interval(expit(z))
+        if saturated:
+            interval = (interval[0], 1.0)
+        rows = []
+        if self.method == "joint":
+            shapes = np.array(self.draws_)[:, len(self.params_) : len(self.params_) + 2]
+            for tol in sorted({*self.tolerances, self.tolerance}, reverse=True):
+                point = _logit_ratio_keeping(z_hat, self.shape_, self.threshold, tol)
+                drawn = [
+                    _logit_ratio_keeping(zb, shape, self.threshold, tol)
+                    for zb, shape in zip(z, shapes, strict=True)
+                ]
+                rows.append(ToleranceRow(tol, float(expit(point)), self._interval(expit(drawn))))
+            recommended = next(r.recommended for r in rows if r.tolerance == self.tolerance)
+        else:
+            recommended = interval[0]
+        acq, acq_interval = self._predict_acquisition(at, tokens)
+        ratios, _, acquisition = largest.mean_curve()
+        expected = (
+            float(np.interp(recommended, ratios, acquisition))
+            if ratios[0] <= recommended <= ratios[-1]
+            else None
+        )
         return Prediction(
             n_params=float(n_params),
-            tokens=float(tokens),
-            ratio=ratio,
-            interval=(lo, hi),
+            tokens=tokens,
+            ratio=float(expit(z_hat)),
+            interval=interval,
             confidence=self.confidence,
-            safe_ratio=safe,
-            safety_margin=self.safety_margin,
+            tolerance=self.tolerance,
+            recommended_ratio=float(recommended),
+            tolerances=tuple(rows),
+            acquisition_threshold=acq,
+            acquisition_interval=acq_interval,
+            acquisition_target=self.acquisition_target,
+            expected_acquisition=expected,
+            saturated=saturated,
+            acquisition_note=self.acquisition_.get("note"),
             warnings=tuple(self._range_warnings(n_params, tokens)),
-            expected_acquisition=_acquisition_at(largest.acquisition, safe),
         )
+
+    def _predict_acquisition(self, n_params: float, tokens: float):
+        if "law" not in self.acquisition_:
+            return None, None
+        law = InfusionLaw.from_dict(self.acquisition_["law"])
+        z = law._draws_logit(n_params, tokens)
+        return float(expit(law._law_logit(n_params, tokens)[0])), law._interval(expit(z))
 
     def _range_warnings(self, n_params: float, tokens: float) -> list[str]:
         warnings = []
         for label, value, fitted in (
-            ("size", n_params, [r.n_params for r in self.records_]),
-            ("token budget", tokens, [r.tokens for r in self.records_]),
+            ("size", n_params, [c.n_params for c in self.curves_]),
+            ("token budget", tokens, [c.tokens for c in self.curves_]),
         ):
             if value > max(fitted) * EXTRAPOLATION_WARN or value < min(fitted) / EXTRAPOLATION_WARN:
                 warnings.append(
@@ -274,49 +694,87 @@ class InfusionLaw:
                 )
         return warnings
 
+    # --- reporting --------------------------------------------------------------------------
     @property
-    def exponents(self) -> dict[str, float]:
+    def parameters(self) -> dict[str, float]:
+        """The fitted law in readable units: b_n (and g_d) exponents of the odds, r_max."""
         self._check_fitted()
-        return dict(zip(FORMS[self.form], self.params_, strict=True))
+        named = dict(zip(FORMS[self.form], self.params_, strict=True))
+        if "logit_r_max" in named:
+            named["r_max"] = float(expit(named.pop("logit_r_max")))
+        return named
 
-    def exponent_intervals(self) -> dict[str, tuple[float, float]]:
-        tail = (1 - self.confidence) / 2 * 100
-        boot = np.array(self.bootstrap_params_)
+    def parameter_intervals(self) -> dict[str, tuple[float, float]]:
+        draws = np.array(self.draws_)[:, : len(self.params_)]
+        out = {}
+        for i, name in enumerate(FORMS[self.form]):
+            values = expit(draws[:, i]) if name == "logit_r_max" else draws[:, i]
+            out["r_max" if name == "logit_r_max" else name] = self._interval(values)
+        return out
+
+    @property
+    def held_out_summary(self) -> dict[str, float] | None:
+        """Leave-one-size-out: coverage, median |log error| in 1 - r*, and the baseline's."""
+        if not self.held_out_:
+            return None
         return {
-            name: tuple(float(v) for v in np.percentile(boot[:, i], [tail, 100 - tail]))
-            for i, name in enumerate(FORMS[self.form])
+            "sizes": len(self.held_out_),
+            "coverage": float(np.mean([h.covered for h in self.held_out_])),
+            "median_abs_log_error": float(np.median([abs(h.log_error) for h in self.held_out_])),
+            "baseline_median_abs_log_error": float(
+                np.median([abs(h.baseline_log_error) for h in self.held_out_])
+            ),
         }
 
     def report(self) -> str:
-        """A few lines for people: the fitted parameters with intervals and the held-out check."""
+        """A few lines for people: the law, its parameters, where it holds, the held-out check."""
         self._check_fitted()
-        n = [r.n_params for r in self.records_]
+        n = [c.n_params for c in self.curves_]
         lines = [
-            f"law {self.form} on {self.target}, fitted to {len(self.records_)} collapse points "
-            f"(N {min(n):,.0f} to {max(n):,.0f}):"
+            f"law {self.form} ({self.method} fit), {len(self.curves_)} sizes "
+            f"(N {min(n):,.0f} to {max(n):,.0f}), {sum(len(c.ratios) for c in self.curves_)} trials:"
         ]
-        intervals = self.exponent_intervals()
-        for name, value in self.exponents.items():
+        intervals = self.parameter_intervals()
+        for name, value in self.parameters.items():
             lo, hi = intervals[name]
             lines.append(
                 f"  {name} = {value:+.3f}  ({self.confidence:.0%} interval {lo:+.3f} to {hi:+.3f})"
             )
-        v = self.validation_
-        if v is None:
+        if self.saturation_ is not None:
+            s = self.saturation_
+            state = (
+                s.reason()
+                if s.saturated
+                else (
+                    f"still moving over {', '.join(s.sizes)} (slope {s.slope:+.2f}, interval "
+                    f"{s.interval[0]:+.2f} to {s.interval[1]:+.2f})"
+                )
+            )
+            lines.append(f"  r* vs N: {state}")
+        dof = len(self.size_residuals_) - self._f.n_params
+        if dof <= 2:
+            lines.append(
+                f"  note: {len(self.size_residuals_)} sizes leave {dof} degree(s) of freedom for "
+                "how far sizes scatter around the law, so intervals are wide: add sizes to narrow them"
+            )
+        summary = self.held_out_summary
+        if summary is None:
             lines.append("  held-out check: needs one more size")
         else:
-            verdict = "beats" if v.beats_baseline else "does not beat"
             lines.append(
-                f"  held out {v.held_out}: measured r* {v.measured:.3f}, law {v.predicted:.3f} "
-                f"({v.interval[0]:.3f}-{v.interval[1]:.3f}, {'covers' if v.covered else 'misses'}; "
-                f"log error {v.log_error:+.3f}); baseline {v.baseline:.3f} "
-                f"(log error {v.baseline_log_error:+.3f}): the law {verdict} the baseline"
+                f"  leave-one-size-out over {summary['sizes']} sizes: {summary['coverage']:.0%} of "
+                f"{self.confidence:.0%} intervals cover; median |log error| in 1 - r* "
+                f"{summary['median_abs_log_error']:.3f} vs {summary['baseline_median_abs_log_error']:.3f} "
+                "for the nearest measured size as is"
             )
         return "\n".join(lines)
 
     # --- persistence ------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self, shallow: bool = False) -> dict:
+        out = asdict(self)
+        if shallow:
+            out["held_out_"] = []
+        return out
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -327,40 +785,18 @@ class InfusionLaw:
     @classmethod
     def from_dict(cls, raw: dict) -> InfusionLaw:
         raw = dict(raw)
-        records = [
-            CollapseRecord(**{**r, "bracket": tuple(r["bracket"])}) for r in raw.pop("records_")
+        curves = [
+            SizeCurve(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
+            for c in raw.pop("curves_")
         ]
-        validation = raw.pop("validation_")
+        held = [HeldOut(**{**h, "interval": tuple(h["interval"])}) for h in raw.pop("held_out_")]
+        sat = raw.pop("saturation_")
+        raw["tolerances"] = tuple(raw["tolerances"])
         law = cls(**raw)
-        law.records_ = records
-        if validation:
-            law.validation_ = Validation(
-                **{**validation, "interval": tuple(validation["interval"])}
-            )
+        law.curves_, law.held_out_ = curves, held
+        if sat:
+            law.saturation_ = Saturation(tuple(sat["sizes"]), sat["slope"], tuple(sat["interval"]))
         return law
-
-    @classmethod
-    def from_mlflow(
-        cls,
-        experiment: str | list[str],
-        tracking_uri: str = "sqlite:///mlflow.db",
-        threshold: float = 0.5,
-        plateau_points: int = 2,
-        **law_options,
-    ) -> InfusionLaw:
-        """Fit on the collapse points rebuilt from the finished trials of one or more sweeps'
-        MLflow experiments (not from any cached summary). `law_options` go to the constructor;
-        a `form` or `target` left out (or "auto") is chosen by `compare_laws`."""
-        from kinfuse_ray.analysis import collapse_records, size_results
-        from kinfuse_ray.config import EvalConfig
-        from kinfuse_ray.tracking import load_trials
-
-        names = [experiment] if isinstance(experiment, str) else list(experiment)
-        trials = load_trials(tracking_uri, names)
-        evals = EvalConfig(collapse_threshold=threshold, plateau_points=plateau_points)
-        records = collapse_records(size_results(trials, evals))
-        form, target = law_options.pop("form", "auto"), law_options.pop("target", "auto")
-        return select_law(records, form, target, **law_options)
 
     @classmethod
     def load(cls, path: str | Path) -> InfusionLaw:
@@ -370,62 +806,73 @@ class InfusionLaw:
             raise KinfuseError(f"{path}: not a saved infusion law ({exc})") from None
 
 
+# --- choosing the form --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LawComparison:
-    """How one candidate law fits the same collapse points, scored in the common space log r*."""
+    """One candidate form scored by leave-one-size-out point predictions."""
 
-    law: InfusionLaw
-    aicc: float  # Gaussian AICc of the log r* residuals (lower is better)
-    held_out_error: float | None  # |log error| predicting the largest size from the rest
+    form: str
+    held_out_error: float  # mean |log error| in 1 - r* over the held-out sizes
 
     @property
     def name(self) -> str:
-        return f"{self.law.form}/{self.law.target}"
+        return self.form
 
 
 def compare_laws(
-    records: list[CollapseRecord],
-    forms: tuple[str, ...] = tuple(FORMS),
-    targets: tuple[str, ...] = TARGETS,
-    **options,
+    curves: list[SizeCurve], forms: Sequence[str] = tuple(FORMS), **options
 ) -> list[LawComparison]:
-    """Fit every law form and target the points allow; best first. The held-out error ranks
-    laws when every candidate has one, the AICc otherwise (and breaks ties)."""
-    budgets = len({r.tokens for r in records})
-    candidates = [(f, t) for f in forms for t in targets if f == "power_n" or budgets >= 2]
+    """Score each form the data allow by leave-one-size-out over every size (best first)."""
+    probe = InfusionLaw(**options)
+    budgets = len({c.tokens for c in curves})
+    measured = {c.name for c in curves if c.collapse(probe.threshold).found}
     out = []
-    for form, target in candidates:
-        try:
-            law = InfusionLaw(form=form, target=target, **options).fit(records)
-        except KinfuseError:
-            continue  # too few points for this form
-        fitted = np.array([law.predict(r.n_params, r.tokens).ratio for r in law.records_])
-        measured = np.array([r.ratio for r in law.records_])
-        residual = np.log(np.clip(fitted, 1e-9, None)) - np.log(measured)
-        n, k = len(measured), len(law.params_)
-        rss = max(float(residual @ residual), 1e-12)
-        aicc = (
-            n * math.log(rss / n)
-            + 2 * k
-            + (2 * k * (k + 1) / (n - k - 1) if n > k + 1 else math.inf)
-        )
-        v = law.validation_
-        out.append(LawComparison(law, aicc, abs(v.log_error) if v else None))
-    if not out:
-        raise KinfuseError(f"no law could be fitted to {len(records)} collapse points")
-    by_held_out = all(c.held_out_error is not None for c in out)
-    return sorted(out, key=lambda c: ((c.held_out_error if by_held_out else 0.0), c.aicc))
-
-
-def candidates(form: str = "auto", target: str = "auto") -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The forms and targets to compare: the one named, or all of them for "auto"."""
-    return (tuple(FORMS) if form == "auto" else (form,)), (
-        TARGETS if target == "auto" else (target,)
-    )
+    for form in forms:
+        f = _Form(form, 0, 0)
+        if (f.uses_tokens and budgets < 2) or len(measured) - 1 < f.n_params + 1:
+            continue
+        errors = []
+        for held in curves:
+            if held.name not in measured:
+                continue
+            try:
+                sub = InfusionLaw(**{**options, "form": form, "n_bootstrap": 0})
+                sub.fit([c for c in curves if c is not held], validate=False)
+            except KinfuseError:
+                break
+            truth = held.collapse(probe.threshold).ratio
+            guess = sub.predict_point(held.n_params, held.tokens)
+            errors.append(abs(math.log((1 - guess) / (1 - truth))))
+        else:
+            out.append(LawComparison(form, float(np.mean(errors))))
+    return sorted(out, key=lambda c: (round(c.held_out_error, 4), len(FORMS[c.form])))
 
 
 def select_law(
-    records: list[CollapseRecord], form: str = "auto", target: str = "auto", **options
-) -> InfusionLaw:
-    """The law named by `form` and `target`, or the best by `compare_laws` where one is "auto"."""
-    return compare_laws(records, *candidates(form, target), **options)[0].law
+    curves: list[SizeCurve], form: str = "auto", **options
+) -> tuple[InfusionLaw, list[LawComparison]]:
+    """The named form, or for "auto" the best by leave-one-size-out when MIN_SIZES_TO_SELECT sizes
+    collapsed (else DEFAULT_FORM, fixed before looking); fitted and validated."""
+    ranked: list[LawComparison] = []
+    if form == "auto":
+        threshold = options.get("threshold", 0.5)
+        collapsed = sum(c.collapse(threshold).found for c in curves)
+        if collapsed >= MIN_SIZES_TO_SELECT:
+            ranked = compare_laws(curves, **options)
+        form = ranked[0].form if ranked else DEFAULT_FORM
+    return InfusionLaw(form=form, **options).fit(curves), ranked
+
+
+def point_law(points: list[tuple[float, float, float]]) -> Callable[[float, float], float]:
+    """A quick power_n fit through (n_params, tokens, r*) points, no uncertainty: to seed a
+    search with where the next size's collapse is likely."""
+    n = np.array([p[0] for p in points], float)
+    f = _Form(DEFAULT_FORM, float(np.log(n).mean()), 0.0)
+    X = f.design(n, np.ones_like(n))
+    target = _logit(np.array([p[2] for p in points]))
+    theta = _solve(
+        lambda th: _logit(f.ratio(th, X)) - target, f.start(target, X), "huber", HUBER_LOGIT
+    )
+    return lambda n_params, tokens: float(
+        f.ratio(theta, f.design(np.array([n_params], float), np.ones(1)))[0]
+    )

@@ -20,6 +20,7 @@ Memory per GPU, for AdamW with fp32 master weights:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from kinfuse_ray.config import ModelSize, SweepConfig
@@ -235,3 +236,34 @@ def _count(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.1f}{unit}"
     return str(n)
+
+
+# A CPU trial may use this share of the machine's memory: the driver, Ray and the other trials
+# need the rest.
+CPU_FITS_BELOW = 0.5
+
+
+def check_trainable(sweep: SweepConfig, ram_bytes: int | None = None) -> None:
+    """Refuse, in one line before anything runs, a rung that cannot train: on the sweep's
+    `train.gpu` (as `kinfuse plan` does), or in this machine's memory (`ram_bytes`, default
+    the physical memory) when it trains on CPUs of a local Ray instance."""
+    if sweep.train.gpu:
+        plan_sweep(sweep, sweep.data.vocab_size)
+        return
+    if sweep.train.use_gpu or sweep.ray.address:
+        return  # GPUs of unknown size, or a cluster's nodes: nothing to check here
+    ram = ram_bytes or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for size in sweep.ladder:
+        cfg = sweep.train_for(size.name)
+        micro = cfg.micro_batch_size or cfg.batch_size // cfg.workers
+        memory = training_memory(
+            size, sweep.data.vocab_size, sweep.data.seq_len, micro, cfg.workers,
+            cfg.parallelism, cfg.activation_checkpointing, gpu=False,
+        ).total * cfg.workers  # fmt: skip
+        if memory > CPU_FITS_BELOW * ram:
+            raise KinfuseError(
+                f"ladder rung '{size.name}' needs about {memory / GIB:,.1f} GiB to train on CPUs "
+                f"(weights, gradients, AdamW state, activations), this machine has "
+                f"{ram / GIB:.0f} GiB: use a smaller shape or batch_size, or GPUs "
+                "(train.use_gpu, train.gpu; `kinfuse plan` sizes them)"
+            )

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy.special import expit, logit  # noqa: E402
 
 from kinfuse_ray.analysis import Summary, collapse_curve  # noqa: E402
 from kinfuse_ray.law import InfusionLaw, Prediction  # noqa: E402
@@ -58,48 +59,56 @@ def plot_law(
     prediction: Prediction | None = None,
     target: str = "target",
 ) -> Path:
-    """Collapse point against size (log-log) with the fit, its interval band, the held-out check
-    and the queried prediction; in the general share 1 - r* when that is what the law fits (its
-    power law is then a straight line)."""
-    share = law.target == "general_share"
-
-    def y(ratio):
-        return 1.0 - np.asarray(ratio, dtype=float) if share else np.asarray(ratio, dtype=float)
-
-    def point(ax, x, center, ends, **style):
-        """A marker at y(center) with an error bar spanning y(ends)."""
-        c, e = float(y(center)), sorted(float(v) for v in y(ends))
-        ax.errorbar([x], [c], yerr=[[c - e[0]], [e[1] - c]], capsize=3, **style)
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for i, rec in enumerate(law.records_):
-        label = "measured (bracket)" if i == 0 else None
-        point(ax, rec.n_params, rec.ratio, rec.bracket, fmt="o", color="C0", label=label)
-    n = np.array([rec.n_params for rec in law.records_])
-    top = max(n.max(), prediction.n_params if prediction else 0)
-    grid = np.geomspace(n.min() / 1.5, top * 1.5, 60)
-    preds = [law.predict(x) for x in grid]
-    ax.plot(grid, y([p.ratio for p in preds]), color="C1", label=f"{law.form} fit ({law.target})")
-    ax.fill_between(
-        grid, y([p.interval[0] for p in preds]), y([p.interval[1] for p in preds]), color="C1",
-        alpha=0.2, label=f"{law.confidence:.0%} bootstrap interval",
-    )  # fmt: skip
-    v = law.validation_
-    if v is not None:
-        held = max(law.records_, key=lambda rec: rec.n_params)
-        point(ax, held.n_params, v.predicted, v.interval, fmt="s", mfc="none", color="C2",
-              label=f"held-out prediction of {v.held_out}")  # fmt: skip
+    """Collapse point and acquisition threshold against size on a logit axis (both bounds of the
+    infusion window), each law with its interval band, the leave-one-size-out predictions and the
+    target's forecast with its recommended ratio."""
+    sizes = [c.n_params for c in law.curves_]
+    top = max(max(sizes), prediction.n_params if prediction else 0)
+    grid = np.geomspace(min(sizes) / 1.5, top * 1.5, 40)
+    preds = [law.predict(x, beyond_saturation=False) for x in grid]
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    ax.plot(
+        grid,
+        [p.ratio for p in preds],
+        color="C0",
+        label=f"collapse point r*: {law.form} ({law.method} fit)",
+    )
+    ax.fill_between(grid, [p.interval[0] for p in preds], [p.interval[1] for p in preds],
+                    color="C0", alpha=0.15, label=f"{law.confidence:.0%} prediction interval")  # fmt: skip
+    by_name = {c.name: c for c in law.curves_}
+    ax.plot([by_name[s].n_params for s in law.measured_], list(law.measured_.values()), "o",
+            color="C0", label="measured r* (detector)")  # fmt: skip
+    for i, h in enumerate(law.held_out_):
+        ax.errorbar([h.n_params], [h.predicted], yerr=[[h.predicted - h.interval[0]], [h.interval[1] - h.predicted]],
+                    fmt="s", mfc="none", color="C2", capsize=3,
+                    label="leave-one-size-out prediction" if i == 0 else None)  # fmt: skip
+    thresholds = law.acquisition_.get("thresholds", {})
+    if thresholds:
+        ax.plot([v[0] for v in thresholds.values()], [v[2] for v in thresholds.values()], "^",
+                color="C1", label=f"learns the domain (acquisition {law.acquisition_target:.2f})")  # fmt: skip
+    if preds[0].acquisition_threshold is not None:
+        ax.plot(grid, [p.acquisition_threshold for p in preds], color="C1", ls="--")
+        ax.fill_between(grid, [p.acquisition_interval[0] for p in preds],
+                        [p.acquisition_interval[1] for p in preds], color="C1", alpha=0.1)  # fmt: skip
     if prediction:
         p = prediction
-        point(ax, p.n_params, p.ratio, p.interval, fmt="*", ms=12, color="C3",
-              label=f"prediction for {target}")  # fmt: skip
-        ax.plot([p.n_params], y([p.safe_ratio]), "v", color="C3",
-                label=f"recommended r = {p.safe_ratio:.3f}")  # fmt: skip
-    ylabel = "general share at collapse, 1 - r*" if share else "collapse ratio r*"
-    ax.set(xscale="log", yscale="log", xlabel="non-embedding parameters N", ylabel=ylabel)
+        ax.errorbar([p.n_params], [p.ratio], yerr=[[p.ratio - p.interval[0]], [p.interval[1] - p.ratio]],
+                    fmt="*", ms=12, color="C3", capsize=3,
+                    label=f"{target}: r* {'at least ' if p.saturated else ''}{p.ratio:.3f}")  # fmt: skip
+        ax.plot([p.n_params], [p.recommended_ratio], "v", color="C3",
+                label=f"recommended r = {p.recommended_ratio:.3f}")  # fmt: skip
+    ax.set(
+        xscale="log", yscale="logit", xlabel="non-embedding parameters N", ylabel="infusion ratio r"
+    )
+    # matplotlib's logit axis does not autoscale to what is drawn: span every value, with a
+    # margin of 0.3 in logit on each side.
+    shown = [v for line in ax.get_lines() for v in np.atleast_1d(line.get_ydata())]
+    shown += [v for p in preds for v in p.interval]
+    lo, hi = logit(np.clip([min(shown), max(shown)], 1e-4, 1 - 1e-4))
+    ax.set_ylim(expit(lo - 0.3), expit(hi + 0.3))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    ax.set_title(f"{title}: collapse point vs model size")
+    ax.set_title(f"{title}: the infusion window vs model size")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -25,7 +25,7 @@ import numpy as np
 from ray.tune.search import Searcher
 
 from kinfuse_ray.collapse import CollapsePoint, detect_collapse
-from kinfuse_ray.law import CollapseRecord, InfusionLaw
+from kinfuse_ray.law import point_law
 from kinfuse_ray.trial import BASE, INFUSE
 
 
@@ -35,6 +35,7 @@ class RatioStrategy:
 
     def __init__(self, threshold: float = 0.5, plateau_points: int = 2):
         self.threshold, self.plateau_points = threshold, plateau_points
+        self.plateau: float | None = None  # the base model's retention, once its run is done
         self.results: dict[float, float] = {}
         self.proposed: set[float] = set()
 
@@ -64,11 +65,13 @@ class RatioStrategy:
 
     def collapse(self) -> CollapsePoint | None:
         """The collapse rule (the same the sweep's analysis applies) on the results so far."""
-        if len(self.results) < self.plateau_points:
+        if len(self.results) < (1 if self.plateau is not None else self.plateau_points):
             return None
         ratios = sorted(self.results)
         retention = [self.results[r] for r in ratios]
-        return detect_collapse(ratios, retention, self.threshold, self.plateau_points)
+        return detect_collapse(
+            ratios, retention, self.threshold, self.plateau_points, plateau=self.plateau
+        )
 
 
 class GridRatios(RatioStrategy):
@@ -256,6 +259,8 @@ class LadderSearch(Searcher):
         if trial["phase"] == BASE:
             if not error:
                 self.ready.append(size)
+                if result and "retention" in result:
+                    self.strategies[size].plateau = float(result["retention"])
             return
         retention = float("nan") if error or not result else float(result["retention"])
         self.strategies[size].observe(trial["ratio"], retention)
@@ -303,11 +308,10 @@ class LadderSearch(Searcher):
         if not isinstance(strategy, BisectRatios) or strategy.seeded or not strategy.seedable:
             return
         found = {s: self.strategies[s].collapse() for s in self.started if s != size}
-        records = [
-            CollapseRecord(self.n_params[s], self.tokens, c.ratio, c.bracket, s)
+        points = [
+            (self.n_params[s], self.tokens, c.ratio)
             for s, c in found.items()
             if c is not None and c.found
         ]
-        if len(records) >= 2:
-            law = InfusionLaw(n_bootstrap=0).fit(records, validate=False)
-            strategy.seed(law.predict_point(self.n_params[size], self.tokens))
+        if len(points) >= 2:
+            strategy.seed(point_law(points)(self.n_params[size], self.tokens))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import math
@@ -27,17 +28,19 @@ import ray
 import yaml
 from ray import tune
 
-from kinfuse_ray.analysis import Summary, TrialResult, summarise
+from kinfuse_ray.analysis import Summary, TrialResult, confirmation_rows, summarise
 from kinfuse_ray.checkpoint import write_json_atomic
-from kinfuse_ray.config import Schedule, SweepConfig
+from kinfuse_ray.config import Schedule, SweepConfig, parse_sweep
 from kinfuse_ray.data import DataBundle, build_bundle
 from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.law import Prediction
 from kinfuse_ray.live_metrics import EndedTrials, LiveMetrics
 from kinfuse_ray.parallel import Dist
+from kinfuse_ray.plan import check_trainable
 from kinfuse_ray.plots import plot_law, plot_retention
 from kinfuse_ray.progress import Progress
 from kinfuse_ray.search import BisectRatios, GridRatios, LadderSearch, OptunaRatios, RatioStrategy
-from kinfuse_ray.tracking import OUTPUT_TAG, TRIAL_TAG, Tracker
+from kinfuse_ray.tracking import FORECAST_TAG, OUTPUT_TAG, TRIAL_TAG, Tracker
 from kinfuse_ray.train import Report, Save
 from kinfuse_ray.trial import BASE, INFUSE, base_done, phase_tokens, run_trial
 
@@ -327,8 +330,8 @@ class MlflowTrials(tune.Callback):
             print(self.progress.render(), flush=True)
 
 
-def _strategies(sweep: SweepConfig) -> dict[str, RatioStrategy]:
-    """A fresh ratio strategy per size, in ladder order."""
+def _strategies(sweep: SweepConfig, sizes: list[str]) -> dict[str, RatioStrategy]:
+    """A fresh ratio strategy for each of `sizes`, in ladder order."""
     ev = sweep.eval
     rule = (ev.collapse_threshold, ev.plateau_points)
 
@@ -339,11 +342,16 @@ def _strategies(sweep: SweepConfig) -> dict[str, RatioStrategy]:
             return OptunaRatios(sweep.ratios, sweep.search.trials_per_size, *rule, sweep.seed)
         return GridRatios(sweep.ratios, *rule)
 
-    return {s.name: strategy() for s in sweep.ladder}
+    return {s.name: strategy() for s in sweep.ladder if s.name in sizes}
 
 
 def _run_trials(
-    sweep: SweepConfig, bundle_ref, base: list[str], callback: MlflowTrials, resume: bool
+    sweep: SweepConfig,
+    bundle_ref,
+    sizes: list[str],
+    base: list[str],
+    callback: MlflowTrials,
+    resume: bool,
 ) -> list[tuple[dict, dict]]:
     """Run base and infusion trials as one Tune experiment (or carry on the one an interrupted
     sweep left); return (trial, final metrics) pairs."""
@@ -365,7 +373,7 @@ def _run_trials(
         tuner._local_tuner.get_run_config().callbacks = [callback]
     else:
         search = LadderSearch(
-            _strategies(sweep), sweep.n_params, sweep.train.tokens, base, _capacity(sweep)
+            _strategies(sweep, sizes), sweep.n_params, sweep.train.tokens, base, _capacity(sweep)
         )
         tuner = tune.Tuner(
             trainable,
@@ -543,14 +551,61 @@ def _sweep_run(sweep: SweepConfig, tracker: Tracker, resume: bool, sweep_file: P
     )  # fmt: skip
 
 
-def _progress(sweep: SweepConfig, base: list[str], finished: list) -> Progress:
+def _progress(sweep: SweepConfig, sizes: list[str], base: list[str], finished: list) -> Progress:
     """Live progress, knowing the trials a resumed sweep had finished (their MLflow runs)."""
-    progress = Progress(_strategies(sweep), base, _slots(sweep))
+    progress = Progress(_strategies(sweep, sizes), base, _slots(sweep))
     for run in finished:
         p, retention = run.data.params, run.data.metrics.get("retention", float("nan"))
+        if p["size"] not in sizes:
+            continue
         seconds = (run.info.end_time - run.info.start_time) / 1000
         progress.finish(p["phase"], p["size"], float(p["ratio"]), retention, seconds)
     return progress
+
+
+def _run_phase(
+    sweep: SweepConfig,
+    sizes: list[str],
+    *,
+    bundle_ref,
+    tracker: Tracker,
+    parent: str,
+    resume: bool,
+    progress_every: float,
+) -> list[TrialResult]:
+    """Base runs and infusion trials of `sizes` as one Tune experiment, mirrored to MLflow."""
+    base = [
+        s for s in sizes if sweep.train.schedule is Schedule.continued and not base_done(sweep, s)
+    ]
+    finished = [r for r in tracker.child_runs(parent).values() if r.info.status == "FINISHED"]
+    progress = _progress(sweep, sizes, base, finished)
+    callback = MlflowTrials(tracker, parent, sweep, progress, progress_every)
+    print(
+        f"kinfuse: {'resuming, ' if resume else ''}{len(sizes)} sizes, "
+        f"{sweep.search.strategy} search over {len(sweep.ratios)} ratios; output in {sweep.out}",
+        flush=True,
+    )
+    return [
+        _trial_result(c, m, sweep)
+        for c, m in _run_trials(sweep, bundle_ref, sizes, base, callback, resume)
+    ]
+
+
+def confirmation_sweep(sweep: SweepConfig, prediction: Prediction) -> SweepConfig:
+    """The target size as one more rung (its knowledge load scaled from the ladder's smallest
+    rung like every other), trained at the recommended ratio and at the predicted collapse
+    point, in its own Tune experiment but the same study and output folder."""
+    target = sweep.predict.target
+    raw = sweep.model_dump(mode="json")
+    raw.update(
+        name=f"{sweep.name}-confirm",
+        ladder=[*raw["ladder"], target.size.model_dump(mode="json")],
+        ratios=sorted({round(prediction.recommended_ratio, 4), round(prediction.ratio, 4)}),
+        search={"strategy": "grid"},
+    )
+    raw["mlflow"]["experiment"] = sweep.experiment
+    raw["train"]["tokens"] = target.tokens or sweep.train.tokens
+    return parse_sweep(raw, "the confirmation run")
 
 
 def run_sweep(
@@ -571,6 +626,7 @@ def run_sweep(
         _check_resumable(sweep)
     # Bad data, an unreachable cluster or tracking store: fail before anything is written.
     _check_creatable(out)
+    check_trainable(sweep)
     bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
     started_ray = connect_ray(sweep)
     # SIGTERM (a scheduler, `kill`) ends the sweep as Ctrl-C does. Set after ray.init, which
@@ -583,32 +639,28 @@ def run_sweep(
         claim = claim_output(out)  # held while this sweep runs: one sweep per folder
         parent = _sweep_run(sweep, tracker, resume, sweep_file)
         if not resume:  # a fresh start: nothing an earlier run left may leak in
-            for stale in (out / "ray" / sweep.name, out / "base", out / "train", out / "trials"):
+            stale_runs = (out / "ray" / sweep.name, out / "ray" / f"{sweep.name}-confirm")
+            for stale in (*stale_runs, out / "base", out / "train", out / "trials"):
                 shutil.rmtree(stale, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         config_dump = out / "sweep.yaml"
         config_dump.write_text(yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False))
         tracker.log_artifact(parent, config_dump)
-        base = [
-            s.name
-            for s in sweep.ladder
-            if sweep.train.schedule is Schedule.continued and not base_done(sweep, s.name)
-        ]
-        finished = [r for r in tracker.child_runs(parent).values() if r.info.status == "FINISHED"]
-        progress = _progress(sweep, base, finished)
-        callback = MlflowTrials(tracker, parent, sweep, progress, progress_every)
-        print(
-            f"kinfuse: {'resuming, ' if resume else ''}{len(sweep.ladder)} sizes, "
-            f"{sweep.search.strategy} search over {len(sweep.ratios)} ratios; output in {out}",
-            flush=True,
-        )
-        results = [
-            _trial_result(c, m, sweep)
-            for c, m in _run_trials(sweep, ray.put(bundle), base, callback, resume)
-        ]
+        ladder = [s.name for s in sweep.ladder]
+        phase = functools.partial(
+            _run_phase, bundle_ref=ray.put(bundle), tracker=tracker, parent=parent,
+            resume=resume, progress_every=progress_every,
+        )  # fmt: skip
+        results = phase(sweep, ladder)
         trials = [t for t in results if t.phase == INFUSE]
-        summary = summarise(trials, sweep, wall_seconds=time.monotonic() - started)
-        summary.base_runs = [t for t in results if t.phase == BASE]
+        base_runs = [t for t in results if t.phase == BASE]
+        summary = summarise(trials, sweep, time.monotonic() - started, base_runs)
+        if sweep.predict.confirm and summary.recommendation:
+            confirm = confirmation_sweep(sweep, summary.recommendation)
+            target = sweep.predict.target.size.name
+            summary.confirmation = confirmation_rows(
+                summary.law, summary.recommendation, phase(confirm, [target])
+            )
         _record(summary, sweep, tracker, parent)
         tracker.end_run(parent, "FINISHED")
         return summary
@@ -648,3 +700,11 @@ def _record(summary: Summary, sweep: SweepConfig, tracker: Tracker, parent: str)
     for path in files:
         tracker.log_artifact(parent, path)
     tracker.log_metrics(parent, summary.parent_metrics(), step=0)
+    tracker.describe(parent, summary.describe())
+    if summary.confirmation:
+        p = summary.recommendation
+        forecast = {"target": summary.target, "n_params": p.n_params, "tokens": p.tokens,
+                    "law": summary.law.form, "method": summary.law.method,
+                    "predicted_collapse": p.ratio, "interval": p.interval,
+                    "rows": [c.to_dict() for c in summary.confirmation]}  # fmt: skip
+        tracker.set_tags(parent, {FORECAST_TAG: json.dumps(forecast)})

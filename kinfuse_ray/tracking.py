@@ -7,25 +7,38 @@ concurrent writers and trials need no access to the tracking server.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from kinfuse_ray.errors import KinfuseError
 
-TERMINAL = ("FINISHED", "FAILED", "KILLED")
 TRIAL_TAG = "kinfuse.trial"  # a child run's trial key: phase-size-ratio
 OUTPUT_TAG = "kinfuse.output_dir"  # a sweep's parent run: where its outputs live
+FORECAST_TAG = "kinfuse.forecast"  # a sweep's parent run: a confirmed forecast, as JSON
+# MLflow 3 opens an experiment without a kind in its GenAI view (traces, judges); ours is model
+# training.
+KIND_TAG = "mlflow.experimentKind"
+KIND = {KIND_TAG: "custom_model_development"}
 
 
 def _reason(exc: Exception) -> str:
     """The gist of a store's failure, not a page of urllib3 retry detail."""
     text = str(exc)
-    for known in ("Connection refused", "Name or service not known", "timed out"):
+    known_failures = (
+        "Connection refused", "Name or service not known", "timed out",
+        "password authentication failed", "does not exist",
+    )  # fmt: skip
+    for known in known_failures:
         if known in text:
             return known.lower()
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
@@ -57,19 +70,47 @@ RETRY_SETTINGS = {
 }
 
 
+def redacted(uri: str) -> str:
+    """`uri` with any password in it replaced by ***, for messages."""
+    parts = urlsplit(uri)
+    if not parts.password:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _check_database(uri: str) -> None:
+    """First contact with a database store in seconds and one line: MLflow's own engine set-up
+    retries for about 100 s and prints each failure."""
+    import sqlalchemy
+
+    name = f"mlflow.tracking_uri '{redacted(uri)}'"
+    timeout = {"connect_timeout": 10} if uri.startswith("postgresql") else {}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=timeout)
+    except ModuleNotFoundError as exc:  # the database's driver is not installed
+        extra = " (pip install 'kinfuse-ray[postgres]')" if "postgres" in uri else ""
+        raise KinfuseError(
+            f"{name}: its client library '{exc.name}' is not installed{extra}"
+        ) from None
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
+        raise KinfuseError(f"{name}: cannot reach the tracking store ({_reason(exc)})") from None
+    finally:
+        engine.dispose()
+
+
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str):
         for key, value in RETRY_SETTINGS.items():
             os.environ.setdefault(key, value)
         self.uri = tracking_uri
-        try:
-            self.client = MlflowClient(tracking_uri=tracking_uri)
-        except ModuleNotFoundError as exc:  # a database store whose driver is not installed
-            extra = " (pip install 'kinfuse-ray[postgres]')" if "postgres" in tracking_uri else ""
-            raise KinfuseError(
-                f"mlflow.tracking_uri '{tracking_uri}': its client library '{exc.name}' is not "
-                f"installed{extra}"
-            ) from None
+        scheme = urlsplit(tracking_uri).scheme
+        if scheme not in ("", "file", "sqlite", "http", "https", "databricks"):
+            _check_database(tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri)
         # The first contact fails fast (seconds, not minutes of retries) on a wrong address.
         with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
             self.experiment_id = self._experiment(experiment)
@@ -77,14 +118,18 @@ class Tracker:
     def _experiment(self, experiment: str) -> str:
         try:
             found = self.client.get_experiment_by_name(experiment)
-            if found:
-                return found.experiment_id
-            return self.client.create_experiment(
-                experiment, artifact_location=self._artifacts(experiment)
-            )
+            if found is None:
+                experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=self._artifacts(experiment), tags=KIND
+                )
+            else:
+                experiment_id = found.experiment_id
+                if found.tags.get(KIND_TAG) != KIND[KIND_TAG]:
+                    self.client.set_experiment_tag(experiment_id, KIND_TAG, KIND[KIND_TAG])
+            return experiment_id
         except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
             raise KinfuseError(
-                f"mlflow.tracking_uri '{self.uri}': cannot reach the tracking store "
+                f"mlflow.tracking_uri '{redacted(self.uri)}': cannot reach the tracking store "
                 f"({_reason(exc)})"
             ) from None
 
@@ -118,6 +163,10 @@ class Tracker:
 
     def log_artifact(self, run_id: str, path: Path, subdir: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), subdir)
+
+    def describe(self, run_id: str, markdown: str) -> None:
+        """The run's description: MLflow shows it on the run's overview page."""
+        self.set_tags(run_id, {"mlflow.note.content": markdown})
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
@@ -154,14 +203,42 @@ class Tracker:
         return len(runs)
 
 
-def load_trials(tracking_uri: str, experiments: list[str]) -> list:
-    """Rebuild the finished infusion trials of the latest sweep recorded in each of
-    `experiments` (several studies combine; an earlier sweep under the same name, run before
-    its file or the code changed, does not)."""
+@dataclass
+class Recorded:
+    """What MLflow holds of one or more studies' latest sweeps."""
+
+    trials: list  # finished infusion trials (TrialResult)
+    base: list  # finished base runs (TrialResult)
+    sweep_files: list[dict]  # each latest sweep's own settings (its logged sweep.yaml)
+
+
+def _trial_result(run):
     from kinfuse_ray.analysis import TrialResult
 
+    p, m = run.data.params, run.data.metrics
+    return TrialResult(
+        phase=p["phase"],
+        size=p["size"],
+        n_params=int(p["n_params"]),
+        ratio=float(p["ratio"]),
+        tokens=int(p["tokens"]),
+        tokens_trained=int(m.get("tokens", 0)) or int(p["tokens"]),
+        retention=m["retention"],
+        acquisition=m.get("acquisition", float("nan")),
+        val_loss=m.get("val_loss", float("nan")),
+        exposures_per_fact=float(p.get("exposures_per_fact", "nan")),
+        tokens_per_s=m.get("tokens_per_s", float("nan")),
+        stopped_early=bool(m.get("stopped_early", 0.0)),
+        seconds=(run.info.end_time - run.info.start_time) / 1000 if run.info.end_time else 0.0,
+    )
+
+
+def load_trials(tracking_uri: str, experiments: list[str]) -> Recorded:
+    """Rebuild the finished trials of the latest sweep recorded in each of `experiments`
+    (several studies combine; an earlier sweep under the same name, run before its file or the
+    code changed, does not), with that sweep's own settings."""
     client = MlflowClient(tracking_uri=tracking_uri)
-    runs = []
+    runs, sweep_files = [], []
     for name in experiments:
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -172,36 +249,45 @@ def load_trials(tracking_uri: str, experiments: list[str]) -> list:
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
-        sweep = f" and tags.mlflow.parentRunId = '{latest[0].info.run_id}'" if latest else ""
+        sweep = ""
+        if latest:
+            sweep = f" and tags.mlflow.parentRunId = '{latest[0].info.run_id}'"
+            # (a sweep from before its settings were logged has none)
+            with (
+                tempfile.TemporaryDirectory() as tmp,
+                contextlib.suppress(Exception),
+                _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
+            ):
+                path = client.download_artifacts(latest[0].info.run_id, "sweep.yaml", tmp)
+                sweep_files.append(yaml.safe_load(Path(path).read_text()))
         runs += client.search_runs(
             [found.experiment_id],
-            filter_string=f"params.phase = 'infuse' and attributes.status = 'FINISHED'{sweep}",
+            filter_string=f"attributes.status = 'FINISHED'{sweep}",
             max_results=50_000,
         )
-    trials = []
-    for run in runs:
-        p, m = run.data.params, run.data.metrics
-        if "retention" not in m:
-            continue
-        trials.append(
-            TrialResult(
-                phase=p["phase"],
-                size=p["size"],
-                n_params=int(p["n_params"]),
-                ratio=float(p["ratio"]),
-                tokens=int(p["tokens"]),
-                tokens_trained=int(run.data.metrics.get("tokens", 0)) or int(p["tokens"]),
-                retention=m["retention"],
-                acquisition=m.get("acquisition", float("nan")),
-                val_loss=m.get("val_loss", float("nan")),
-                exposures_per_fact=float(p.get("exposures_per_fact", "nan")),
-                tokens_per_s=m.get("tokens_per_s", float("nan")),
-                stopped_early=bool(m.get("stopped_early", 0.0)),
-                seconds=(run.info.end_time - run.info.start_time) / 1000
-                if run.info.end_time
-                else 0.0,
-            )
-        )
+    done = [
+        _trial_result(r) for r in runs if "retention" in r.data.metrics and "phase" in r.data.params
+    ]
+    trials = [t for t in done if t.phase == "infuse"]
     if not trials:
         raise KinfuseError(f"mlflow: no finished infusion trials in {', '.join(experiments)}")
-    return trials
+    return Recorded(trials, [t for t in done if t.phase == "base"], sweep_files)
+
+
+def confirmed_forecasts(tracking_uri: str) -> list[dict]:
+    """Every confirmed forecast in the store (all studies), oldest first, with its study."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    if not experiments:
+        return []
+    runs = client.search_runs(
+        list(experiments),
+        filter_string=f"tags.`{FORECAST_TAG}` != ''",
+        order_by=["attributes.start_time ASC"],
+        max_results=50_000,
+    )
+    return [
+        {"study": experiments[r.info.experiment_id], "run_id": r.info.run_id,
+         "start_time": r.info.start_time, **json.loads(r.data.tags[FORECAST_TAG])}
+        for r in runs
+    ]  # fmt: skip

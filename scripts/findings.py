@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kinfuse_ray.analysis import Summary, TrialResult, collapse_records, size_results  # noqa: E402
+from kinfuse_ray.analysis import Summary, TrialResult, size_curves, size_results  # noqa: E402
 from kinfuse_ray.config import EvalConfig  # noqa: E402
 from kinfuse_ray.errors import KinfuseError  # noqa: E402
 from kinfuse_ray.law import InfusionLaw  # noqa: E402
@@ -31,7 +31,7 @@ from kinfuse_ray.tracking import load_trials  # noqa: E402
 LADDER = ["ladder_cpu", "ladder_cpu-seed1", "ladder_cpu-seed2"]
 BUDGETS = ["ladder_cpu-d50k", "ladder_cpu-d200k"]  # one size at other token budgets
 THRESHOLDS = (0.5, 0.65)
-LAW = {"form": "power_n", "target": "general_share"}  # fixed before looking: the science notes
+ACQUISITION_TARGET = 0.25  # the default predict.acquisition_target
 
 
 def averaged(trials: list[TrialResult]) -> list[TrialResult]:
@@ -54,10 +54,19 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def curves(uri: str, names: list[str], evals: EvalConfig):
+    recorded = load_trials(uri, names)
+    return size_curves(recorded.trials, evals, recorded.base)
+
+
+def results(uri: str, names: list[str], evals: EvalConfig):
+    return size_results(curves(uri, names, evals), evals, ACQUISITION_TARGET)
+
+
 def collapse_table(uri: str, study: str, seeds: list[str], evals: EvalConfig) -> list:
     """Per size: r* of the seed-averaged curve with its bracket, r* per seed, spread."""
-    per_seed = {name: size_results(load_trials(uri, [name]), evals) for name in seeds}
-    pooled = size_results(load_trials(uri, seeds), evals)
+    per_seed = {name: results(uri, [name], evals) for name in seeds}
+    pooled = results(uri, seeds, evals)
     print(f"\n### {study}: collapse point per size (threshold {evals.collapse_threshold})\n")
     heads = ["size", "N", "r* (mean curve)", "bracket"] + [f"r* {s}" for s in seeds]
     heads += ["mean +- sd", "best safe r", "acquisition there"]
@@ -80,24 +89,10 @@ def collapse_table(uri: str, study: str, seeds: list[str], evals: EvalConfig) ->
     return pooled
 
 
-def law_report(records, title: str) -> InfusionLaw:
-    law = InfusionLaw(n_bootstrap=2000, **LAW).fit(records)
-    b = law.exponents["b_n"]
-    lo, hi = law.exponent_intervals()["b_n"]
-    v = law.validation_
-    print(
-        f"\n{title}: 1 - r* = c N^b, b = {b:+.3f} (90% bootstrap interval {lo:+.3f} to {hi:+.3f})"
-    )
-    if v:
-        share_err = np.log((1 - v.predicted) / (1 - v.measured))
-        base_err = np.log((1 - v.baseline) / (1 - v.measured))
-        print(
-            f"  held out {v.held_out}: measured r* {v.measured:.3f}, law {v.predicted:.3f} "
-            f"[{v.interval[0]:.3f}, {v.interval[1]:.3f}] ({'covers' if v.covered else 'misses'}); "
-            f"log error in r*: law {v.log_error:+.4f}, baseline {v.baseline_log_error:+.4f}; "
-            f"in 1 - r*: law {share_err:+.3f}, baseline {base_err:+.3f} -> "
-            f"{'law beats baseline' if v.beats_baseline else 'baseline wins'}"
-        )
+def law_report(fitted, title: str, threshold: float = 0.5) -> InfusionLaw:
+    """The default law (power_n, joint fit over every trial), fixed before looking."""
+    law = InfusionLaw(threshold=threshold, n_bootstrap=1000).fit(fitted)
+    print(f"\n{title}:\n{law.report()}")
     return law
 
 
@@ -135,18 +130,19 @@ def main() -> None:
     uri = args.tracking_uri
 
     def quickstart():
-        quick = collapse_table(uri, "quickstart", ["quickstart"], EvalConfig())
-        law_report(collapse_records(quick), "quickstart law")
+        collapse_table(uri, "quickstart", ["quickstart"], EvalConfig())
+        law_report(curves(uri, ["quickstart"], EvalConfig()), "quickstart law")
 
     def ladder():
         laws = {}
         for threshold in THRESHOLDS:
             evals = EvalConfig(collapse_threshold=threshold)
-            pooled = collapse_table(uri, "ladder_cpu", LADDER, evals)
+            collapse_table(uri, "ladder_cpu", LADDER, evals)
             title = f"ladder_cpu law, threshold {threshold}"
-            laws[threshold] = law_report(collapse_records(pooled), title)
-        trials = averaged(load_trials(uri, LADDER))
-        summary = Summary("ladder_cpu, mean of 3 seeds", size_results(trials, EvalConfig()), trials)
+            laws[threshold] = law_report(curves(uri, LADDER, evals), title, threshold)
+        trials = averaged(load_trials(uri, LADDER).trials)
+        sizes = results(uri, LADDER, EvalConfig())
+        summary = Summary("ladder_cpu, mean of 3 seeds", sizes, trials)
         print(f"\nplot: {plot_retention(summary, args.out / 'ladder_retention_vs_ratio.png')}")
         title = "ladder_cpu, mean of 3 seeds"
         print(
@@ -154,9 +150,10 @@ def main() -> None:
         )
 
     def budgets():
-        budget_trials = load_trials(uri, BUDGETS) + load_trials(uri, LADDER[:1])
-        budget_size = load_trials(uri, BUDGETS)[0].size
-        by_budget = [s for s in size_results(budget_trials, EvalConfig()) if s.size == budget_size]
+        budget_size = load_trials(uri, BUDGETS).trials[0].size
+        by_budget = [
+            s for s in results(uri, BUDGETS + LADDER[:1], EvalConfig()) if s.size == budget_size
+        ]
         print(f"\n### token budget, {budget_size}\n\n| D | r* | bracket |\n|---|---|---|")
         for s in by_budget:
             lo, hi = s.collapse.bracket
@@ -166,13 +163,9 @@ def main() -> None:
         share = np.log([1 - s.collapse.ratio for s in found])
         print(f"slope of log(1 - r*) on log D: {np.polyfit(d, share, 1)[0]:+.3f}")
         print(f"plot: {budget_plot(found, args.out / 'budget_collapse_vs_tokens.png')}")
-        joint = collapse_records(size_results(load_trials(uri, LADDER[:1] + BUDGETS), EvalConfig()))
-        nd = InfusionLaw(form="power_nd", target="general_share", n_bootstrap=1000).fit(joint)
-        lo, hi = nd.exponent_intervals()["g_d"]
-        print(
-            f"joint law 1 - r* = c N^b D^g on seed 0 + budgets: b = {nd.exponents['b_n']:+.3f}, "
-            f"g = {nd.exponents['g_d']:+.3f} (90% interval {lo:+.3f} to {hi:+.3f})"
-        )
+        nd = InfusionLaw(form="power_nd", n_bootstrap=1000)
+        nd.fit(curves(uri, LADDER[:1] + BUDGETS, EvalConfig()))
+        print(f"\nlaw in N and D on seed 0 + budgets:\n{nd.report()}")
 
     section("quickstart", quickstart)
     section("ladder_cpu", ladder)

@@ -145,11 +145,6 @@ CASES = {
         {},
         "ray.address: cannot connect to '127.0.0.1:9'",
     ),
-    "tracking store without its client library": (
-        GOOD + "mlflow: {tracking_uri: 'postgresql://kinfuse@127.0.0.1:9/kinfuse'}\n",
-        {},
-        "its client library 'psycopg' is not installed (pip install 'kinfuse-ray[postgres]')",
-    ),
     "unreachable tracking server": (
         GOOD + "mlflow: {tracking_uri: 'http://127.0.0.1:9'}\n",
         {},

@@ -52,3 +52,24 @@ def test_best_safe_ratio_stops_at_the_first_drop():
     y = np.array([0.8, 0.79, 0.78, 0.7, 0.3, 0.79, 0.1])  # a recovery after a drop does not count
     assert best_safe_ratio(RATIOS, y, plateau=0.8, tolerance=0.9) == 0.4
     assert best_safe_ratio(RATIOS, y, plateau=0.8, tolerance=0.5) == 0.6
+
+
+def test_the_base_models_retention_is_the_plateau_when_given():
+    """A coarse pass that skips low ratios sees a lower 'plateau' than the base model had:
+    with the base model's retention the collapse is found where it is."""
+    ratios, y = [0.8, 0.9, 0.95, 0.98], [0.7, 0.55, 0.4, 0.2]
+    own = detect_collapse(ratios, y)  # plateau: median of 0.7, 0.55
+    base = detect_collapse(ratios, y, plateau=1.0)
+    assert own.plateau == pytest.approx(0.625) and base.plateau == 1.0
+    assert base.ratio < own.ratio and base.bracket == (0.9, 0.95)
+
+
+def test_acquisition_threshold_is_the_first_crossing_interpolated_in_log_r():
+    from kinfuse_ray.collapse import detect_acquisition
+
+    ratios = [0.1, 0.3, 0.5, 0.9]
+    r = detect_acquisition(ratios, [0.05, 0.1, 0.3, 0.5], target=0.2)
+    assert 0.3 < r < 0.5
+    assert r == pytest.approx(np.exp(np.log(0.3) + 0.5 * np.log(0.5 / 0.3)))
+    assert detect_acquisition(ratios, [0.05, 0.1, 0.1, 0.1], target=0.2) is None  # never
+    assert detect_acquisition(ratios, [0.3, 0.4, 0.5, 0.6], target=0.2) is None  # below range

@@ -128,3 +128,16 @@ def test_optuna_samples_towards_the_cliff_and_survives_a_restore(tmp_path):
     restored = pickle.loads(pickle.dumps(strategy))  # Tune saves the searcher this way
     assert restored.collapse() == found and restored.finished
     assert len(restored._optuna().trials) == 10  # the study is rebuilt from its history
+
+
+def test_the_base_runs_retention_is_the_searchers_plateau():
+    """A coarse pass whose lowest ratios already dip (here 0.6 and 0.8 of a base model at 0.9)
+    brackets the collapse from the base model's retention, as the sweep's analysis does."""
+    curve = cliff(0.85)
+    dipped = {"s": lambda r: curve(r) * (0.7 if r >= 0.6 else 1.0)}
+    strategy = BisectRatios([0.6, 0.8, 0.9, 0.95], 0.05)
+    drive(LadderSearch({"s": strategy}, {"s": 1}, 1, ["s"]), dipped, slots=1)
+    assert strategy.plateau == 0.9  # from the base run (drive reports 0.9 for base trials)
+    found = strategy.collapse()
+    assert found.plateau == 0.9 and found.bracket[1] / found.bracket[0] - 1 <= 0.05
+    assert found.ratio < 0.85  # 0.7 x the curve falls below 0.45 before the cliff's centre

@@ -65,20 +65,22 @@ def test_the_micro_ladder_collapses_later_as_size_grows(micro_sweep):
     summary = json.loads((tmp_path / "runs" / "micro" / "summary.json").read_text())
     r_star = [s["collapse_ratio"] for s in summary["sizes"]]
     assert all(r is not None for r in r_star) and r_star == sorted(r_star)
-    law = summary["law"]  # r* grows with N: a rising ratio, or a shrinking general share 1 - r*
-    assert law["params"]["b_n"] * (1 if law["target"] == "ratio" else -1) > 0
-    assert [c["law"] for c in summary["law_comparison"]][0] == f"{law['form']}/{law['target']}"
-    assert summary["recommendation"]["safe_ratio"] <= summary["recommendation"]["interval"][0]
+    law = summary["law"]
+    assert law["form"] == "power_n" and summary["law_comparison"] == []  # 3 sizes: the default
+    assert law["params"]["b_n"] > 0  # the odds of r* grow with N
+    rec = summary["recommendation"]
+    assert 0 < rec["recommended_ratio"] < rec["ratio"] < 1
 
 
 def test_law_from_mlflow_matches_the_sweep_and_the_cli_predicts(micro_sweep):
-    from kinfuse_ray import InfusionLaw
+    from kinfuse_ray.analysis import fit_recorded
 
     tmp_path, _ = micro_sweep
     summary = json.loads((tmp_path / "runs" / "micro" / "summary.json").read_text())
-    law = InfusionLaw.from_mlflow("micro", f"sqlite:///{tmp_path / 'mlflow.db'}", n_bootstrap=200)
-    assert [r.ratio for r in law.records_] == [s["collapse_ratio"] for s in summary["sizes"]]
-    assert law.exponents == pytest.approx(summary["law"]["params"])
+    law, sweep, notes = fit_recorded(["micro"], f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert sweep.name == "micro" and "as recorded on its parent run" in notes[0]
+    assert law.measured_ == {s["size"]: s["collapse_ratio"] for s in summary["sizes"]}
+    assert law.parameters == pytest.approx(summary["law"]["params"])
 
     fit = kinfuse(
         tmp_path, "fit", "--experiment", "micro", "--out", "law.json", "--plot", "law.png"
@@ -92,6 +94,88 @@ def test_law_from_mlflow_matches_the_sweep_and_the_cli_predicts(micro_sweep):
     assert missing.stderr.strip() == (
         "kinfuse: error: mlflow: no experiment named 'nope' at sqlite:///mlflow.db"
     )
+
+
+# The micro sweep with settings other than the defaults, and a confirmation run of its target.
+CONFIRM = (
+    MICRO.replace("name: micro", "name: confirm")
+    .replace(
+        "  bootstrap: 200",
+        "  bootstrap: 200\n  confirm: true\n  acquisition_target: 0.2\n  tolerances: [0.95, 0.85]",
+    )
+    .replace(
+        "val_sequences: 8}",
+        "val_sequences: 8, collapse_threshold: 0.6, plateau_tolerance: 0.85}",
+    )
+)
+
+
+@pytest.fixture(scope="module")
+def confirm_sweep(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("confirm")
+    return tmp_path, run_cli(tmp_path, CONFIRM)
+
+
+def test_a_confirmation_run_trains_the_target_and_records_the_forecast(confirm_sweep):
+    tmp_path, proc = confirm_sweep
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "confirm" / "summary.json").read_text())
+    rec, rows = summary["recommendation"], summary["confirmation"]
+    assert {r["role"] for r in rows} == {"recommended", "collapse"}
+    by_role = {r["role"]: r for r in rows}
+    assert by_role["recommended"]["ratio"] == pytest.approx(rec["recommended_ratio"], abs=1e-4)
+    assert by_role["collapse"]["ratio"] == pytest.approx(rec["ratio"], abs=1e-4)
+    for row in rows:  # a real trial of the target size, scored against the law's curve
+        assert row["target"] == "big" and row["predicted"] is not None
+        assert row["interval"][0] <= row["predicted"] <= row["interval"][1]  # a point of the curve
+    # The law puts the target at its collapse point at 0.6 of plateau (the sweep's threshold).
+    assert by_role["collapse"]["predicted"] == pytest.approx(0.6, abs=0.01)
+    assert by_role["recommended"]["predicted"] > 0.85  # kept at the lower end of the interval
+
+    client, runs = runs_of(tmp_path, "confirm")
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert "confirm.recommended.measured_retention" in parent.data.metrics
+    forecast = json.loads(parent.data.tags["kinfuse.forecast"])
+    assert forecast["target"] == "big" and len(forecast["rows"]) == 2
+    big = [r for r in runs if r.data.params.get("size") == "big"]
+    assert sorted(r.data.params["phase"] for r in big) == ["base", "infuse", "infuse"]
+
+    listed = kinfuse(tmp_path, "forecasts")
+    assert listed.returncode == 0, listed.stderr
+    assert "confirm" in listed.stdout and "1 confirmed forecasts, 2 predictions" in listed.stdout
+
+
+def test_the_study_opens_as_model_training_with_the_answer_on_its_run(confirm_sweep):
+    tmp_path, _ = confirm_sweep
+    client, runs = runs_of(tmp_path, "confirm")
+    experiment = client.get_experiment_by_name("confirm")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    note = parent.data.tags["mlflow.note.content"]
+    for part in ("collapse per size", "## The law", "## Recommendation for big", "infusion window",
+                 "## Confirmation"):  # fmt: skip
+        assert part in note
+
+
+def test_kinfuse_fit_uses_the_sweeps_own_settings(confirm_sweep):
+    """Non-default threshold, tolerance and acquisition target: `kinfuse fit` gives what the
+    sweep's own summary gave, and a flag that overrides a setting says so."""
+    tmp_path, _ = confirm_sweep
+    summary = json.loads((tmp_path / "runs" / "confirm" / "summary.json").read_text())
+    fit = kinfuse(tmp_path, "fit", "--experiment", "confirm", "--out", "law.json")
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    assert "settings: sweep 'confirm' as recorded on its parent run" in fit.stdout
+    rec = summary["recommendation"]
+    assert f"recommended infusion ratio {rec['recommended_ratio']:.3f}" in fit.stdout
+    assert f"collapse point r* = {rec['ratio']:.3f}" in fit.stdout or "at least" in fit.stdout
+    law = json.loads((tmp_path / "law.json").read_text())
+    assert (law["threshold"], law["tolerance"], law["acquisition_target"]) == (0.6, 0.85, 0.2)
+
+    other = kinfuse(tmp_path, "fit", "--experiment", "confirm", "--threshold", "0.5",
+                    "--out", "other.json")  # fmt: skip
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert "--threshold 0.5 overrides the sweep's 0.6" in other.stdout
 
 
 def test_a_failing_sweep_leaves_no_run_open(tmp_path):

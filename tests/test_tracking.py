@@ -24,9 +24,10 @@ def test_trials_come_from_the_latest_sweep_of_each_experiment(tmp_path):
     record_sweep(study, [0.1, 0.5, 0.9], retention=0.2)  # an earlier design of the study
     record_sweep(study, [0.3, 0.6], retention=0.8)
     record_sweep(other, [0.7], retention=0.5)
-    trials = load_trials(uri, ["study"])
+    trials = load_trials(uri, ["study"]).trials
     assert sorted(t.ratio for t in trials) == [0.3, 0.6]
     assert {t.retention for t in trials} == {0.8}
-    assert sorted(t.ratio for t in load_trials(uri, ["study", "other"])) == [0.3, 0.6, 0.7]
+    both = load_trials(uri, ["study", "other"]).trials
+    assert sorted(t.ratio for t in both) == [0.3, 0.6, 0.7]
     with pytest.raises(KinfuseError, match="no experiment named 'nothing'"):
         load_trials(uri, ["nothing"])
