@@ -36,11 +36,11 @@ from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.law import Prediction
 from kinfuse_ray.live_metrics import EndedTrials, LiveMetrics
 from kinfuse_ray.parallel import Dist
-from kinfuse_ray.plan import check_trainable
+from kinfuse_ray.plan import check_trainable, plan_sweep
 from kinfuse_ray.plots import plot_law, plot_retention
 from kinfuse_ray.progress import Progress
 from kinfuse_ray.search import BisectRatios, GridRatios, LadderSearch, OptunaRatios, RatioStrategy
-from kinfuse_ray.tracking import FORECAST_TAG, OUTPUT_TAG, TRIAL_TAG, Tracker
+from kinfuse_ray.tracking import FORECAST_TAG, OUTPUT_TAG, TRIAL_TAG, Tracker, store_failure
 from kinfuse_ray.train import Report, Save
 from kinfuse_ray.trial import BASE, INFUSE, base_done, phase_tokens, run_trial
 
@@ -365,7 +365,7 @@ def _run_trials(
         tune.with_parameters(tune_trial, sweep=sweep, bundle=bundle_ref), driver
     )
     experiment = sweep.out / "ray" / sweep.name
-    if resume and tune.Tuner.can_restore(experiment):
+    if resume and _restorable(experiment):
         # Finished trials stay finished, the rest restart from their last checkpoints, and the
         # searcher comes back from its saved state. The callback holds this process's MLflow
         # client and progress, so it replaces the one pickled with the experiment.
@@ -400,6 +400,24 @@ def _run_trials(
     for checkpoint in experiment.glob("*/checkpoint_*"):  # all trials done: nothing to resume
         shutil.rmtree(checkpoint, ignore_errors=True)
     return [(r.config["trial"], r.metrics) for r in results]
+
+
+def _restorable(experiment: Path) -> bool:
+    """Whether Tune can carry on `experiment`. A state file cut short (a full disk, a crash
+    mid-write) makes Tune restore nothing and report the sweep done: such an experiment is set
+    aside and a fresh one replays the finished trials from their records instead."""
+    if not tune.Tuner.can_restore(experiment):
+        return False
+    try:
+        for state in experiment.glob("*.json"):
+            json.loads(state.read_text())
+    except (OSError, ValueError):
+        aside = experiment.with_name(f"{experiment.name}.unreadable-{int(time.time())}")
+        experiment.rename(aside)
+        print(f"kinfuse: Tune's state in {experiment} is unreadable (kept as {aside.name}); "
+              "replaying the finished trials from their records", flush=True)  # fmt: skip
+        return False
+    return True
 
 
 def _trial_result(config: dict, metrics: dict, sweep: SweepConfig) -> TrialResult:
@@ -479,13 +497,32 @@ def _slots(sweep: SweepConfig) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)) // sweep.train.cpus_per_trial)
 
 
-def _check_creatable(out: Path) -> None:
-    """The output folder exists or can be made (checked without making anything yet)."""
-    existing = next(p for p in (out, *out.parents) if p.exists())
+def _existing(out: Path) -> Path:
+    return next(p for p in (out, *out.parents) if p.exists())
+
+
+def _check_creatable(sweep: SweepConfig) -> None:
+    """The output folder exists or can be made, and its disk has room for the sweep's
+    checkpoints (checked without making anything yet)."""
+    out = sweep.out
+    existing = _existing(out)
     if not existing.is_dir():
         raise KinfuseError(f"output_dir: cannot create {out} ({existing} is not a directory)")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise KinfuseError(f"output_dir: cannot write to {existing} (permission denied)")
+    need, free = plan_sweep(sweep, sweep.data.vocab_size).storage_bytes, _free_bytes(out)
+    if free < need:
+        raise KinfuseError(
+            f"output_dir: {existing} has {free / 2**20:,.1f} MiB free, the sweep's checkpoints "
+            f"need about {need / 2**20:,.1f} MiB"
+        )
+
+
+def _free_bytes(out: Path) -> int:
+    return shutil.disk_usage(_existing(out)).free
+
+
+OUT_OF_SPACE = 1 << 20  # free bytes below which a failure is put down to a full disk
 
 
 def claim_output(out: Path) -> TextIO:
@@ -625,8 +662,8 @@ def run_sweep(
     if resume:
         _check_resumable(sweep)
     # Bad data, an unreachable cluster or tracking store: fail before anything is written.
-    _check_creatable(out)
     check_trainable(sweep)
+    _check_creatable(sweep)
     bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
     started_ray = connect_ray(sweep)
     # SIGTERM (a scheduler, `kill`) ends the sweep as Ctrl-C does. Set after ray.init, which
@@ -654,6 +691,8 @@ def run_sweep(
         results = phase(sweep, ladder)
         trials = [t for t in results if t.phase == INFUSE]
         base_runs = [t for t in results if t.phase == BASE]
+        if not trials:
+            raise KinfuseError(f"no infusion trial finished; the sweep's records are in {out}")
         summary = summarise(trials, sweep, time.monotonic() - started, base_runs)
         if sweep.predict.confirm and summary.recommendation:
             confirm = confirmation_sweep(sweep, summary.recommendation)
@@ -665,10 +704,22 @@ def run_sweep(
         tracker.end_run(parent, "FINISHED")
         return summary
     except BaseException as exc:
+        unclosed = None
         if parent is not None:  # interrupted (Ctrl-C, SIGTERM): KILLED; anything else: FAILED
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-            tracker.end_open_children(parent, status)
-            tracker.end_run(parent, status)
+            try:
+                tracker.end_open_children(parent, status)
+                tracker.end_run(parent, status)
+            except Exception as closing:  # noqa: BLE001 - the store itself is failing
+                unclosed = closing
+        if unclosed is not None or store_failure(exc):
+            raise tracker.failed_midway(unclosed or exc) from None
+        if not isinstance(exc, KeyboardInterrupt) and _free_bytes(out) < OUT_OF_SPACE:
+            # However it surfaced (a trial's write, Tune's own state): the disk is full.
+            raise KinfuseError(
+                f"output_dir: no space left on the device of {out}; free some, then carry on "
+                "with --resume"
+            ) from None
         raise
     finally:
         if before is not None:

@@ -102,6 +102,15 @@ def _check_database(uri: str) -> None:
         engine.dispose()
 
 
+def store_failure(exc: BaseException) -> bool:
+    """Whether `exc` is the tracking store failing (unreachable, refusing, erroring)."""
+    import requests
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException | requests.RequestException | sqlalchemy.exc.DBAPIError)
+
+
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str):
         for key, value in RETRY_SETTINGS.items():
@@ -163,6 +172,14 @@ class Tracker:
 
     def log_artifact(self, run_id: str, path: Path, subdir: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), subdir)
+
+    def failed_midway(self, exc: BaseException) -> KinfuseError:
+        """The one line for a store that failed while a sweep ran."""
+        return KinfuseError(
+            f"mlflow.tracking_uri '{redacted(self.uri)}': the tracking store failed midway "
+            f"({_reason(exc)}); runs it could not close stay RUNNING until the sweep carries on "
+            "with --resume (or starts afresh), which closes them"
+        )
 
     def describe(self, run_id: str, markdown: str) -> None:
         """The run's description: MLflow shows it on the run's overview page."""

@@ -116,11 +116,13 @@ def micro_sweep(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def mlflow_server(store_uri: str, cwd: Path):
-    """A real `mlflow server` on 127.0.0.1 and a free port; yields its URL, stops it by PID."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def mlflow_server(store_uri: str, cwd: Path, port: int | None = None):
+    """A real `mlflow server` on 127.0.0.1 and `port` (default: a free one); yields its URL,
+    stops it by PID."""
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
     mlflow = Path(sys.executable).parent / "mlflow"
     server = subprocess.Popen(
         [str(mlflow), "server", "--backend-store-uri", store_uri, "--host", "127.0.0.1",

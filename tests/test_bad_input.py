@@ -145,6 +145,41 @@ CASES = {
         {},
         "ray.address: cannot connect to '127.0.0.1:9'",
     ),
+    # One case per class of input each schema field must refuse (the review of issue 16).
+    "empty name": (GOOD.replace("name: bad", "name: ''"), {}, "field 'name': String should"),
+    "empty tracking URI": (
+        GOOD + "mlflow: {tracking_uri: ''}\n",
+        {},
+        "field 'mlflow.tracking_uri': String should have at least 1 character",
+    ),
+    "zero count": (
+        GOOD.replace("val_sequences: 2", "val_sequences: 0"),
+        {},
+        "field 'eval.val_sequences': Input should be greater than 0",
+    ),
+    "knowledge file is a folder": (
+        with_knowledge().replace("g.jsonl", "folder"),
+        {**knowledge_files(), "folder/.keep": ""},
+        "folder: cannot read knowledge file (Is a directory)",
+    ),
+    "corpus is a plain folder": (
+        with_data("corpus: folder"),
+        {"folder/.keep": ""},
+        "folder: not a dataset saved with save_to_disk",
+    ),
+    "a rung too big for this machine": (
+        GOOD.replace(
+            "hidden_size: 24, n_layers: 1, n_heads: 2",
+            "hidden_size: 16384, n_layers: 64, n_heads: 128",
+        ),
+        {},
+        "ladder rung 'a' needs about",
+    ),
+    "confirmation without a target": (
+        GOOD + "predict: {confirm: true}\n",
+        {},
+        "field 'predict': confirm: true needs a target to confirm",
+    ),
     "unreachable tracking server": (
         GOOD + "mlflow: {tracking_uri: 'http://127.0.0.1:9'}\n",
         {},
@@ -158,6 +193,7 @@ CASES = {
 def test_bad_input_gets_one_line_and_leaves_nothing_behind(tmp_path, case):
     text, files, message = CASES[case]
     for name, content in {"sweep.yaml": text, **files}.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(content)
     before = sorted(tmp_path.rglob("*"))
     proc = kinfuse(tmp_path, "sweep", "sweep.yaml")
