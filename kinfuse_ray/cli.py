@@ -9,6 +9,7 @@ kinfuse fit --experiment quickstart            refit the law from MLflow, write 
 kinfuse predict --experiment quickstart --n-params 8e5
 kinfuse predict --law-file runs/quickstart/law.json --n-params 8e5 --tokens 5e5
 kinfuse forecasts                              confirmed forecasts of every study, with errors
+kinfuse knowledge latest-truthy.nt.bz2 --properties P19=born_in,P27=citizen_of --out facts.jsonl
 """
 
 from __future__ import annotations
@@ -202,6 +203,27 @@ def _forecasts(args: argparse.Namespace) -> None:
         )
 
 
+def _knowledge(args: argparse.Namespace) -> None:
+    from kinfuse_ray.wikidata import extract, parse_properties, write_triples
+
+    properties = parse_properties(args.properties)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise KinfuseError(f"--out: {out.parent} is not a folder")
+    found = extract(
+        args.dump,
+        properties,
+        skip_malformed=args.skip_malformed,
+        progress=lambda message: print(f"  {message}", flush=True),
+    )
+    if not found.triples:
+        raise KinfuseError(
+            f"{args.dump}: no triples of {', '.join(properties)} kept ({found.report()})"
+        )
+    write_triples(found.triples, out)
+    print(f"{found.report()}\ntriples: {out}")
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -301,6 +323,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--n-params", type=_positive, required=True, help="non-embedding params")
     predict.add_argument("--tokens", type=_positive, help="token budget (default: the fitted one)")
     predict.set_defaults(func=_predict)
+
+    knowledge = sub.add_parser(
+        "knowledge", help="Wikidata dump (JSON or truthy N-Triples) -> the project's triples"
+    )
+    knowledge.add_argument("dump", help="latest-all.json[.gz|.bz2] or latest-truthy.nt[.gz|.bz2]")
+    knowledge.add_argument(
+        "--properties", required=True, help="PID=relation pairs, e.g. P19=born_in,P106=works_as"
+    )
+    knowledge.add_argument("--out", required=True, help="the triples file to write (JSON Lines)")
+    knowledge.add_argument(
+        "--skip-malformed", action="store_true", help="count malformed lines instead of stopping"
+    )
+    knowledge.set_defaults(func=_knowledge)
 
     forecasts = sub.add_parser(
         "forecasts", help="every confirmed forecast in a tracking store, with its error"

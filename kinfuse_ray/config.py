@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kinfuse_ray.errors import KinfuseError
 
@@ -64,20 +72,30 @@ class ModelSize(Strict):
         return param_count(self, vocab_size).non_embedding
 
 
+def _bundled(value: object) -> object:
+    """`bundled:knowledge/world/general.jsonl` names a file shipped with kinfuse-ray."""
+    if isinstance(value, str) and value.startswith("bundled:"):
+        return BUNDLED_DATA / value.removeprefix("bundled:")
+    return value
+
+
+DataPath = Annotated[Path, BeforeValidator(_bundled)]
+
+
 class DataConfig(Strict):
     """Where the general corpus and the knowledge base come from, and how they are rendered."""
 
     # Text (.txt, .gz), JSON Lines or Parquet with a `text` field, a Hugging Face dataset
     # folder (save_to_disk), hf:NAME[:CONFIG] to stream its first max_documents by name, or a
     # .npy array of token ids made with `tokenizer` (memory-mapped as is, never copied).
-    corpus: Path = BUNDLED_DATA / "corpus" / "shakespeare.txt.gz"
+    corpus: DataPath = BUNDLED_DATA / "corpus" / "shakespeare.txt.gz"
     max_documents: int = Field(default=100_000, gt=0, description="hf: corpora only")
-    general_facts: Path = BUNDLED_DATA / "knowledge" / "general.jsonl"
-    domain_facts: Path = BUNDLED_DATA / "knowledge" / "domain.jsonl"
-    templates: Path = BUNDLED_DATA / "knowledge" / "templates.json"
+    general_facts: DataPath = BUNDLED_DATA / "knowledge" / "general.jsonl"
+    domain_facts: DataPath = BUNDLED_DATA / "knowledge" / "domain.jsonl"
+    templates: DataPath = BUNDLED_DATA / "knowledge" / "templates.json"
     # A local Hugging Face tokenizer (folder with tokenizer.json); default: a byte-level BPE of
     # `vocab_size` trained on the corpus and the facts.
-    tokenizer: Path | None = None
+    tokenizer: DataPath | None = None
     n_general_facts: int | None = Field(default=None, gt=0, description="default: the whole file")
     n_domain_facts: int | None = Field(default=None, gt=0, description="default: the whole file")
     # The domain load per rung: n_domain_facts at the smallest rung, times (N / N_smallest)^this.
@@ -168,6 +186,9 @@ class EvalConfig(Strict):
     )
     acquisition_probes: int | None = Field(default=250, gt=0)
     val_sequences: int = Field(default=32, gt=0)
+    # Probe distractors: uniform over the relation's objects, or as frequent as each object is
+    # an answer (real knowledge, where some objects are far more common than others).
+    distractors: Literal["uniform", "frequency"] = "uniform"
     collapse_threshold: Share = 0.5
     plateau_points: int = Field(default=2, gt=0)
     plateau_tolerance: Share = 0.9

@@ -458,11 +458,18 @@ def build_bundle(
 
     pools_general, pools_domain = object_pools(general), object_pools(domain)
     retention = make_probes(
-        general, relations, pools_general, evals.n_choices, seed, data.general_facts
+        general,
+        relations,
+        pools_general,
+        evals.n_choices,
+        seed,
+        data.general_facts,
+        evals.distractors,
     )
     acquisition = make_probes(
-        domain, relations, pools_domain, evals.n_choices, seed + 1, data.domain_facts
-    )
+        domain, relations, pools_domain, evals.n_choices, seed + 1, data.domain_facts,
+        evals.distractors,
+    )  # fmt: skip
     return DataBundle(
         tokenizer_json=tokenizer.to_str(),
         vocab_size=max(data.vocab_size, tokenizer.get_vocab_size()),

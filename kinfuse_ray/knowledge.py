@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,12 +145,24 @@ def first_facts(triples: list[Triple], n: int | None, path: Path) -> list[Triple
     return triples[:n]
 
 
-def object_pools(triples: list[Triple]) -> dict[str, list[str]]:
-    """The objects each relation takes: the type-consistent distractors for its probes."""
-    pools: dict[str, set[str]] = defaultdict(set)
+def object_pools(triples: list[Triple]) -> dict[str, Counter]:
+    """The objects each relation takes, with how many facts have each: the type-consistent
+    distractors of its probes."""
+    pools: dict[str, Counter] = defaultdict(Counter)
     for triple in triples:
-        pools[triple.relation].add(triple.object)
-    return {relation: sorted(objects) for relation, objects in pools.items()}
+        pools[triple.relation][triple.object] += 1
+    return dict(pools)
+
+
+def most_frequent_guesser(probes: list[Probe], pools: dict[str, Counter], relation_of) -> float:
+    """Accuracy of answering every probe with its most frequent option (frequency among the
+    relation's facts): near 1 / n_choices when object frequency gives nothing away."""
+    right = 0
+    for probe in probes:
+        counts = pools[relation_of(probe)]
+        guess = max(range(len(probe.options)), key=lambda i: counts[probe.options[i]])
+        right += guess == probe.answer
+    return right / len(probes)
 
 
 def render(triple: Triple, relation: Relation, template: int) -> str:
@@ -160,22 +172,31 @@ def render(triple: Triple, relation: Relation, template: int) -> str:
 def make_probes(
     triples: list[Triple],
     relations: dict[str, Relation],
-    pools: dict[str, list[str]],
+    pools: dict[str, Counter],
     n_choices: int,
     seed: int,
     source: Path | str = "knowledge",
+    distractors: str = "uniform",
 ) -> list[Probe]:
-    """One probe per triple: the true object and `n_choices - 1` distractors of the same relation."""
+    """One probe per triple: the true object and `n_choices - 1` distractors of the same
+    relation, drawn uniformly, or (`distractors="frequency"`) as often as each object is an
+    answer, so that a frequent object is no better a guess than a rare one."""
     rng = np.random.default_rng(seed)
     probes = []
     for triple in triples:
-        others = [o for o in pools[triple.relation] if o != triple.object]
+        counts = pools[triple.relation]
+        others = [o for o in sorted(counts) if o != triple.object]
         if len(others) < n_choices - 1:
             raise KinfuseError(
                 f"{source}: relation '{triple.relation}' has {len(others) + 1} objects, "
                 f"fewer than the {n_choices} choices a probe needs"
             )
-        options = [triple.object, *rng.choice(others, size=n_choices - 1, replace=False)]
+        weights = None
+        if distractors == "frequency":
+            weights = np.array([counts[o] for o in others], dtype=float)
+            weights /= weights.sum()
+        chosen = rng.choice(others, size=n_choices - 1, replace=False, p=weights)
+        options = [triple.object, *chosen]
         order = rng.permutation(n_choices)
         prompt = relations[triple.relation].question.format(subject=triple.subject)
         probes.append(

@@ -100,3 +100,40 @@ def test_csv_and_parquet_triples_read_like_json_lines(tmp_path, relations):
     pq.write_table(pa.Table.from_pylist([*rows, {**rows[0], "object": "Rome"}]), parquet_path)
     with pytest.raises(KinfuseError, match="facts.parquet: row 3: contradicts row 1"):
         load_triples(parquet_path, relations)
+
+
+def test_frequency_weighted_distractors_keep_a_frequent_object_from_giving_answers_away():
+    """Real relations are skewed (many cities, few countries): with uniform distractors,
+    answering the most frequent option beats chance; drawn as often as each object is an
+    answer, it stays near chance."""
+    from kinfuse_ray.knowledge import Relation, Triple, most_frequent_guesser
+
+    relations = {"in": Relation("in", ("{subject} is in {object}.",), "{subject} is in")}
+    # One object holds a fifth of the facts, the rest share 60 objects (as country of a city).
+    objects = ["Big"] * 100 + [f"c{i % 60}" for i in range(400)]
+    triples = [Triple(f"s{i}", "in", o) for i, o in enumerate(objects)]
+    pools = object_pools(triples)
+    accuracy = {}
+    for mode in ("uniform", "frequency"):
+        probes = make_probes(triples, relations, pools, 4, seed=0, distractors=mode)
+        accuracy[mode] = most_frequent_guesser(probes, pools, lambda probe: "in")
+    assert accuracy["uniform"] > 0.35  # "Big" whenever it is offered: right a fifth of the time
+    assert abs(accuracy["frequency"] - 0.25) < 0.06, accuracy
+
+
+def test_uniform_distractors_are_those_of_earlier_versions(relations):
+    """Equal counts or not, the default draws the same distractors as before weighting existed
+    (measured results stay reproducible)."""
+    import numpy as np
+
+    triples = load_triples(DataConfig().general_facts, relations)[:40]
+    pools = object_pools(triples)
+    probes = make_probes(triples, relations, pools, 4, seed=3)
+    rng = np.random.default_rng(3)
+    for triple, probe in zip(triples, probes, strict=True):
+        others = sorted(
+            {t.object for t in triples if t.relation == triple.relation} - {triple.object}
+        )
+        chosen = rng.choice(others, size=3, replace=False)
+        order = rng.permutation(4)
+        assert probe.options == tuple(str([triple.object, *chosen][i]) for i in order)
