@@ -203,6 +203,21 @@ def _forecasts(args: argparse.Namespace) -> None:
         )
 
 
+def _on_ray(address: str, work):
+    """`work()` with Ray connected: a new local instance for "local", else the cluster at
+    `address` ("auto": the one `ray start` made here)."""
+    import ray
+
+    try:
+        ray.init(address=None if address == "local" else address, log_to_driver=False)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise KinfuseError(f"--ray: cannot connect to '{address}' ({exc})") from None
+    try:
+        return work()
+    finally:
+        ray.shutdown()
+
+
 def _knowledge(args: argparse.Namespace) -> None:
     from kinfuse_ray.wikidata import extract, parse_properties, write_triples
 
@@ -210,12 +225,14 @@ def _knowledge(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise KinfuseError(f"--out: {out.parent} is not a folder")
-    found = extract(
-        args.dump,
-        properties,
+    options = dict(
         skip_malformed=args.skip_malformed,
         progress=lambda message: print(f"  {message}", flush=True),
     )
+    if args.ray:
+        found = _on_ray(args.ray, lambda: extract(args.dump, properties, parallel=True, **options))
+    else:
+        found = extract(args.dump, properties, **options)
     if not found.triples:
         raise KinfuseError(
             f"{args.dump}: no triples of {', '.join(properties)} kept ({found.report()})"
@@ -334,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     knowledge.add_argument("--out", required=True, help="the triples file to write (JSON Lines)")
     knowledge.add_argument(
         "--skip-malformed", action="store_true", help="count malformed lines instead of stopping"
+    )
+    knowledge.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="parse the dump on Ray Data: 'local' (a local instance), 'auto' (the cluster "
+        "`ray start` made here) or HOST:PORT",
     )
     knowledge.set_defaults(func=_knowledge)
 

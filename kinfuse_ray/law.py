@@ -312,7 +312,8 @@ class InfusionLaw:
     shape_: list[float] = field(default_factory=list)  # joint: log steepness, floor parameter
     trial_sd_: float = 0.0  # joint: one trial's retention noise, as a share of plateau
     size_residuals_: list[float] = field(default_factory=list)  # logit r*, inflated, centred
-    draws_: list[list[float]] = field(default_factory=list)  # per draw: params, log k, residual
+    # per draw: params, curve shape (joint: log k, floor), a new size's deviation in logit r*
+    draws_: list[list[float]] = field(default_factory=list)
     curves_: list[SizeCurve] = field(default_factory=list)
     measured_: dict[str, float] = field(default_factory=dict)  # detector r* per size
     acquisition_: dict = field(default_factory=dict)  # the acquisition-threshold law, if any
@@ -381,9 +382,10 @@ class InfusionLaw:
         points: list[tuple[float, float, float]],
         start: np.ndarray | None = None,
         retention: list[np.ndarray] | None = None,
-    ) -> tuple[np.ndarray, float]:
-        """The law's parameters (and the joint method's log steepness) from `curves` (their own
-        retention, or `retention` in their place) or, for the points method, from `points`."""
+    ) -> tuple[np.ndarray, list[float]]:
+        """The law's parameters and the joint method's curve shape (log steepness, floor
+        parameter; empty for points) from `curves` (their own retention, or `retention` in
+        their place) or, for the points method, from `points`."""
         f = self._f
         n, d, r = (np.array(v, float) for v in zip(*points, strict=True))
         X_pts = f.design(n, d)

@@ -91,45 +91,74 @@ def _dump_format(path: Path) -> str:
     raise KinfuseError(f"{path}: not a Wikidata dump (.json or .nt, plain, .gz or .bz2)")
 
 
-class _Reader:
-    """One pass over a dump, turning lines into records; malformed lines raise (naming the line)
-    or, with `skip_malformed`, are counted."""
+def _record(line: str, fmt: str) -> dict | tuple[str, str, str] | None:
+    """One line as an entity (JSON dump) or an (s, p, o) statement (N-Triples); None for the
+    lines that hold neither (array brackets, blanks, comments). ValueError: malformed."""
+    text = line.strip()
+    if fmt == "json":
+        text = text.rstrip(",")
+        if text in ("[", "]", ""):
+            return None
+        try:
+            entity = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"malformed JSON: {exc.msg}") from None
+        if not isinstance(entity, dict) or not isinstance(entity.get("id"), str):
+            raise ValueError("not an entity (no 'id')")
+        return entity
+    if not text or text.startswith("#"):
+        return None
+    match = NTRIPLE.match(text)
+    if match is None:
+        raise ValueError("not an N-Triples statement")
+    return match.groups()
 
-    def __init__(self, path: Path, skip_malformed: bool, dropped: Counter, progress):
-        self.path, self.skip, self.dropped, self.progress = path, skip_malformed, dropped, progress
-        self.format = _dump_format(path)
 
-    def malformed(self, lineno: int, why: str) -> None:
-        if not self.skip:
-            raise KinfuseError(
-                f"{self.path}: line {lineno}: {why} (--skip-malformed counts such lines instead)"
-            )
-        self.dropped["malformed lines skipped"] += 1
+def _statements(record, fmt: str, properties: dict[str, str]) -> Iterator[tuple[Statement, str]]:
+    """(statement, "") for each selected value of an item, best rank first, or (None, why)."""
+    if fmt == "json":
+        yield from _statements_json(record, properties)
+        return
+    s, p, o = record
+    prop = p.removeprefix(DIRECT)
+    if prop == p or prop not in properties or not s.startswith(ENTITY):
+        return
+    if not o.startswith(f"<{ENTITY}Q"):
+        yield None, "values that are not items"
+        return
+    yield Statement(s.removeprefix(ENTITY), prop, o[1:-1].removeprefix(ENTITY)), ""
 
-    def entities(self) -> Iterator[dict]:
-        for lineno, line in _lines(self.path, self.progress):
-            text = line.strip().rstrip(",")
-            if text in ("[", "]", ""):
-                continue
-            try:
-                entity = json.loads(text)
-            except json.JSONDecodeError as exc:
-                self.malformed(lineno, f"malformed JSON: {exc.msg}")
-                continue
-            if not isinstance(entity, dict) or not isinstance(entity.get("id"), str):
-                self.malformed(lineno, "not an entity (no 'id')")
-                continue
-            yield entity
 
-    def ntriples(self) -> Iterator[tuple[str, str, str]]:
-        for lineno, line in _lines(self.path, self.progress):
-            if not line.strip() or line.startswith("#"):
-                continue
-            match = NTRIPLE.match(line.strip())
-            if match is None:
-                self.malformed(lineno, "not an N-Triples statement")
-                continue
-            yield match.groups()
+def _label(record, fmt: str, needed: set[str]) -> tuple[str, str] | None:
+    """(item id, English label) when the record gives one for an item in `needed`."""
+    if fmt == "json":
+        label = _english_label(record) if record["id"] in needed else None
+        return (record["id"], label) if label else None
+    s, p, o = record
+    qid = s.removeprefix(ENTITY)
+    if p not in LABELS or qid not in needed:
+        return None
+    literal = _literal(o)
+    if literal and literal[1] == "en" and literal[0].strip():
+        return qid, literal[0].strip()
+    return None
+
+
+def _records(path: Path, fmt: str, skip: bool, dropped: Counter, progress) -> Iterator:
+    """Every record of the dump, in order, one process; a malformed line raises naming it, or
+    with `skip` is counted."""
+    for lineno, line in _lines(path, progress):
+        try:
+            record = _record(line, fmt)
+        except ValueError as exc:
+            if not skip:
+                raise KinfuseError(
+                    f"{path}: line {lineno}: {exc} (--skip-malformed counts such lines instead)"
+                ) from None
+            dropped["malformed lines skipped"] += 1
+            continue
+        if record is not None:
+            yield record
 
 
 def _statements_json(entity: dict, properties: dict[str, str]) -> Iterator[tuple[Statement, str]]:
@@ -149,7 +178,7 @@ def _statements_json(entity: dict, properties: dict[str, str]) -> Iterator[tuple
             values.append((RANKS[rank], value["id"]))
         for _, obj in sorted(values, key=lambda v: v[0]):
             if obj is None:
-                yield Statement(entity["id"], prop, ""), "values that are not items"
+                yield None, "values that are not items"
             else:
                 yield Statement(entity["id"], prop, obj), ""
 
@@ -171,17 +200,60 @@ def _literal(text: str) -> tuple[str, str] | None:
         return None
 
 
+def _parallel_records(path: Path, fmt: str, fn, skip: bool, dropped: Counter) -> list:
+    """`fn(record)`'s non-empty results for every record, the lines parsed on the Ray cluster
+    (Ray Data, blocks in file order). Malformed lines carry no line number here: the first is
+    quoted instead."""
+    import ray.data
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    name = path.name.lower()
+    compression = "gzip" if name.endswith(".gz") else "bz2" if name.endswith(".bz2") else None
+    args = {"compression": compression} if compression else {}
+    lines = ray.data.read_text(str(path), arrow_open_stream_args=args)
+
+    def batch(rows: dict) -> dict:
+        out, bad = [], []
+        for line in rows["text"]:
+            try:
+                record = _record(line, fmt)
+            except ValueError as exc:
+                bad.append(f"{exc}: {line.strip()[:60]!r}")
+                continue
+            if record is not None:
+                out.extend(fn(record))
+        return {
+            "item": [json.dumps(["ok", x]) for x in out] + [json.dumps(["bad", b]) for b in bad]
+        }
+
+    found = []
+    # Every result first, then judge: raising mid-iteration would leave Ray Data's executor
+    # running into the shutdown.
+    for row in lines.map_batches(batch, batch_format="numpy").take_all():
+        kind, value = json.loads(row["item"])
+        if kind == "bad":
+            if not skip:
+                raise KinfuseError(f"{path}: {value} (--skip-malformed counts such lines instead)")
+            dropped["malformed lines skipped"] += 1
+        else:
+            found.append(value)
+    return found
+
+
 def extract(
     path: str | Path,
     properties: dict[str, str],
     *,
     skip_malformed: bool = False,
+    parallel: bool = False,
     progress: Callable[[str], None] = lambda message: None,
 ) -> Extraction:
-    """Triples of the `properties` (Wikidata id -> relation name) in the dump at `path`."""
+    """Triples of the `properties` (Wikidata id -> relation name) in the dump at `path`; with
+    `parallel`, the lines are parsed on the connected Ray cluster (Ray Data)."""
     path = Path(path)
     if not path.is_file():
         raise KinfuseError(f"{path}: no such dump file")
+    fmt = _dump_format(path)
     out = Extraction()
     started = time.monotonic()
 
@@ -192,50 +264,43 @@ def extract(
 
         return report
 
-    # Pass 1: the statements.
-    reader = _Reader(path, skip_malformed, out.dropped, tick("statements"))
+    def each(fn, pass_name: str, dropped: Counter) -> Iterator:
+        """fn's results over every record, in file order."""
+        if parallel:
+            yield from _parallel_records(path, fmt, fn, skip_malformed, dropped)
+            return
+        for record in _records(path, fmt, skip_malformed, dropped, tick(pass_name)):
+            yield from fn(record)
+
+    # Pass 1: the statements (as plain lists, which travel from Ray workers as they are).
     statements: list[Statement] = []
     first: set[tuple[str, str]] = set()
 
-    def keep(statement: Statement) -> None:
+    def pass1(record) -> list:
+        return [[st and [st.subject, st.prop, st.object], why]
+                for st, why in _statements(record, fmt, properties)]  # fmt: skip
+
+    for st, why in each(pass1, "statements", out.dropped):
+        if why:
+            out.dropped[why] += 1
+            continue
+        statement = Statement(*st)
         if (statement.subject, statement.prop) in first:
             out.dropped["further values of a subject's relation (one object each)"] += 1
-            return
+            continue
         first.add((statement.subject, statement.prop))
         statements.append(statement)
 
-    if reader.format == "json":
-        for entity in reader.entities():
-            for statement, why in _statements_json(entity, properties):
-                if why:
-                    out.dropped[why] += 1
-                else:
-                    keep(statement)
-    else:
-        for s, p, o in reader.ntriples():
-            prop = p.removeprefix(DIRECT)
-            if prop == p or prop not in properties or not s.startswith(ENTITY):
-                continue
-            if not o.startswith(f"<{ENTITY}Q"):
-                out.dropped["values that are not items"] += 1
-                continue
-            keep(Statement(s.removeprefix(ENTITY), prop, o[1:-1].removeprefix(ENTITY)))
-
     # Pass 2: English labels of every entity the statements name.
     needed = {s.subject for s in statements} | {s.object for s in statements}
+
+    def pass2(record) -> list:
+        found = _label(record, fmt, needed)
+        return [list(found)] if found else []
+
     labels: dict[str, str] = {}
-    reader = _Reader(path, skip_malformed, Counter(), tick("labels"))
-    if reader.format == "json":
-        for entity in reader.entities():
-            if entity["id"] in needed and (label := _english_label(entity)):
-                labels[entity["id"]] = label
-    else:
-        for s, p, o in reader.ntriples():
-            qid = s.removeprefix(ENTITY)
-            if p in LABELS and qid in needed and qid not in labels:
-                literal = _literal(o)
-                if literal and literal[1] == "en" and literal[0].strip():
-                    labels[qid] = literal[0].strip()
+    for qid, label in each(pass2, "labels", Counter()):
+        labels.setdefault(qid, label)
     owners = Counter(labels.values())
 
     for st in statements:

@@ -159,3 +159,23 @@ def test_bad_arguments_are_one_line(tmp_path):
     (tmp_path / "d.txt").write_text("hello\n")
     proc = kinfuse(tmp_path, "knowledge", "d.txt", "--properties", PROPS, "--out", "f.jsonl")
     assert "not a Wikidata dump" in proc.stderr
+
+
+@pytest.mark.slow
+def test_on_ray_data_the_same_triples_come_out(tmp_path):
+    """The dump parsed on a local Ray instance (Ray Data, as on a cluster) gives the same file;
+    a malformed line is quoted (Ray Data carries no line numbers) or counted."""
+    json_dump(tmp_path / "dump.json.bz2")
+    args = ("knowledge", "dump.json.bz2", "--properties", PROPS)
+    serial = kinfuse(tmp_path, *args, "--out", "serial.jsonl")
+    parallel = kinfuse(tmp_path, *args, "--out", "ray.jsonl", "--ray", "local")
+    assert serial.returncode == 0 and parallel.returncode == 0, parallel.stderr[-2000:]
+    assert (tmp_path / "ray.jsonl").read_text() == (tmp_path / "serial.jsonl").read_text()
+    assert "kept 3 triples" in parallel.stdout
+
+    json_dump(tmp_path / "bad.json", extra_line='{"id": "Q99", "claims": {"P19": [')
+    bad = kinfuse(tmp_path, "knowledge", "bad.json", "--properties", PROPS, "--out", "b.jsonl",
+                  "--ray", "local")  # fmt: skip
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    last = bad.stderr.strip().splitlines()[-1]
+    assert "malformed JSON" in last and "Q99" in last and not (tmp_path / "b.jsonl").exists()
