@@ -816,10 +816,6 @@ class LawComparison:
     form: str
     held_out_error: float  # mean |log error| in 1 - r* over the held-out sizes
 
-    @property
-    def name(self) -> str:
-        return self.form
-
 
 def compare_laws(
     curves: list[SizeCurve], forms: Sequence[str] = tuple(FORMS), **options
