@@ -32,6 +32,7 @@ from kinfuse_ray.config import BUNDLED_DATA, load_sweep  # noqa: E402
 from kinfuse_ray.data import build_bundle  # noqa: E402
 from kinfuse_ray.parallel import Dist  # noqa: E402
 from kinfuse_ray.plan import GIB, training_memory  # noqa: E402
+from kinfuse_ray.spec import Phase, TrialSpec  # noqa: E402
 from kinfuse_ray.trial import run_trial  # noqa: E402
 
 TINY = [  # --tiny: the code path on a CPU in a minute
@@ -169,7 +170,9 @@ def check_rung(sweep, bundle, size, dist: Dist, out: Path, cadence: int) -> list
     _reset_memory(dist.device)
     began = time.perf_counter()
     base = Recorder(out / f"{size.name}-base-mid", save_at=0)
-    run_trial({"phase": "base", "size": size.name, "ratio": 0.0}, sweep, bundle, base, dist=dist)
+    run_trial(
+        TrialSpec(Phase.base, size.name, 0.0), sweep=sweep, bundle=bundle, report=base, dist=dist
+    )
     base_s = time.perf_counter() - began
     peak = _peak_gib(dist.device)
     cfg = sweep.train_for(size.name)
@@ -195,13 +198,13 @@ def check_rung(sweep, bundle, size, dist: Dist, out: Path, cadence: int) -> list
         f"{each / (each + cadence / speed):.2%} at the ladder's every {cadence:,} tokens",
         flush=True,
     )
-    infuse = {"phase": "infuse", "size": size.name, "ratio": 0.1}
+    infuse = TrialSpec(Phase.infuse, size.name, 0.1)
     whole = Recorder(out / f"{size.name}-infuse-mid", save_at=1)
-    final = run_trial(infuse, sweep, bundle, whole, dist=dist)
+    final = run_trial(infuse, sweep=sweep, bundle=bundle, report=whole, dist=dist)
     if whole.saved is None:
         return [f"{size.name}: no mid-run checkpoint to resume from"]
-    resumed = run_trial(infuse, sweep, bundle, Recorder(out / "unused", 0), dist=dist,
-                        resume=whole.saved)  # fmt: skip
+    resumed = run_trial(infuse, sweep=sweep, bundle=bundle, report=Recorder(out / "unused", 0),
+                        dist=dist, resume=whole.saved)  # fmt: skip
     gap = abs(resumed["val_loss"] - final["val_loss"])
     ok = resumed.get("resumed_at_tokens", 0) > 0 and gap < 0.05
     print(
@@ -235,8 +238,9 @@ def check_fsdp(sweep, bundle, size, dist: Dist) -> list[str]:
     _reset_memory(dist.device)
     recorder = Recorder(Path(), save_at=0)
     final = run_trial(
-        {"phase": "infuse", "size": size.name, "ratio": 0.1}, sharded, bundle, recorder, dist=dist
-    )
+        TrialSpec(Phase.infuse, size.name, 0.1), sweep=sharded, bundle=bundle, report=recorder,
+        dist=dist,
+    )  # fmt: skip
     peak = _peak_gib(dist.device)
     print(
         f"fsdp     {size.name}: {final['tokens']:,.0f} tokens, val loss {final['val_loss']:.3f}, "

@@ -37,8 +37,8 @@ def bare_loop_tokens_per_s(sweep, bundle, size_name: str) -> float:
     optimizer = make_optimizer(model, sweep.train)
     n_rows = (BARE_STEPS + 5) * sweep.train.batch_size
     stream = Stream(
-        bundle.corpus, bundle.general_facts, bundle.domain_facts, 0.5, n_rows, bundle.seq_len,
-        sweep.data.general_fact_share, seed=0,
+        bundle.corpus, bundle.general_facts, bundle.domain_facts, ratio=0.5, n_sequences=n_rows,
+        seq_len=bundle.seq_len, fact_share=sweep.data.general_fact_share, seed=0,
     )  # fmt: skip
     rows = stream.rows(0, n_rows)
     batches = torch.from_numpy(rows.astype(np.int64)).split(sweep.train.batch_size)
@@ -72,7 +72,7 @@ def main() -> None:
         }
     )
     start = time.perf_counter()
-    summary = run_sweep(sweep, path)
+    summary = run_sweep(sweep, sweep_file=path)
     wall = time.perf_counter() - start
 
     runs = summary.base_runs + summary.trials

@@ -31,7 +31,10 @@ def read(corpus, general, domain, ratio: float, n_sequences: int) -> tuple[float
     """Set-up seconds (the stream and its exposure counts over the whole budget) and one rank's
     tokens/s over STEPS steps read mid-run, as a resumed trial reads."""
     began = time.perf_counter()
-    stream = Stream(corpus, general, domain, ratio, n_sequences, SEQ_LEN, 0.05, seed=0)
+    stream = Stream(
+        corpus, general, domain,
+        ratio=ratio, n_sequences=n_sequences, seq_len=SEQ_LEN, fact_share=0.05, seed=0,
+    )  # fmt: skip
     assert stream.domain_exposures > 0 and stream.general_exposures > 0
     setup = time.perf_counter() - began
     start = n_sequences // 2

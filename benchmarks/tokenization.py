@@ -29,10 +29,10 @@ def main() -> None:
 
     import ray
 
+    from kinfuse_ray.cluster import connect_ray
     from kinfuse_ray.config import BUNDLED_DATA, parse_sweep
     from kinfuse_ray.data import corpus_tokenizer, map_tokens, paragraphs, tokenize_to_file
     from kinfuse_ray.knowledge import load_templates, load_triples
-    from kinfuse_ray.sweep import connect_ray
     from kinfuse_ray.tokenize_job import tokenize_corpus
 
     with gzip.open(BUNDLED_DATA / "corpus" / "shakespeare.txt.gz", "rt") as f:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,24 +11,9 @@ import numpy as np
 from kinfuse_ray.collapse import CollapsePoint, best_safe_ratio
 from kinfuse_ray.config import EvalConfig, PredictConfig, SweepConfig
 from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.files import write_json_atomic
 from kinfuse_ray.law import InfusionLaw, Prediction, SizeCurve, select_law
-
-
-@dataclass(frozen=True)
-class TrialResult:
-    phase: str  # "base" (general only) or "infuse"
-    size: str
-    n_params: int
-    ratio: float
-    tokens: int  # the trial's token budget D
-    tokens_trained: int  # fewer than `tokens` when the trial stopped early
-    retention: float
-    acquisition: float
-    val_loss: float
-    exposures_per_fact: float
-    tokens_per_s: float
-    stopped_early: bool
-    seconds: float  # the trial's wall time, evaluation and start-up included
+from kinfuse_ray.spec import Phase, TrialResult
 
 
 @dataclass(frozen=True)
@@ -120,10 +102,7 @@ class Summary:
         }
 
     def save(self, path: Path) -> Path:
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
-        return path
+        return write_json_atomic(path, self.to_dict(), indent=2)
 
     def parent_metrics(self) -> dict[str, float]:
         metrics = {
@@ -228,8 +207,8 @@ def confirmation_rows(
 ) -> list[Confirmation]:
     """Predicted against measured for the confirmation run's trials (`results`: its base run
     and its infusion trials)."""
-    base = [t.retention for t in results if t.phase == "base"]
-    trials = [t for t in results if t.phase == "infuse"]
+    base = [t.retention for t in results if t.phase is Phase.base]
+    trials = [t for t in results if t.phase is Phase.infuse]
     if not trials:
         return []
     plateau = float(np.mean(base)) if base else max(t.retention for t in trials)
@@ -351,48 +330,3 @@ def collapse_curve(
         np.array([t.retention for t in mine]),
         np.array([t.acquisition for t in mine]),
     )
-
-
-def fit_recorded(
-    experiments: list[str], tracking_uri: str, overrides: dict | None = None
-) -> tuple[InfusionLaw, SweepConfig | None, list[str]]:
-    """Refit the law from the trials MLflow holds, with the sweep's own settings as logged on its
-    parent run (the first study's, when several combine). `overrides` (None values ignored) win
-    and are named in the notes returned, as is anything that falls back to a default."""
-    from kinfuse_ray.config import parse_sweep
-    from kinfuse_ray.tracking import load_trials
-
-    recorded = load_trials(tracking_uri, experiments)
-    sweep, notes = None, []
-    evals, form, options = EvalConfig(), "auto", law_options(EvalConfig(), PredictConfig())
-    if recorded.sweep_files:
-        raw = recorded.sweep_files[0]
-        try:
-            sweep = parse_sweep(raw, f"{experiments[0]}'s sweep.yaml")
-            evals, form = sweep.eval, sweep.predict.law
-            options = law_options(evals, sweep.predict, sweep.seed)
-            notes.append(f"settings: sweep '{sweep.name}' as recorded on its parent run")
-        except KinfuseError as exc:  # recorded by an older version of kinfuse
-            with contextlib.suppress(ValueError):
-                evals = EvalConfig.model_validate(raw.get("eval") or {})
-                options = law_options(evals, PredictConfig())
-            notes.append(f"settings: the recorded ones' eval section ({exc})")
-    else:
-        notes.append("settings: none recorded with these trials; the defaults")
-    for key, value in (overrides or {}).items():
-        if value is None or value == (form if key == "form" else options.get(key)):
-            continue
-        before = form if key == "form" else options.get(key, "the default")
-        notes.append(f"--{key.replace('_', '-')} {value} overrides the sweep's {before}")
-        if key == "form":
-            form = value
-        else:
-            options[key] = value
-    # The ladder's trials only: a confirmation run's target is not a point of the law.
-    rungs = {rung["name"] for raw in recorded.sweep_files for rung in raw.get("ladder", [])}
-    trials, base = (
-        [t for t in found if not rungs or t.size in rungs]
-        for found in (recorded.trials, recorded.base)
-    )
-    law, _ = select_law(size_curves(trials, evals, base), form, **options)
-    return law, sweep, notes

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
+import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +20,9 @@ from pathlib import Path
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from kinfuse_ray.files import write_json_atomic
+from kinfuse_ray.parallel import in_process_group
 
 PROGRESS = "progress.json"
 
@@ -32,8 +35,8 @@ def save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, p
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optim_state}
     with _single_process_is_intended():
-        dcp.save(state, checkpoint_id=str(path), no_dist=not _grouped())
-    if not _grouped() or torch.distributed.get_rank() == 0:
+        dcp.save(state, checkpoint_id=str(path), no_dist=not in_process_group())
+    if not in_process_group() or torch.distributed.get_rank() == 0:
         write_json_atomic(path / PROGRESS, progress)
 
 
@@ -43,7 +46,7 @@ def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optim_state}
     with _single_process_is_intended():
-        dcp.load(state, checkpoint_id=str(path), no_dist=not _grouped())
+        dcp.load(state, checkpoint_id=str(path), no_dist=not in_process_group())
     set_state_dict(
         model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
     )
@@ -58,15 +61,27 @@ def is_complete(path: Path) -> bool:
     return (path / PROGRESS).exists()
 
 
-def write_json_atomic(path: Path, value: object) -> None:
-    """Write JSON to `path` through a temporary file and a rename: whole or absent, never half."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(value))
-    tmp.replace(path)
-
-
-def _grouped() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
+def save_whole(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    progress: dict,
+    *,
+    writer: str,
+) -> None:
+    """`save` into a folder of the writer's own beside `path`, then rename it to `path`: a
+    folder another process may be reading (a shared base run) appears complete or not at all.
+    If another writer got there first, its identical copy stays and this one is dropped."""
+    staging = path.with_name(f"{path.name}.writing-{writer}")
+    save(staging, model, optimizer, progress)
+    if in_process_group() and torch.distributed.get_rank() != 0:
+        return
+    try:
+        staging.rename(path)
+    except OSError:  # already there (a concurrent sweep finished the same run first)
+        if not is_complete(path):
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from kinfuse_ray.config import MLFLOW_DEFAULTS
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.law import FORMS, METHODS
 
@@ -54,7 +55,10 @@ def _sweep(args: argparse.Namespace) -> None:
     from kinfuse_ray.sweep import run_sweep  # heavy imports only once the file is valid
 
     try:
-        summary = run_sweep(sweep, Path(args.sweep_file), args.resume, args.progress_every)
+        summary = run_sweep(
+            sweep, sweep_file=Path(args.sweep_file), resume=args.resume,
+            progress_every=args.progress_every,
+        )  # fmt: skip
     except KeyboardInterrupt:
         command = " ".join(["kinfuse", *(shlex.quote(a) for a in sys.argv[1:] if a != "--resume")])
         raise Interrupted(f"interrupted; carry on with: {command} --resume") from None
@@ -96,7 +100,7 @@ def _tokenize(args: argparse.Namespace) -> None:
     from kinfuse_ray.config import load_sweep
 
     sweep = load_sweep(args.sweep_file, args.set)
-    from kinfuse_ray.sweep import connect_ray
+    from kinfuse_ray.cluster import connect_ray
     from kinfuse_ray.tokenize_job import tokenize_corpus
 
     started = connect_ray(sweep)
@@ -126,7 +130,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _fit_recorded(args: argparse.Namespace):
-    from kinfuse_ray.analysis import fit_recorded
+    from kinfuse_ray.records import fit_recorded
 
     if not args.experiment:
         raise KinfuseError(f"{args.command} needs --experiment NAME")
@@ -170,7 +174,7 @@ def _predict(args: argparse.Namespace) -> None:
 def _forecasts(args: argparse.Namespace) -> None:
     import datetime
 
-    from kinfuse_ray.tracking import confirmed_forecasts
+    from kinfuse_ray.records import confirmed_forecasts
 
     forecasts = confirmed_forecasts(args.tracking_uri)
     if not forecasts:
@@ -264,7 +268,7 @@ def _add_law_source(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="MLflow experiment (a study); repeat to combine sweeps",
     )
-    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    parser.add_argument("--tracking-uri", default=MLFLOW_DEFAULTS.tracking_uri)
     law = parser.add_argument_group(
         "law settings", "default: the sweep's own, as recorded on its parent run"
     )
@@ -363,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     forecasts = sub.add_parser(
         "forecasts", help="every confirmed forecast in a tracking store, with its error"
     )
-    forecasts.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    forecasts.add_argument("--tracking-uri", default=MLFLOW_DEFAULTS.tracking_uri)
     forecasts.set_defaults(func=_forecasts)
     return parser
 

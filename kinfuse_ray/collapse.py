@@ -19,6 +19,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from kinfuse_ray.config import EVAL_DEFAULTS
+
 MIN_PLATEAU = 0.05  # chance-corrected retention below this is noise, not a plateau
 
 
@@ -45,8 +47,8 @@ class CollapsePoint:
 def detect_collapse(
     ratios: list[float] | np.ndarray,
     retention: list[float] | np.ndarray,
-    threshold: float = 0.5,
-    plateau_points: int = 2,
+    threshold: float = EVAL_DEFAULTS.collapse_threshold,
+    plateau_points: int = EVAL_DEFAULTS.plateau_points,
     plateau: float | None = None,
 ) -> CollapsePoint:
     """Apply the rule above to one size's trials (any order; ratios must be > 0 to interpolate).
@@ -79,7 +81,7 @@ def best_safe_ratio(
     ratios: list[float] | np.ndarray,
     retention: list[float] | np.ndarray,
     plateau: float,
-    tolerance: float = 0.9,
+    tolerance: float = EVAL_DEFAULTS.plateau_tolerance,
 ) -> float | None:
     """The largest ratio tried below which every trial kept retention >= tolerance x plateau."""
     order = np.argsort(ratios)

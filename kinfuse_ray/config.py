@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,6 +27,8 @@ from pydantic import (
 )
 
 from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.hardware import GPUS
+from kinfuse_ray.spec import Phase
 
 BUNDLED_DATA = Path(__file__).parent / "data"
 
@@ -37,6 +40,13 @@ Share = Annotated[float, Field(gt=0.0, lt=1.0)]
 class Strict(BaseModel):
     # Infinite or NaN numbers are refused as such ("Input should be a finite number").
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    total: int
+    non_embedding: int
+    per_layer: int
 
 
 class ModelSize(Strict):
@@ -65,11 +75,17 @@ class ModelSize(Strict):
         # LLaMA's SwiGLU width, about 8/3 of the hidden size, rounded up to a multiple of 8.
         return self.intermediate_size or -(-8 * self.hidden_size // 3 // 8) * 8
 
-    def non_embedding_params(self, vocab_size: int, seq_len: int) -> int:
-        """Parameters outside the token embedding and LM head (counted from the shape)."""
-        from kinfuse_ray.plan import param_count
+    def param_count(self, vocab_size: int) -> ParamCount:
+        """Parameters of the LLaMA decoder `model.build_model` makes (tied embeddings, no
+        biases), counted from the shape: no framework needed."""
+        h, f = self.hidden_size, self.ffn_size
+        per_layer = 4 * h * h + 3 * h * f + 2 * h  # q, k, v, o; gate, up, down; two RMSNorms
+        non_embedding = self.n_layers * per_layer + h  # + the final norm
+        return ParamCount(non_embedding + vocab_size * h, non_embedding, per_layer)
 
-        return param_count(self, vocab_size).non_embedding
+    def non_embedding_params(self, vocab_size: int, seq_len: int) -> int:
+        """Parameters outside the token embedding and LM head: the N of the scaling law."""
+        return self.param_count(vocab_size).non_embedding
 
 
 def _bundled(value: object) -> object:
@@ -168,8 +184,6 @@ class TrainConfig(Strict):
     @field_validator("gpu")
     @classmethod
     def _known_gpu(cls, gpu: str | None) -> str | None:
-        from kinfuse_ray.hardware import GPUS
-
         if gpu is not None and gpu not in GPUS:
             raise ValueError(f"unknown gpu '{gpu}'; known: {', '.join(GPUS)}")
         return gpu
@@ -238,6 +252,10 @@ class PredictConfig(Strict):
         return self
 
 
+# The defaults every layer uses (science functions, searchers), taken from the schema itself.
+EVAL_DEFAULTS, PREDICT_DEFAULTS = EvalConfig(), PredictConfig()
+
+
 class RayConfig(Strict):
     address: str = Field(default="", description="empty: start a local Ray instance")
     num_cpus: int | None = Field(default=None, gt=0, description="local instance only")
@@ -252,6 +270,9 @@ class MlflowConfig(Strict):
     experiment: str | None = Field(
         default=None, min_length=1, description="default: the study name"
     )
+
+
+MLFLOW_DEFAULTS = MlflowConfig()
 
 
 class SweepConfig(Strict):
@@ -318,6 +339,10 @@ class SweepConfig(Strict):
         sizes = [*self.n_params.values(), *([self.target_n_params] if self.predict.confirm else [])]
         return self.knowledge_load(max(sizes))
 
+    def phase_tokens(self, phase: Phase) -> int:
+        """The token budget of a trial of `phase`."""
+        return self.train.base_tokens if phase is Phase.base else self.train.tokens
+
     def train_for(self, size: str) -> TrainConfig:
         """The training settings of one rung: its own learning rate, parallelism and activation
         checkpointing, where it sets them."""
@@ -328,6 +353,23 @@ class SweepConfig(Strict):
             if getattr(rung, key) is not None
         }
         return self.train.model_copy(update=own) if own else self.train
+
+    def confirmation(self, recommended: float, collapse: float) -> SweepConfig:
+        """The run that checks a forecast: the target size as one more rung (its knowledge load
+        scaled from the smallest rung like every other), trained at the `recommended` ratio and
+        at the predicted `collapse` point, in its own Tune experiment but the same study and
+        output folder."""
+        target = self.predict.target
+        raw = self.model_dump(mode="json")
+        raw.update(
+            name=f"{self.name}-confirm",
+            ladder=[*raw["ladder"], target.size.model_dump(mode="json")],
+            ratios=sorted({round(recommended, 4), round(collapse, 4)}),
+            search={"strategy": "grid"},
+        )
+        raw["mlflow"]["experiment"] = self.experiment
+        raw["train"]["tokens"] = target.tokens or self.train.tokens
+        return parse_sweep(raw, "the confirmation run")
 
     def size(self, name: str) -> ModelSize:
         return next(size for size in self.ladder if size.name == name)

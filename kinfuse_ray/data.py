@@ -22,6 +22,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from kinfuse_ray.config import DataConfig, EvalConfig
 from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.files import atomic_path
 from kinfuse_ray.knowledge import (
     Relation,
     Triple,
@@ -57,7 +58,7 @@ class TokenizedProbes:
 
 @dataclass(frozen=True)
 class DataBundle:
-    tokenizer_json: str
+    tokenizer_digest: str  # sha256 of the tokenizer's JSON: what the token ids mean
     vocab_size: int
     seq_len: int
     eos_id: int
@@ -258,9 +259,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, cache_key: str = "") 
     tokenizer.train_from_iterator(texts, trainer=trainer)
     if cache_key:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(f".tmp{os.getpid()}")
-        tokenizer.save(str(tmp))
-        tmp.replace(cached)  # atomic: concurrent sweeps never read a half-written file
+        with atomic_path(cached) as tmp:  # concurrent sweeps never read a half-written file
+            tokenizer.save(str(tmp))
     return tokenizer
 
 
@@ -287,15 +287,10 @@ def tokenize_to_file(
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    try:
-        with tmp.open("wb") as f:
-            documents = iter(documents)
-            while texts := list(itertools.islice(documents, batch)):
-                np.concatenate(encode(tokenizer, texts)).tofile(f)
-        tmp.replace(path)  # atomic: a reader never maps a half-written file
-    finally:
-        tmp.unlink(missing_ok=True)  # a broken corpus leaves nothing behind
+    with atomic_path(path) as tmp, tmp.open("wb") as f:  # a broken corpus leaves nothing
+        documents = iter(documents)
+        while texts := list(itertools.islice(documents, batch)):
+            np.concatenate(encode(tokenizer, texts)).tofile(f)
     return path
 
 
@@ -471,7 +466,7 @@ def build_bundle(
         evals.distractors,
     )  # fmt: skip
     return DataBundle(
-        tokenizer_json=tokenizer.to_str(),
+        tokenizer_digest=hashlib.sha256(tokenizer.to_str().encode()).hexdigest(),
         vocab_size=max(data.vocab_size, tokenizer.get_vocab_size()),
         seq_len=data.seq_len,
         eos_id=eos,

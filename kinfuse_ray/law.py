@@ -41,7 +41,9 @@ from scipy.special import expit, logit
 from scipy.stats import t as student_t
 
 from kinfuse_ray.collapse import CollapsePoint, detect_acquisition, detect_collapse
+from kinfuse_ray.config import EVAL_DEFAULTS, PREDICT_DEFAULTS
 from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.files import write_json_atomic
 
 FORMS: dict[str, tuple[str, ...]] = {
     "power_n": ("eta0", "b_n"),
@@ -121,7 +123,7 @@ class Prediction:
     tolerances: tuple[ToleranceRow, ...] = ()
     acquisition_threshold: float | None = None  # lowest ratio that learns the domain
     acquisition_interval: tuple[float, float] | None = None
-    acquisition_target: float = 0.25
+    acquisition_target: float = PREDICT_DEFAULTS.acquisition_target
     # Domain acquisition the largest fitted size reached at the recommended ratio: a floor, since
     # larger models acquire more at a given ratio. None outside its trials.
     expected_acquisition: float | None = None
@@ -297,13 +299,15 @@ def _logit_ratio_keeping(logit_rstar, shape, threshold: float, tolerance: float)
 @dataclass
 class InfusionLaw:
     form: str = DEFAULT_FORM
-    method: str = "joint"
-    threshold: float = 0.5  # the collapse threshold r* is defined by
-    confidence: float = 0.9
-    tolerance: float = 0.9  # the recommended ratio keeps retention at this share of its plateau
-    tolerances: tuple[float, ...] = (0.95, 0.9, 0.8)
-    acquisition_target: float = 0.25  # "learns the domain": chance-corrected acquisition >= this
-    n_bootstrap: int = 400
+    method: str = PREDICT_DEFAULTS.method
+    threshold: float = EVAL_DEFAULTS.collapse_threshold  # the collapse threshold defining r*
+    confidence: float = PREDICT_DEFAULTS.confidence
+    # The recommended ratio keeps retention at this share of its plateau.
+    tolerance: float = EVAL_DEFAULTS.plateau_tolerance
+    tolerances: tuple[float, ...] = tuple(PREDICT_DEFAULTS.tolerances)
+    # "Learns the domain": chance-corrected acquisition at least this.
+    acquisition_target: float = PREDICT_DEFAULTS.acquisition_target
+    n_bootstrap: int = PREDICT_DEFAULTS.bootstrap
     seed: int = 0
     # Fitted state (set by fit, saved by save):
     log_n0: float = 0.0
@@ -779,10 +783,7 @@ class InfusionLaw:
         return out
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
+        write_json_atomic(Path(path), self.to_dict(), indent=1)
 
     @classmethod
     def from_dict(cls, raw: dict) -> InfusionLaw:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from ray.util.metrics import Counter, Gauge
 
+from kinfuse_ray.spec import TrialSpec
+
 TAGS = ("study", "size", "ratio", "phase")
 GAUGES = {
     "kinfuse_tokens_per_s": ("tokens_per_s", "Training tokens per second of the trial"),
@@ -37,8 +39,8 @@ class LiveMetrics:
     `outcome`: "failed" if the block raised) when the block exits; `wrap(report)` publishes
     every report on its way."""
 
-    def __init__(self, study: str, size: str, ratio: float, phase: str):
-        tags = {"study": study, "size": size, "ratio": f"{ratio:g}", "phase": phase}
+    def __init__(self, study: str, trial: TrialSpec):
+        tags = _tags(study, trial)
         self.gauges = {
             key: Gauge(name, description, TAGS) for name, (key, description) in GAUGES.items()
         }
@@ -74,6 +76,14 @@ class EndedTrials:
         self.study = study
         self.counter = Counter(FINISHED, "Trials ended, by outcome", (*TAGS, "outcome"))
 
-    def ended(self, size: str, ratio: float, phase: str, outcome: str) -> None:
-        tags = {"study": self.study, "size": size, "ratio": f"{ratio:g}", "phase": phase}
-        self.counter.inc(1, tags={**tags, "outcome": outcome})
+    def ended(self, trial: TrialSpec, outcome: str) -> None:
+        self.counter.inc(1, tags={**_tags(self.study, trial), "outcome": outcome})
+
+
+def _tags(study: str, trial: TrialSpec) -> dict[str, str]:
+    return {
+        "study": study,
+        "size": trial.size,
+        "ratio": f"{trial.ratio:g}",
+        "phase": trial.phase.value,
+    }

@@ -1,8 +1,8 @@
 """Knowledge probes and validation loss.
 
 A probe is answered by scoring each option with the log-likelihood of its tokens following the
-question, as in the science notes; ties share the credit, so a model that cannot tell the options
-apart scores exactly chance in expectation.
+question (README, "What a sweep does", step 3); ties share the credit, so a model that cannot
+tell the options apart scores exactly chance in expectation.
 """
 
 from __future__ import annotations

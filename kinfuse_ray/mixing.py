@@ -136,6 +136,7 @@ class Stream:
         corpus: np.ndarray,
         general_facts: list[list[np.ndarray]],
         domain_facts: list[list[np.ndarray]],
+        *,
         ratio: float,
         n_sequences: int,
         seq_len: int,

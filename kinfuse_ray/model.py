@@ -35,7 +35,7 @@ def build_model(
 
 def count_non_embedding_params(size: ModelSize, vocab_size: int, seq_len: int) -> int:
     """The N of the scaling law, counted on a real (meta-device) model: every parameter but the
-    token embedding and LM head. `plan.param_count` computes it from the shape; tests hold the
+    token embedding and LM head. `ModelSize.param_count` computes it from the shape; tests hold the
     two equal."""
     with torch.device("meta"):
         model = build_model(size, vocab_size, seq_len)

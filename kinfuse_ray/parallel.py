@@ -18,6 +18,12 @@ from kinfuse_ray.config import Parallelism
 Metrics = dict[str, float]
 
 
+def in_process_group() -> bool:
+    """Whether a process group joins this worker to others (or to itself: a group of one still
+    runs every collective, which is how the GPU check tests them)."""
+    return torch_dist.is_available() and torch_dist.is_initialized()
+
+
 @dataclass(frozen=True)
 class Dist:
     """This process's place among a trial's data-parallel workers (rank 0 of 1 when alone) and
@@ -29,9 +35,7 @@ class Dist:
 
     @property
     def grouped(self) -> bool:
-        """Whether a process group joins this worker to others (or to itself: a group of one
-        still runs every collective, which is how the GPU check tests them)."""
-        return torch_dist.is_available() and torch_dist.is_initialized()
+        return in_process_group()
 
     def mean(self, metrics: Metrics) -> Metrics:
         """Average metrics over ranks, so every rank reports and decides on the same numbers."""

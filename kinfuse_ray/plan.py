@@ -23,7 +23,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from kinfuse_ray.config import ModelSize, SweepConfig
+from kinfuse_ray.config import ModelSize, ParamCount, SweepConfig
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.hardware import GPUS
 
@@ -33,26 +33,10 @@ FITS_BELOW = 0.92  # of the card's memory: room for the CUDA context and NCCL bu
 DEFAULT_MFU = 0.40
 
 
-@dataclass(frozen=True)
-class ParamCount:
-    total: int
-    non_embedding: int
-    per_layer: int
-
-
-def param_count(size: ModelSize, vocab_size: int) -> ParamCount:
-    """Parameters of the LLaMA decoder `model.build_model` makes (tied embeddings, no biases):
-    counted from the shape, so no framework is needed."""
-    h, f = size.hidden_size, size.ffn_size
-    per_layer = 4 * h * h + 3 * h * f + 2 * h  # q, k, v, o; gate, up, down; two RMSNorms
-    non_embedding = size.n_layers * per_layer + h  # + the final norm
-    return ParamCount(non_embedding + vocab_size * h, non_embedding, per_layer)
-
-
 def flops_per_token(size: ModelSize, vocab_size: int, seq_len: int) -> float:
     """Training FLOPs per token (forward and backward): 6 x the matmul parameters (LM head
     included) plus the attention scores (Kaplan et al.; PaLM appendix B)."""
-    matmul_params = param_count(size, vocab_size).non_embedding + vocab_size * size.hidden_size
+    matmul_params = size.param_count(vocab_size).non_embedding + vocab_size * size.hidden_size
     return 6.0 * matmul_params + 12.0 * size.n_layers * size.hidden_size * seq_len
 
 
@@ -81,7 +65,7 @@ def training_memory(
     gpu: bool = True,
 ) -> Memory:
     """Peak memory of a training step per worker (see the module docstring for the model)."""
-    params = param_count(size, vocab_size)
+    params = size.param_count(vocab_size)
     shards = workers if parallelism == "fsdp" else 1
     weights, gradients, optimizer = 4 * params.total, 4 * params.total, 8 * params.total
     weights, gradients, optimizer = weights / shards, gradients / shards, optimizer / shards
@@ -156,7 +140,7 @@ def plan_sweep(sweep: SweepConfig, vocab_size: int, mfu: float = DEFAULT_MFU) ->
         speed = mfu * gpu.peak_bf16 / flops_per_token(size, vocab_size, seq) if gpu else None
         base_hours = train.base_tokens / speed / 3600 if speed else None
         trial_hours = train.tokens / speed / 3600 if speed else None
-        params = param_count(size, vocab_size)
+        params = size.param_count(vocab_size)
         rungs.append(
             RungPlan(
                 size.name, params, cfg.parallelism, cfg.activation_checkpointing, memory, speed,

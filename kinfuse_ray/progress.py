@@ -1,9 +1,10 @@
 """Live progress of a sweep: per size, trials done, running and pending, the collapse bracket so
 far, the elapsed time and an estimate of the time left.
 
-Pure bookkeeping: the sweep's Tune callback feeds it trial starts and ends, and prints
-`render()` now and then. Its strategies are the searcher's kind, fed the same results, so
-"pending" follows the search plan (a bisection's remaining steps included).
+Pure bookkeeping: the sweep's console callback feeds it trial starts and ends, and prints
+`render()` now and then. Its strategies are the searcher's own (in a resumed experiment, Tune's
+saved copy, fed the same results), so "pending" follows the search plan (a bisection's
+remaining steps included).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from collections import defaultdict
 
 from kinfuse_ray.search import RatioStrategy
-from kinfuse_ray.trial import BASE
+from kinfuse_ray.spec import Phase, TrialSpec
 
 
 def _duration(seconds: float) -> str:
@@ -42,21 +43,23 @@ class Progress:
         self.seconds: dict[str, list[float]] = defaultdict(list)  # finished infusion trials
         self.base_seconds: list[float] = []
 
-    def start(self, phase: str, size: str, ratio: float) -> None:
-        if phase == BASE:
-            self.base_running.add(size)
+    def start(self, trial: TrialSpec) -> None:
+        if trial.phase is Phase.base:
+            self.base_running.add(trial.size)
         else:
-            self.running[size].add(ratio)
+            self.running[trial.size].add(trial.ratio)
 
-    def finish(self, phase: str, size: str, ratio: float, retention: float, seconds: float):
-        if phase == BASE:
-            self.base_running.discard(size)
-            self.base_pending.discard(size)
+    def finish(self, trial: TrialSpec, retention: float, seconds: float) -> None:
+        if trial.phase is Phase.base:
+            self.base_running.discard(trial.size)
+            self.base_pending.discard(trial.size)
             self.base_seconds.append(seconds)
+            if trial.size in self.strategies:
+                self.strategies[trial.size].plateau = retention
             return
-        self.running[size].discard(ratio)
-        self.strategies[size].observe(ratio, retention)
-        self.seconds[size].append(seconds)
+        self.running[trial.size].discard(trial.ratio)
+        self.strategies[trial.size].observe(trial.ratio, retention)
+        self.seconds[trial.size].append(seconds)
 
     def counts(self, size: str) -> tuple[int, int, int]:
         """(done, running, pending) infusion trials of `size`."""

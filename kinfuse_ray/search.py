@@ -25,15 +25,20 @@ import numpy as np
 from ray.tune.search import Searcher
 
 from kinfuse_ray.collapse import CollapsePoint, detect_collapse
+from kinfuse_ray.config import EVAL_DEFAULTS, SweepConfig
 from kinfuse_ray.law import point_law
-from kinfuse_ray.trial import BASE, INFUSE
+from kinfuse_ray.spec import Phase, TrialSpec
 
 
 class RatioStrategy:
     """Which ratios one size tries. A subclass says, from the results so far, which ratios it
     wants (`_wanted`); this class proposes each once and applies the collapse rule."""
 
-    def __init__(self, threshold: float = 0.5, plateau_points: int = 2):
+    def __init__(
+        self,
+        threshold: float = EVAL_DEFAULTS.collapse_threshold,
+        plateau_points: int = EVAL_DEFAULTS.plateau_points,
+    ):
         self.threshold, self.plateau_points = threshold, plateau_points
         self.plateau: float | None = None  # the base model's retention, once its run is done
         self.results: dict[float, float] = {}
@@ -75,7 +80,12 @@ class RatioStrategy:
 
 
 class GridRatios(RatioStrategy):
-    def __init__(self, ratios: list[float], threshold: float = 0.5, plateau_points: int = 2):
+    def __init__(
+        self,
+        ratios: list[float],
+        threshold: float = EVAL_DEFAULTS.collapse_threshold,
+        plateau_points: int = EVAL_DEFAULTS.plateau_points,
+    ):
         super().__init__(threshold, plateau_points)
         self.ratios = sorted(ratios)
 
@@ -91,8 +101,8 @@ class BisectRatios(RatioStrategy):
         self,
         coarse: list[float],
         precision: float,
-        threshold: float = 0.5,
-        plateau_points: int = 2,
+        threshold: float = EVAL_DEFAULTS.collapse_threshold,
+        plateau_points: int = EVAL_DEFAULTS.plateau_points,
     ):
         super().__init__(threshold, plateau_points)
         self.coarse = sorted(coarse)
@@ -157,8 +167,8 @@ class OptunaRatios(RatioStrategy):
         self,
         coarse: list[float],
         n_trials: int,
-        threshold: float = 0.5,
-        plateau_points: int = 2,
+        threshold: float = EVAL_DEFAULTS.collapse_threshold,
+        plateau_points: int = EVAL_DEFAULTS.plateau_points,
         seed: int = 0,
     ):
         super().__init__(threshold, plateau_points)
@@ -232,8 +242,8 @@ class LadderSearch(Searcher):
         self.queue_base = list(base)
         self.ready = [s for s in strategies if s not in base]
         self.started: list[str] = []
-        self.queue: list[dict] = []
-        self.running: dict[str, dict] = {}
+        self.queue: list[TrialSpec] = []
+        self.running: dict[str, TrialSpec] = {}
         self.capacity = capacity
 
     # -- Tune's side -------------------------------------------------------------------------
@@ -249,21 +259,21 @@ class LadderSearch(Searcher):
             )
             return None if busy else Searcher.FINISHED
         self.running[trial_id] = trial
-        return {"trial": trial}
+        return {"trial": trial.to_config()}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         trial = self.running.pop(trial_id, None)
         if trial is None:
             return
-        size = trial["size"]
-        if trial["phase"] == BASE:
+        size = trial.size
+        if trial.phase is Phase.base:
             if not error:
                 self.ready.append(size)
                 if result and "retention" in result:
                     self.strategies[size].plateau = float(result["retention"])
             return
         retention = float("nan") if error or not result else float(result["retention"])
-        self.strategies[size].observe(trial["ratio"], retention)
+        self.strategies[size].observe(trial.ratio, retention)
 
     # Tune checkpoints the searcher with the experiment, so a resumed sweep keeps its brackets.
     def save(self, checkpoint_path: str) -> None:
@@ -275,9 +285,9 @@ class LadderSearch(Searcher):
             self.__dict__.update(pickle.load(f))
 
     # -- choosing ----------------------------------------------------------------------------
-    def _next(self) -> dict | None:
+    def _next(self) -> TrialSpec | None:
         if self.queue_base:
-            return {"phase": BASE, "size": self.queue_base.pop(0), "ratio": 0.0}
+            return TrialSpec(Phase.base, self.queue_base.pop(0), 0.0)
         if not self.queue:
             self._refill()
         return self.queue.pop(0) if self.queue else None
@@ -297,9 +307,7 @@ class LadderSearch(Searcher):
 
     def _enqueue(self, size: str) -> None:
         self._seed(size)
-        self.queue += [
-            {"phase": INFUSE, "size": size, "ratio": r} for r in self.strategies[size].propose()
-        ]
+        self.queue += [TrialSpec(Phase.infuse, size, r) for r in self.strategies[size].propose()]
 
     def _seed(self, size: str) -> None:
         """Seed a new size from the collapse points found so far (final or still narrowing:
@@ -315,3 +323,24 @@ class LadderSearch(Searcher):
         ]
         if len(points) >= 2:
             strategy.seed(point_law(points)(self.n_params[size], self.tokens))
+
+
+def ratio_strategies(
+    sweep: SweepConfig, sizes: list[str], plateaus: dict[str, float] | None = None
+) -> dict[str, RatioStrategy]:
+    """A fresh ratio strategy of the sweep's kind for each of `sizes`, in ladder order;
+    `plateaus`: base-model retention already known (base runs done before this sweep began)."""
+    ev = sweep.eval
+    rule = {"threshold": ev.collapse_threshold, "plateau_points": ev.plateau_points}
+
+    def strategy(size: str) -> RatioStrategy:
+        if sweep.search.strategy == "bisect":
+            made = BisectRatios(sweep.ratios, sweep.search.precision, **rule)
+        elif sweep.search.strategy == "optuna":
+            made = OptunaRatios(sweep.ratios, sweep.search.trials_per_size, **rule, seed=sweep.seed)
+        else:
+            made = GridRatios(sweep.ratios, **rule)
+        made.plateau = (plateaus or {}).get(size)
+        return made
+
+    return {s.name: strategy(s.name) for s in sweep.ladder if s.name in sizes}

@@ -13,7 +13,6 @@ index (the shards in corpus order) is written last; sweeps then read the shards 
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from kinfuse_ray.checkpoint import write_json_atomic
 from kinfuse_ray.config import SweepConfig
 from kinfuse_ray.data import (
     SHARD_INDEX,
@@ -33,6 +31,7 @@ from kinfuse_ray.data import (
     token_shards_dir,
 )
 from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.files import atomic_path, write_json_atomic
 from kinfuse_ray.knowledge import load_templates, load_triples
 
 BATCH_DOCUMENTS = 1024
@@ -88,9 +87,8 @@ class TokenizeUnits:
             while texts := list(itertools.islice(documents, BATCH_DOCUMENTS)):
                 pieces += encode(self.tokenizer, texts)
             tokens = np.concatenate(pieces) if pieces else np.empty(0, np.int32)
-            tmp = shard.with_name(f".{shard.stem}.tmp{os.getpid()}.npy")
-            np.save(tmp, tokens)
-            tmp.replace(shard)  # whole or absent: a resumed job redoes only missing shards
+            with atomic_path(shard) as tmp:  # a resumed job redoes only missing shards
+                np.save(tmp, tokens)
         n_tokens = len(np.load(shard, mmap_mode="r"))
         return {
             **row,

@@ -7,16 +7,12 @@ concurrent writers and trials need no access to the tracking server.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -115,7 +111,7 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment: str):
         for key, value in RETRY_SETTINGS.items():
             os.environ.setdefault(key, value)
-        self.uri = tracking_uri
+        self.uri, self.experiment = tracking_uri, experiment
         scheme = urlsplit(tracking_uri).scheme
         if scheme not in ("", "file", "sqlite", "http", "https", "databricks"):
             _check_database(tracking_uri)
@@ -123,6 +119,9 @@ class Tracker:
         # The first contact fails fast (seconds, not minutes of retries) on a wrong address.
         with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
             self.experiment_id = self._experiment(experiment)
+
+    def __reduce__(self):  # pickled (with Tune's callbacks): reconnects where it is loaded
+        return Tracker, (self.uri, self.experiment)
 
     def _experiment(self, experiment: str) -> str:
         try:
@@ -170,8 +169,8 @@ class Tracker:
     def set_tags(self, run_id: str, tags: dict) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def log_artifact(self, run_id: str, path: Path, subdir: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), subdir)
+    def log_artifact(self, run_id: str, path: Path) -> None:
+        self.client.log_artifact(run_id, str(path))
 
     def failed_midway(self, exc: BaseException) -> KinfuseError:
         """The one line for a store that failed while a sweep ran."""
@@ -194,11 +193,7 @@ class Tracker:
 
     def child_runs(self, parent: str) -> dict:
         """The trial runs of sweep run `parent`, by trial key."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent}'",
-            max_results=50_000,
-        )
+        runs = _children(self.client, [self.experiment_id], parent)
         return {r.data.tags[TRIAL_TAG]: r for r in runs if TRIAL_TAG in r.data.tags}
 
     def sweep_runs(self, output_dir: Path) -> list:
@@ -211,100 +206,15 @@ class Tracker:
 
     def end_open_children(self, parent: str, status: str = "FAILED") -> int:
         """Close every child run of `parent` still RUNNING (a crash must not leave any open)."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'",
-        )
+        runs = _children(self.client, [self.experiment_id], parent, status="RUNNING")
         for run in runs:
             self.end_run(run.info.run_id, status)
         return len(runs)
 
 
-@dataclass
-class Recorded:
-    """What MLflow holds of one or more studies' latest sweeps."""
-
-    trials: list  # finished infusion trials (TrialResult)
-    base: list  # finished base runs (TrialResult)
-    sweep_files: list[dict]  # each latest sweep's own settings (its logged sweep.yaml)
-
-
-def _trial_result(run):
-    from kinfuse_ray.analysis import TrialResult
-
-    p, m = run.data.params, run.data.metrics
-    return TrialResult(
-        phase=p["phase"],
-        size=p["size"],
-        n_params=int(p["n_params"]),
-        ratio=float(p["ratio"]),
-        tokens=int(p["tokens"]),
-        tokens_trained=int(m.get("tokens", 0)) or int(p["tokens"]),
-        retention=m["retention"],
-        acquisition=m.get("acquisition", float("nan")),
-        val_loss=m.get("val_loss", float("nan")),
-        exposures_per_fact=float(p.get("exposures_per_fact", "nan")),
-        tokens_per_s=m.get("tokens_per_s", float("nan")),
-        stopped_early=bool(m.get("stopped_early", 0.0)),
-        seconds=(run.info.end_time - run.info.start_time) / 1000 if run.info.end_time else 0.0,
-    )
-
-
-def load_trials(tracking_uri: str, experiments: list[str]) -> Recorded:
-    """Rebuild the finished trials of the latest sweep recorded in each of `experiments`
-    (several studies combine; an earlier sweep under the same name, run before its file or the
-    code changed, does not), with that sweep's own settings."""
-    client = MlflowClient(tracking_uri=tracking_uri)
-    runs, sweep_files = [], []
-    for name in experiments:
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise KinfuseError(f"mlflow: no experiment named '{name}' at {tracking_uri}")
-        latest = client.search_runs(
-            [found.experiment_id],
-            filter_string=f"tags.`{OUTPUT_TAG}` != ''",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        sweep = ""
-        if latest:
-            sweep = f" and tags.mlflow.parentRunId = '{latest[0].info.run_id}'"
-            # (a sweep from before its settings were logged has none)
-            with (
-                tempfile.TemporaryDirectory() as tmp,
-                contextlib.suppress(Exception),
-                _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
-            ):
-                path = client.download_artifacts(latest[0].info.run_id, "sweep.yaml", tmp)
-                sweep_files.append(yaml.safe_load(Path(path).read_text()))
-        runs += client.search_runs(
-            [found.experiment_id],
-            filter_string=f"attributes.status = 'FINISHED'{sweep}",
-            max_results=50_000,
-        )
-    done = [
-        _trial_result(r) for r in runs if "retention" in r.data.metrics and "phase" in r.data.params
-    ]
-    trials = [t for t in done if t.phase == "infuse"]
-    if not trials:
-        raise KinfuseError(f"mlflow: no finished infusion trials in {', '.join(experiments)}")
-    return Recorded(trials, [t for t in done if t.phase == "base"], sweep_files)
-
-
-def confirmed_forecasts(tracking_uri: str) -> list[dict]:
-    """Every confirmed forecast in the store (all studies), oldest first, with its study."""
-    client = MlflowClient(tracking_uri=tracking_uri)
-    experiments = {e.experiment_id: e.name for e in client.search_experiments()}
-    if not experiments:
-        return []
-    runs = client.search_runs(
-        list(experiments),
-        filter_string=f"tags.`{FORECAST_TAG}` != ''",
-        order_by=["attributes.start_time ASC"],
-        max_results=50_000,
-    )
-    return [
-        {"study": experiments[r.info.experiment_id], "run_id": r.info.run_id,
-         "start_time": r.info.start_time, **json.loads(r.data.tags[FORECAST_TAG])}
-        for r in runs
-    ]  # fmt: skip
+def _children(client: MlflowClient, experiments: list[str], parent: str, status: str = "") -> list:
+    """The child runs of `parent` (with `status`, if given): the one query for a sweep's trials."""
+    where = f"tags.mlflow.parentRunId = '{parent}'"
+    if status:
+        where += f" and attributes.status = '{status}'"
+    return client.search_runs(experiments, filter_string=where, max_results=50_000)

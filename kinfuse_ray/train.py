@@ -2,7 +2,7 @@
 
 Orchestration-free: it takes a `report` callable (Ray Tune's, or a plain function) and decides by
 itself when retention has collapsed, so a run always ends on its own (stopping a trial from the
-outside leaks Ray Train placement groups; see the platform notes).
+outside leaks the placement groups of a Ray Train run).
 """
 
 from __future__ import annotations
@@ -95,12 +95,12 @@ def _synchronize(device: torch.device) -> None:
 def train(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
+    *,
     stream: Stream,
     bundle: DataBundle,
     cfg: TrainConfig,
     evals: EvalConfig,
     report: Report,
-    *,
     watch: CollapseWatch | None = None,
     dist: Dist = SINGLE,
     resume: dict | None = None,

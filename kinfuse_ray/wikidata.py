@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TextIO
 
 from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.files import atomic_path
 
 ENTITY = "http://www.wikidata.org/entity/"
 DIRECT = "http://www.wikidata.org/prop/direct/"
@@ -334,8 +335,6 @@ def parse_properties(text: str) -> dict[str, str]:
 
 def write_triples(triples: list[dict], out: Path) -> None:
     """JSON Lines, written whole or not at all."""
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w") as f:
+    with atomic_path(out) as tmp, tmp.open("w") as f:
         for triple in triples:
             f.write(json.dumps(triple, ensure_ascii=False) + "\n")
-    tmp.replace(out)

@@ -21,12 +21,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kinfuse_ray.analysis import Summary, TrialResult, size_curves, size_results  # noqa: E402
+from kinfuse_ray.analysis import Summary, size_curves, size_results  # noqa: E402
 from kinfuse_ray.config import EvalConfig  # noqa: E402
 from kinfuse_ray.errors import KinfuseError  # noqa: E402
 from kinfuse_ray.law import InfusionLaw  # noqa: E402
 from kinfuse_ray.plots import plot_law, plot_retention  # noqa: E402
-from kinfuse_ray.tracking import load_trials  # noqa: E402
+from kinfuse_ray.records import load_trials  # noqa: E402
+from kinfuse_ray.spec import TrialResult  # noqa: E402
 
 LADDER = ["ladder_cpu", "ladder_cpu-seed1", "ladder_cpu-seed2"]
 BUDGETS = ["ladder_cpu-d50k", "ladder_cpu-d200k"]  # one size at other token budgets

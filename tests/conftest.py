@@ -1,51 +1,12 @@
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
+"""Fixtures: the bundled data, and one real micro sweep and one real two-worker sweep per test
+session, shared by the tests that only read what they wrote."""
 
 import pytest
 
 from kinfuse_ray.config import DataConfig, EvalConfig
 from kinfuse_ray.data import DataBundle, build_bundle
 
-REPO = Path(__file__).resolve().parents[1]
-
-# A micro sweep: the three smallest rungs of sweeps/ladder_cpu.yaml at six of its ratios, about
-# 1.5 minutes on 2 cores, with a visible collapse that moves with size (seed 1: r* 0.75, 0.91,
-# 0.94, as in the ladder's own seed-1 run: trials are deterministic).
-MICRO_RATIOS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
-MICRO = f"""
-name: micro
-seed: 1
-ladder:
-  - {{name: a, hidden_size: 24, n_layers: 1, n_heads: 2}}
-  - {{name: b, hidden_size: 32, n_layers: 1, n_heads: 2}}
-  - {{name: c, hidden_size: 48, n_layers: 1, n_heads: 2}}
-ratios: {list(MICRO_RATIOS)}
-data: {{n_general_facts: 60, n_domain_facts: 240, domain_facts_exponent: 0.25, vocab_size: 512, seq_len: 64, general_fact_share: 0.9}}
-train: {{base_tokens: 300000, tokens: 100000, batch_size: 8}}
-eval: {{every_tokens: 25000, acquisition_probes: 100, val_sequences: 8}}
-predict:
-  target: {{size: {{name: big, hidden_size: 64, n_layers: 2, n_heads: 2}}}}
-  bootstrap: 200
-"""
-
-# A trial as a two-worker Ray Train DDP run (cpus_per_trial is per worker).
-TWO_WORKERS = """
-name: ddp
-seed: 1
-ladder:
-  - {name: a, hidden_size: 32, n_layers: 1, n_heads: 2}
-ratios: [0.5]
-data: {n_general_facts: 20, n_domain_facts: 40, vocab_size: 512, seq_len: 64, general_fact_share: 0.9}
-train: {base_tokens: 60000, tokens: 30000, batch_size: 8, workers: 2}
-eval: {every_tokens: 15000, acquisition_probes: 40, val_sequences: 8}
-"""
+from .helpers import MICRO, TWO_WORKERS, kinfuse, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -53,51 +14,6 @@ def bundle() -> DataBundle:
     """The bundled data, small: 50 general and 100 domain facts."""
     data = DataConfig(n_general_facts=50, n_domain_facts=100, vocab_size=512)
     return build_bundle(data, EvalConfig(acquisition_probes=None), seed=0)
-
-
-def kinfuse(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """The real `kinfuse` command line, run in `cwd` as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "kinfuse_ray.cli", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-
-
-def run_cli(tmp_path: Path, text: str, *args: str) -> subprocess.CompletedProcess:
-    (tmp_path / "micro.yaml").write_text(text)
-    return kinfuse(tmp_path, "sweep", "micro.yaml", *args)
-
-
-def runs_of(tmp_path: Path, experiment: str = "micro"):
-    """(client, every run of `experiment`) in the sqlite store of `tmp_path`."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    found = client.get_experiment_by_name(experiment)
-    return client, client.search_runs([found.experiment_id], max_results=1000)
-
-
-def start_sweep(tmp_path: Path, text: str, *args: str) -> tuple[subprocess.Popen, Path]:
-    """`kinfuse sweep` of `text` started in the background; (process, its log file)."""
-    (tmp_path / "micro.yaml").write_text(text)  # the file `run_cli` resumes
-    log = tmp_path / "first.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kinfuse_ray.cli", "sweep", "micro.yaml", *args],
-        cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    return proc, log
-
-
-def wait_for(condition, proc: subprocess.Popen, timeout: float = 300):
-    """Poll `condition` until it returns something truthy; fail if the sweep ends first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        assert proc.poll() is None, "the sweep ended before the fault could be injected"
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for the sweep")
 
 
 @pytest.fixture(scope="session")
@@ -113,35 +29,3 @@ def micro_sweep(tmp_path_factory):
     """One real, uninterrupted micro sweep, shared by the tests that only read what it wrote."""
     tmp_path = tmp_path_factory.mktemp("micro")
     return tmp_path, run_cli(tmp_path, MICRO, "--progress-every", "5")
-
-
-@contextlib.contextmanager
-def mlflow_server(store_uri: str, cwd: Path, port: int | None = None):
-    """A real `mlflow server` on 127.0.0.1 and `port` (default: a free one); yields its URL,
-    stops it by PID."""
-    if port is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-    mlflow = Path(sys.executable).parent / "mlflow"
-    server = subprocess.Popen(
-        [str(mlflow), "server", "--backend-store-uri", store_uri, "--host", "127.0.0.1",
-         "--port", str(port)],
-        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None, "mlflow server exited"
-            assert time.monotonic() < deadline, "mlflow server did not answer in 300 s"
-            time.sleep(1)
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers, by process group
-        server.wait(timeout=30)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from .conftest import kinfuse
+from .helpers import kinfuse
 
 GOOD = """\
 name: bad

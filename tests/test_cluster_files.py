@@ -7,7 +7,7 @@ import yaml
 from jsonschema.exceptions import ValidationError
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from .conftest import REPO
+from .helpers import REPO
 
 CLUSTER_FILES = [REPO / "cluster.yaml", *sorted((REPO / "clusters").glob("*.yaml"))]
 

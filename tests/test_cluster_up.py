@@ -21,7 +21,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from .conftest import REPO
+from .helpers import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -1,9 +1,9 @@
 import pytest
 
-from kinfuse_ray.config import ModelSize, load_sweep
+from kinfuse_ray.config import BUNDLED_DATA, ModelSize, load_sweep
 from kinfuse_ray.errors import KinfuseError
 
-from .conftest import REPO, kinfuse
+from .helpers import REPO, kinfuse
 
 GOOD = """
 name: t
@@ -21,8 +21,9 @@ def sweep_file(tmp_path, text):
 
 def test_every_bundled_sweep_file_is_valid():
     for path in (REPO / "sweeps").glob("*.yaml"):
-        sweep = load_sweep(path)
-        assert len(sweep.ladder) >= 1 and sweep.n_params
+        data = load_sweep(path).data  # and the bundled files it names are shipped
+        named = (data.corpus, data.general_facts, data.domain_facts, data.templates)
+        assert all(p.exists() for p in named if p.is_relative_to(BUNDLED_DATA)), path
 
 
 def test_defaults_and_sorted_ratios(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from kinfuse_ray.live_metrics import exported_names
 
-from .conftest import REPO
+from .helpers import REPO
 
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
 
@@ -54,8 +54,9 @@ def test_trial_metrics_reach_prometheus_through_ray():
         @ray.remote
         def trial():
             from kinfuse_ray.live_metrics import LiveMetrics
+            from kinfuse_ray.spec import Phase, TrialSpec
 
-            with LiveMetrics("probe", "s1", 0.5, "infuse") as live:
+            with LiveMetrics("probe", TrialSpec(Phase.infuse, "s1", 0.5)) as live:
                 live.wrap(lambda metrics: None)({"retention": 0.7, "tokens_per_s": 123.0})
                 time.sleep(3)
             time.sleep(3)
@@ -63,8 +64,9 @@ def test_trial_metrics_reach_prometheus_through_ray():
         done = trial.remote()
         # Ended trials are counted by the sweep's driver, as MlflowTrials does.
         from kinfuse_ray.live_metrics import EndedTrials
+        from kinfuse_ray.spec import Phase, TrialSpec
 
-        EndedTrials("probe").ended("s1", 0.5, "infuse", "completed")
+        EndedTrials("probe").ended(TrialSpec(Phase.infuse, "s1", 0.5), "completed")
         wanted = {"ray_kinfuse_retention", "ray_kinfuse_trials_finished_total"}
         seen: set[str] = set()
         deadline = time.monotonic() + 60

@@ -7,6 +7,7 @@ from kinfuse_ray.checkpoint import read_progress
 from kinfuse_ray.config import parse_sweep
 from kinfuse_ray.data import build_bundle
 from kinfuse_ray.mixing import Stream
+from kinfuse_ray.spec import Phase, TrialSpec
 from kinfuse_ray.trial import run_trial
 
 SWEEP = {
@@ -18,7 +19,7 @@ SWEEP = {
     "train": {"schedule": "scratch", "tokens": 20_000, "batch_size": 8},
     "eval": {"every_tokens": 5_000, "acquisition_probes": 40, "val_sequences": 4},
 }
-TRIAL = {"phase": "infuse", "size": "a", "ratio": 0.5}
+TRIAL = TrialSpec(Phase.infuse, "a", 0.5)
 
 
 def run(sweep, bundle, resume=None):
@@ -32,7 +33,7 @@ def run(sweep, bundle, resume=None):
             save(folder)
         reports.append((metrics, folder))
 
-    final = run_trial(TRIAL, sweep, bundle, report, resume=resume)
+    final = run_trial(TRIAL, sweep=sweep, bundle=bundle, report=report, resume=resume)
     return final, reports
 
 
@@ -46,7 +47,16 @@ def test_same_file_and_seed_give_the_same_stream_and_metrics(tmp_path):
     bundle = build_bundle(sweep.data, sweep.eval, sweep.seed)
     again = build_bundle(sweep.data, sweep.eval, sweep.seed)
     streams = [
-        Stream(b.corpus, b.general_facts, b.domain_facts, 0.5, 320, 64, 0.8, seed=3).rows(0, 320)
+        Stream(
+            b.corpus,
+            b.general_facts,
+            b.domain_facts,
+            ratio=0.5,
+            n_sequences=320,
+            seq_len=64,
+            fact_share=0.8,
+            seed=3,
+        ).rows(0, 320)  # fmt: skip
         for b in (bundle, again)
     ]
     assert np.array_equal(streams[0], streams[1])

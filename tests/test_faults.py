@@ -3,6 +3,7 @@ by PID mid-training. Each ends with the same results as the uninterrupted micro 
 exactly one finished MLflow run per trial."""
 
 import json
+import os
 import random
 import signal
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .conftest import MICRO, MICRO_RATIOS, run_cli, runs_of, start_sweep, wait_for
+from .helpers import MICRO, MICRO_RATIOS, run_cli, runs_of, start_sweep, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +45,9 @@ def assert_one_finished_run_per_trial(tmp_path: Path) -> dict:
 
 
 def test_driver_killed_at_a_random_point_then_resumed(tmp_path, micro_sweep):
-    seed = random.randrange(2**32)
-    print(f"kill point seed: {seed}")  # pytest shows it when the test fails: rerun with it
+    seed = int(os.environ.get("KINFUSE_KILL_SEED") or random.randrange(2**32))
+    # pytest shows it when the test fails: KINFUSE_KILL_SEED=<seed> replays the same kill point
+    print(f"kill point seed: {seed}")
     rng = random.Random(seed)
     kill_after = rng.randint(1, len(KEYS) - 3)  # finished trials; then a random delay
     proc, log = start_sweep(tmp_path, MICRO)

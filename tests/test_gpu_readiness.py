@@ -75,6 +75,7 @@ for name in ("ray", "mlflow", "optuna", "datasets"):
     sys.modules[name] = None  # any import of them fails
 from kinfuse_ray.config import parse_sweep
 from kinfuse_ray.data import build_bundle
+from kinfuse_ray.spec import Phase, TrialSpec
 from kinfuse_ray.trial import run_trial
 sweep = parse_sweep({{
     "name": "bare", "ladder": [{{"name": "a", "hidden_size": 16, "n_layers": 1, "n_heads": 2}}],
@@ -84,7 +85,8 @@ sweep = parse_sweep({{
     "eval": {{"acquisition_probes": 10, "val_sequences": 2}},
 }})
 bundle = build_bundle(sweep.data, sweep.eval, sweep.seed)
-final = run_trial({{"phase": "infuse", "size": "a", "ratio": 0.5}}, sweep, bundle, lambda m, s: None)
+spec = TrialSpec(Phase.infuse, "a", 0.5)
+final = run_trial(spec, sweep=sweep, bundle=bundle, report=lambda m, s: None)
 print("tokens", int(final["tokens"]))
 """
     proc = subprocess.run(
@@ -131,10 +133,9 @@ def test_a_checkpoint_folder_reloads_weights_and_optimizer_state_exactly(tmp_pat
 )
 def test_parameters_counted_from_the_shape_match_the_real_model(shape):
     from kinfuse_ray.model import count_non_embedding_params
-    from kinfuse_ray.plan import param_count
 
     size = ModelSize(name="m", **shape)
-    count = param_count(size, 32_000)
+    count = size.param_count(32_000)
     assert count.non_embedding == count_non_embedding_params(size, 32_000, 2048)
     with torch.device("meta"):
         model = build_model(size, 32_000, 2048)

@@ -39,6 +39,18 @@ def curve(name, n, rstar, rng, seeds=2, trial_sd=0.03, k=3.0, floor=0.25, a_star
     return SizeCurve(name, float(n), 1e5, tuple(ratios), tuple(retention), tuple(acquisition), 1.0)
 
 
+def true_retention(r, n, k=3.0, floor=0.25):
+    """The noise-free retention curve `curve` draws from, at the law's r*(n)."""
+    offset = logit((0.5 - floor) / (1 - floor))
+    return floor + (1 - floor) * expit(k * (logit(true_rstar(n)) - logit(r)) + offset)
+
+
+def true_ratio_keeping(share, n, k=3.0, floor=0.25):
+    """The ratio at which `true_retention` is `share` of the plateau (1)."""
+    offset = logit((0.5 - floor) / (1 - floor))
+    return expit(logit(true_rstar(n)) - (logit((share - floor) / (1 - floor)) - offset) / k)
+
+
 def ladder(rng, sizes=SIZES, size_sd=0.15, a_law=true_acquisition_threshold, **law):
     """A ladder whose sizes deviate from the law by N(0, size_sd) in logit r*."""
     out = []
@@ -122,7 +134,10 @@ def test_the_window_and_recommendation_follow_the_tolerances():
     rows = {row.tolerance: row for row in p.tolerances}
     assert set(rows) == {0.95, 0.9, 0.8}
     assert rows[0.95].ratio < rows[0.9].ratio < rows[0.8].ratio < p.ratio  # stricter, lower
-    assert p.recommended_ratio == rows[0.9].interval[0]
+    # Against the true curve at 1e7: the ratio keeping 90% sits where the truth has it, and
+    # the recommended one (that tolerance, with its uncertainty) keeps at least that.
+    assert rows[0.9].ratio == pytest.approx(true_ratio_keeping(0.9, 1e7), rel=0.1)
+    assert true_retention(p.recommended_ratio, 1e7) >= 0.9
     assert p.acquisition_threshold == pytest.approx(float(true_acquisition_threshold(1e7)), rel=0.5)
     assert not p.window_empty
     assert "infusion window" in p.describe()
@@ -159,7 +174,7 @@ def test_the_points_method_is_kept_for_comparison():
     points = InfusionLaw(method="points", n_bootstrap=100).fit(curves, validate=False)
     assert points.parameters["b_n"] == pytest.approx(0.6, abs=0.15)
     p = points.predict(1e6)
-    assert p.tolerances == () and p.recommended_ratio == p.interval[0]
+    assert p.tolerances == () and p.recommended_ratio < true_rstar(1e6) < p.interval[1]
 
 
 def test_too_few_sizes_and_an_unfitted_law_say_so():

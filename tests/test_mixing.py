@@ -11,11 +11,11 @@ def stream(bundle, ratio, seed=0, n_sequences=1600, share=0.5):
         bundle.corpus,
         bundle.general_facts,
         bundle.domain_facts,
-        ratio,
-        n_sequences,
-        SEQ_LEN,
-        share,
-        seed,
+        ratio=ratio,
+        n_sequences=n_sequences,
+        seq_len=SEQ_LEN,
+        fact_share=share,
+        seed=seed,
     )
 
 
@@ -35,7 +35,10 @@ def test_domain_share_is_exact(bundle, ratio):
 def test_domain_sequences_are_spread_evenly_over_the_run():
     """Every block of sequences holds its exact share, so no stretch of training is all domain."""
     facts = [[np.array([1, 2, 3], np.int32)]]
-    s = Stream(np.arange(100, 200, dtype=np.int32), facts, facts, 0.3, 3 * BLOCK, 8, 0.5, 0)
+    s = Stream(
+        np.arange(100, 200, dtype=np.int32), facts, facts,
+        ratio=0.3, n_sequences=3 * BLOCK, seq_len=8, fact_share=0.5, seed=0,
+    )  # fmt: skip
     per_block = s.is_domain().reshape(3, BLOCK).mean(axis=1)
     assert np.allclose(per_block, 0.3, atol=1 / BLOCK)
 
@@ -85,7 +88,9 @@ def test_general_facts_hold_their_share_of_the_general_text():
     rng = np.random.default_rng(0)
     facts = [[rng.integers(0, 50, n, dtype=np.int32) for n in (6, 9)] for _ in range(20)]
     corpus = np.arange(1000, 6000, dtype=np.int32)  # ids no fact uses
-    s = Stream(corpus, facts, facts, 0.25, 2000, 32, 0.3, seed=1)
+    s = Stream(
+        corpus, facts, facts, ratio=0.25, n_sequences=2000, seq_len=32, fact_share=0.3, seed=1
+    )
     general = s.rows(0, 2000)[~s.is_domain()]
     assert (general < 1000).mean() == pytest.approx(0.3, abs=0.01)
     runs = general[general >= 1000]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import mlflow_server, runs_of
+from .helpers import mlflow_server, runs_of
 
 pytestmark = pytest.mark.slow
 

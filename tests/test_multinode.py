@@ -7,7 +7,7 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from .conftest import TWO_WORKERS, kinfuse, mlflow_server
+from .helpers import TWO_WORKERS, kinfuse, mlflow_server
 
 pytestmark = pytest.mark.slow
 

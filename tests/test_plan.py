@@ -7,7 +7,7 @@ from kinfuse_ray.config import ModelSize, load_sweep
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.plan import expected_bisection_steps, plan_sweep, training_memory
 
-from .conftest import REPO, kinfuse
+from .helpers import REPO, kinfuse
 
 GPU_LADDER = REPO / "sweeps" / "gpu_ladder.yaml"
 

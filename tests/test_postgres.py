@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import kinfuse
+from .helpers import kinfuse
 
 PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
 pytestmark = [

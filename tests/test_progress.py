@@ -2,6 +2,7 @@
 
 from kinfuse_ray.progress import Progress
 from kinfuse_ray.search import BisectRatios, GridRatios
+from kinfuse_ray.spec import Phase, TrialSpec
 
 
 class Clock:
@@ -24,13 +25,15 @@ def test_counts_brackets_and_time_left_follow_the_trials():
     assert "a  base run pending" in progress.render()
     assert "estimating time left" in progress.render()
 
-    progress.start("base", "a", 0.0)
+    progress.start(TrialSpec(Phase.base, "a", 0.0))
     clock.now = 10
-    progress.finish("base", "a", 0.0, 1.0, seconds=10)
+    progress.finish(TrialSpec(Phase.base, "a", 0.0), 1.0, seconds=10)
     for r, retention in zip(ratios, [1.0, 0.95, 0.3, 0.1], strict=True):
-        progress.start("infuse", "a", r)
-        progress.finish("infuse", "a", r, retention, seconds=4)
-    progress.start("infuse", "a", 0.99)  # grid sizes never run more than their ratios
+        progress.start(TrialSpec(Phase.infuse, "a", r))
+        progress.finish(TrialSpec(Phase.infuse, "a", r), retention, seconds=4)
+    progress.start(
+        TrialSpec(Phase.infuse, "a", 0.99)
+    )  # grid sizes never run more than their ratios
     assert progress.counts("a")[0] == 4
 
     clock.now = 70
@@ -44,8 +47,8 @@ def test_counts_brackets_and_time_left_follow_the_trials():
     assert (done, running) == (0, 0) and pending > 4
     assert progress.remaining_seconds() == (10 + 4 * (pending + 0.5)) / 2
 
-    progress.finish("base", "b", 0.0, 1.0, seconds=10)
+    progress.finish(TrialSpec(Phase.base, "b", 0.0), 1.0, seconds=10)
     for r, retention in zip(ratios, [1.0, 1.0, 0.9, 0.2], strict=True):
-        progress.finish("infuse", "b", r, retention, seconds=4)
+        progress.finish(TrialSpec(Phase.infuse, "b", r), retention, seconds=4)
     # The coarse pass brackets r* in [0.8, 0.95]: log2(log(0.95/0.8)/log(1.05)) -> 2 more steps.
     assert progress.counts("b") == (4, 0, 2)

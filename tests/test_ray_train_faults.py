@@ -9,7 +9,7 @@ import signal
 import psutil
 import pytest
 
-from .conftest import TWO_WORKERS, run_cli, runs_of, start_sweep, wait_for
+from .helpers import TWO_WORKERS, base_runs, run_cli, runs_of, start_sweep, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +83,8 @@ def test_a_killed_fsdp_worker_resumes_from_its_sharded_checkpoint(tmp_path):
     assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
     base = finished_children(tmp_path, "fsdp")["base-a-r0"]
     assert float(base.data.tags.get("kinfuse.resumed_at_tokens", 0)) > 0
-    assert len(list((tmp_path / "runs" / "fsdp" / "base" / "a").glob("*.distcp"))) == 2
+    (base_run,) = base_runs(tmp_path / "runs")
+    assert len(list(base_run.glob("*.distcp"))) == 2
 
 
 def test_a_killed_driver_resumes_a_ray_train_sweep(tmp_path, two_worker_sweep):

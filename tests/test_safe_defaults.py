@@ -6,7 +6,7 @@ import ast
 
 import yaml
 
-from .conftest import REPO
+from .helpers import REPO
 
 SOURCES = sorted((REPO / "kinfuse_ray").glob("*.py"))
 

@@ -8,8 +8,10 @@ import pytest
 import yaml
 
 from kinfuse_ray.config import parse_sweep
+from kinfuse_ray.data import build_bundle
+from kinfuse_ray.trial import base_run_dir
 
-from .conftest import MICRO, MICRO_RATIOS, kinfuse, run_cli, runs_of
+from .helpers import MICRO, MICRO_RATIOS, base_runs, kinfuse, run_cli, runs_of
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +38,7 @@ def test_micro_sweep_records_every_trial_and_writes_the_summary(micro_sweep):
         assert -1 / 3 - 1e-9 <= trial["retention"] <= 1 and trial["tokens_per_s"] > 0
         assert trial["exposures_per_fact"] > 0
     assert (out / "retention_vs_ratio.png").stat().st_size > 10_000
-    assert len(list((out / "base").glob("*/progress.json"))) == 3
+    assert len(base_runs(tmp_path / "runs")) == 3  # one per size, in the shared store
 
     client, runs = runs_of(tmp_path)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -73,7 +75,7 @@ def test_the_micro_ladder_collapses_later_as_size_grows(micro_sweep):
 
 
 def test_law_from_mlflow_matches_the_sweep_and_the_cli_predicts(micro_sweep):
-    from kinfuse_ray.analysis import fit_recorded
+    from kinfuse_ray.records import fit_recorded
 
     tmp_path, _ = micro_sweep
     summary = json.loads((tmp_path / "runs" / "micro" / "summary.json").read_text())
@@ -127,7 +129,6 @@ def test_a_confirmation_run_trains_the_target_and_records_the_forecast(confirm_s
     assert by_role["collapse"]["ratio"] == pytest.approx(rec["ratio"], abs=1e-4)
     for row in rows:  # a real trial of the target size, scored against the law's curve
         assert row["target"] == "big" and row["predicted"] is not None
-        assert row["interval"][0] <= row["predicted"] <= row["interval"][1]  # a point of the curve
     # The law puts the target at its collapse point at 0.6 of plateau (the sweep's threshold).
     assert by_role["collapse"]["predicted"] == pytest.approx(0.6, abs=0.01)
     assert by_role["recommended"]["predicted"] > 0.85  # kept at the lower end of the interval
@@ -178,28 +179,67 @@ def test_kinfuse_fit_uses_the_sweeps_own_settings(confirm_sweep):
     assert "--threshold 0.5 overrides the sweep's 0.6" in other.stdout
 
 
+ONE_TRIAL = "\n".join(
+    line
+    for line in MICRO.replace(f"ratios: {list(MICRO_RATIOS)}", "ratios: [0.5]").splitlines()
+    if "name: b" not in line and "name: c" not in line
+)
+
+
 def test_a_failing_sweep_leaves_no_run_open(tmp_path):
-    """A corrupt base checkpoint makes the infusion trial fail (after Tune's retries): the sweep
-    exits non-zero with one line, and every MLflow run it opened ends FAILED or FINISHED."""
-    base = tmp_path / "runs" / "micro" / "base" / "a"
-    base.mkdir(parents=True)
-    (base / "progress.json").write_text('{"metrics": {"retention": 0.5}}')
-    (base / ".metadata").write_bytes(b"not a checkpoint")
-    one_trial = MICRO.replace(f"ratios: {list(MICRO_RATIOS)}", "ratios: [0.5]")
-    one_trial = "\n".join(
-        line for line in one_trial.splitlines() if "name: b" not in line and "name: c" not in line
-    )
-    # As if an earlier run of this very sweep had been interrupted: --resume keeps what
-    # runs/micro holds (the broken base checkpoint).
-    sweep = parse_sweep(yaml.safe_load(one_trial))
+    """A corrupt base checkpoint in the shared store makes the infusion trial fail (after
+    Tune's retries): the sweep exits non-zero with one line, and every MLflow run it opened
+    ends FAILED or FINISHED."""
+    sweep = parse_sweep(yaml.safe_load(ONE_TRIAL))
     sweep = sweep.model_copy(update={"output_dir": (tmp_path / "runs" / "micro").resolve()})
-    (tmp_path / "runs" / "micro" / "sweep.yaml").write_text(
-        yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
-    )
-    proc = run_cli(tmp_path, one_trial, "--resume")
+    bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
+    base = base_run_dir(sweep, bundle, "a")
+    base.mkdir(parents=True)
+    metrics = {"retention": 0.5, "acquisition": 0.0, "val_loss": 5.0, "tokens": 1000,
+               "exposures_per_fact": 0.0, "tokens_per_s": 1.0, "stopped_early": 0}  # fmt: skip
+    (base / "progress.json").write_text(json.dumps({"metrics": metrics}))
+    (base / ".metadata").write_bytes(b"not a checkpoint")
+    proc = run_cli(tmp_path, ONE_TRIAL)
+    assert "a: base run reused from the shared store" in proc.stdout
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("kinfuse: error: ")
     _, runs = runs_of(tmp_path)
     assert runs and {r.info.status for r in runs} <= {"FAILED", "FINISHED"}
     assert any(r.info.status == "FAILED" for r in runs)
     assert not (tmp_path / "runs" / "micro" / "summary.json").exists()
+
+
+def test_sweeps_that_need_the_same_base_run_share_it(tmp_path):
+    """A second sweep under another name (another study, another output folder) that needs the
+    same base run takes it from the shared store: it trains none, records it as reused, and its
+    infusion trial, continued from the same weights, measures what the first one did."""
+    first = run_cli(tmp_path, ONE_TRIAL)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (tmp_path / "second.yaml").write_text(ONE_TRIAL.replace("name: micro", "name: second"))
+    second = kinfuse(tmp_path, "sweep", "second.yaml")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "a: base run reused from the shared store" in second.stdout
+    assert not re.search(r"^  base ", second.stdout, re.MULTILINE)  # no base trial ran
+    assert re.search(r"^  base ", first.stdout, re.MULTILINE)
+    assert len(base_runs(tmp_path / "runs")) == 1
+
+    summaries = [
+        json.loads((tmp_path / "runs" / name / "summary.json").read_text())
+        for name in ("micro", "second")
+    ]
+    assert summaries[0]["base_runs"][0]["retention"] == summaries[1]["base_runs"][0]["retention"]
+    assert summaries[0]["trials"][0]["retention"] == summaries[1]["trials"][0]["retention"]
+    _, runs = runs_of(tmp_path, "second")
+    base = next(r for r in runs if r.data.params.get("phase") == "base")
+    assert base.info.status == "FINISHED" and "kinfuse.reused_base_run" in base.data.tags
+    assert base.data.metrics["retention"] == summaries[0]["base_runs"][0]["retention"]
+
+    # A sweep whose base run differs (another learning rate) trains its own.
+    (tmp_path / "third.yaml").write_text(
+        ONE_TRIAL.replace("name: micro", "name: third").replace(
+            "batch_size: 8}", "batch_size: 8, lr: 0.02}"
+        )
+    )
+    third = kinfuse(tmp_path, "sweep", "third.yaml")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "reused" not in third.stdout and len(base_runs(tmp_path / "runs")) == 2

@@ -12,9 +12,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from kinfuse_ray.config import BUNDLED_DATA, DataConfig, EvalConfig
-from kinfuse_ray.data import build_bundle, map_tokens, paragraphs, tokenize_to_file
+from kinfuse_ray.data import (
+    build_bundle,
+    corpus_tokenizer,
+    map_tokens,
+    paragraphs,
+    tokenize_to_file,
+)
+from kinfuse_ray.knowledge import load_templates, load_triples
 
-from .conftest import kinfuse
+from .helpers import kinfuse
 
 pytestmark = pytest.mark.slow
 
@@ -52,9 +59,12 @@ def test_sharded_tokenization_matches_the_single_process_one(tmp_path):
         data = DataConfig(corpus=corpus, vocab_size=512)
         bundle = build_bundle(data, EvalConfig(), seed=0)
         assert bundle.tokens_path == str(folder)
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_str(bundle.tokenizer_json)
+        relations = load_templates(data.templates)
+        facts = [
+            *load_triples(data.general_facts, relations),
+            *load_triples(data.domain_facts, relations),
+        ]
+        tokenizer, _, _ = corpus_tokenizer(data, facts, relations)
         single = map_tokens(tokenize_to_file(tokenizer, paragraphs(data), "single"))
         sharded = map_tokens(folder)
         assert len(sharded) == len(single)

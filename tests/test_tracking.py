@@ -3,7 +3,8 @@
 import pytest
 
 from kinfuse_ray.errors import KinfuseError
-from kinfuse_ray.tracking import OUTPUT_TAG, TRIAL_TAG, Tracker, load_trials
+from kinfuse_ray.records import load_trials
+from kinfuse_ray.tracking import OUTPUT_TAG, TRIAL_TAG, Tracker
 
 
 def record_sweep(tracker: Tracker, ratios: list[float], retention: float) -> None:

@@ -11,7 +11,7 @@ from kinfuse_ray.config import BUNDLED_DATA
 from kinfuse_ray.knowledge import load_templates, load_triples
 from kinfuse_ray.wikidata import extract
 
-from .conftest import kinfuse
+from .helpers import kinfuse
 
 PROPS = "P19=born_in,P27=citizen_of"
 

@@ -16,7 +16,7 @@ from kinfuse_ray.knowledge import (
     object_pools,
 )
 
-from .conftest import REPO
+from .helpers import REPO
 
 WORLD = BUNDLED_DATA / "knowledge" / "world"
 

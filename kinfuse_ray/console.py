@@ -1,0 +1,60 @@
+"""What a sweep prints while it runs: a line per finished trial and, every `every` seconds, the
+live progress table (`progress.Progress`)."""
+
+from __future__ import annotations
+
+import time
+
+from ray import tune
+
+from kinfuse_ray.progress import Progress
+from kinfuse_ray.spec import TrialSpec
+
+
+class ConsoleProgress(tune.Callback):
+    def __init__(self, progress: Progress, every: float = 30.0):
+        self.progress, self.every = progress, every
+        self.printed_at = time.monotonic()
+        self.caught_up = False  # with trials a resumed Tune experiment had finished
+
+    def __getstate__(self) -> dict:  # saved by Tune with the experiment
+        return {**self.__dict__, "caught_up": False}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.printed_at = time.monotonic()
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self.caught_up:
+            return
+        self.caught_up = True
+        for trial in trials:  # finished before an interruption: restored as they were
+            result = trial.last_result or {}
+            if trial.status == "TERMINATED" and "retention" in result:
+                spec = TrialSpec.from_config(trial.config["trial"])
+                self.progress.finish(spec, result["retention"], result.get("time_total_s", 0.0))
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.progress.start(TrialSpec.from_config(trial.config["trial"]))
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        key = TrialSpec.from_config(trial.config["trial"]).key
+        print(f"  trial {key} failed; restarting from its last checkpoint", flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        spec, result = TrialSpec.from_config(trial.config["trial"]), trial.last_result or {}
+        seconds = result.get("time_total_s", 0.0)
+        self.progress.finish(spec, result.get("retention", float("nan")), seconds)
+        ended = "recorded earlier" if result.get("replayed") else f"{seconds:.0f} s"
+        print(
+            f"  {spec.phase:<6} {spec.size:<10} r={spec.ratio:<5g} "
+            f"retention {result.get('retention', float('nan')):.2f}  "
+            f"acquisition {result.get('acquisition', float('nan')):.2f}  "
+            f"{'stopped early  ' if result.get('stopped_early') else ''}({ended})",
+            flush=True,
+        )
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.monotonic() - self.printed_at >= self.every:
+            self.printed_at = time.monotonic()
+            print(self.progress.render(), flush=True)

@@ -1,0 +1,167 @@
+"""Every Tune trial as a child MLflow run of its sweep's parent run, written by the driver alone
+(one writer, so a sqlite store never sees two)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ray import tune
+
+from kinfuse_ray.config import SweepConfig
+from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.live_metrics import EndedTrials
+from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
+from kinfuse_ray.tracking import OUTPUT_TAG, TRIAL_TAG, Tracker
+
+STEP_METRICS = (
+    "retention", "retention_acc", "acquisition", "acquisition_acc", "val_loss", "train_loss",
+    "tokens_per_s", "lr", "stopped_early", "tokens", "replica_spread", "n_nodes", "mfu",
+)  # fmt: skip
+REUSED_TAG = "kinfuse.reused_base_run"  # a base run this sweep took from the shared store
+
+
+def open_sweep_run(
+    tracker: Tracker, sweep: SweepConfig, *, resume: bool, sweep_file: Path | None
+) -> str:
+    """The sweep's parent MLflow run: the interrupted one when resuming, else a new one (runs an
+    earlier, killed driver left RUNNING are closed as FAILED first)."""
+    earlier = tracker.sweep_runs(sweep.out)
+    if resume and earlier:
+        if earlier[0].info.status == "FINISHED":
+            raise KinfuseError(
+                f"--resume: sweep '{sweep.name}' in {sweep.out} has finished; nothing to resume"
+            )
+        parent = earlier[0].info.run_id
+        tracker.reopen(parent)
+        return parent
+    for run in earlier:
+        if run.info.status == "RUNNING":
+            tracker.end_open_children(run.info.run_id, "FAILED")
+            tracker.end_run(run.info.run_id, "FAILED")
+    return tracker.start_run(
+        sweep.name,
+        {"seed": sweep.seed, "schedule": sweep.train.schedule.value, "sizes": len(sweep.ladder),
+         "ratios": ",".join(f"{r:g}" for r in sweep.ratios), "tokens": sweep.train.tokens},
+        {"kinfuse.sweep_file": str(sweep_file or ""), OUTPUT_TAG: str(sweep.out)},
+    )  # fmt: skip
+
+
+def trial_params(sweep: SweepConfig, trial: TrialSpec) -> dict:
+    """A trial run's parameters: what it trained, on what."""
+    n_params = sweep.n_params[trial.size]
+    n_general, n_domain = sweep.knowledge_load(n_params)
+    return {
+        "phase": trial.phase.value,
+        "size": trial.size,
+        "n_params": n_params,
+        "n_general_facts": n_general or "all",
+        "n_domain_facts": n_domain or "all",
+        "ratio": trial.ratio,
+        "tokens": sweep.phase_tokens(trial.phase),
+        "schedule": sweep.train.schedule.value,
+        "seed": sweep.seed,
+        "lr": sweep.train_for(trial.size).lr,
+        "batch_size": sweep.train.batch_size,
+    }
+
+
+def record_reused_base(
+    tracker: Tracker, parent: str, sweep: SweepConfig, base: TrialResult, key: str
+) -> bool:
+    """A base run taken from the shared store, as a finished child run with its final metrics,
+    so MLflow holds every trial the sweep's analysis used. False: the sweep has that run already
+    (its own, or recorded before it was interrupted)."""
+    trial = TrialSpec(Phase.base, base.size, 0.0)
+    if trial.key in tracker.child_runs(parent):
+        return False
+    params = {**trial_params(sweep, trial), "exposures_per_fact": f"{base.exposures_per_fact:.2f}"}
+    tags = {"kinfuse.phase": trial.phase.value, TRIAL_TAG: trial.key, REUSED_TAG: key}
+    run = tracker.start_run(trial.key, params, tags, parent)
+    metrics = {
+        "retention": base.retention, "acquisition": base.acquisition, "val_loss": base.val_loss,
+        "tokens_per_s": base.tokens_per_s, "tokens": base.tokens_trained, "stopped_early": 0,
+    }  # fmt: skip
+    tracker.log_metrics(run, metrics, step=base.tokens_trained)
+    tracker.end_run(run, "FINISHED")
+    return True
+
+
+class MlflowTrials(tune.Callback):
+    """Mirrors every Tune trial as a child run of `parent`. Child runs are keyed by the trial's
+    identity (`TrialSpec.key`), so a resumed sweep carries on the run of a trial it restarts
+    instead of opening a second one. Tune saves this callback with the experiment; loaded back
+    by a resumed sweep, it reconnects and re-reads the runs (`__setstate__`)."""
+
+    def __init__(self, tracker: Tracker, parent: str, sweep: SweepConfig):
+        self.tracker, self.parent, self.sweep = tracker, parent, sweep
+        self._load()
+
+    def _load(self) -> None:
+        # trial key -> run id, a resumed sweep's earlier runs included; a finished one is left
+        # as it is when its trial replays its result
+        earlier = self.tracker.child_runs(self.parent)
+        self.runs = {key: run.info.run_id for key, run in earlier.items()}
+        self.finished = {key for key, run in earlier.items() if run.info.status == "FINISHED"}
+        self.started: dict[str, float] = {}
+        self.ended = EndedTrials(self.sweep.name)
+
+    def __getstate__(self) -> dict:
+        return {"tracker": self.tracker, "parent": self.parent, "sweep": self.sweep}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._load()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        spec = TrialSpec.from_config(trial.config["trial"])
+        if spec.key in self.finished:
+            return
+        if spec.key in self.runs:  # restarted by a resumed sweep: the same run goes on
+            self.tracker.reopen(self.runs[spec.key])
+        else:
+            tags = {"kinfuse.phase": spec.phase.value, TRIAL_TAG: spec.key}
+            params = trial_params(self.sweep, spec)
+            self.runs[spec.key] = self.tracker.start_run(spec.key, params, tags, self.parent)
+        self.started[spec.key] = time.time()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        key = TrialSpec.from_config(trial.config["trial"]).key
+        if key in self.finished:
+            return
+        run = self.runs[key]
+        metrics = {k: result[k] for k in STEP_METRICS if k in result}
+        if result.get("training_iteration") == 1:
+            self.tracker.log_params(
+                run, {"exposures_per_fact": f"{result['exposures_per_fact']:.2f}"}
+            )
+            # From Tune scheduling the trial to its first training step: process, Ray Train
+            # worker group and data set-up.
+            metrics["startup_s"] = result["first_step_at"] - self.started[key]
+        if "resumed_at_tokens" in result:
+            self.tracker.set_tags(run, {"kinfuse.resumed_at_tokens": result["resumed_at_tokens"]})
+        self.tracker.log_metrics(run, metrics, step=int(result["tokens"]))
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        run = self.runs.get(TrialSpec.from_config(trial.config["trial"]).key)
+        if run is not None:  # None: its process died before the trial started
+            self.tracker.set_tags(run, {"kinfuse.restarts": trial.num_failures})
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        spec = TrialSpec.from_config(trial.config["trial"])
+        if spec.key in self.finished:
+            return
+        self.finished.add(spec.key)
+        run = self.runs[spec.key]
+        stopped = bool((trial.last_result or {}).get("stopped_early"))
+        if stopped:
+            self.tracker.set_tags(run, {"kinfuse.stopped": "retention collapsed (early stop)"})
+        self.tracker.end_run(run, "FINISHED")
+        self.ended.ended(spec, "stopped_early" if stopped else "completed")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        spec = TrialSpec.from_config(trial.config["trial"])
+        run = self.runs[spec.key]
+        self.tracker.set_tags(run, {"kinfuse.error": "trial raised; see Ray logs"})
+        self.tracker.end_run(run, "FAILED")
+        self.ended.ended(spec, "failed")

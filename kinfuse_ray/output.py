@@ -1,0 +1,101 @@
+"""A sweep's output folder: checked before anything is written, held by one sweep at a time,
+and cleared of an earlier run's leftovers on a fresh start."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+
+from kinfuse_ray.config import SweepConfig
+from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.files import write_text_atomic
+from kinfuse_ray.plan import plan_sweep
+
+OUT_OF_SPACE = 1 << 20  # free bytes below which a failure is put down to a full disk
+SWEEP_FILE = "sweep.yaml"  # the settings a sweep ran with, beside its results
+
+
+def check_creatable(sweep: SweepConfig) -> None:
+    """The output folder exists or can be made, and its disk has room for the sweep's
+    checkpoints (checked without making anything yet)."""
+    out = sweep.out
+    existing = _existing(out)
+    if not existing.is_dir():
+        raise KinfuseError(f"output_dir: cannot create {out} ({existing} is not a directory)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise KinfuseError(f"output_dir: cannot write to {existing} (permission denied)")
+    need, free = plan_sweep(sweep, sweep.data.vocab_size).storage_bytes, free_bytes(out)
+    if free < need:
+        raise KinfuseError(
+            f"output_dir: {existing} has {free / 2**20:,.1f} MiB free, the sweep's checkpoints "
+            f"need about {need / 2**20:,.1f} MiB"
+        )
+
+
+def check_resumable(sweep: SweepConfig) -> None:
+    """A sweep resumes only an interrupted run of itself, under the very settings it had."""
+    saved = sweep.out / SWEEP_FILE
+    if not saved.exists():
+        raise KinfuseError(
+            f"--resume: no interrupted sweep '{sweep.name}' in {sweep.out}; "
+            "run without --resume to start it"
+        )
+    before, now = yaml.safe_load(saved.read_text()), sweep.model_dump(mode="json")
+    changed = [k for k in now if before.get(k) != now[k]]
+    if changed:
+        raise KinfuseError(
+            f"--resume: field '{changed[0]}' differs from the interrupted sweep's ({saved}); "
+            "run without --resume to start over"
+        )
+
+
+def free_bytes(out: Path) -> int:
+    return shutil.disk_usage(_existing(out)).free
+
+
+def claim_output(out: Path) -> TextIO:
+    """Hold `out` for this sweep: an exclusive lock on `out/.kinfuse.lock`, released by the
+    kernel when this process ends however it ends (so a killed driver's claim never blocks a
+    `--resume`). A second sweep of the same folder is refused with the holder's PID and start."""
+    out.mkdir(parents=True, exist_ok=True)
+    handle = (out / ".kinfuse.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise KinfuseError(
+            f"output_dir {out} is in use by a running sweep ({holder}); wait for it to end, or "
+            "give this one another name"
+        ) from None
+    handle.truncate(0)
+    handle.write(f"PID {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    handle.flush()
+    return handle
+
+
+def start_afresh(sweep: SweepConfig) -> None:
+    """Remove what an earlier run of this sweep left (Tune state, Ray Train checkpoints, trial
+    records): nothing of it may leak into a fresh start. Base runs live in the shared store,
+    keyed by what determines them, and stay."""
+    out = sweep.out
+    for stale in (out / "ray", out / "train", out / "trials"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def save_settings(sweep: SweepConfig) -> Path:
+    """The sweep's settings beside its results (what `--resume` and `kinfuse fit` read)."""
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
+    return write_text_atomic(sweep.out / SWEEP_FILE, text)
+
+
+def _existing(out: Path) -> Path:
+    return next(p for p in (out, *out.parents) if p.exists())

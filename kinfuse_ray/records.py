@@ -1,0 +1,143 @@
+"""What MLflow holds, read back: the finished trials of a study's latest sweep with that sweep's
+own settings, the law refitted from them, and every confirmed forecast in a store."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from kinfuse_ray.analysis import law_options, size_curves
+from kinfuse_ray.config import EvalConfig, PredictConfig, SweepConfig, parse_sweep
+from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.law import InfusionLaw, select_law
+from kinfuse_ray.output import SWEEP_FILE
+from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
+from kinfuse_ray.tracking import FORECAST_TAG, OUTPUT_TAG, _children, _env
+
+
+@dataclass
+class Recorded:
+    """What MLflow holds of one or more studies' latest sweeps."""
+
+    trials: list  # finished infusion trials (TrialResult)
+    base: list  # finished base runs (TrialResult)
+    sweep_files: list[dict]  # each latest sweep's own settings (its logged sweep.yaml)
+
+
+def _trial_result(run) -> TrialResult:
+    """A finished trial's run as the trial reported it (what older runs lack reads as NaN)."""
+    p, m = run.data.params, run.data.metrics
+    nan = float("nan")
+    metrics = {
+        "acquisition": nan, "val_loss": nan, "tokens_per_s": nan, "stopped_early": 0.0, **m,
+        "tokens": m.get("tokens") or int(p["tokens"]),
+        "exposures_per_fact": float(p.get("exposures_per_fact", "nan")),
+        "seconds": (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time else 0.0,
+    }  # fmt: skip
+    spec = TrialSpec(Phase(p["phase"]), p["size"], float(p["ratio"]))
+    return TrialResult.from_metrics(
+        spec, metrics, n_params=int(p["n_params"]), tokens=int(p["tokens"])
+    )
+
+
+def load_trials(tracking_uri: str, experiments: list[str]) -> Recorded:
+    """Rebuild the finished trials of the latest sweep recorded in each of `experiments`
+    (several studies combine; an earlier sweep under the same name, run before its file or the
+    code changed, does not), with that sweep's own settings."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    runs, sweep_files = [], []
+    for name in experiments:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise KinfuseError(f"mlflow: no experiment named '{name}' at {tracking_uri}")
+        latest = client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`{OUTPUT_TAG}` != ''",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not latest:
+            continue
+        # (a sweep from before its settings were logged has none)
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            contextlib.suppress(Exception),
+            _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
+        ):
+            path = client.download_artifacts(latest[0].info.run_id, SWEEP_FILE, tmp)
+            sweep_files.append(yaml.safe_load(Path(path).read_text()))
+        runs += _children(client, [found.experiment_id], latest[0].info.run_id, "FINISHED")
+    done = [
+        _trial_result(r) for r in runs if "retention" in r.data.metrics and "phase" in r.data.params
+    ]
+    trials = [t for t in done if t.phase is Phase.infuse]
+    if not trials:
+        raise KinfuseError(f"mlflow: no finished infusion trials in {', '.join(experiments)}")
+    return Recorded(trials, [t for t in done if t.phase is Phase.base], sweep_files)
+
+
+def confirmed_forecasts(tracking_uri: str) -> list[dict]:
+    """Every confirmed forecast in the store (all studies), oldest first, with its study."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    if not experiments:
+        return []
+    runs = client.search_runs(
+        list(experiments),
+        filter_string=f"tags.`{FORECAST_TAG}` != ''",
+        order_by=["attributes.start_time ASC"],
+        max_results=50_000,
+    )
+    return [
+        {"study": experiments[r.info.experiment_id], "run_id": r.info.run_id,
+         "start_time": r.info.start_time, **json.loads(r.data.tags[FORECAST_TAG])}
+        for r in runs
+    ]  # fmt: skip
+
+
+def fit_recorded(
+    experiments: list[str], tracking_uri: str, overrides: dict | None = None
+) -> tuple[InfusionLaw, SweepConfig | None, list[str]]:
+    """Refit the law from the trials MLflow holds, with the sweep's own settings as logged on its
+    parent run (the first study's, when several combine). `overrides` (None values ignored) win
+    and are named in the notes returned, as is anything that falls back to a default."""
+    recorded = load_trials(tracking_uri, experiments)
+    sweep, notes = None, []
+    evals, form, options = EvalConfig(), "auto", law_options(EvalConfig(), PredictConfig())
+    if recorded.sweep_files:
+        raw = recorded.sweep_files[0]
+        try:
+            sweep = parse_sweep(raw, f"{experiments[0]}'s sweep.yaml")
+            evals, form = sweep.eval, sweep.predict.law
+            options = law_options(evals, sweep.predict, sweep.seed)
+            notes.append(f"settings: sweep '{sweep.name}' as recorded on its parent run")
+        except KinfuseError as exc:  # recorded by an older version of kinfuse
+            with contextlib.suppress(ValueError):
+                evals = EvalConfig.model_validate(raw.get("eval") or {})
+                options = law_options(evals, PredictConfig())
+            notes.append(f"settings: the recorded ones' eval section ({exc})")
+    else:
+        notes.append("settings: none recorded with these trials; the defaults")
+    for key, value in (overrides or {}).items():
+        if value is None or value == (form if key == "form" else options.get(key)):
+            continue
+        before = form if key == "form" else options.get(key, "the default")
+        notes.append(f"--{key.replace('_', '-')} {value} overrides the sweep's {before}")
+        if key == "form":
+            form = value
+        else:
+            options[key] = value
+    # The ladder's trials only: a confirmation run's target is not a point of the law.
+    rungs = {rung["name"] for raw in recorded.sweep_files for rung in raw.get("ladder", [])}
+    trials, base = (
+        [t for t in found if not rungs or t.size in rungs]
+        for found in (recorded.trials, recorded.base)
+    )
+    law, _ = select_law(size_curves(trials, evals, base), form, **options)
+    return law, sweep, notes

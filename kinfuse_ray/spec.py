@@ -1,0 +1,75 @@
+"""What a trial is and what it returns: the vocabulary every layer shares (no torch, no Ray).
+
+A sweep is a set of trials. A `TrialSpec` names one (its phase, ladder size and infusion ratio);
+its `key` is its identity within the sweep, used for its MLflow run, its record of being done
+and its Ray Train run folder. A `TrialResult` is what a finished trial contributes to the
+analysis, whether it comes from Tune, from a base run reused from the shared store, or from
+MLflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    base = "base"  # general-only training from scratch; shared by a size's infusion trials
+    infuse = "infuse"  # training on the mix at ratio r
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    phase: Phase
+    size: str
+    ratio: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.phase}-{self.size}-r{self.ratio:g}"
+
+    def to_config(self) -> dict:
+        """The form Tune carries in a trial's config (plain values: Tune saves it as JSON)."""
+        return {"phase": self.phase.value, "size": self.size, "ratio": self.ratio}
+
+    @classmethod
+    def from_config(cls, config: dict) -> TrialSpec:
+        return cls(Phase(config["phase"]), config["size"], float(config["ratio"]))
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    phase: Phase
+    size: str
+    n_params: int
+    ratio: float
+    tokens: int  # the trial's token budget D
+    tokens_trained: int  # fewer than `tokens` when the trial stopped early
+    retention: float
+    acquisition: float
+    val_loss: float
+    exposures_per_fact: float
+    tokens_per_s: float
+    stopped_early: bool
+    seconds: float  # the trial's wall time, evaluation and start-up included
+
+    @classmethod
+    def from_metrics(
+        cls, spec: TrialSpec, metrics: dict, *, n_params: int, tokens: int
+    ) -> TrialResult:
+        """From a trial's final metrics as the training loop reports them."""
+        return cls(
+            phase=spec.phase,
+            size=spec.size,
+            n_params=n_params,
+            ratio=spec.ratio,
+            tokens=tokens,
+            tokens_trained=int(metrics["tokens"]),
+            retention=metrics["retention"],
+            acquisition=metrics["acquisition"],
+            val_loss=metrics["val_loss"],
+            exposures_per_fact=metrics["exposures_per_fact"],
+            tokens_per_s=metrics["tokens_per_s"],
+            stopped_early=bool(metrics["stopped_early"]),
+            seconds=metrics.get("time_total_s", metrics.get("seconds", 0.0)),
+        )

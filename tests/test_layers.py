@@ -1,0 +1,105 @@
+"""The package's layers, bottom to top, read from the source: a module imports only from its own
+layer or those below it (lazy imports inside functions included), the lower layers stay free
+of the frameworks above them, and no two modules import each other, directly or round a loop."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from .helpers import REPO
+
+LAYERS = {
+    "schema": {"errors", "files", "spec", "hardware", "config", "plan"},
+    "science": {"collapse", "law", "mixing", "knowledge", "analysis"},
+    "training": {"data", "model", "parallel", "checkpoint", "metrics", "train", "trial"},
+    "io": {"tracking", "records", "output"},
+    "ray": {"search", "progress", "live_metrics", "ray_trial", "cluster", "mlflow_mirror",
+            "console", "tune_experiment", "tokenize_job", "wikidata"},
+    "top": {"sweep", "plots", "cli", "__init__"},
+}  # fmt: skip
+ORDER = list(LAYERS)
+# Frameworks a layer must not import (nor, so, pull into whoever imports it).
+BANNED = {
+    "schema": {"torch", "transformers", "ray", "mlflow"},
+    "science": {"torch", "transformers", "ray", "mlflow"},
+    "training": {"ray", "mlflow"},
+    "io": {"torch", "transformers", "ray"},
+}
+PACKAGE = REPO / "kinfuse_ray"
+
+
+def layer_of(module: str) -> str:
+    return next(name for name, members in LAYERS.items() if module in members)
+
+
+def imports(path: Path) -> tuple[set[str], set[str]]:
+    """(kinfuse_ray modules, other top-level packages) that `path` imports anywhere in it."""
+    ours, theirs = set(), set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+            if node.module == "kinfuse_ray":  # from kinfuse_ray import checkpoint
+                names = [f"kinfuse_ray.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name.startswith("kinfuse_ray."):
+                ours.add(name.split(".")[1])
+            else:
+                theirs.add(name.split(".")[0])
+    return ours, theirs
+
+
+GRAPH = {path.stem: imports(path) for path in sorted(PACKAGE.glob("*.py"))}
+
+
+def test_every_module_has_a_layer():
+    assert set(GRAPH) == set().union(*LAYERS.values())
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_no_module_imports_from_a_layer_above_it(module):
+    ours, theirs = GRAPH[module]
+    mine = ORDER.index(layer_of(module))
+    upward = sorted(m for m in ours if ORDER.index(layer_of(m)) > mine)
+    assert not upward, f"{module} ({layer_of(module)}) imports {upward} from above"
+    frameworks = sorted(theirs & BANNED.get(layer_of(module), set()))
+    assert not frameworks, f"{module} ({layer_of(module)}) imports {frameworks}"
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import loop in `graph` (module -> modules it imports), or None."""
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        state[module] = "open"
+        for target in sorted(graph.get(module, set()) - {module}):
+            if state.get(target) == "open":
+                return path[path.index(target) :] + [target]
+            if target not in state and (found := visit(target, [*path, target])):
+                return found
+        state[module] = "done"
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module, [module])):
+            return found
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    cycle = find_cycle({module: ours for module, (ours, _) in GRAPH.items()})
+    assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
+
+
+def test_the_checks_can_fail(tmp_path):
+    """On a planted lazy upward import and a planted loop, the checks above do fail."""
+    (tmp_path / "low.py").write_text("def f():\n    from kinfuse_ray.sweep import run_sweep\n")
+    (tmp_path / "pkg.py").write_text("from kinfuse_ray import low\nimport torch.nn\n")
+    assert imports(tmp_path / "low.py")[0] == {"sweep"}
+    assert imports(tmp_path / "pkg.py") == ({"low"}, {"torch"})
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
