@@ -28,7 +28,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the checkout, installed or not
 
-from kinfuse_ray.config import BUNDLED_DATA, load_sweep  # noqa: E402
+from kinfuse_ray.config import BUNDLED_DATA, Schedule, load_sweep  # noqa: E402
 from kinfuse_ray.data import build_bundle  # noqa: E402
 from kinfuse_ray.parallel import Dist  # noqa: E402
 from kinfuse_ray.plan import GIB, training_memory  # noqa: E402
@@ -226,7 +226,7 @@ def check_fsdp(sweep, bundle, size, dist: Dist) -> list[str]:
                 update={
                     "parallelism": "fsdp",
                     "activation_checkpointing": True,
-                    "schedule": "scratch",
+                    "schedule": Schedule.scratch,
                 }
             ),
             "output_dir": sweep.out / "fsdp",
