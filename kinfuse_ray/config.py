@@ -119,6 +119,11 @@ class DataConfig(Strict):
     # (the general facts, and so their rehearsal per fact, stay the same on every rung).
     domain_facts_exponent: Annotated[float, Field(ge=0, le=1)] = 0.0
     general_fact_share: Share = 0.8
+    # How the general facts appear in the general stream: "sentences", each fact on its own in
+    # short paragraphs between runs of corpus text; or "documents", the facts about each
+    # subject together in one paragraph (an article about the entity), as knowledge sits in
+    # real text. Either way they hold `general_fact_share` of its tokens.
+    general_layout: Literal["sentences", "documents"] = "sentences"
     vocab_size: int = Field(default=2048, ge=256)
     seq_len: int = Field(default=128, ge=16)
 

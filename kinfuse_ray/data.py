@@ -87,7 +87,8 @@ class DataBundle:
     ) -> DataBundle:
         """The first `n_general` general and `n_domain` domain facts (None: all) with the probes
         the evaluation uses: every probe, or the seeded samples `evals` asks for."""
-        n_general = n_general or len(self.general_facts)
+        # (The general facts are the same on every rung, so slicing never cuts a document.)
+        n_general = n_general or len(self.retention.prompts)
         n_domain = n_domain or len(self.domain_facts)
         return dataclasses.replace(
             self,
@@ -380,6 +381,29 @@ def _tokenize_facts(
     return out
 
 
+def _tokenize_documents(
+    tokenizer: Tokenizer, triples: list[Triple], relations: dict[str, Relation], eos: int
+) -> list[list[np.ndarray]]:
+    """One document per subject (in the order subjects first appear): its facts' sentences in
+    one paragraph. Rendering t of a document takes paraphrase t of each of its facts (cycling),
+    so the stream varies the wording from epoch to epoch as it does for single facts."""
+    by_subject: dict[str, list[Triple]] = {}
+    for triple in triples:
+        by_subject.setdefault(triple.subject, []).append(triple)
+    out = []
+    for facts in by_subject.values():
+        n = max(len(relations[f.relation].templates) for f in facts)
+        texts = [
+            " ".join(
+                render(f, relations[f.relation], t % len(relations[f.relation].templates))
+                for f in facts
+            )
+            for t in range(n)
+        ]
+        out.append([np.append(ids, eos).astype(np.int32) for ids in encode(tokenizer, texts)])
+    return out
+
+
 def _tokenize_probes(tokenizer: Tokenizer, probes: list, eos: int) -> TokenizedProbes:
     prompts = [
         np.append(eos, ids).astype(np.int32)
@@ -472,7 +496,11 @@ def build_bundle(
         eos_id=eos,
         tokens_path=str(tokens),
         n_val=n_val,
-        general_facts=_tokenize_facts(tokenizer, general, relations, eos),
+        general_facts=(
+            _tokenize_documents(tokenizer, general, relations, eos)
+            if data.general_layout == "documents"
+            else _tokenize_facts(tokenizer, general, relations, eos)
+        ),
         domain_facts=_tokenize_facts(tokenizer, domain, relations, eos),
         retention=_tokenize_probes(tokenizer, retention, eos),
         acquisition=_tokenize_probes(tokenizer, acquisition, eos),
