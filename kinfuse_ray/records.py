@@ -18,7 +18,7 @@ from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.law import InfusionLaw, select_law
 from kinfuse_ray.output import SWEEP_FILE
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
-from kinfuse_ray.tracking import FORECAST_TAG, OUTPUT_TAG, _children, _env
+from kinfuse_ray.tracking import FORECAST_TAG, OUTPUT_TAG, child_run_search, scoped_env
 
 
 @dataclass
@@ -68,11 +68,11 @@ def load_trials(tracking_uri: str, experiments: list[str]) -> Recorded:
         with (
             tempfile.TemporaryDirectory() as tmp,
             contextlib.suppress(Exception),
-            _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
+            scoped_env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
         ):
             path = client.download_artifacts(latest[0].info.run_id, SWEEP_FILE, tmp)
             sweep_files.append(yaml.safe_load(Path(path).read_text()))
-        runs += _children(client, [found.experiment_id], latest[0].info.run_id, "FINISHED")
+        runs += child_run_search(client, [found.experiment_id], latest[0].info.run_id, "FINISHED")
     done = [
         _trial_result(r) for r in runs if "retention" in r.data.metrics and "phase" in r.data.params
     ]

@@ -39,7 +39,7 @@ from kinfuse_ray.progress import Progress
 from kinfuse_ray.search import LadderSearch, ratio_strategies
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
 from kinfuse_ray.tracking import FORECAST_TAG, Tracker, store_failure
-from kinfuse_ray.trial import base_key, stored_base
+from kinfuse_ray.trial import base_run_dir, rung_bundle, stored_base
 from kinfuse_ray.tune_experiment import run_experiment
 
 
@@ -124,14 +124,17 @@ def _run_phase(
     """Base runs and infusion trials of the ladder's sizes (`only` those, if given) as one Tune
     experiment mirrored to MLflow; base runs the shared store holds are reused."""
     sizes = only or [s.name for s in sweep.ladder]
-    reused = {}
+    reused, base = {}, []
     if sweep.train.schedule is Schedule.continued:
-        stored = {s: stored_base(sweep, bundle, s) for s in sizes}
-        reused = {s: found for s, found in stored.items() if found is not None}
-    base = [s for s in sizes if sweep.train.schedule is Schedule.continued and s not in reused]
-    for size, found in reused.items():
-        if record_reused_base(tracker, parent, sweep, found, base_key(sweep, bundle, size)):
-            print(f"kinfuse: {size}: base run reused from the shared store", flush=True)
+        for size in sizes:
+            folder = base_run_dir(sweep, rung_bundle(sweep, bundle, size), size)
+            found = stored_base(sweep, folder, size)
+            if found is None:
+                base.append(size)
+                continue
+            reused[size] = found
+            if record_reused_base(tracker, parent, sweep, found, folder.name):
+                print(f"kinfuse: {size}: base run reused from the shared store", flush=True)
     # One set of ratio strategies: the searcher proposes from them, the progress table counts
     # from them (a resumed experiment's callbacks and searcher come back as Tune saved them).
     strategies = ratio_strategies(sweep, sizes, {s: found.retention for s, found in reused.items()})

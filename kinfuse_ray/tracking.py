@@ -42,7 +42,7 @@ def _reason(exc: Exception) -> str:
 
 
 @contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
+def scoped_env(**values: str) -> Iterator[None]:
     """Set environment variables for a block, then restore what was there."""
     before = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
@@ -117,7 +117,7 @@ class Tracker:
             _check_database(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         # The first contact fails fast (seconds, not minutes of retries) on a wrong address.
-        with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+        with scoped_env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
             self.experiment_id = self._experiment(experiment)
 
     def __reduce__(self):  # pickled (with Tune's callbacks): reconnects where it is loaded
@@ -193,7 +193,7 @@ class Tracker:
 
     def child_runs(self, parent: str) -> dict:
         """The trial runs of sweep run `parent`, by trial key."""
-        runs = _children(self.client, [self.experiment_id], parent)
+        runs = child_run_search(self.client, [self.experiment_id], parent)
         return {r.data.tags[TRIAL_TAG]: r for r in runs if TRIAL_TAG in r.data.tags}
 
     def sweep_runs(self, output_dir: Path) -> list:
@@ -206,13 +206,15 @@ class Tracker:
 
     def end_open_children(self, parent: str, status: str = "FAILED") -> int:
         """Close every child run of `parent` still RUNNING (a crash must not leave any open)."""
-        runs = _children(self.client, [self.experiment_id], parent, status="RUNNING")
+        runs = child_run_search(self.client, [self.experiment_id], parent, status="RUNNING")
         for run in runs:
             self.end_run(run.info.run_id, status)
         return len(runs)
 
 
-def _children(client: MlflowClient, experiments: list[str], parent: str, status: str = "") -> list:
+def child_run_search(
+    client: MlflowClient, experiments: list[str], parent: str, status: str = ""
+) -> list:
     """The child runs of `parent` (with `status`, if given): the one query for a sweep's trials."""
     where = f"tags.mlflow.parentRunId = '{parent}'"
     if status:

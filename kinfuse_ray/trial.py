@@ -21,7 +21,7 @@ import torch
 
 from kinfuse_ray import checkpoint
 from kinfuse_ray.config import Schedule, SweepConfig
-from kinfuse_ray.data import DataBundle, TokenizedProbes
+from kinfuse_ray.data import DataBundle
 from kinfuse_ray.mixing import Stream
 from kinfuse_ray.model import build_model
 from kinfuse_ray.parallel import SINGLE, Dist, parallelize
@@ -45,18 +45,19 @@ def rung_bundle(sweep: SweepConfig, bundle: DataBundle, size: str) -> DataBundle
     return bundle.for_load(*load, sweep.eval, sweep.seed)
 
 
-def base_key(sweep: SweepConfig, bundle: DataBundle, size: str) -> str:
+def base_key(sweep: SweepConfig, rung: DataBundle, size: str) -> str:
     """What determines a size's base run, hashed: the shape, its training settings (learning
     rate, batch, base tokens, parallelism), the seed, the evaluation cadence, and the data
-    itself (tokenizer, corpus tokens, the rung's facts and probes), with the code's version.
-    Two sweeps that need the same base run find it under the same key."""
-    rung = rung_bundle(sweep, bundle, size)
+    itself (tokenizer, corpus tokens, the rung's facts and probes: `rung_bundle`), with the
+    code's version. Two sweeps that need the same base run find it under the same key."""
     digest = hashlib.sha256()
-    for arrays in (*rung.general_facts, *rung.domain_facts):
-        for ids in arrays:
-            digest.update(np.ascontiguousarray(ids, dtype=np.int64).tobytes() + b"|")
-    for probes in (rung.retention, rung.acquisition):
-        _hash_probes(digest, probes)
+    probes = (rung.retention, rung.acquisition)
+    _hash_arrays(
+        digest, [ids for fact in (*rung.general_facts, *rung.domain_facts) for ids in fact]
+    )
+    options = [ids for p in probes for choices in p.options for ids in choices]
+    _hash_arrays(digest, [ids for p in probes for ids in p.prompts] + options)
+    _hash_arrays(digest, [p.answers for p in probes])
     settings = {
         "version": _code_version(),
         "shape": sweep.size(size).model_dump(mode="json", exclude={"name"}),
@@ -70,6 +71,13 @@ def base_key(sweep: SweepConfig, bundle: DataBundle, size: str) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def _hash_arrays(digest, arrays: list[np.ndarray]) -> None:
+    """Token id arrays into `digest`: their lengths, then their ids in one pass."""
+    digest.update(np.array([len(a) for a in arrays], dtype=np.int64).tobytes())
+    if arrays:
+        digest.update(np.concatenate(arrays).astype(np.int64).tobytes())
+
+
 def _code_version() -> str:
     try:
         return version("kinfuse-ray")
@@ -77,23 +85,15 @@ def _code_version() -> str:
         return "source"
 
 
-def _hash_probes(digest, probes: TokenizedProbes) -> None:
-    for prompt, options in zip(probes.prompts, probes.options, strict=True):
-        for ids in (prompt, *options):
-            digest.update(np.ascontiguousarray(ids, dtype=np.int64).tobytes() + b"|")
-    digest.update(np.ascontiguousarray(probes.answers, dtype=np.int64).tobytes())
-
-
-def base_run_dir(sweep: SweepConfig, bundle: DataBundle, size: str) -> Path:
+def base_run_dir(sweep: SweepConfig, rung: DataBundle, size: str) -> Path:
     """The folder of a size's base run in the shared store: its final weights and optimizer
     state (sharded as the run was) and, in its progress file, its final metrics. Its
     `progress.json` is the one record that the base run is done."""
-    return sweep.out.parent / BASE_STORE / base_key(sweep, bundle, size)
+    return sweep.out.parent / BASE_STORE / base_key(sweep, rung, size)
 
 
-def stored_base(sweep: SweepConfig, bundle: DataBundle, size: str) -> TrialResult | None:
-    """The finished base run of `size` from the store (None: not there yet)."""
-    folder = base_run_dir(sweep, bundle, size)
+def stored_base(sweep: SweepConfig, folder: Path, size: str) -> TrialResult | None:
+    """The finished base run of `size` in `folder` (`base_run_dir`); None: not there yet."""
     if not checkpoint.is_complete(folder):
         return None
     try:
@@ -119,15 +119,11 @@ def run_trial(
     its `dist` place (a process group set up). `resume` is a checkpoint folder this trial saved
     before it was interrupted."""
     started = time.monotonic()
-    size, phase, ratio, cfg = (
-        sweep.size(spec.size),
-        spec.phase,
-        spec.ratio,
-        sweep.train_for(spec.size),
-    )
+    size, phase, ratio = sweep.size(spec.size), spec.phase, spec.ratio
+    cfg = sweep.train_for(spec.size)
     torch.set_num_threads(cfg.cpus_per_trial)
-    base = base_run_dir(sweep, bundle, size.name)
     bundle = rung_bundle(sweep, bundle, size.name)
+    base = base_run_dir(sweep, bundle, size.name)
     torch.manual_seed(sweep.seed)
     model = build_model(size, bundle.vocab_size, bundle.seq_len, bundle.eos_id)
     model = parallelize(model, dist, cfg.parallelism, cfg.activation_checkpointing)
