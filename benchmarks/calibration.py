@@ -1,99 +1,97 @@
-"""How honest are the law's intervals? Leave-one-size-out on recorded ladder sweeps.
+"""How honest are the forecast's intervals? Leave-one-size-out on recorded sweeps.
 
-For every seed's ladder, every size in turn is left out, the law is fitted to the other sizes
-and the left-out size's collapse point is predicted. Printed per method and form: how often the
-nominal intervals cover the measured r*, their median width, and the median |log error| in the
-general share 1 - r*, next to the baseline "the nearest measured size's r* as is".
+For every recorded sweep (one seed's ladder each), every size in turn is left out, the remaining
+sizes choose and fit their law (form "auto": inside each fold, as a sweep would) and predict the
+left-out size. Printed for three quantities: r*, the ratio keeping the tolerance (retention at
+`eval.plateau_tolerance` x plateau) and the ratio from which the domain is learned. For each:
+how often the nominal intervals cover what the held-out size measured, their median width in
+logits, and the median |error| in logits against the baseline "the nearest measured size's value
+as is". The commit, torch version and CPU kernels head the output.
 
-Run the ladder first (the commands are in docs/findings.md), then:
-
-    .venv/bin/python benchmarks/calibration.py
-    .venv/bin/python benchmarks/calibration.py --tracking-uri sqlite:////tmp/calib/mlflow.db \
-        --experiment ladder_cpu-seed0 --experiment ladder_cpu-seed1 --experiment ladder_cpu-seed2
+    .venv/bin/python benchmarks/calibration.py --experiment quickstart \\
+        --experiment quickstart-seed1 --experiment quickstart-seed2
+    .venv/bin/python benchmarks/calibration.py --form power_n --experiment ladder_cpu ...
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import time
 
 import numpy as np
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from kinfuse_ray.analysis import size_curves  # noqa: E402
-from kinfuse_ray.config import EvalConfig  # noqa: E402
-from kinfuse_ray.errors import KinfuseError  # noqa: E402
-from kinfuse_ray.law import HeldOut, InfusionLaw  # noqa: E402
-from kinfuse_ray.tracking import load_trials  # noqa: E402
+from kinfuse_ray.analysis import law_options, size_curves  # noqa: E402
+from kinfuse_ray.config import EvalConfig, PredictConfig  # noqa: E402
+from kinfuse_ray.law import HeldOut, HeldValue, leave_one_size_out  # noqa: E402
+from kinfuse_ray.records import load_trials  # noqa: E402
 
-LADDER = ["ladder_cpu", "ladder_cpu-seed1", "ladder_cpu-seed2"]
-CANDIDATES = [("joint", "power_n"), ("joint", "power_n_sat"), ("points", "power_n"),
-              ("points", "power_n_sat")]  # fmt: skip
+QUANTITIES = {"r*": "rstar", "keep ratio": "keep", "learn ratio": "learn"}
 
 
-def held_out(curves, method: str, form: str, bootstrap: int, confidence: float) -> list[HeldOut]:
-    law = InfusionLaw(form=form, method=method, n_bootstrap=bootstrap, confidence=confidence)
-    try:
-        return law.fit(curves).held_out_
-    except KinfuseError as exc:
-        print(f"  {method}/{form}: {exc}")
-        return []
-
-
-def row(name: str, results: list[HeldOut]) -> str:
-    if not results:
+def row(name: str, values: list[HeldValue]) -> str:
+    if not values:
         return f"| {name} | 0 | - | - | - | - |"
-    coverage = np.mean([h.covered for h in results])
-    width = np.median([h.interval[1] - h.interval[0] for h in results])
-    error = np.median([abs(h.log_error) for h in results])
-    baseline = np.median([abs(h.baseline_log_error) for h in results])
+    coverage = np.mean([v.covered for v in values])
+    width = np.median([v.width_logits for v in values])
+    error = np.median([abs(v.logit_error) for v in values])
+    baseline = np.median([abs(v.baseline_logit_error) for v in values])
+    gain = f" ({1 - error / baseline:+.0%})" if baseline > 0 else ""
     return (
-        f"| {name} | {len(results)} | {coverage:.0%} | {width:.3f} | {error:.3f} | "
-        f"{baseline:.3f} ({1 - error / baseline:+.0%}) |"
+        f"| {name} | {len(values)} | {coverage:.0%} | {width:.2f} | {error:.3f} | "
+        f"{baseline:.3f}{gain} |"
     )
+
+
+def provenance() -> str:
+    import torch
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()  # fmt: skip
+    return (f"commit {commit or '?'}, torch {torch.__version__}, CPU kernels "
+            f"{torch.backends.cpu.get_cpu_capability()}")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
-    parser.add_argument("--experiment", action="append", help=f"default: {', '.join(LADDER)}")
+    parser.add_argument("--experiment", action="append", required=True, help="one per seed")
+    parser.add_argument("--form", default="auto", help="auto: chosen inside each fold")
+    parser.add_argument("--method", default="joint", choices=["joint", "points"])
     parser.add_argument("--bootstrap", type=int, default=400, help="draws per held-out fit")
     parser.add_argument("--confidence", type=float, default=0.9)
     args = parser.parse_args()
-    experiments = args.experiment or LADDER
     evals = EvalConfig()
-    per_seed = {}
-    for name in experiments:
-        recorded = load_trials(args.tracking_uri, [name])
-        per_seed[name] = size_curves(recorded.trials, evals, recorded.base)
-        measured = {c.name: c.collapse(evals.collapse_threshold).ratio for c in per_seed[name]}
-        print(
-            f"{name}: r* "
-            + ", ".join(f"{s} {'-' if r is None else f'{r:.3f}'}" for s, r in measured.items())
-        )
+    options = {
+        **law_options(evals, PredictConfig()),
+        "method": args.method,
+        "n_bootstrap": args.bootstrap,
+        "confidence": args.confidence,
+    }
+    print(provenance())
     started = time.monotonic()
-    results: dict[str, list[HeldOut]] = {}
-    for method, form in CANDIDATES:
-        name = f"{method}/{form}"
-        results[name] = [
-            h
-            for curves in per_seed.values()
-            for h in held_out(curves, method, form, args.bootstrap, args.confidence)
-        ]
-    print(f"\n{len(per_seed)} ladders, leave-one-size-out, {args.confidence:.0%} intervals "
-          f"({time.monotonic() - started:.0f} s):\n")  # fmt: skip
-    print("| method/law | predictions | coverage | median width | median abs log error "
-          "in 1 - r* | baseline (law's gain) |")  # fmt: skip
+    held: list[HeldOut] = []
+    for name in args.experiment:
+        recorded = load_trials(args.tracking_uri, [name])
+        curves = size_curves(recorded.trials, evals, recorded.base)
+        found = leave_one_size_out(curves, args.form, **options)
+        held += found
+        print(f"{name}: " + "; ".join(
+            f"{h.size} r* {h.measured:.3f} law {h.predicted:.3f} ({h.interval[0]:.3f}-"
+            f"{h.interval[1]:.3f}{'' if h.covered else ' MISS'}, {h.form})" for h in found))  # fmt: skip
+    print(
+        f"\n{len(args.experiment)} sweeps, leave-one-size-out, {args.method} fit, form "
+        f"{args.form}, {args.confidence:.0%} intervals ({time.monotonic() - started:.0f} s):\n"
+    )
+    print("| quantity | predictions | coverage | median width (logits) | median abs error "
+          "(logits) | nearest size as is (law's gain) |")  # fmt: skip
     print("|---|---|---|---|---|---|")
-    for name, found in results.items():
-        print(row(name, found))
-    print("\nper held-out size (joint/power_n):")
-    for h in results["joint/power_n"]:
-        print(f"  {h.size:<7} measured {h.measured:.3f}  law {h.predicted:.3f} "
-              f"({h.interval[0]:.3f}-{h.interval[1]:.3f}{'' if h.covered else ', MISSES'})  "
-              f"baseline {h.baseline:.3f}")  # fmt: skip
+    for label, attr in QUANTITIES.items():
+        values = [v for h in held if (v := getattr(h, attr)) is not None]
+        print(row(label, values))
 
 
 if __name__ == "__main__":

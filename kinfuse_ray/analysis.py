@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +60,9 @@ class Summary:
                     for h in self.law.held_out_
                 ],  # fmt: skip
                 "held_out_summary": self.law.held_out_summary,
-                "saturation": (
-                    {**asdict(self.law.saturation_), "saturated": self.law.saturation_.saturated}
-                    if self.law.saturation_
+                "top_slope": (
+                    {**asdict(self.law.top_slope_), "moving": self.law.top_slope_.moving}
+                    if self.law.top_slope_
                     else None
                 ),
             }
@@ -91,6 +91,7 @@ class Summary:
                 {
                     "target": self.target,
                     **asdict(self.recommendation),
+                    "recommended_ratio": self.recommendation.recommended_ratio,
                     "window_empty": self.recommendation.window_empty,
                 }
                 if self.recommendation
@@ -114,7 +115,11 @@ class Summary:
                 metrics.update({f"law.loso_{k}": v for k, v in self.law.held_out_summary.items()})
         if self.recommendation:
             p = self.recommendation
-            metrics["recommended_ratio"] = p.recommended_ratio
+            if p.recommended_ratio is not None:
+                metrics["recommended_ratio"] = p.recommended_ratio
+            metrics["forecast_informative"] = float(p.decision.informative)
+            if p.decision.c_star is not None:
+                metrics["c_star"] = p.decision.c_star
             metrics["predicted_collapse_ratio"] = p.ratio
             metrics["predicted_collapse_ratio_lo"], metrics["predicted_collapse_ratio_hi"] = (
                 p.interval
@@ -126,42 +131,6 @@ class Summary:
             if c.predicted is not None:
                 metrics[f"confirm.{c.role}.predicted_retention"] = c.predicted
         return metrics
-
-    def table(self) -> str:
-        def fmt(v: float | None) -> str:
-            return "-" if v is None else f"{v:.3f}"
-
-        lines = [
-            f"{'size':<12}{'n_params':>10}  {'collapse r*':>11}  {'bracket':<13}  {'best safe':>9}  "
-            f"{'learns from':>11}  note"
-        ]
-        for s in self.sizes:
-            c = s.collapse
-            lines.append(
-                f"{s.size:<12}{s.n_params:>10,}  {fmt(c.ratio):>11}  "
-                f"{f'{c.bracket[0]:.2f}-{c.bracket[1]:.2f}':<13}  {fmt(s.best_safe_ratio):>9}  "
-                f"{fmt(s.acquisition_threshold):>11}  {'' if c.found else c.outcome.value}"
-            )
-        return "\n".join(lines)
-
-    def describe(self) -> str:
-        """The whole answer for people, in Markdown: the sweep's parent run shows it in MLflow."""
-        parts = [f"## {self.study}: collapse per size", "", "```", self.table(), "```", ""]
-        if self.law is None:
-            parts.append(f"No law fitted: {self.law_note}")
-        else:
-            parts += ["## The law", "", "```", self.law.report(), "```", ""]
-        if self.recommendation is not None:
-            p = self.recommendation
-            parts += [
-                f"## Recommendation for {self.target} ({p.n_params:,.0f} non-embedding "
-                f"parameters, {p.tokens:,.0f} tokens)", "", "```", p.describe(),
-                *(f"warning: {w}" for w in p.warnings), "```",
-            ]  # fmt: skip
-        if self.confirmation:
-            parts += ["", f"## Confirmation: {self.target} trained at the forecast's ratios", "",
-                      "```", *(c.describe() for c in self.confirmation), "```"]  # fmt: skip
-        return "\n".join(parts)
 
 
 @dataclass(frozen=True)
@@ -187,16 +156,6 @@ class Confirmation:
     @property
     def error(self) -> float | None:
         return None if self.predicted is None else self.measured - self.predicted
-
-    def describe(self) -> str:
-        what = (
-            f"{self.role:<11} r = {self.ratio:.4f}: retention kept {self.measured:.2f} of plateau"
-        )
-        if self.predicted is None:
-            return what
-        lo, hi = self.interval
-        verdict = "inside" if self.covered else "OUTSIDE"
-        return f"{what}, predicted {self.predicted:.2f} ({lo:.2f}-{hi:.2f}, {verdict})"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "covered": self.covered, "error": self.error}
@@ -255,9 +214,17 @@ def size_curves(
                 tuple(t.retention for t in mine),
                 tuple(t.acquisition for t in mine),
                 plateau,
+                _rate([t.exposures_per_fact / (t.ratio * t.tokens) for t in mine if t.ratio > 0]),
+                _rate([t.general_exposures_per_fact / ((1 - t.ratio) * t.tokens) for t in mine]),
             )
         )
     return out
+
+
+def _rate(values: list[float]) -> float:
+    """The median of what was recorded (NaN where older trials did not record it)."""
+    known = [v for v in values if not np.isnan(v)]
+    return float(np.median(known)) if known else float("nan")
 
 
 def size_results(
@@ -289,6 +256,7 @@ def law_options(evals: EvalConfig, predict: PredictConfig, seed: int = 0) -> dic
         tolerance=evals.plateau_tolerance,
         tolerances=tuple(predict.tolerances),
         acquisition_target=predict.acquisition_target,
+        rule=predict.rule,
         n_bootstrap=predict.bootstrap,
         seed=seed,
     )
@@ -315,9 +283,18 @@ def summarise(
     p = sweep.predict
     if p.target is not None:
         summary.target = p.target.size.name
-        summary.recommendation = summary.law.predict(
+        prediction = summary.law.predict(
             sweep.target_n_params, p.target.tokens or sweep.train.tokens
         )
+        if sweep.data.domain_facts_exponent:
+            n_domain = sweep.knowledge_load(sweep.target_n_params)[1]
+            note = (
+                f"the target would get {n_domain} domain facts by data.domain_facts_exponent, the "
+                f"largest rung {sweep.knowledge_load(max(sweep.n_params.values()))[1]}: exposures "
+                "per domain fact are the largest rung's"
+            )
+            prediction = replace(prediction, warnings=(*prediction.warnings, note))
+        summary.recommendation = prediction
     return summary
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import textwrap
 from pathlib import Path
 
 from kinfuse_ray.config import MLFLOW_DEFAULTS
@@ -30,13 +29,10 @@ class Interrupted(KinfuseError):
 
 
 def _print_prediction(prediction, target: str) -> None:
-    print(
-        f"\nrecommendation for {target} ({prediction.n_params:,.0f} non-embedding params, "
-        f"{prediction.tokens:,.0f} tokens):"
-    )
-    print(textwrap.indent(prediction.describe(), "  "))
-    for warning in prediction.warnings:
-        print(f"  warning: {warning}")
+    from kinfuse_ray.presentation import describe_recommendation
+
+    print()
+    print(describe_recommendation(prediction, target))
 
 
 def _mlflow_ui_hint(uri: str) -> str:
@@ -62,18 +58,10 @@ def _sweep(args: argparse.Namespace) -> None:
     except KeyboardInterrupt:
         command = " ".join(["kinfuse", *(shlex.quote(a) for a in sys.argv[1:] if a != "--resume")])
         raise Interrupted(f"interrupted; carry on with: {command} --resume") from None
+    from kinfuse_ray.presentation import describe_answer
+
     print()
-    print(summary.table())
-    print()
-    print(summary.law.report() if summary.law else f"no law fitted: {summary.law_note}")
-    if len(summary.law_comparison) > 1:
-        ranked = ", ".join(
-            f"{c['law']} (held-out |log error| {c['held_out_log_error']})"
-            for c in summary.law_comparison
-        )
-        print(f"  forms compared by leave-one-size-out, best first: {ranked}")
-    if summary.recommendation:
-        _print_prediction(summary.recommendation, summary.target)
+    print(describe_answer(summary))
     print(f"\nsummary.json and plots: {sweep.out}")
     print(f"wall time: {summary.wall_seconds:.0f} s")
     print(_mlflow_ui_hint(sweep.mlflow.tracking_uri))
@@ -130,6 +118,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _fit_recorded(args: argparse.Namespace):
+    from kinfuse_ray.presentation import describe_law
     from kinfuse_ray.records import fit_recorded
 
     if not args.experiment:
@@ -137,7 +126,7 @@ def _fit_recorded(args: argparse.Namespace):
     law, sweep, notes = fit_recorded(args.experiment, args.tracking_uri, _overrides(args))
     for note in notes:
         print(note)
-    print(law.report())
+    print(describe_law(law))
     return law, sweep
 
 
@@ -162,8 +151,10 @@ def _predict(args: argparse.Namespace) -> None:
     from kinfuse_ray.law import InfusionLaw
 
     if args.law_file:
+        from kinfuse_ray.presentation import describe_law
+
         law = InfusionLaw.load(args.law_file)
-        print(law.report())
+        print(describe_law(law))
     elif args.experiment:
         law, _ = _fit_recorded(args)
     else:

@@ -239,7 +239,13 @@ class PredictConfig(Strict):
     # below that); or name one: power_n, power_n_sat (saturates), power_nd, power_nd_sat
     law: Literal["auto", "power_n", "power_n_sat", "power_nd", "power_nd_sat"] = "auto"
     method: Literal["joint", "points"] = "joint"  # fit every trial, or the per-size r* points
+    # The confidence every forecast statement is made at: both sides of the infusion window,
+    # and the recommended ratio (kinfuse_ray/decision.py).
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    # How one ratio is picked: retention_first, the largest ratio that keeps retention at the
+    # tolerance with `confidence`; balanced, where P(keeps) and P(learns) are jointly highest;
+    # domain_first, the smallest ratio that learns the domain with `confidence`.
+    rule: Literal["retention_first", "balanced", "domain_first"] = "retention_first"
     # Retention kept (share of plateau) for the table of ratios; eval.plateau_tolerance picks
     # the recommended one.
     tolerances: list[Share] = Field(default=[0.95, 0.9, 0.8], min_length=1)

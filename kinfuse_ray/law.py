@@ -42,6 +42,7 @@ from scipy.stats import t as student_t
 
 from kinfuse_ray.collapse import CollapsePoint, detect_acquisition, detect_collapse
 from kinfuse_ray.config import EVAL_DEFAULTS, PREDICT_DEFAULTS
+from kinfuse_ray.decision import Decision, DecisionCurves, decide, width_sources
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.files import write_json_atomic
 
@@ -60,6 +61,7 @@ HUBER_LOGIT = 0.3  # points method: logit residual where the loss turns linear
 SOFT_L1_RETENTION = 0.05  # joint method: retention residual where the loss turns linear
 EXTRAPOLATION_WARN = 10.0  # warn when the query lies this factor beyond the fitted sizes
 EDGE = 1e-6  # ratios are kept this far inside (0, 1) before taking logits
+FORMAT = 2  # law.json's layout: bumped when a saved law can no longer be read as it was
 
 
 def _logit(p: np.ndarray | float) -> np.ndarray:
@@ -78,6 +80,10 @@ class SizeCurve:
     retention: tuple[float, ...]
     acquisition: tuple[float, ...]
     plateau: float  # retention before infusion: the base model's (else the low-ratio median)
+    # Renderings per domain fact per domain token, and per general fact per general token, in
+    # this size's trials: exposures = r D x the first, rehearsals = (1 - r) D x the second.
+    domain_per_token: float = float("nan")
+    general_per_token: float = float("nan")
 
     def mean_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ratios tried, with retention and acquisition averaged over repeats (seeds)."""
@@ -98,113 +104,118 @@ class SizeCurve:
 
 # --- results ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class Exposures:
+    """Ratios in units a team can carry to another setting: how often each general fact is
+    rehearsed and each domain fact seen over `tokens`, at the largest fitted size's rates (its
+    fact sets and renderings)."""
+
+    tokens: float
+    domain_per_token: float
+    general_per_token: float
+
+    def at(self, ratio: float) -> tuple[float, float]:
+        """(rehearsals per general fact, exposures per domain fact) at `ratio`."""
+        return (
+            (1 - ratio) * self.tokens * self.general_per_token,
+            ratio * self.tokens * self.domain_per_token,
+        )
+
+
+@dataclass(frozen=True)
 class ToleranceRow:
-    """Where retention stays at `tolerance` x plateau: the point estimate, its interval, and the
-    recommended ratio (the interval's lower end)."""
+    """The ratio up to which retention stays at `tolerance` x plateau at the queried size: its
+    median over the draws, its central interval, and the bound it exceeds at the stated
+    confidence (the largest ratio with P_keep >= confidence)."""
 
     tolerance: float
     ratio: float
     interval: tuple[float, float]
-
-    @property
-    def recommended(self) -> float:
-        return self.interval[0]
+    bound: float
 
 
 @dataclass(frozen=True)
 class Prediction:
+    """The forecast for one size and token budget: r* with its interval, the ratios that keep
+    each tolerance, the learning side, and the decision (kinfuse_ray/decision.py) at the stated
+    confidence. Every quantity is evaluated at the queried size itself."""
+
     n_params: float
     tokens: float
-    ratio: float  # r*; a lower bound when `saturated` says why
+    ratio: float  # r*: the law's collapse point here (predict_point)
     interval: tuple[float, float]
     confidence: float
-    tolerance: float  # the tolerance the recommended ratio keeps
-    recommended_ratio: float
+    tolerance: float  # the tolerance the decision keeps
+    decision: Decision
     tolerances: tuple[ToleranceRow, ...] = ()
-    acquisition_threshold: float | None = None  # lowest ratio that learns the domain
+    acquisition_threshold: float | None = None  # median ratio that learns the domain
     acquisition_interval: tuple[float, float] | None = None
     acquisition_target: float = PREDICT_DEFAULTS.acquisition_target
-    # Domain acquisition the largest fitted size reached at the recommended ratio: a floor, since
-    # larger models acquire more at a given ratio. None outside its trials.
-    expected_acquisition: float | None = None
-    saturated: str | None = None
-    acquisition_note: str | None = None  # why there is no acquisition threshold
+    acquisition_note: str | None = None  # why the learning side is unknown
+    # Retention one trial keeps at the recommended ratio (share of plateau), with its interval.
+    expected_retention: tuple[float, tuple[float, float]] | None = None
+    # Share of the keep ratio's interval width each source accounts for (held fixed in turn).
+    width_sources: dict[str, float] = field(default_factory=dict)
+    exposures: Exposures | None = None  # None: the trials did not record them
     warnings: tuple[str, ...] = ()
 
     @property
-    def window(self) -> tuple[float, float] | None:
-        """[lowest ratio that learns the domain, collapse point]; None when unknown."""
-        if self.acquisition_threshold is None:
-            return None
-        return (self.acquisition_threshold, self.ratio)
+    def recommended_ratio(self) -> float | None:
+        return self.decision.ratio
 
     @property
     def window_empty(self) -> bool:
-        return self.window is not None and self.window[0] >= self.recommended_ratio
-
-    def describe(self) -> str:
-        conf = f"{self.confidence:.0%}"
-        lo, hi = self.interval
-        if self.saturated:
-            lines = [f"collapse point r* at least {self.ratio:.3f}: {self.saturated}"]
-        else:
-            lines = [
-                f"collapse point r* = {self.ratio:.3f} ({conf} interval {lo:.3f}-{hi:.3f}): "
-                "with more domain text than this the model loses half of what it knew"
-            ]
-        if self.acquisition_note:
-            lines.append(f"infusion window: unknown; {self.acquisition_note}")
-        if self.acquisition_threshold is not None:
-            alo, ahi = self.acquisition_interval or (math.nan, math.nan)
-            lines.append(
-                f"domain learned from r = {self.acquisition_threshold:.3f} ({conf} interval "
-                f"{alo:.3f}-{ahi:.3f}): below it the model gets under "
-                f"{self.acquisition_target:.0%} of the domain facts (chance-corrected)"
-            )
-            lines.append(
-                f"infusion window: {self.acquisition_threshold:.3f} to {self.ratio:.3f}"
-                + (
-                    " - EMPTY: no ratio both learns the domain and keeps retention"
-                    if self.window_empty
-                    else ""
-                )
-            )
-        lines.append(
-            f"recommended infusion ratio {self.recommended_ratio:.3f}: retention stays at "
-            f"{self.tolerance:.0%} of its pre-infusion level or more (lower end of the {conf} "
-            "interval)"
-        )
-        if self.expected_acquisition is not None:
-            lines.append(
-                f"expected domain acquisition there at least {self.expected_acquisition:.2f} "
-                "(chance-corrected, as the largest fitted size reached)"
-            )
-        if self.tolerances:
-            lines.append(
-                f"  {'retention kept':>14}  {'ratio':>6}  {conf + ' interval':<15}  recommended"
-            )
-            for row in self.tolerances:
-                lines.append(
-                    f"  {row.tolerance:>14.0%}  {row.ratio:>6.3f}  "
-                    f"{f'{row.interval[0]:.3f}-{row.interval[1]:.3f}':<15}  {row.recommended:.3f}"
-                )
-        return "\n".join(lines)
+        return self.decision.window_empty
 
 
 @dataclass(frozen=True)
-class HeldOut:
-    """One size left out of the fit and predicted by the rest (leave-one-size-out)."""
+class HeldValue:
+    """One quantity of a held-out size: measured, predicted by the law fitted without it (with
+    its interval), and the nearest remaining size's measured value used as is (the baseline)."""
 
-    size: str
-    n_params: float
-    measured: float  # the detector's r* of that size
+    measured: float
     predicted: float
     interval: tuple[float, float]
-    baseline: float  # the nearest remaining size's measured r*, used as is
+    baseline: float
 
     @property
     def covered(self) -> bool:
         return self.interval[0] <= self.measured <= self.interval[1]
+
+    @property
+    def width_logits(self) -> float:
+        return float(_logit(self.interval[1]) - _logit(self.interval[0]))
+
+    @property
+    def logit_error(self) -> float:
+        return float(_logit(self.predicted) - _logit(self.measured))
+
+    @property
+    def baseline_logit_error(self) -> float:
+        return float(_logit(self.baseline) - _logit(self.measured))
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """One size left out of the fit and predicted by the rest (leave-one-size-out): its r*, and
+    where measured, the ratio keeping the tolerance and the ratio learning the domain."""
+
+    size: str
+    n_params: float
+    form: str  # the law the other sizes chose (or were given)
+    measured: float  # the detector's r* of that size
+    predicted: float
+    interval: tuple[float, float]
+    baseline: float  # the nearest remaining size's measured r*, used as is
+    keep: HeldValue | None = None
+    learn: HeldValue | None = None
+
+    @property
+    def rstar(self) -> HeldValue:
+        return HeldValue(self.measured, self.predicted, self.interval, self.baseline)
+
+    @property
+    def covered(self) -> bool:
+        return self.rstar.covered
 
     @property
     def log_error(self) -> float:
@@ -215,26 +226,29 @@ class HeldOut:
     def baseline_log_error(self) -> float:
         return math.log((1 - self.baseline) / (1 - self.measured))
 
+    @classmethod
+    def from_dict(cls, raw: dict) -> HeldOut:
+        def value(v):
+            return v and HeldValue(**{**v, "interval": tuple(v["interval"])})
+
+        return cls(**{**raw, "interval": tuple(raw["interval"]), "keep": value(raw.get("keep")),
+                      "learn": value(raw.get("learn"))})  # fmt: skip
+
 
 @dataclass(frozen=True)
-class Saturation:
-    """Is r* still moving with N over the top sizes? The slope of logit r* against log N there."""
+class TopSlope:
+    """Does r* still move with N over the top sizes? The slope of their logit r* in log N, with
+    a t interval from the sizes' scatter around the law. A diagnostic: the forecast is the law
+    evaluated at the queried size either way (with three sizes the test has little power, so a
+    slope whose interval includes 0 is "not shown to move", never "saturated")."""
 
     sizes: tuple[str, ...]
     slope: float
     interval: tuple[float, float]
 
     @property
-    def saturated(self) -> bool:
-        return self.interval[0] <= 0.0
-
-    def reason(self) -> str:
-        return (
-            f"r* is not shown to move with N over {', '.join(self.sizes)} (slope of logit r* in "
-            f"log N {self.slope:+.2f}, interval {self.interval[0]:+.2f} to "
-            f"{self.interval[1]:+.2f} includes 0), so a larger model is forecast no lower than "
-            "the largest measured size rather than extrapolated"
-        )
+    def moving(self) -> bool:
+        return self.interval[0] > 0.0
 
 
 # --- the law's arithmetic -----------------------------------------------------------------------
@@ -307,6 +321,9 @@ class InfusionLaw:
     tolerances: tuple[float, ...] = tuple(PREDICT_DEFAULTS.tolerances)
     # "Learns the domain": chance-corrected acquisition at least this.
     acquisition_target: float = PREDICT_DEFAULTS.acquisition_target
+    # How the decision picks one ratio (kinfuse_ray/decision.py): retention_first, balanced or
+    # domain_first.
+    rule: str = PREDICT_DEFAULTS.rule
     n_bootstrap: int = PREDICT_DEFAULTS.bootstrap
     seed: int = 0
     # Fitted state (set by fit, saved by save):
@@ -322,7 +339,7 @@ class InfusionLaw:
     measured_: dict[str, float] = field(default_factory=dict)  # detector r* per size
     acquisition_: dict = field(default_factory=dict)  # the acquisition-threshold law, if any
     held_out_: list[HeldOut] = field(default_factory=list)
-    saturation_: Saturation | None = None
+    top_slope_: TopSlope | None = None
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
@@ -339,7 +356,7 @@ class InfusionLaw:
     def options(self) -> dict:
         """The settings, without fitted state: to build a sibling estimator."""
         keys = ("form", "method", "threshold", "confidence", "tolerance", "tolerances",
-                "acquisition_target", "n_bootstrap", "seed")  # fmt: skip
+                "acquisition_target", "rule", "n_bootstrap", "seed")  # fmt: skip
         return {k: getattr(self, k) for k in keys}
 
     # --- fitting ----------------------------------------------------------------------------
@@ -371,9 +388,11 @@ class InfusionLaw:
         measured = {s: float(_logit(r)) for s, r in self.measured_.items()}
         self.size_residuals_ = self._size_residuals(measured)
         self.draws_ = self._bootstrap(free)
-        self.saturation_ = self._saturation(measured)
+        self.top_slope_ = self._top_slope(measured)
         self.acquisition_ = self._acquisition_law()
-        self.held_out_ = self._leave_one_size_out() if validate else []
+        # Each fold's interval from a quarter of the draws: validation need not be as fine.
+        folds = {**self.options(), "n_bootstrap": max(50, self.n_bootstrap // 4)}
+        self.held_out_ = leave_one_size_out(self.curves_, **folds) if validate else []
         return self
 
     def _measured_points(self) -> list[tuple[float, float, float]]:
@@ -497,7 +516,7 @@ class InfusionLaw:
             draws.append([*map(float, theta), *shape, tau * rng.standard_normal()])
         return draws
 
-    def _saturation(self, free: dict[str, float], top: int = 3) -> Saturation | None:
+    def _top_slope(self, free: dict[str, float], top: int = 3) -> TopSlope | None:
         """The slope of the top sizes' own logit r* in log N, with a t interval from the size-level
         scatter around the whole law (a single budget only: with several, N and D mix)."""
         if len({c.tokens for c in self.curves_}) > 1 or len(free) < top:
@@ -512,7 +531,7 @@ class InfusionLaw:
         sd = math.sqrt(float(e @ e) / len(e))  # already inflated to an unbiased scale
         se = sd / math.sqrt(float(((x - x.mean()) ** 2).sum()))
         half = float(student_t.ppf(0.5 + self.confidence / 2, max(dof, 1))) * se
-        return Saturation(tuple(names), slope, (slope - half, slope + half))
+        return TopSlope(tuple(names), slope, (slope - half, slope + half))
 
     def _acquisition_law(self) -> dict:
         """The lowest ratio that learns the domain, per size, and its own law through them (the
@@ -542,37 +561,17 @@ class InfusionLaw:
         free = {s: float(_logit(a)) for s, (_, _, a) in points.items()}
         law.size_residuals_ = law._size_residuals(free)
         law.draws_ = law._bootstrap(free)
-        return {"thresholds": points, "law": law.to_dict(shallow=True)}
-
-    def _leave_one_size_out(self) -> list[HeldOut]:
-        out = []
-        for held in self.curves_:
-            if held.name not in self.measured_:
-                continue
-            rest = [c for c in self.curves_ if c is not held]
-            options = {**self.options(), "n_bootstrap": max(50, self.n_bootstrap // 4)}
-            try:
-                sub = InfusionLaw(**options).fit(rest, validate=False)
-            except KinfuseError:
-                continue  # too few sizes left
-            p = sub.predict(held.n_params, held.tokens, beyond_saturation=False)
-            nearest = min(
-                sub.measured_,
-                key=lambda s: abs(
-                    math.log(next(c.n_params for c in rest if c.name == s) / held.n_params)
-                ),
-            )
-            out.append(
-                HeldOut(
-                    held.name,
-                    held.n_params,
-                    self.measured_[held.name],
-                    p.ratio,
-                    p.interval,
-                    sub.measured_[nearest],
-                )  # fmt: skip
-            )
-        return out
+        # How a size's deviation in r* goes with its deviation in the learning threshold: a new
+        # size's two deviations are drawn with this correlation (0 with fewer than 3 in common).
+        mine = dict(zip(self.measured_, self.size_residuals_, strict=True))
+        theirs = dict(zip(points, law.size_residuals_, strict=True))
+        common = [s for s in points if s in mine]
+        rho = 0.0
+        if len(common) >= 3:
+            pairs = np.array([[mine[s], theirs[s]] for s in common])
+            if pairs.std(axis=0).min() > 0:
+                rho = float(np.clip(np.corrcoef(pairs.T)[0, 1], -0.99, 0.99))
+        return {"thresholds": points, "law": law.to_dict(shallow=True), "rho": rho}
 
     # --- prediction -------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -587,25 +586,56 @@ class InfusionLaw:
         self._check_fitted()
         return float(expit(self._law_logit(n_params, tokens or self._default_tokens())[0]))
 
-    def _draws_logit(self, n_params: float, tokens: float) -> np.ndarray:
+    def _draws_logit(self, n_params: float, tokens: float, deviation: bool = True) -> np.ndarray:
+        """Per draw, the law's logit r* at this size, plus (with `deviation`) a new size's own
+        deviation from the law."""
         draws = np.array(self.draws_)
         k = len(self.params_)
         X = self._f.design(np.array([float(n_params)]), np.array([float(tokens)]))
         z = np.array([_logit(self._f.ratio(theta, X))[0] for theta in draws[:, :k]])
-        return z + draws[:, -1]
+        return z + draws[:, -1] if deviation else z
+
+    def _shapes(self) -> np.ndarray:
+        """Per draw, the joint method's curve shape (log steepness, floor parameter)."""
+        k = len(self.params_)
+        return np.array(self.draws_)[:, k : k + 2]
+
+    def _keep_logits(self, z: np.ndarray, shapes: np.ndarray, tolerance: float) -> np.ndarray:
+        """Per draw, the logit of the ratio up to which retention stays at `tolerance` x plateau.
+        The points method has no curve: its only tolerance is the collapse threshold (r*)."""
+        if self.method != "joint":
+            return np.asarray(z, float)
+        return np.array(
+            [
+                _logit_ratio_keeping(zb, sh, self.threshold, tolerance)
+                for zb, sh in zip(z, shapes, strict=True)
+            ]
+        )
+
+    def _learn_logits(self, n_params: float, tokens: float, deviation: np.ndarray):
+        """Per draw, the logit of the lowest ratio that learns the domain at this size, paired with
+        the retention draws: the acquisition law's own parameter draw, and a new size's deviation
+        correlated with the retention side's `deviation` as the measured sizes' residuals are."""
+        if "law" not in self.acquisition_:
+            return None
+        law = InfusionLaw.from_dict(self.acquisition_["law"])
+        base = law._draws_logit(n_params, tokens, deviation=False)
+        own = np.array(law.draws_)[:, -1]
+        rho = float(self.acquisition_.get("rho", 0.0))
+        sd = float(deviation.std())
+        u = deviation / sd if sd > 0 else np.zeros_like(deviation)
+        v = np.random.default_rng(self.seed + 1).standard_normal(len(base))
+        return base + float(own.std()) * (rho * u + math.sqrt(1 - rho**2) * v)
 
     def _interval(self, values: np.ndarray) -> tuple[float, float]:
         tail = (1 - self.confidence) / 2 * 100
         lo, hi = np.percentile(values, [tail, 100 - tail])
         return float(lo), float(hi)
 
-    def _beyond_saturation(self, n_params: float) -> tuple[float, str | None]:
-        """The size to evaluate the law at: the largest measured one, with the reason, for a
-        larger model once r* has stopped moving with N."""
-        largest = max(c.n_params for c in self.curves_)
-        if self.saturation_ and self.saturation_.saturated and n_params > largest:
-            return largest, self.saturation_.reason()
-        return float(n_params), None
+    @property
+    def decision_tolerance(self) -> float:
+        """The tolerance the decision keeps: the points method knows only the threshold."""
+        return self.tolerance if self.method == "joint" else self.threshold
 
     def expected_retention(
         self, n_params: float, tokens: float, ratio: float
@@ -614,81 +644,112 @@ class InfusionLaw:
         plateau, with a prediction interval (the joint method's curve; None for points)."""
         if self.method != "joint":
             return None
-        n_params = self._beyond_saturation(n_params)[0]
         x = float(_logit(ratio))
         z_hat = float(self._law_logit(n_params, tokens)[0])
         point = float(_retention_model(1.0, z_hat, self.shape_, x, self.threshold))
-        k = len(self.params_)
-        shapes = np.array(self.draws_)[:, k : k + 2]
         rng = np.random.default_rng(self.seed)
         drawn = [
             _retention_model(1.0, zb, shape, x, self.threshold) + rng.normal(0, self.trial_sd_)
-            for zb, shape in zip(self._draws_logit(n_params, tokens), shapes, strict=True)
+            for zb, shape in zip(self._draws_logit(n_params, tokens), self._shapes(), strict=True)
         ]
         return point, self._interval(np.array(drawn))
 
-    def predict(
-        self, n_params: float, tokens: float | None = None, beyond_saturation: bool = True
-    ) -> Prediction:
-        """r* for a model of `n_params` non-embedding parameters trained on `tokens`, with its
-        interval, the ratio to infuse and the window. Beyond a saturated range (and with
-        `beyond_saturation`) the largest measured size's forecast stands in, as a lower bound."""
+    def decision_curves(self, n_params: float, tokens: float | None = None) -> DecisionCurves:
+        """P_keep, P_learn and P_both over a grid of ratios at this size (the plot's input)."""
         self._check_fitted()
         tokens = float(tokens or self._default_tokens())
-        largest = max(self.curves_, key=lambda c: c.n_params)
-        at, saturated = self._beyond_saturation(n_params) if beyond_saturation else (n_params, None)
-        z_hat = float(self._law_logit(at, tokens)[0])
-        z = self._draws_logit(at, tokens)
-        interval = self._interval(expit(z))
-        if saturated:
-            interval = (interval[0], 1.0)
-        rows = []
-        if self.method == "joint":
-            shapes = np.array(self.draws_)[:, len(self.params_) : len(self.params_) + 2]
-            for tol in sorted({*self.tolerances, self.tolerance}, reverse=True):
-                point = _logit_ratio_keeping(z_hat, self.shape_, self.threshold, tol)
-                drawn = [
-                    _logit_ratio_keeping(zb, shape, self.threshold, tol)
-                    for zb, shape in zip(z, shapes, strict=True)
-                ]
-                rows.append(ToleranceRow(tol, float(expit(point)), self._interval(expit(drawn))))
-            recommended = next(r.recommended for r in rows if r.tolerance == self.tolerance)
-        else:
-            recommended = interval[0]
-        acq, acq_interval = self._predict_acquisition(at, tokens)
-        ratios, _, acquisition = largest.mean_curve()
+        z = self._draws_logit(n_params, tokens)
+        keep = self._keep_logits(z, self._shapes(), self.decision_tolerance)
+        learn = self._learn_logits(n_params, tokens, np.array(self.draws_)[:, -1])
+        return DecisionCurves.from_draws(keep, learn)
+
+    def _width_sources(self, n_params: float, tokens: float, full: float) -> dict[str, float]:
+        """How much of the keep ratio's interval width each source accounts for: the width lost
+        when it alone is held fixed (a new size's scatter around the law; the curve's shape; the
+        law's parameters, which the trials' noise and the sizes' scatter move)."""
+        if self.method != "joint":
+            return {}
+        tol, shapes = self.decision_tolerance, self._shapes()
+        z = self._draws_logit(n_params, tokens)
+        z_hat = float(self._law_logit(n_params, tokens)[0])
+        fixed_shape = np.tile(self.shape_, (len(z), 1))
+        held = {
+            "size scatter": self._keep_logits(
+                self._draws_logit(n_params, tokens, False), shapes, tol
+            ),
+            "curve shape": self._keep_logits(z, fixed_shape, tol),
+            "law parameters": self._keep_logits(z_hat + np.array(self.draws_)[:, -1], shapes, tol),
+        }
+        tail = (1 - self.confidence) / 2
+        widths = {
+            k: float(np.quantile(v, 1 - tail) - np.quantile(v, tail)) for k, v in held.items()
+        }
+        return width_sources(widths, full)
+
+    def predict(
+        self, n_params: float, tokens: float | None = None, rule: str | None = None
+    ) -> Prediction:
+        """The forecast for a model of `n_params` non-embedding parameters trained on `tokens`:
+        r* with its interval, the ratio keeping each tolerance, the learning side, and the
+        decision by `rule` (default: the law's) at the law's confidence, all at this size."""
+        self._check_fitted()
+        tokens = float(tokens or self._default_tokens())
+        z = self._draws_logit(n_params, tokens)
+        shapes, c = self._shapes(), self.confidence
+        tolerance = self.decision_tolerance
+        keep_by = {
+            tol: self._keep_logits(z, shapes, tol)
+            for tol in sorted({*(self.tolerances if self.method == "joint" else ()), tolerance})
+        }
+        rows = tuple(
+            ToleranceRow(
+                tol,
+                float(expit(np.median(k))),
+                self._interval(expit(k)),
+                float(expit(np.quantile(k, 1 - c))),
+            )  # fmt: skip
+            for tol, k in sorted(keep_by.items(), reverse=True)
+        )
+        learn = self._learn_logits(n_params, tokens, np.array(self.draws_)[:, -1])
+        decision, _ = decide(keep_by[tolerance], learn, c, rule or self.rule)
         expected = (
-            float(np.interp(recommended, ratios, acquisition))
-            if ratios[0] <= recommended <= ratios[-1]
+            self.expected_retention(n_params, tokens, decision.ratio)
+            if decision.ratio is not None
             else None
         )
         return Prediction(
             n_params=float(n_params),
             tokens=tokens,
-            ratio=float(expit(z_hat)),
-            interval=interval,
-            confidence=self.confidence,
-            tolerance=self.tolerance,
-            recommended_ratio=float(recommended),
-            tolerances=tuple(rows),
-            acquisition_threshold=acq,
-            acquisition_interval=acq_interval,
+            ratio=self.predict_point(n_params, tokens),
+            interval=self._interval(expit(z)),
+            confidence=c,
+            tolerance=tolerance,
+            decision=decision,
+            tolerances=rows,
+            acquisition_threshold=None if learn is None else float(expit(np.median(learn))),
+            acquisition_interval=None if learn is None else self._interval(expit(learn)),
             acquisition_target=self.acquisition_target,
-            expected_acquisition=expected,
-            saturated=saturated,
             acquisition_note=self.acquisition_.get("note"),
+            expected_retention=expected,
+            width_sources=self._width_sources(n_params, tokens, decision.keep_width_logits),
+            exposures=self._exposures(tokens),
             warnings=tuple(self._range_warnings(n_params, tokens)),
         )
 
-    def _predict_acquisition(self, n_params: float, tokens: float):
-        if "law" not in self.acquisition_:
-            return None, None
-        law = InfusionLaw.from_dict(self.acquisition_["law"])
-        z = law._draws_logit(n_params, tokens)
-        return float(expit(law._law_logit(n_params, tokens)[0])), law._interval(expit(z))
+    def _exposures(self, tokens: float) -> Exposures | None:
+        largest = max(self.curves_, key=lambda c: c.n_params)
+        rates = (largest.domain_per_token, largest.general_per_token)
+        return None if any(math.isnan(v) for v in rates) else Exposures(tokens, *rates)
 
     def _range_warnings(self, n_params: float, tokens: float) -> list[str]:
         warnings = []
+        budgets = sorted({c.tokens for c in self.curves_})
+        if not self._f.uses_tokens and tokens not in budgets:
+            warnings.append(
+                f"token budget {tokens:,.0f} differs from the ladder's ({', '.join(f'{b:,.0f}' for b in budgets)}): "
+                f"this law has no D term, so it assumes r* does not move with the budget; every "
+                "fact is seen in proportion to the tokens"
+            )
         for label, value, fitted in (
             ("size", n_params, [c.n_params for c in self.curves_]),
             ("token budget", tokens, [c.tokens for c in self.curves_]),
@@ -732,52 +793,9 @@ class InfusionLaw:
             ),
         }
 
-    def report(self) -> str:
-        """A few lines for people: the law, its parameters, where it holds, the held-out check."""
-        self._check_fitted()
-        n = [c.n_params for c in self.curves_]
-        lines = [
-            f"law {self.form} ({self.method} fit), {len(self.curves_)} sizes "
-            f"(N {min(n):,.0f} to {max(n):,.0f}), {sum(len(c.ratios) for c in self.curves_)} trials:"
-        ]
-        intervals = self.parameter_intervals()
-        for name, value in self.parameters.items():
-            lo, hi = intervals[name]
-            lines.append(
-                f"  {name} = {value:+.3f}  ({self.confidence:.0%} interval {lo:+.3f} to {hi:+.3f})"
-            )
-        if self.saturation_ is not None:
-            s = self.saturation_
-            state = (
-                s.reason()
-                if s.saturated
-                else (
-                    f"still moving over {', '.join(s.sizes)} (slope {s.slope:+.2f}, interval "
-                    f"{s.interval[0]:+.2f} to {s.interval[1]:+.2f})"
-                )
-            )
-            lines.append(f"  r* vs N: {state}")
-        dof = len(self.size_residuals_) - self._f.n_params
-        if dof <= 2:
-            lines.append(
-                f"  note: {len(self.size_residuals_)} sizes leave {dof} degree(s) of freedom for "
-                "how far sizes scatter around the law, so intervals are wide: add sizes to narrow them"
-            )
-        summary = self.held_out_summary
-        if summary is None:
-            lines.append("  held-out check: needs one more size")
-        else:
-            lines.append(
-                f"  leave-one-size-out over {summary['sizes']} sizes: {summary['coverage']:.0%} of "
-                f"{self.confidence:.0%} intervals cover; median |log error| in 1 - r* "
-                f"{summary['median_abs_log_error']:.3f} vs {summary['baseline_median_abs_log_error']:.3f} "
-                "for the nearest measured size as is"
-            )
-        return "\n".join(lines)
-
     # --- persistence ------------------------------------------------------------------------
     def to_dict(self, shallow: bool = False) -> dict:
-        out = asdict(self)
+        out = {"format": FORMAT, **asdict(self)}
         if shallow:
             out["held_out_"] = []
         return out
@@ -788,23 +806,32 @@ class InfusionLaw:
     @classmethod
     def from_dict(cls, raw: dict) -> InfusionLaw:
         raw = dict(raw)
+        raw.pop("format", None)
         curves = [
             SizeCurve(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
             for c in raw.pop("curves_")
         ]
-        held = [HeldOut(**{**h, "interval": tuple(h["interval"])}) for h in raw.pop("held_out_")]
-        sat = raw.pop("saturation_")
+        held = [HeldOut.from_dict(h) for h in raw.pop("held_out_")]
+        top = raw.pop("top_slope_")
         raw["tolerances"] = tuple(raw["tolerances"])
         law = cls(**raw)
         law.curves_, law.held_out_ = curves, held
-        if sat:
-            law.saturation_ = Saturation(tuple(sat["sizes"]), sat["slope"], tuple(sat["interval"]))
+        if top:
+            law.top_slope_ = TopSlope(tuple(top["sizes"]), top["slope"], tuple(top["interval"]))
         return law
 
     @classmethod
     def load(cls, path: str | Path) -> InfusionLaw:
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
+            raw = json.loads(Path(path).read_text())
+            if not isinstance(raw, dict) or "params_" not in raw:
+                raise KeyError("params_")
+            if raw.get("format") != FORMAT:
+                raise KinfuseError(
+                    f"{path}: saved by an older kinfuse-ray (law format {raw.get('format', 1)}, "
+                    f"this version reads {FORMAT}): refit it with `kinfuse fit`"
+                )
+            return cls.from_dict(raw)
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
             raise KinfuseError(f"{path}: not a saved infusion law ({exc})") from None
 
@@ -818,48 +845,107 @@ class LawComparison:
     held_out_error: float  # mean |log error| in 1 - r* over the held-out sizes
 
 
+def _nearest(values: dict[str, float], curves: list[SizeCurve], n_params: float) -> float:
+    """The measured value of the size nearest (in log N) to `n_params` among `curves`."""
+    sizes = {c.name: c.n_params for c in curves if c.name in values}
+    return values[min(sizes, key=lambda s: abs(math.log(sizes[s] / n_params)))]
+
+
+def leave_one_size_out(
+    curves: list[SizeCurve], form: str = DEFAULT_FORM, **options
+) -> list[HeldOut]:
+    """Each size with a collapse left out in turn and predicted by the law the others give: its
+    r*, the ratio keeping the tolerance and the ratio learning the domain (where the held-out
+    size measured them), each beside the nearest remaining size's value as is. With `form`
+    "auto" the remaining sizes choose the form themselves, as a sweep would; with
+    `n_bootstrap=0` only points are predicted (intervals collapse onto them)."""
+    probe = InfusionLaw(**options)
+    threshold, tolerance = probe.threshold, probe.decision_tolerance
+    measured = {c.name: m.ratio for c in curves if (m := c.collapse(threshold)).found}
+    keeps = {c.name: k for c in curves if (k := _crossing(c, tolerance)) is not None}
+    learns = {c.name: a for c in curves if (a := c.acquisition_threshold(probe.acquisition_target))}
+    out = []
+    for held in curves:
+        if held.name not in measured:
+            continue
+        rest = [c for c in curves if c is not held]
+        try:
+            sub, _ = select_law(rest, form, validate=False, **options)
+        except KinfuseError:
+            continue  # too few sizes left
+        n, d = held.n_params, held.tokens
+        if probe.n_bootstrap:
+            p = sub.predict(n, d)
+            rstar, r_interval = p.ratio, p.interval
+            row = next(r for r in p.tolerances if r.tolerance == tolerance)
+            keep_at, keep_interval = row.ratio, row.interval
+            learn_at, learn_interval = p.acquisition_threshold, p.acquisition_interval
+        else:
+            rstar = keep_at = sub.predict_point(n, d)
+            r_interval = keep_interval = (rstar, rstar)
+            learn_at = learn_interval = None
+        keep = learn = None
+        if held.name in keeps and len(keeps.keys() - {held.name}):
+            keep = HeldValue(keeps[held.name], keep_at, keep_interval, _nearest(keeps, rest, n))
+        if held.name in learns and learn_at is not None and len(learns.keys() - {held.name}):
+            learn = HeldValue(
+                learns[held.name], learn_at, learn_interval, _nearest(learns, rest, n)
+            )
+        out.append(
+            HeldOut(
+                held.name,
+                n,
+                sub.form,
+                measured[held.name],
+                rstar,
+                r_interval,
+                _nearest(measured, rest, n),
+                keep,
+                learn,
+            )  # fmt: skip
+        )
+    return out
+
+
+def _crossing(curve: SizeCurve, share: float) -> float | None:
+    """The ratio where a size's retention first falls below `share` x plateau (the detector's
+    rule at that share): what the keep ratio's forecast is checked against."""
+    found = curve.collapse(share)
+    return found.ratio if found.found else None
+
+
 def compare_laws(
     curves: list[SizeCurve], forms: Sequence[str] = tuple(FORMS), **options
 ) -> list[LawComparison]:
     """Score each form the data allow by leave-one-size-out over every size (best first)."""
     probe = InfusionLaw(**options)
     budgets = len({c.tokens for c in curves})
-    measured = {c.name for c in curves if c.collapse(probe.threshold).found}
+    collapsed = sum(c.collapse(probe.threshold).found for c in curves)
     out = []
     for form in forms:
         f = _Form(form, 0, 0)
-        if (f.uses_tokens and budgets < 2) or len(measured) - 1 < f.n_params + 1:
+        if (f.uses_tokens and budgets < 2) or collapsed - 1 < f.n_params + 1:
             continue
-        errors = []
-        for held in curves:
-            if held.name not in measured:
-                continue
-            try:
-                sub = InfusionLaw(**{**options, "form": form, "n_bootstrap": 0})
-                sub.fit([c for c in curves if c is not held], validate=False)
-            except KinfuseError:
-                break
-            truth = held.collapse(probe.threshold).ratio
-            guess = sub.predict_point(held.n_params, held.tokens)
-            errors.append(abs(math.log((1 - guess) / (1 - truth))))
-        else:
-            out.append(LawComparison(form, float(np.mean(errors))))
+        held = leave_one_size_out(curves, form, **{**options, "n_bootstrap": 0})
+        if len(held) == collapsed:  # every fold could fit this form
+            out.append(LawComparison(form, float(np.mean([abs(h.log_error) for h in held]))))
     return sorted(out, key=lambda c: (round(c.held_out_error, 4), len(FORMS[c.form])))
 
 
 def select_law(
-    curves: list[SizeCurve], form: str = "auto", **options
+    curves: list[SizeCurve], form: str = "auto", validate: bool = True, **options
 ) -> tuple[InfusionLaw, list[LawComparison]]:
     """The named form, or for "auto" the best by leave-one-size-out when MIN_SIZES_TO_SELECT sizes
-    collapsed (else DEFAULT_FORM, fixed before looking); fitted and validated."""
+    collapsed (else DEFAULT_FORM, fixed before looking); fitted, and validated if `validate`."""
     ranked: list[LawComparison] = []
     if form == "auto":
-        threshold = options.get("threshold", 0.5)
+        threshold = options.get("threshold", EVAL_DEFAULTS.collapse_threshold)
         collapsed = sum(c.collapse(threshold).found for c in curves)
         if collapsed >= MIN_SIZES_TO_SELECT:
             ranked = compare_laws(curves, **options)
         form = ranked[0].form if ranked else DEFAULT_FORM
-    return InfusionLaw(form=form, **options).fit(curves), ranked
+    options = {k: v for k, v in options.items() if k != "form"}
+    return InfusionLaw(form=form, **options).fit(curves, validate=validate), ranked
 
 
 def point_law(points: list[tuple[float, float, float]]) -> Callable[[float, float], float]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from kinfuse_ray.config import SweepConfig
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.live_metrics import EndedTrials
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
-from kinfuse_ray.tracking import OUTPUT_TAG, TRIAL_TAG, Tracker
+from kinfuse_ray.tracking import OUTPUT_TAG, TRIAL_TAG, Tracker, store_failure
 
 STEP_METRICS = (
     "retention", "retention_acc", "acquisition", "acquisition_acc", "val_loss", "train_loss",
@@ -66,6 +67,12 @@ def trial_params(sweep: SweepConfig, trial: TrialSpec) -> dict:
     }
 
 
+def exposure_params(metrics: dict) -> dict[str, str]:
+    """Renderings per domain fact and per general fact in a trial's stream, as run parameters."""
+    keys = ("exposures_per_fact", "general_exposures_per_fact")
+    return {k: f"{metrics[k]:.2f}" for k in keys if k in metrics}
+
+
 def record_reused_base(
     tracker: Tracker, parent: str, sweep: SweepConfig, base: TrialResult, key: str
 ) -> bool:
@@ -75,7 +82,7 @@ def record_reused_base(
     trial = TrialSpec(Phase.base, base.size, 0.0)
     if trial.key in tracker.child_runs(parent):
         return False
-    params = {**trial_params(sweep, trial), "exposures_per_fact": f"{base.exposures_per_fact:.2f}"}
+    params = {**trial_params(sweep, trial), **exposure_params(base.__dict__)}
     tags = {"kinfuse.phase": trial.phase.value, TRIAL_TAG: trial.key, REUSED_TAG: key}
     run = tracker.start_run(trial.key, params, tags, parent)
     metrics = {
@@ -85,6 +92,26 @@ def record_reused_base(
     tracker.log_metrics(run, metrics, step=base.tokens_trained)
     tracker.end_run(run, "FINISHED")
     return True
+
+
+def _until_the_store_fails(hook):
+    """Run a mirror hook unless the store has failed; a store failure is kept, not raised.
+    Tune logs a traceback for an exception raised in some hooks (a trial's completion) before it
+    goes on: the failure is raised instead at the start of Tune's next step or at the end of the
+    experiment, where it reaches the sweep as is and becomes one line."""
+
+    @functools.wraps(hook)
+    def guarded(self, *args, **kwargs):
+        if self.store_error is not None:
+            return
+        try:
+            hook(self, *args, **kwargs)
+        except Exception as exc:
+            if not store_failure(exc):
+                raise
+            self.store_error = exc
+
+    return guarded
 
 
 class MlflowTrials(tune.Callback):
@@ -105,6 +132,7 @@ class MlflowTrials(tune.Callback):
         self.finished = {key for key, run in earlier.items() if run.info.status == "FINISHED"}
         self.started: dict[str, float] = {}
         self.ended = EndedTrials(self.sweep.name)
+        self.store_error: Exception | None = None
 
     def __getstate__(self) -> dict:
         return {"tracker": self.tracker, "parent": self.parent, "sweep": self.sweep}
@@ -113,6 +141,17 @@ class MlflowTrials(tune.Callback):
         self.__dict__.update(state)
         self._load()
 
+    def _raise_store_error(self) -> None:
+        if self.store_error is not None:
+            raise self.store_error
+
+    def on_step_begin(self, iteration, trials, **info):
+        self._raise_store_error()
+
+    def on_experiment_end(self, trials, **info):
+        self._raise_store_error()
+
+    @_until_the_store_fails
     def on_trial_start(self, iteration, trials, trial, **info):
         spec = TrialSpec.from_config(trial.config["trial"])
         if spec.key in self.finished:
@@ -125,6 +164,7 @@ class MlflowTrials(tune.Callback):
             self.runs[spec.key] = self.tracker.start_run(spec.key, params, tags, self.parent)
         self.started[spec.key] = time.time()
 
+    @_until_the_store_fails
     def on_trial_result(self, iteration, trials, trial, result, **info):
         key = TrialSpec.from_config(trial.config["trial"]).key
         if key in self.finished:
@@ -132,9 +172,7 @@ class MlflowTrials(tune.Callback):
         run = self.runs[key]
         metrics = {k: result[k] for k in STEP_METRICS if k in result}
         if result.get("training_iteration") == 1:
-            self.tracker.log_params(
-                run, {"exposures_per_fact": f"{result['exposures_per_fact']:.2f}"}
-            )
+            self.tracker.log_params(run, exposure_params(result))
             # From Tune scheduling the trial to its first training step: process, Ray Train
             # worker group and data set-up.
             metrics["startup_s"] = result["first_step_at"] - self.started[key]
@@ -142,11 +180,13 @@ class MlflowTrials(tune.Callback):
             self.tracker.set_tags(run, {"kinfuse.resumed_at_tokens": result["resumed_at_tokens"]})
         self.tracker.log_metrics(run, metrics, step=int(result["tokens"]))
 
+    @_until_the_store_fails
     def on_trial_recover(self, iteration, trials, trial, **info):
         run = self.runs.get(TrialSpec.from_config(trial.config["trial"]).key)
         if run is not None:  # None: its process died before the trial started
             self.tracker.set_tags(run, {"kinfuse.restarts": trial.num_failures})
 
+    @_until_the_store_fails
     def on_trial_complete(self, iteration, trials, trial, **info):
         spec = TrialSpec.from_config(trial.config["trial"])
         if spec.key in self.finished:
@@ -159,6 +199,7 @@ class MlflowTrials(tune.Callback):
         self.tracker.end_run(run, "FINISHED")
         self.ended.ended(spec, "stopped_early" if stopped else "completed")
 
+    @_until_the_store_fails
     def on_trial_error(self, iteration, trials, trial, **info):
         spec = TrialSpec.from_config(trial.config["trial"])
         run = self.runs[spec.key]

@@ -1,4 +1,4 @@
-"""The sweep's two plots, written as PNG files."""
+"""The sweep's plots, written as PNG files: retention per size, the law, and the decision."""
 
 from __future__ import annotations
 
@@ -13,6 +13,18 @@ from scipy.special import expit, logit  # noqa: E402
 
 from kinfuse_ray.analysis import Summary, collapse_curve  # noqa: E402
 from kinfuse_ray.law import InfusionLaw, Prediction  # noqa: E402
+
+RATIO_TICKS = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998)
+SPARSE_TICKS = (0.03, 0.1, 0.3, 0.5, 0.7, 0.9, 0.97, 0.99, 0.998)  # where labels sit side by side
+
+
+def _ratio_axis(ax, axis: str = "y") -> None:
+    """A logit ratio axis labelled in plain ratios (matplotlib's own reads 1-10^-2)."""
+    set_ticks = ax.set_yticks if axis == "y" else ax.set_xticks
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    ticks = [t for t in (RATIO_TICKS if axis == "y" else SPARSE_TICKS) if lo <= t <= hi]
+    set_ticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
 
 
 def plot_retention(summary: Summary, path: Path) -> Path:
@@ -65,7 +77,7 @@ def plot_law(
     sizes = [c.n_params for c in law.curves_]
     top = max(max(sizes), prediction.n_params if prediction else 0)
     grid = np.geomspace(min(sizes) / 1.5, top * 1.5, 40)
-    preds = [law.predict(x, beyond_saturation=False) for x in grid]
+    preds = [law.predict(x) for x in grid]
     fig, ax = plt.subplots(figsize=(7, 4.8))
     ax.plot(
         grid,
@@ -94,9 +106,10 @@ def plot_law(
         p = prediction
         ax.errorbar([p.n_params], [p.ratio], yerr=[[p.ratio - p.interval[0]], [p.interval[1] - p.ratio]],
                     fmt="*", ms=12, color="C3", capsize=3,
-                    label=f"{target}: r* {'at least ' if p.saturated else ''}{p.ratio:.3f}")  # fmt: skip
-        ax.plot([p.n_params], [p.recommended_ratio], "v", color="C3",
-                label=f"recommended r = {p.recommended_ratio:.3f}")  # fmt: skip
+                    label=f"{target}: r* {p.ratio:.3f}")  # fmt: skip
+        if p.decision.informative and p.recommended_ratio is not None:
+            ax.plot([p.n_params], [p.recommended_ratio], "v", color="C3",
+                    label=f"recommended r = {p.recommended_ratio:.3f} ({p.decision.rule})")  # fmt: skip
     ax.set(
         xscale="log", yscale="logit", xlabel="non-embedding parameters N", ylabel="infusion ratio r"
     )
@@ -106,9 +119,58 @@ def plot_law(
     shown += [v for p in preds for v in p.interval]
     lo, hi = logit(np.clip([min(shown), max(shown)], 1e-4, 1 - 1e-4))
     ax.set_ylim(expit(lo - 0.3), expit(hi + 0.3))
+    _ratio_axis(ax, "y")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     ax.set_title(f"{title}: the infusion window vs model size")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_decision(law: InfusionLaw, prediction: Prediction, path: Path, target: str) -> Path:
+    """At the target: retention one run keeps against r (median and band) with the tolerance,
+    and P(keeps), P(learns), P(both) against r, the window at the stated confidence shaded and
+    the recommended ratio marked."""
+    p, d = prediction, prediction.decision
+    conf = f"{p.confidence:.0%}"
+    curves = law.decision_curves(p.n_params, p.tokens)
+    grid = expit(np.linspace(logit(0.02), logit(0.998), 60))
+    fig, (ax_ret, ax_p) = plt.subplots(1, 2, figsize=(11, 4.4), sharex=True)
+    if law.method == "joint":
+        kept = [law.expected_retention(p.n_params, p.tokens, r) for r in grid]
+        ax_ret.plot(grid, [k[0] for k in kept], color="C0", label="retention one run keeps")
+        ax_ret.fill_between(grid, [k[1][0] for k in kept], [k[1][1] for k in kept], color="C0",
+                            alpha=0.15, label=f"{conf} prediction interval")  # fmt: skip
+    ax_ret.axhline(p.tolerance, color="C3", ls="--", lw=1,
+                   label=f"tolerance: {p.tolerance:.0%} of plateau")  # fmt: skip
+    ax_ret.axvline(p.ratio, color="grey", ls=":", lw=1, label=f"r* = {p.ratio:.3f}")
+    ax_ret.set(ylabel="retention, share of its pre-infusion level", ylim=(-0.1, 1.15),
+               title=f"{target}: retention against the infusion ratio")  # fmt: skip
+    ax_p.plot(curves.grid, curves.p_keep, color="C0", label=f"P(keeps >= {p.tolerance:.0%})")
+    if curves.p_learn is not None:
+        ax_p.plot(curves.grid, curves.p_learn, color="C1",
+                  label=f"P(learns: acquisition >= {p.acquisition_target:.2f})")  # fmt: skip
+        ax_p.plot(curves.grid, curves.p_both, color="C2", ls="--", label="P(both)")
+    ax_p.axhline(p.confidence, color="grey", ls=":", lw=1, label=f"confidence {conf}")
+    ax_p.set(ylabel="probability over the law's draws", ylim=(-0.03, 1.03),
+             title=f"{target}: the decision at {conf} confidence")  # fmt: skip
+    for ax in (ax_ret, ax_p):
+        if d.window is not None and not d.window_empty:
+            ax.axvspan(*d.window, color="C2", alpha=0.12,
+                       label=f"window at {conf}: {d.window[0]:.3f}-{d.window[1]:.3f}")  # fmt: skip
+        if d.informative and d.ratio is not None:
+            ax.axvline(d.ratio, color="C3", lw=1.5,
+                       label=f"recommended r = {d.ratio:.3f} ({d.rule})")  # fmt: skip
+        ax.set_xscale("logit")
+        ax.set_xlim(grid[0], grid[-1])
+        _ratio_axis(ax, "x")
+        ax.set_xlabel("infusion ratio r (share of training tokens from the domain)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    verdict = "" if d.informative else f"NOT INFORMATIVE ({'; '.join(d.reasons)})"
+    fig.suptitle(f"{target} ({p.n_params:,.0f} parameters, {p.tokens:,.0f} tokens) {verdict}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

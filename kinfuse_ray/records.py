@@ -38,6 +38,7 @@ def _trial_result(run) -> TrialResult:
         "acquisition": nan, "val_loss": nan, "tokens_per_s": nan, "stopped_early": 0.0, **m,
         "tokens": m.get("tokens") or int(p["tokens"]),
         "exposures_per_fact": float(p.get("exposures_per_fact", "nan")),
+        "general_exposures_per_fact": float(p.get("general_exposures_per_fact", "nan")),
         "seconds": (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time else 0.0,
     }  # fmt: skip
     spec = TrialSpec(Phase(p["phase"]), p["size"], float(p["ratio"]))

@@ -52,6 +52,8 @@ class TrialResult:
     tokens_per_s: float
     stopped_early: bool
     seconds: float  # the trial's wall time, evaluation and start-up included
+    # Complete renderings per general fact in its general text (rehearsals); NaN when unknown.
+    general_exposures_per_fact: float = float("nan")
 
     @classmethod
     def from_metrics(
@@ -72,4 +74,5 @@ class TrialResult:
             tokens_per_s=metrics["tokens_per_s"],
             stopped_early=bool(metrics["stopped_early"]),
             seconds=metrics.get("time_total_s", metrics.get("seconds", 0.0)),
+            general_exposures_per_fact=metrics.get("general_exposures_per_fact", float("nan")),
         )

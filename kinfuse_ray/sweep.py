@@ -23,6 +23,7 @@ from kinfuse_ray.config import Schedule, SweepConfig
 from kinfuse_ray.console import ConsoleProgress
 from kinfuse_ray.data import DataBundle, build_bundle
 from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.files import write_text_atomic
 from kinfuse_ray.mlflow_mirror import MlflowTrials, open_sweep_run, record_reused_base
 from kinfuse_ray.output import (
     OUT_OF_SPACE,
@@ -34,7 +35,8 @@ from kinfuse_ray.output import (
     start_afresh,
 )  # fmt: skip
 from kinfuse_ray.plan import check_trainable
-from kinfuse_ray.plots import plot_law, plot_retention
+from kinfuse_ray.plots import plot_decision, plot_law, plot_retention
+from kinfuse_ray.presentation import describe_answer, describe_summary
 from kinfuse_ray.progress import Progress
 from kinfuse_ray.search import LadderSearch, ratio_strategies
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
@@ -190,6 +192,7 @@ def _record(summary: Summary, sweep: SweepConfig, tracker: Tracker, parent: str)
     out = sweep.out
     files = [
         summary.save(out / "summary.json"),
+        write_text_atomic(out / "answer.txt", describe_answer(summary) + "\n"),
         plot_retention(summary, out / "retention_vs_ratio.png"),
     ]
     if summary.law is not None:
@@ -202,10 +205,14 @@ def _record(summary: Summary, sweep: SweepConfig, tracker: Tracker, parent: str)
                 target,
             ),
         ]  # fmt: skip
+        if summary.recommendation is not None:
+            files.append(
+                plot_decision(summary.law, summary.recommendation, out / "decision.png", target)
+            )
     for path in files:
         tracker.log_artifact(parent, path)
     tracker.log_metrics(parent, summary.parent_metrics(), step=0)
-    tracker.describe(parent, summary.describe())
+    tracker.describe(parent, describe_summary(summary))
     if summary.confirmation:
         p = summary.recommendation
         forecast = {"target": summary.target, "n_params": p.n_params, "tokens": p.tokens,

@@ -26,6 +26,7 @@ from kinfuse_ray.config import EvalConfig  # noqa: E402
 from kinfuse_ray.errors import KinfuseError  # noqa: E402
 from kinfuse_ray.law import InfusionLaw  # noqa: E402
 from kinfuse_ray.plots import plot_law, plot_retention  # noqa: E402
+from kinfuse_ray.presentation import describe_law  # noqa: E402
 from kinfuse_ray.records import load_trials  # noqa: E402
 from kinfuse_ray.spec import TrialResult  # noqa: E402
 
@@ -93,7 +94,7 @@ def collapse_table(uri: str, study: str, seeds: list[str], evals: EvalConfig) ->
 def law_report(fitted, title: str, threshold: float = 0.5) -> InfusionLaw:
     """The default law (power_n, joint fit over every trial), fixed before looking."""
     law = InfusionLaw(threshold=threshold, n_bootstrap=1000).fit(fitted)
-    print(f"\n{title}:\n{law.report()}")
+    print(f"\n{title}:\n{describe_law(law)}")
     return law
 
 
@@ -166,7 +167,7 @@ def main() -> None:
         print(f"plot: {budget_plot(found, args.out / 'budget_collapse_vs_tokens.png')}")
         nd = InfusionLaw(form="power_nd", n_bootstrap=1000)
         nd.fit(curves(uri, LADDER[:1] + BUDGETS, EvalConfig()))
-        print(f"\nlaw in N and D on seed 0 + budgets:\n{nd.report()}")
+        print(f"\nlaw in N and D on seed 0 + budgets:\n{describe_law(nd)}")
 
     section("quickstart", quickstart)
     section("ladder_cpu", ladder)

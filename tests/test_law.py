@@ -1,5 +1,6 @@
 """The law on synthetic ladders drawn from a known bounded law, with known noise."""
 
+import json
 import math
 
 import numpy as np
@@ -8,6 +9,7 @@ from scipy.special import expit, logit
 
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.law import InfusionLaw, SizeCurve, point_law, select_law
+from kinfuse_ray.presentation import describe_prediction
 
 RATIOS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998)
 SIZES = (1e4, 3e4, 1e5, 3e5, 1e6, 3e6)
@@ -94,7 +96,7 @@ def test_prediction_intervals_cover_new_sizes_near_the_nominal_rate():
         law.fit(ladder(rng), validate=False)
         n_new = 1e7
         truth = expit(logit(true_rstar(n_new)) + rng.normal(0, 0.15))
-        lo, hi = law.predict(n_new, beyond_saturation=False).interval
+        lo, hi = law.predict(n_new).interval
         covered.append(lo <= truth <= hi)
         widths.append(hi - lo)
     assert 0.78 <= np.mean(covered) <= 1.0, np.mean(covered)
@@ -108,22 +110,21 @@ def test_leave_one_size_out_beats_the_nearest_size_on_a_clean_law():
     assert summary["median_abs_log_error"] < summary["baseline_median_abs_log_error"]
 
 
-def test_a_saturated_ladder_is_reported_and_not_extrapolated():
+def test_a_ladder_that_stops_moving_is_reported_and_still_forecast_at_the_target():
     curves = ladder(np.random.default_rng(5), size_sd=0.05, b=1.5, eta0=0.0, r_max=0.93)
     law = InfusionLaw(form="power_n", n_bootstrap=100).fit(curves, validate=False)
-    assert law.saturation_.saturated
+    assert not law.top_slope_.moving
     p = law.predict(1e8)
-    assert p.saturated and "not shown to move" in p.describe()
-    assert p.interval[1] == 1.0
-    assert p.ratio == pytest.approx(law.predict_point(SIZES[-1]))
+    # Evaluated at the queried size, not at the largest rung: the point is the law's there.
+    assert p.ratio == law.predict_point(1e8) != pytest.approx(law.predict_point(SIZES[-1]))
+    assert p.interval[0] < p.ratio < p.interval[1] < 1.0
 
 
-def test_a_ladder_still_moving_is_not_saturated():
+def test_a_ladder_still_moving_is_reported_moving():
     law = InfusionLaw(n_bootstrap=100).fit(
         ladder(np.random.default_rng(6), size_sd=0.05), validate=False
     )
-    assert not law.saturation_.saturated
-    assert law.predict(1e8).saturated is None
+    assert law.top_slope_.moving
 
 
 def test_the_window_and_recommendation_follow_the_tolerances():
@@ -135,29 +136,104 @@ def test_the_window_and_recommendation_follow_the_tolerances():
     assert set(rows) == {0.95, 0.9, 0.8}
     assert rows[0.95].ratio < rows[0.9].ratio < rows[0.8].ratio < p.ratio  # stricter, lower
     # Against the true curve at 1e7: the ratio keeping 90% sits where the truth has it, and
-    # the recommended one (that tolerance, with its uncertainty) keeps at least that.
+    # the recommended one (that tolerance, at 90% confidence) keeps at least that.
     assert rows[0.9].ratio == pytest.approx(true_ratio_keeping(0.9, 1e7), rel=0.1)
+    assert p.recommended_ratio == rows[0.9].bound < rows[0.9].ratio
     assert true_retention(p.recommended_ratio, 1e7) >= 0.9
     assert p.acquisition_threshold == pytest.approx(float(true_acquisition_threshold(1e7)), rel=0.5)
-    assert not p.window_empty
-    assert "infusion window" in p.describe()
+    d = p.decision
+    assert not d.window_empty and d.informative and d.learns
+    assert d.best_window[0] < d.window[0] < d.window[1] < d.best_window[1]  # stricter: narrower
+    assert d.window[1] == pytest.approx(p.recommended_ratio)
+    assert d.p_keep >= 0.9 - 0.01 and d.c_star >= 0.9
+    # The rules, on the same draws: domain_first at the window's lower edge, balanced where
+    # P_keep and P_learn are jointly highest, retention_first at the upper edge.
+    balanced = law.predict(1e7, rule="balanced").decision
+    first = law.predict(1e7, rule="domain_first").decision
+    assert first.ratio == pytest.approx(d.window[0])
+    assert first.ratio < balanced.ratio < p.recommended_ratio
+    assert min(balanced.p_keep, balanced.p_learn) == pytest.approx(d.c_star, abs=0.02)
 
 
-def test_the_window_is_empty_when_the_thresholds_cross():
-    """Acquisition that needs more of the mix as models grow meets a collapse point that does
-    not move: at the target size the domain is only learned past the point of collapse."""
+def test_the_printed_window_is_the_tested_one_and_empty_only_when_its_edges_cross():
+    rng = np.random.default_rng(13)
+    seen = set()
+    for a_b in (-0.5, 0.4, 1.2):  # acquisition falling with N, then rising ever faster
+
+        def a_law(n, a_b=a_b):
+            return expit(logit(0.5) + a_b * np.log(n / N0))
+
+        law = InfusionLaw(n_bootstrap=100).fit(ladder(rng, a_law=a_law, b=0.2), validate=False)
+        for n in (1e6, 1e7):
+            p = law.predict(n)
+            text, (lo, hi) = describe_prediction(p), p.decision.window
+            assert ("EMPTY" in text) == (lo > hi) == p.window_empty
+            shown = f"{lo:.3f}" in text and f"{hi:.3f}" in text
+            assert shown, text
+            seen.add(p.window_empty)
+    assert seen == {True, False}
+
+
+def test_a_recommendation_below_the_learning_threshold_says_so():
+    """Acquisition that needs more of the mix as models grow meets a collapse point that barely
+    moves: at the target, keeping retention means not learning the domain."""
 
     def rising(n):
         return expit(logit(0.5) + 1.2 * np.log(n / N0))
 
     curves = ladder(np.random.default_rng(8), size_sd=0.05, a_law=rising, b=0.2)
-    p = (
-        InfusionLaw(n_bootstrap=100)
-        .fit(curves, validate=False)
-        .predict(1e7, beyond_saturation=False)
-    )
+    law = InfusionLaw(n_bootstrap=100).fit(curves, validate=False)
+    p = law.predict(1e7)
     assert p.acquisition_threshold > p.recommended_ratio
-    assert p.window_empty and "EMPTY" in p.describe()
+    assert p.window_empty and p.decision.learns is False
+    text = describe_prediction(p)
+    assert "EMPTY" in text and "probably does not learn the domain" in text
+    # No draw both keeps and learns anywhere: balanced has nothing to balance, domain_first
+    # learns and gives up retention.
+    assert p.decision.c_star == 0 and law.predict(1e7, rule="balanced").decision.ratio is None
+    first = law.predict(1e7, rule="domain_first").decision
+    assert first.ratio == pytest.approx(first.window[0])
+    assert first.ratio > p.recommended_ratio
+
+
+def test_the_learning_side_is_evaluated_at_the_target_size():
+    """Acquisition falls with N here: the learning threshold forecast for a size 30x past the
+    ladder lies below the largest rung's, as its own law says."""
+
+    def falling(n):
+        return true_acquisition_threshold(n, a0=0.6, b_a=-0.3)
+
+    curves = ladder(np.random.default_rng(14), size_sd=0.05, a_law=falling)
+    law = InfusionLaw(n_bootstrap=100).fit(curves, validate=False)
+    far, top = law.predict(1e8), law.predict(SIZES[-1])
+    assert far.acquisition_threshold < top.acquisition_threshold
+    assert far.acquisition_threshold == pytest.approx(float(falling(1e8)), rel=0.3)
+
+
+def test_a_weak_ladder_is_not_informative():
+    """A ladder as the old quickstart was: shallow curves (steepness 1), a floor that rises
+    toward the threshold at large N, 60 four-way probes of noise, one seed. No single ratio is
+    recommended, and the text says where the width comes from."""
+    rng = np.random.default_rng(15)
+    curves = []
+    for i, n in enumerate(SIZES[:5]):
+        rstar = float(expit(logit(true_rstar(n)) + rng.normal(0, 0.5)))
+        floor = 0.2 + 0.06 * i
+        offset = logit((0.5 - floor) / (1 - floor))
+        ratios, retention = [], []
+        for r in RATIOS:
+            y = floor + (1 - floor) * expit(1.0 * (logit(rstar) - logit(r)) + offset)
+            acc = 0.25 + 0.75 * y  # chance-corrected y as 4-way accuracy, then 60 probes
+            hits = rng.binomial(60, acc) / 60
+            ratios.append(r)
+            retention.append(float((hits - 0.25) / 0.75))
+        acq = tuple(float(0.5 * expit(2 * (logit(r) - logit(0.3)))) for r in ratios)
+        curves.append(SizeCurve(f"n{i}", n, 1e5, tuple(ratios), tuple(retention), acq, 1.0))
+    p = InfusionLaw(n_bootstrap=200).fit(curves, validate=False).predict(1e7)
+    assert not p.decision.informative
+    text = describe_prediction(p)
+    assert "NOT INFORMATIVE" in text and "recommended infusion ratio" not in text
+    assert "held fixed" in text and "to narrow it" in text
 
 
 def test_below_four_sizes_the_form_is_the_fixed_default():
@@ -174,7 +250,9 @@ def test_the_points_method_is_kept_for_comparison():
     points = InfusionLaw(method="points", n_bootstrap=100).fit(curves, validate=False)
     assert points.parameters["b_n"] == pytest.approx(0.6, abs=0.15)
     p = points.predict(1e6)
-    assert p.tolerances == () and p.recommended_ratio < true_rstar(1e6) < p.interval[1]
+    # No retention curve: the decision keeps the collapse threshold itself, at 90% confidence.
+    assert [row.tolerance for row in p.tolerances] == [points.threshold] == [p.tolerance]
+    assert p.recommended_ratio < true_rstar(1e6) < p.interval[1]
 
 
 def test_too_few_sizes_and_an_unfitted_law_say_so():
@@ -193,6 +271,11 @@ def test_save_and_load_round_trip(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(KinfuseError, match="not a saved infusion law"):
         InfusionLaw.load(tmp_path / "bad.json")
+    old = json.loads((tmp_path / "law.json").read_text())
+    del old["format"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(KinfuseError, match="older kinfuse-ray .* refit it"):
+        InfusionLaw.load(tmp_path / "old.json")
 
 
 def test_point_law_seeds_a_search_through_the_points():

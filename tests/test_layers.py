@@ -11,9 +11,9 @@ from .helpers import REPO
 
 LAYERS = {
     "schema": {"errors", "files", "spec", "hardware", "config", "plan"},
-    "science": {"collapse", "law", "mixing", "knowledge", "analysis"},
+    "science": {"collapse", "decision", "law", "mixing", "knowledge", "analysis"},
     "training": {"data", "model", "parallel", "checkpoint", "metrics", "train", "trial"},
-    "io": {"tracking", "records", "output"},
+    "io": {"tracking", "records", "output", "presentation"},
     "ray": {"search", "progress", "live_metrics", "ray_trial", "cluster", "mlflow_mirror",
             "console", "tune_experiment", "tokenize_job", "wikidata"},
     "top": {"sweep", "plots", "cli", "__init__"},

@@ -1,0 +1,240 @@
+"""Text for people: the law, a forecast and a sweep's answer, written from their typed results.
+
+Every number printed comes from the result objects (law.py, decision.py, analysis.py); nothing
+here computes one. Each label says what its number is: a median, an interval, or a bound that
+holds at the stated confidence.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+from kinfuse_ray.analysis import Confirmation, Summary
+from kinfuse_ray.law import InfusionLaw, Prediction
+
+LEVERS = (
+    "a larger model, more infusion tokens (train.tokens) or fewer domain facts raise acquisition "
+    "at a given ratio; predict.rule: balanced picks the ratio most likely to do both"
+)
+NARROWING = {
+    "size scatter": "another rung near the target, or more seeds (each rung's r* is measured "
+    "less noisily)",
+    "curve shape": "ratios spaced around every rung's collapse, so each curve's fall is seen",
+    "law parameters": "more retention probes (more general facts) or seeds: less trial noise",
+}
+
+
+def describe_law(law: InfusionLaw) -> str:
+    """A few lines: the law, its parameters, how r* moves over the top sizes, the held-out check."""
+    n = [c.n_params for c in law.curves_]
+    conf = f"{law.confidence:.0%}"
+    lines = [
+        f"law {law.form} ({law.method} fit), {len(law.curves_)} sizes "
+        f"(N {min(n):,.0f} to {max(n):,.0f}), {sum(len(c.ratios) for c in law.curves_)} trials:"
+    ]
+    intervals = law.parameter_intervals()
+    for name, value in law.parameters.items():
+        lo, hi = intervals[name]
+        lines.append(f"  {name} = {value:+.3f}  ({conf} interval {lo:+.3f} to {hi:+.3f})")
+    if law.top_slope_ is not None:
+        s = law.top_slope_
+        verdict = "moves" if s.moving else "is not shown to move (3 sizes: a test of little power)"
+        lines.append(
+            f"  r* over {', '.join(s.sizes)} {verdict}: slope of logit r* in log N "
+            f"{s.slope:+.2f} ({conf} interval {s.interval[0]:+.2f} to {s.interval[1]:+.2f})"
+        )
+    dof = len(law.size_residuals_) - len(law.params_)
+    if dof <= 2:
+        lines.append(
+            f"  note: {len(law.size_residuals_)} sizes leave {dof} degree(s) of freedom for "
+            "how far sizes scatter around the law, so intervals are wide: add sizes to narrow them"
+        )
+    summary = law.held_out_summary
+    if summary is None:
+        lines.append("  held-out check: needs one more size")
+    else:
+        lines.append(
+            f"  leave-one-size-out over {summary['sizes']} sizes: {summary['coverage']:.0%} of "
+            f"{conf} intervals cover; median |log error| in 1 - r* "
+            f"{summary['median_abs_log_error']:.3f} vs {summary['baseline_median_abs_log_error']:.3f} "
+            "for the nearest measured size as is"
+        )
+    return "\n".join(lines)
+
+
+def _range(interval: tuple[float, float]) -> str:
+    return f"{interval[0]:.3f}-{interval[1]:.3f}"
+
+
+def _units(p: Prediction, ratio: float) -> str:
+    """A ratio in exposures: what carries to another corpus, fact set or budget."""
+    if p.exposures is None:
+        return ""
+    general, domain = p.exposures.at(ratio)
+    return f" [{general:.1f} rehearsals per general fact, {domain:.1f} exposures per domain fact]"
+
+
+def describe_prediction(p: Prediction) -> str:
+    """The forecast at one size: r*, both sides of the window, and one decision."""
+    d, conf, tol = p.decision, f"{p.confidence:.0%}", f"{p.tolerance:.0%}"
+    keep = next(row for row in p.tolerances if row.tolerance == p.tolerance)
+    lines = [
+        f"collapse point r* = {p.ratio:.3f} ({conf} interval {_range(p.interval)}): past it the "
+        "model has lost half of what it knew",
+        *(
+            [f"units: over {p.exposures.tokens:,.0f} tokens, as the largest rung renders its facts"]
+            if p.exposures
+            else []
+        ),
+        f"keeps retention >= {tol} of its pre-infusion level up to r = {keep.ratio:.3f} (median; "
+        f"{conf} interval {_range(keep.interval)}){_units(p, keep.ratio)}",
+    ]
+    if p.acquisition_threshold is None:
+        lines.append(f"learning side unknown: {p.acquisition_note}")
+    else:
+        lines.append(
+            f"learns the domain (chance-corrected acquisition >= {p.acquisition_target:.2f}) from "
+            f"r = {p.acquisition_threshold:.3f} (median; {conf} interval "
+            f"{_range(p.acquisition_interval)}){_units(p, p.acquisition_threshold)}"
+        )
+        lo, hi = d.best_window
+        best = (
+            f"{lo:.3f} to {hi:.3f}"
+            if lo <= hi
+            else f"none (learns from {lo:.3f} > keeps up to {hi:.3f})"
+        )
+        lines.append(f"best-estimate window: {best}")
+        wlo, whi = d.window
+        lines.append(
+            f"window at {conf} confidence: "
+            + (
+                f"EMPTY (learning needs r >= {wlo:.3f}, keeping needs r <= {whi:.3f})"
+                if d.window_empty
+                else f"{wlo:.3f} to {whi:.3f}"
+            )
+        )
+        where = f" at r = {d.c_star_ratio:.3f}" if d.c_star > 0 else ""
+        lines.append(
+            f"c* = {d.c_star:.2f}{where}: the highest confidence at which one ratio both keeps "
+            "retention and learns the domain"
+        )
+    if not d.informative:
+        lines.append(
+            f"NOT INFORMATIVE ({'; '.join(d.reasons)}): the ratio that keeps {tol} lies within "
+            f"{_range(d.keep_interval)} ({conf}); no single ratio is recommended"
+        )
+        if p.width_sources:
+            shares = ", ".join(f"{k} {v:.0%}" for k, v in p.width_sources.items())
+            lines.append(f"  width lost when each source is held fixed: {shares}")
+            worst = max(p.width_sources, key=p.width_sources.get)
+            lines.append(f"  to narrow it, start with {worst}: {NARROWING[worst]}")
+    elif d.ratio is None:
+        lines.append(f"no ratio meets rule {d.rule} at {conf} confidence")
+    else:
+        lines.append(_recommendation(p))
+    if p.tolerances:
+        lines.append(
+            f"  {'retention kept':>14}  {'median r':>8}  {conf + ' interval':<13}  "
+            f"at least this with {conf} confidence"
+        )
+        for row in p.tolerances:
+            lines.append(
+                f"  {row.tolerance:>14.0%}  {row.ratio:>8.3f}  {_range(row.interval):<13}  "
+                f"{row.bound:.3f}"
+            )
+    return "\n".join(lines)
+
+
+def _recommendation(p: Prediction) -> str:
+    d, conf, tol = p.decision, f"{p.confidence:.0%}", f"{p.tolerance:.0%}"
+    what = {
+        "retention_first": f"the largest ratio that keeps retention >= {tol} with {conf} "
+        "confidence",
+        "balanced": "where P(keeps) and P(learns) are jointly highest",
+        "domain_first": f"the smallest ratio that learns the domain with {conf} confidence",
+    }[d.rule]
+    text = (
+        f"recommended infusion ratio {d.ratio:.3f}{_units(p, d.ratio)}\n  ({d.rule}: {what}): "
+        f"P(keeps) {d.p_keep:.2f}"
+    )
+    if d.p_learn is not None:
+        text += f", P(learns) {d.p_learn:.2f}, P(both) {d.p_both:.2f}"
+    if p.expected_retention is not None:
+        point, interval = p.expected_retention
+        text += f"; one run keeps {point:.2f} of its retention there ({conf} interval {_range(interval)})"
+    if d.learns is False:
+        text += f"\n  keeps retention; probably does not learn the domain: {LEVERS}"
+    return text
+
+
+def describe_recommendation(p: Prediction, target: str) -> str:
+    """The forecast for `target` as the command line prints it, warnings included."""
+    head = (
+        f"recommendation for {target} ({p.n_params:,.0f} non-embedding params, "
+        f"{p.tokens:,.0f} tokens):"
+    )
+    body = [describe_prediction(p), *(f"warning: {w}" for w in p.warnings)]
+    return "\n".join([head, textwrap.indent("\n".join(body), "  ")])
+
+
+def describe_answer(summary: Summary) -> str:
+    """A sweep's answer as `kinfuse sweep` prints it (and saves as answer.txt): the collapse
+    table, the law, the forms compared and the recommendation."""
+    parts = [size_table(summary), ""]
+    parts.append(describe_law(summary.law) if summary.law else f"no law fitted: {summary.law_note}")
+    if len(summary.law_comparison) > 1:
+        ranked = ", ".join(
+            f"{c['law']} (held-out |log error| {c['held_out_log_error']})"
+            for c in summary.law_comparison
+        )
+        parts.append(f"  forms compared by leave-one-size-out, best first: {ranked}")
+    if summary.recommendation:
+        parts += ["", describe_recommendation(summary.recommendation, summary.target)]
+    return "\n".join(parts)
+
+
+def describe_confirmation(c: Confirmation) -> str:
+    what = f"{c.role:<11} r = {c.ratio:.4f}: retention kept {c.measured:.2f} of plateau"
+    if c.predicted is None:
+        return what
+    lo, hi = c.interval
+    verdict = "inside" if c.covered else "OUTSIDE"
+    return f"{what}, predicted {c.predicted:.2f} ({lo:.2f}-{hi:.2f}, {verdict})"
+
+
+def size_table(summary: Summary) -> str:
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    lines = [
+        f"{'size':<12}{'n_params':>10}  {'collapse r*':>11}  {'bracket':<13}  {'best safe':>9}  "
+        f"{'learns from':>11}  note"
+    ]
+    for s in summary.sizes:
+        c = s.collapse
+        lines.append(
+            f"{s.size:<12}{s.n_params:>10,}  {fmt(c.ratio):>11}  "
+            f"{f'{c.bracket[0]:.2f}-{c.bracket[1]:.2f}':<13}  {fmt(s.best_safe_ratio):>9}  "
+            f"{fmt(s.acquisition_threshold):>11}  {'' if c.found else c.outcome.value}"
+        )
+    return "\n".join(lines)
+
+
+def describe_summary(summary: Summary) -> str:
+    """The whole answer in Markdown: the sweep's parent run shows it in MLflow."""
+    parts = [f"## {summary.study}: collapse per size", "", "```", size_table(summary), "```", ""]
+    if summary.law is None:
+        parts.append(f"No law fitted: {summary.law_note}")
+    else:
+        parts += ["## The law", "", "```", describe_law(summary.law), "```", ""]
+    if summary.recommendation is not None:
+        p = summary.recommendation
+        parts += [
+            f"## Recommendation for {summary.target} ({p.n_params:,.0f} non-embedding "
+            f"parameters, {p.tokens:,.0f} tokens)", "", "```", describe_prediction(p),
+            *(f"warning: {w}" for w in p.warnings), "```",
+        ]  # fmt: skip
+    if summary.confirmation:
+        parts += ["", f"## Confirmation: {summary.target} trained at the forecast's ratios", "",
+                  "```", *(describe_confirmation(c) for c in summary.confirmation), "```"]  # fmt: skip
+    return "\n".join(parts)
