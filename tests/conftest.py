@@ -1,6 +1,8 @@
 """Fixtures: the bundled data, and one real micro sweep and one real two-worker sweep per test
 session, shared by the tests that only read what they wrote."""
 
+import os
+
 import pytest
 
 from kinfuse_ray.config import DataConfig, EvalConfig
@@ -29,3 +31,35 @@ def micro_sweep(tmp_path_factory):
     """One real, uninterrupted micro sweep, shared by the tests that only read what it wrote."""
     tmp_path = tmp_path_factory.mktemp("micro")
     return tmp_path, run_cli(tmp_path, MICRO, "--progress-every", "5")
+
+
+# Skips that CI accepts: test node id -> the skip message it must carry, each with why. Missing
+# packages are never accepted: `make test-all` installs every system package the tests use.
+ALLOWED_SKIPS: dict[str, str] = {
+    # The local `ray up` test binds Ray's and SSH's default ports, so it cannot run beside
+    # another Ray or MLflow instance; until it brings its own ports (issue 24) it may step aside
+    # for one that an earlier test left shutting down. On a fresh CI machine it runs.
+    "tests/test_cluster_up.py::test_the_local_cluster_file_comes_up_runs_a_sweep_and_goes_down": (
+        "another SSH server, Ray or MLflow instance runs on this host"
+    ),
+}
+
+
+def _accepted(report) -> bool:
+    reason = ALLOWED_SKIPS.get(report.nodeid)
+    return reason is not None and reason in str(report.longrepr[-1])
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under CI a skipped test proves nothing: an unexpected skip fails the run."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if not os.environ.get("CI") or reporter is None:
+        return
+    skipped = [r for r in reporter.stats.get("skipped", []) if not _accepted(r)]
+    if skipped:
+        reporter.write_line(f"CI: {len(skipped)} unexpected skip(s); a skip proves nothing "
+                            "(tests/conftest.py ALLOWED_SKIPS lists the accepted ones):", red=True)  # fmt: skip
+        for report in skipped:
+            reporter.write_line(f"  {report.nodeid}: {report.longrepr[-1]}")
+        if exitstatus == 0:
+            session.exitstatus = 1

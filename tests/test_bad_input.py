@@ -1,9 +1,13 @@
-"""The catalogue of bad input, each through the real `kinfuse sweep`: one line naming the field,
-file or line, exit 2, no traceback, and nothing left behind (no MLflow store, no outputs)."""
+"""The catalogue of bad input, each through the real `kinfuse sweep` entry point: one line
+naming the field, file or line, exit 2, no traceback, and nothing left behind (no MLflow store, no
+outputs). Every case runs in-process through `cli.main` (seconds); a few also as real
+subprocesses, which prove the exit code and the absence of a traceback end to end."""
 
 import json
 
 import pytest
+
+from kinfuse_ray import cli
 
 from .helpers import kinfuse
 
@@ -188,20 +192,39 @@ CASES = {
 }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", CASES)
-def test_bad_input_gets_one_line_and_leaves_nothing_behind(tmp_path, case):
+# The cases also run as real subprocesses: a file error, a schema error, an unreachable store.
+AS_SUBPROCESS = ("malformed YAML", "ratio of 1", "unreachable tracking server")
+
+
+def write_case(tmp_path, case: str) -> tuple[list, str]:
     text, files, message = CASES[case]
     for name, content in {"sweep.yaml": text, **files}.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(content)
-    before = sorted(tmp_path.rglob("*"))
+    return sorted(tmp_path.rglob("*")), message
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_gets_one_line_and_leaves_nothing_behind(tmp_path, monkeypatch, capsys, case):
+    before, message = write_case(tmp_path, case)
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["sweep", "sweep.yaml"])  # an exception escaping it fails the test
+    out, err = capsys.readouterr()
+    assert code == 2, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("kinfuse: error: ") and message in last, last
+    assert sorted(tmp_path.rglob("*")) == before  # no mlflow.db, no runs/, nothing half-written
+
+
+@pytest.mark.parametrize("case", AS_SUBPROCESS)
+def test_bad_input_as_a_real_process_exits_2_without_a_traceback(tmp_path, case):
+    before, message = write_case(tmp_path, case)
     proc = kinfuse(tmp_path, "sweep", "sweep.yaml")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr + proc.stdout
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("kinfuse: error: ") and message in last, last
-    assert sorted(tmp_path.rglob("*")) == before  # no mlflow.db, no runs/, nothing half-written
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_a_missing_sweep_file_is_one_line(tmp_path):

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from .helpers import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full]
 
 SSHD = Path("/usr/sbin/sshd")
 PORTS = (22, 6379, 8265, 5000)  # SSH, and what the cluster file's head listens on

@@ -11,7 +11,7 @@ import pytest
 
 from .helpers import kinfuse, runs_of, start_sweep
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full]
 
 SWEEP = """
 name: full

@@ -44,6 +44,7 @@ def assert_one_finished_run_per_trial(tmp_path: Path) -> dict:
     return {c.data.tags["kinfuse.trial"]: c for c in children}
 
 
+@pytest.mark.full
 def test_driver_killed_at_a_random_point_then_resumed(tmp_path, micro_sweep):
     seed = int(os.environ.get("KINFUSE_KILL_SEED") or random.randrange(2**32))
     # pytest shows it when the test fails: KINFUSE_KILL_SEED=<seed> replays the same kill point
@@ -83,6 +84,7 @@ def test_driver_killed_at_a_random_point_then_resumed(tmp_path, micro_sweep):
     assert again.returncode == 2 and "nothing to resume" in again.stderr
 
 
+@pytest.mark.full
 def test_killed_trial_workers_recover_from_their_last_checkpoint(tmp_path, micro_sweep):
     proc, log = start_sweep(tmp_path, MICRO)
     experiment = tmp_path / "runs" / "micro" / "ray" / "micro"

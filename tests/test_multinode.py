@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from .helpers import TWO_WORKERS, kinfuse, mlflow_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full]
 
 
 @pytest.fixture

@@ -18,7 +18,10 @@ from .helpers import kinfuse
 PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not PG_BIN, reason="Debian's postgresql is not installed (make test does)"),
+    pytest.mark.full,
+    pytest.mark.skipif(
+        not PG_BIN, reason="Debian's postgresql is not installed (make test-all does)"
+    ),
 ]
 
 PASSWORD = "kinfuse-test"

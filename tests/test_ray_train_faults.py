@@ -11,7 +11,7 @@ import pytest
 
 from .helpers import TWO_WORKERS, base_runs, run_cli, runs_of, start_sweep, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full]
 
 # Long enough a base run (about 8 evaluations, each a checkpoint) to be killed in the middle.
 LONGER = TWO_WORKERS.replace("base_tokens: 60000", "base_tokens: 120000")

@@ -13,8 +13,6 @@ from mlflow.tracking import MlflowClient
 
 from .helpers import mlflow_server
 
-pytestmark = pytest.mark.slow
-
 SWEEP = """
 name: blip
 seed: 1
@@ -39,6 +37,8 @@ def sweep(tmp_path, *args):
     )  # fmt: skip
 
 
+@pytest.mark.slow
+@pytest.mark.full
 def test_a_tracking_server_lost_midway_is_one_line_and_resume_finishes(tmp_path):
     store = f"sqlite:///{tmp_path / 'server.db'}"
     with mlflow_server(store, tmp_path) as url:
@@ -65,3 +65,39 @@ def test_a_tracking_server_lost_midway_is_one_line_and_resume_finishes(tmp_path)
     assert sorted(r.info.run_name for r in found) == ["base-a-r0", "blip", "infuse-a-r0.5"]
     assert {r.info.status for r in found} == {"FINISHED"}
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_store_failing_while_a_trial_run_closes_is_raised_at_the_next_step(tmp_path):
+    """The race that once printed Tune's traceback: the store fails inside a trial's completion
+    hook (which Tune wraps in a traceback-logging handler). The mirror keeps the failure and
+    raises it at Tune's next step, where it reaches the sweep's one-line handler."""
+    from types import SimpleNamespace
+
+    from kinfuse_ray.config import SweepConfig
+    from kinfuse_ray.mlflow_mirror import MlflowTrials
+    from kinfuse_ray.spec import Phase, TrialSpec
+    from kinfuse_ray.tracking import Tracker, store_failure
+
+    sweep = SweepConfig.model_validate(
+        {"name": "race", "ladder": [{"name": "a", "hidden_size": 24, "n_layers": 1,
+                                     "n_heads": 2}], "ratios": [0.5],
+         "output_dir": str(tmp_path / "out")}
+    )  # fmt: skip
+    db = tmp_path / "store.db"
+    tracker = Tracker(f"sqlite:///{db}", "race")
+    parent = tracker.start_run("race", {})
+    mirror = MlflowTrials(tracker, parent, sweep)
+    trial = SimpleNamespace(
+        config={"trial": TrialSpec(Phase.infuse, "a", 0.5).to_config()}, last_result={}
+    )
+    mirror.on_trial_start(0, [trial], trial)
+    db.unlink()
+    db.mkdir()  # the store's file is gone: every write now fails in the database layer
+    mirror.on_trial_complete(1, [trial], trial)  # must not raise inside Tune's handler
+    mirror.on_trial_result(1, [trial], trial, {"tokens": 1})  # nothing more is written
+    with pytest.raises(Exception) as raised:
+        mirror.on_step_begin(2, [trial])
+    assert store_failure(raised.value)
+    with pytest.raises(Exception) as again:
+        mirror.on_experiment_end([trial])
+    assert again.value is raised.value

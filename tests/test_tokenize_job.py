@@ -23,7 +23,7 @@ from kinfuse_ray.knowledge import load_templates, load_triples
 
 from .helpers import kinfuse
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.full]
 
 
 def test_sharded_tokenization_matches_the_single_process_one(tmp_path):

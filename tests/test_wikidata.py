@@ -162,6 +162,7 @@ def test_bad_arguments_are_one_line(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_on_ray_data_the_same_triples_come_out(tmp_path):
     """The dump parsed on a local Ray instance (Ray Data, as on a cluster) gives the same file;
     a malformed line is quoted (Ray Data carries no line numbers) or counted."""
