@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +32,7 @@ sys.path.insert(0, str(REPO))  # the checkout, installed or not
 
 from kinfuse_ray.config import BUNDLED_DATA, Schedule, load_sweep  # noqa: E402
 from kinfuse_ray.data import build_bundle  # noqa: E402
-from kinfuse_ray.parallel import Dist  # noqa: E402
+from kinfuse_ray.parallel import Dist, resolve_device  # noqa: E402
 from kinfuse_ray.plan import GIB, training_memory  # noqa: E402
 from kinfuse_ray.spec import Phase, TrialSpec  # noqa: E402
 from kinfuse_ray.trial import run_trial  # noqa: E402
@@ -71,6 +73,19 @@ def check_settings(args: argparse.Namespace) -> list[str]:
         *(TINY if args.tiny else []),
         *args.set,
     ]
+
+
+def compile_missing(device: torch.device) -> list[str]:
+    """What torch.compile lacks here: on CUDA, Triton builds a launcher with a C compiler
+    against the Python headers; a bare image may have neither."""
+    if device.type != "cuda":
+        return []
+    missing = []
+    if not any(shutil.which(cc) for cc in (os.environ.get("CC", "cc"), "gcc", "clang")):
+        missing.append("a C compiler")
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        missing.append("the Python headers (Python.h)")
+    return missing
 
 
 def init_group(device: torch.device) -> None:
@@ -123,15 +138,20 @@ def main() -> None:
     parser.add_argument("--out", default=tempfile.mkdtemp(prefix="kinfuse-gpu-check-"))
     args = parser.parse_args()
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         sys.exit("gpu_check: CUDA is not available here (use --device cpu --tiny for a dry run)")
+    device = resolve_device(args.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     os.environ.setdefault("KINFUSE_CACHE", str(Path(args.out) / "cache"))
     ladder = load_sweep(args.sweep_file)
     cadence = ladder.eval.every_tokens  # the real ladder's, for the projected eval share
     sweep = load_sweep(args.sweep_file, check_settings(args))
+    missing = compile_missing(device) if sweep.train.compile else []
+    if missing:
+        print(f"gpu_check: torch.compile needs {' and '.join(missing)}: running with "
+              "compile=false", flush=True)  # fmt: skip
+        sweep = load_sweep(args.sweep_file, [*check_settings(args), "train.compile=false"])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
         f"device {name}; torch {torch.__version__}; seq_len {sweep.data.seq_len}; "

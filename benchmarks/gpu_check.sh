@@ -19,4 +19,5 @@ if ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
   exit 2
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-PYTHONUNBUFFERED=1 timeout 480 "$PY" benchmarks/gpu_check.py "$@"
+# Each rung prints as it finishes, so a run cut short by the limit still reports what it measured.
+PYTHONUNBUFFERED=1 timeout "${GPU_CHECK_TIMEOUT:-540}" "$PY" benchmarks/gpu_check.py "$@"

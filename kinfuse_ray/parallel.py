@@ -8,6 +8,7 @@ device: NCCL, the backend on GPUs, has no CPU tensors.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +17,16 @@ import torch.distributed as torch_dist
 from kinfuse_ray.config import Parallelism
 
 Metrics = dict[str, float]
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """`name` with a device index: CUDA calls (set_device, a process group's device_id) refuse a
+    bare "cuda". The index is this process's local rank (LOCAL_RANK), else CUDA's current one."""
+    device = torch.device(name)
+    if device.type != "cuda" or device.index is not None:
+        return device
+    local = os.environ.get("LOCAL_RANK")
+    return torch.device("cuda", int(local) if local else torch.cuda.current_device())
 
 
 def in_process_group() -> bool:

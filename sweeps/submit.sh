@@ -12,6 +12,7 @@
 # KINFUSE_HEAD_ENV names the environment on the head (clusters/local.yaml: ~/kinfuse-env);
 # empty (cluster.yaml's image): the `ray` and `python` on the head's PATH.
 set -euo pipefail
+# Empty arrays expand as ${a[@]+"${a[@]}"}: bash 3.2 (macOS) treats "${a[@]}" of an empty array as unset under set -u.
 usage="usage: sweeps/submit.sh CLUSTER_FILE SWEEP_FILE [--no-wait] [kinfuse sweep options]"
 cluster=${1:?$usage}
 sweep_file=${2:?$usage}
@@ -35,5 +36,5 @@ export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$token"
 exec ray job submit --address "${RAY_ADDRESS:-http://127.0.0.1:8265}" \
   --working-dir . \
   --submission-id "kinfuse-$(basename "$sweep_file" .yaml)-$(date +%Y%m%d-%H%M%S)" \
-  "${wait[@]}" \
-  -- "${bin}python" -m kinfuse_ray.cli sweep "$sweep_file" "${options[@]}"
+  ${wait[@]+"${wait[@]}"} \
+  -- "${bin}python" -m kinfuse_ray.cli sweep "$sweep_file" ${options[@]+"${options[@]}"}

@@ -40,3 +40,16 @@ def test_the_aws_gpu_workers_fit_the_gpu_ladders_trials():
     assert node["resources"]["CPU"] >= sweep.train.workers * sweep.train.cpus_per_trial
     assert (node["node_config"]["InstanceType"], sweep.train.gpu) == ("p5.48xlarge", "H100-SXM")
     assert sweep.ray.concurrent_trials == node["max_workers"]
+
+
+@pytest.mark.full
+def test_every_shell_script_passes_shellcheck():
+    """Scripts users run on their own machines (macOS's bash 3.2 among them) and on cluster
+    nodes: shellcheck finds no issue in any of them (make test-all installs it)."""
+    import subprocess
+
+    scripts = subprocess.run(["git", "ls-files", "*.sh"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split()  # fmt: skip
+    assert "sweeps/submit.sh" in scripts
+    checked = subprocess.run(["shellcheck", *scripts], cwd=REPO, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout[-3000:]

@@ -14,6 +14,8 @@ from kinfuse_ray.hardware import GPUS, peak_flops
 from kinfuse_ray.model import build_model
 from kinfuse_ray.train import evaluate
 
+from .helpers import REPO
+
 TINY = ModelSize(name="t", hidden_size=32, n_layers=1, n_heads=2)
 
 
@@ -140,3 +142,39 @@ def test_parameters_counted_from_the_shape_match_the_real_model(shape):
     with torch.device("meta"):
         model = build_model(size, 32_000, 2048)
     assert count.total == sum(p.numel() for p in model.parameters())
+
+
+def test_a_bare_cuda_device_gets_an_index(monkeypatch):
+    """`--device cuda` (the GPU check's default) names no index; set_device and a process
+    group's device_id refuse that, so it resolves to the local rank, else CUDA's current one."""
+    from kinfuse_ray.parallel import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve_device("cuda") == torch.device("cuda", 3)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("cuda:5") == torch.device("cuda", 5)
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.full
+def test_the_gpu_check_runs_its_real_entry_point_without_scipy_ray_or_mlflow(tmp_path):
+    """The GPU box has torch and transformers, and pydantic from wheels: nothing else. The
+    check's own entry point runs (on CPU, gloo) with scipy, Ray, MLflow, Optuna and datasets
+    unimportable, and prints a line per rung."""
+    script = f"""
+import runpy, sys
+for name in ("scipy", "ray", "mlflow", "optuna", "datasets"):
+    sys.modules[name] = None  # any import of them fails
+sys.argv = ["gpu_check.py", "--device", "cpu", "--tiny", "--steps", "8", "--batch-size", "8",
+            "--out", {str(tmp_path)!r}]
+runpy.run_path({str(REPO / "benchmarks" / "gpu_check.py")!r}, run_name="__main__")
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+        env={"KINFUSE_CACHE": str(tmp_path / "cache"), "PATH": ""},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "all checks passed" in proc.stdout
+    assert "t1 " in proc.stdout and "t2 " in proc.stdout and "fsdp" in proc.stdout
