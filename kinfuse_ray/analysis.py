@@ -171,10 +171,10 @@ def confirmation_rows(
     if not trials:
         return []
     plateau = float(np.mean(base)) if base else max(t.retention for t in trials)
-    roles = {
-        round(prediction.recommended_ratio, 4): "recommended",
-        round(prediction.ratio, 4): "collapse",
-    }
+    roles = {}
+    if prediction.recommended_ratio is not None:
+        roles[round(prediction.recommended_ratio, 4)] = "recommended"
+    roles[round(prediction.ratio, 4)] = "collapse"
     out = []
     for t in sorted(trials, key=lambda t: t.ratio):
         expected = law.expected_retention(t.n_params, t.tokens, t.ratio)

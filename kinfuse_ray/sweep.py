@@ -90,8 +90,8 @@ def run_sweep(
             )
         base_runs = [t for t in results if t.phase is Phase.base]
         summary = summarise(trials, sweep, time.monotonic() - started, base_runs)
-        if sweep.predict.confirm and summary.recommendation:
-            rec = summary.recommendation
+        rec = summary.recommendation
+        if sweep.predict.confirm and rec and rec.recommended_ratio is not None:
             confirm = sweep.confirmation(rec.recommended_ratio, rec.ratio)
             measured = phase(confirm, only=[sweep.predict.target.size.name])
             summary.confirmation = confirmation_rows(summary.law, summary.recommendation, measured)
