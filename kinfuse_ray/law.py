@@ -581,10 +581,22 @@ class InfusionLaw:
     def _default_tokens(self) -> float:
         return max(self.curves_, key=lambda c: c.n_params).tokens
 
+    def _query(self, n_params: float, tokens: float | None) -> tuple[float, float]:
+        """The queried size and budget, checked: positive finite numbers (budget: the fitted
+        one when None)."""
+        self._check_fitted()
+        tokens = self._default_tokens() if tokens is None else tokens
+        for name, value in (("n_params", n_params), ("tokens", tokens)):
+            if not (
+                isinstance(value, int | float | np.number) and math.isfinite(value) and value > 0
+            ):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        return float(n_params), float(tokens)
+
     def predict_point(self, n_params: float, tokens: float | None = None) -> float:
         """The fitted collapse ratio alone, without its interval."""
-        self._check_fitted()
-        return float(expit(self._law_logit(n_params, tokens or self._default_tokens())[0]))
+        n_params, tokens = self._query(n_params, tokens)
+        return float(expit(self._law_logit(n_params, tokens)[0]))
 
     def _draws_logit(self, n_params: float, tokens: float, deviation: bool = True) -> np.ndarray:
         """Per draw, the law's logit r* at this size, plus (with `deviation`) a new size's own
@@ -656,8 +668,7 @@ class InfusionLaw:
 
     def decision_curves(self, n_params: float, tokens: float | None = None) -> DecisionCurves:
         """P_keep, P_learn and P_both over a grid of ratios at this size (the plot's input)."""
-        self._check_fitted()
-        tokens = float(tokens or self._default_tokens())
+        n_params, tokens = self._query(n_params, tokens)
         z = self._draws_logit(n_params, tokens)
         keep = self._keep_logits(z, self._shapes(), self.decision_tolerance)
         learn = self._learn_logits(n_params, tokens, np.array(self.draws_)[:, -1])
@@ -692,8 +703,7 @@ class InfusionLaw:
         """The forecast for a model of `n_params` non-embedding parameters trained on `tokens`:
         r* with its interval, the ratio keeping each tolerance, the learning side, and the
         decision by `rule` (default: the law's) at the law's confidence, all at this size."""
-        self._check_fitted()
-        tokens = float(tokens or self._default_tokens())
+        n_params, tokens = self._query(n_params, tokens)
         z = self._draws_logit(n_params, tokens)
         shapes, c = self._shapes(), self.confidence
         tolerance = self.decision_tolerance

@@ -282,3 +282,29 @@ def test_point_law_seeds_a_search_through_the_points():
     points = [(n, 1e5, float(true_rstar(n))) for n in SIZES[:3]]
     guess = point_law(points)(SIZES[4], 1e5)
     assert math.isclose(guess, float(true_rstar(SIZES[4])), abs_tol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [({"n_params": -1}, "n_params"), ({"n_params": float("nan")}, "n_params"),
+     ({"n_params": float("inf")}, "n_params"), ({"n_params": 0}, "n_params"),
+     ({"n_params": 1e6, "tokens": 0}, "tokens"), ({"n_params": 1e6, "tokens": -5}, "tokens")],
+)  # fmt: skip
+def test_a_query_outside_positive_finite_numbers_is_refused_by_name(query, name):
+    law = InfusionLaw(n_bootstrap=20).fit(ladder(np.random.default_rng(16)), validate=False)
+    for ask in (law.predict, law.predict_point):
+        with pytest.raises(ValueError, match=f"^{name} must be a positive finite number"):
+            ask(**query)
+
+
+def test_the_cli_refuses_a_size_that_is_not_a_positive_finite_number(tmp_path, capsys):
+    from kinfuse_ray import cli
+
+    InfusionLaw(n_bootstrap=20).fit(ladder(np.random.default_rng(17))).save(tmp_path / "law.json")
+    for bad in ("nan", "inf", "-3"):
+        with pytest.raises(SystemExit) as ended:
+            cli.main(["predict", "--law-file", str(tmp_path / "law.json"), "--n-params", bad])
+        assert ended.value.code == 2
+        assert "must be a positive finite number" in capsys.readouterr().err
+    assert cli.main(["predict", "--law-file", str(tmp_path / "law.json"), "--n-params", "1e6"]) == 0
+    assert "collapse point r* = " in capsys.readouterr().out
