@@ -60,6 +60,7 @@ def base_key(sweep: SweepConfig, rung: DataBundle, size: str) -> str:
     _hash_arrays(digest, [p.answers for p in probes])
     settings = {
         "version": _code_version(),
+        "kernels": _kernels(sweep),
         "shape": sweep.size(size).model_dump(mode="json", exclude={"name"}),
         "train": sweep.train_for(size).model_dump(mode="json", exclude=_NOT_IN_BASE["train"]),
         "eval": sweep.eval.model_dump(mode="json", exclude=_NOT_IN_BASE["eval"]),
@@ -76,6 +77,18 @@ def _hash_arrays(digest, arrays: list[np.ndarray]) -> None:
     digest.update(np.array([len(a) for a in arrays], dtype=np.int64).tobytes())
     if arrays:
         digest.update(np.concatenate(arrays).astype(np.int64).tobytes())
+
+
+def _kernels(sweep: SweepConfig) -> dict[str, str | None]:
+    """What computes a run: the same seed gives other numbers under another torch version or
+    other CPU kernels (AVX-512 sums in another order than AVX2), so neither reuses the other's
+    base runs. On GPUs, the GPU the sweep names (the driver may run on a CPU-only head)."""
+    gpu = sweep.train.use_gpu
+    return {
+        "torch": torch.__version__,
+        "cpu": None if gpu else torch.backends.cpu.get_cpu_capability(),
+        "gpu": sweep.train.gpu if gpu else None,
+    }
 
 
 def _code_version() -> str:
