@@ -21,6 +21,18 @@ from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
 from kinfuse_ray.tracking import FORECAST_TAG, OUTPUT_TAG, child_run_search, scoped_env
 
 
+def _reader(tracking_uri: str) -> MlflowClient:
+    """A client for a store that exists: reading must not create one (MLflow makes an empty
+    sqlite store at any path it is given, so a typo would read as "nothing recorded")."""
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise KinfuseError(
+                f"mlflow: no tracking store at {tracking_uri} ({path} does not exist)"
+            )
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
 @dataclass
 class Recorded:
     """What MLflow holds of one or more studies' latest sweeps."""
@@ -51,7 +63,7 @@ def load_trials(tracking_uri: str, experiments: list[str]) -> Recorded:
     """Rebuild the finished trials of the latest sweep recorded in each of `experiments`
     (several studies combine; an earlier sweep under the same name, run before its file or the
     code changed, does not), with that sweep's own settings."""
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = _reader(tracking_uri)
     runs, sweep_files = [], []
     for name in experiments:
         found = client.get_experiment_by_name(name)
@@ -85,7 +97,7 @@ def load_trials(tracking_uri: str, experiments: list[str]) -> Recorded:
 
 def confirmed_forecasts(tracking_uri: str) -> list[dict]:
     """Every confirmed forecast in the store (all studies), oldest first, with its study."""
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = _reader(tracking_uri)
     experiments = {e.experiment_id: e.name for e in client.search_experiments()}
     if not experiments:
         return []

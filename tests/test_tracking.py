@@ -32,3 +32,18 @@ def test_trials_come_from_the_latest_sweep_of_each_experiment(tmp_path):
     assert sorted(t.ratio for t in both) == [0.3, 0.6, 0.7]
     with pytest.raises(KinfuseError, match="no experiment named 'nothing'"):
         load_trials(uri, ["nothing"])
+
+
+def test_reading_a_store_that_does_not_exist_is_one_line_and_creates_nothing(tmp_path, capsys):
+    from kinfuse_ray import cli
+
+    typo = tmp_path / "typo.db"
+    for argv in (["forecasts"], ["fit", "--experiment", "quickstart"],
+                 ["predict", "--experiment", "quickstart", "--n-params", "1e6"]):  # fmt: skip
+        assert cli.main([*argv, "--tracking-uri", f"sqlite:///{typo}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert (
+            err
+            == f"kinfuse: error: mlflow: no tracking store at sqlite:///{typo} ({typo} does not exist)"
+        )
+    assert not typo.exists()
