@@ -7,8 +7,9 @@
 #   ray job logs --follow JOB_ID        # (with the same RAY_AUTH_* variables as below)
 # --no-wait returns once the job is accepted; without it, this follows the job's log until the
 # sweep ends (days, for a GPU ladder). Other options go to `kinfuse sweep`.
-# Ray's token authentication is on: the head's token is fetched once with `ray exec` into
-# ~/.ray/<cluster_name>.token (mode 600) and used through RAY_AUTH_MODE / RAY_AUTH_TOKEN_PATH.
+# Ray's token authentication is on (the cluster files make the head's token at start): it is
+# fetched once with `ray exec` into ~/.ray/<cluster_name>.token (mode 600) and used through
+# RAY_AUTH_MODE / RAY_AUTH_TOKEN_PATH.
 # KINFUSE_HEAD_ENV names the environment on the head (clusters/local.yaml: ~/kinfuse-env);
 # empty (cluster.yaml's image): the `ray` and `python` on the head's PATH.
 set -euo pipefail

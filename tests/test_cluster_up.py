@@ -4,7 +4,9 @@ all) and recorded by the head's supervised MLflow server, MLflow killed and back
 then the documented teardown, after which no Ray or MLflow process is left.
 
 The paths of the file are moved into a temporary folder and the nodes' environment is this
-test's own (installing one is what `make test` already did); everything else runs as written."""
+test's own (installing one is what `make test` already did); everything else runs as written.
+Both sides start from an empty HOME (the client's, and the head's over SSH), so a Ray token
+an earlier `ray.init()` left in this machine's HOME cannot make token authentication pass."""
 
 import os
 import shutil
@@ -71,7 +73,8 @@ def healthy(url: str, timeout: float) -> bool:
 
 @pytest.fixture
 def ssh_server(tmp_path):
-    """sshd on 127.0.0.1:22 accepting one fresh key for root; yields the private key's path."""
+    """sshd on 127.0.0.1:22 accepting one fresh key for root, whose sessions get an empty HOME
+    of their own (tmp_path/head-home); yields the private key's path."""
     if not SSHD.exists() or not shutil.which("rsync"):
         pytest.skip("openssh-server and rsync are not installed (make test installs them)")
     if os.geteuid() != 0:
@@ -88,10 +91,12 @@ def ssh_server(tmp_path):
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", keys / name], check=True
         )
     shutil.copy(keys / "id.pub", keys / "authorized_keys")
+    (tmp_path / "head-home").mkdir()
     (keys / "sshd_config").write_text(
         f"ListenAddress 127.0.0.1\nPort 22\nHostKey {keys}/host_key\nPidFile {keys}/sshd.pid\n"
         f"AuthorizedKeysFile {keys}/authorized_keys\nPermitRootLogin prohibit-password\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\n"
+        f"SetEnv HOME={tmp_path / 'head-home'}\n"
     )
     Path("/run/sshd").mkdir(exist_ok=True)
     sshd = subprocess.Popen([SSHD, "-D", "-f", keys / "sshd_config", "-E", keys / "sshd.log"])
@@ -131,10 +136,12 @@ def test_the_local_cluster_file_comes_up_runs_a_sweep_and_goes_down(tmp_path, ss
     config = cluster_file(tmp_path, ssh_server)
     nodes = tmp_path / "node"
     bin_dir = Path(sys.prefix) / "bin"
+    home = tmp_path / "client-home"
+    (home / ".ssh").mkdir(parents=True)
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")},
+        "HOME": str(home),
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "RAY_AUTH_TOKEN_PATH": str(tmp_path / "head.token"),
         "KINFUSE_HEAD_ENV": str(nodes / "kinfuse-env"),
     }
 
@@ -150,6 +157,12 @@ def test_the_local_cluster_file_comes_up_runs_a_sweep_and_goes_down(tmp_path, ss
         assert (synced / "kinfuse_ray" / "sweep.py").exists()
         assert not (synced / ".venv").exists() and not (synced / ".git").exists()  # rsync filters
         assert healthy("http://127.0.0.1:5000", 120), "the head's MLflow server did not answer"
+        head_token = tmp_path / "head-home" / ".ray" / "auth_token"
+        assert head_token.stat().st_mode & 0o077 == 0  # made by the head, private
+        # Token authentication is really on: without the token the head refuses a job.
+        refused = run("ray", "job", "list", "--address", "http://127.0.0.1:8265")
+        said = (refused.stdout + refused.stderr).lower()
+        assert refused.returncode != 0 and "authentication" in said, said[-2000:]
 
         job = tmp_path / "job"
         job.mkdir()
@@ -159,7 +172,9 @@ def test_the_local_cluster_file_comes_up_runs_a_sweep_and_goes_down(tmp_path, ss
         submit = run("bash", "sweeps/submit.sh", str(config), "micro.yaml", cwd=job)
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert "succeeded" in submit.stdout + submit.stderr
-        assert (tmp_path / "head.token").stat().st_mode & 0o077 == 0  # the token stays private
+        fetched = home / ".ray" / "kinfuse-local.token"  # where submit.sh keeps the head's
+        assert fetched.read_text().strip() == head_token.read_text().strip()
+        assert fetched.stat().st_mode & 0o077 == 0  # the token stays private
 
         client = MlflowClient("http://127.0.0.1:5000")
         experiment = client.get_experiment_by_name("onhead")
@@ -178,10 +193,6 @@ def test_the_local_cluster_file_comes_up_runs_a_sweep_and_goes_down(tmp_path, ss
             f"RAY={nodes}/kinfuse-env/bin/ray {nodes}/kinfuse-ray/clusters/stop_node.sh",
         )  # fmt: skip
         down = run("ray", "down", "-y", str(config))
-        for leftover in ("ray_bootstrap_config.yaml", "ray_bootstrap_key.pem"):
-            Path.home().joinpath(leftover).unlink(
-                missing_ok=True
-            )  # what `ray up` wrote on the head
     assert stop.returncode == 0, stop.stdout[-2000:] + stop.stderr[-2000:]
     assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
     deadline = time.monotonic() + 30
