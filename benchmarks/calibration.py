@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import time
 
 import numpy as np
@@ -27,6 +26,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 from kinfuse_ray.analysis import law_options, size_curves  # noqa: E402
 from kinfuse_ray.config import EvalConfig, PredictConfig  # noqa: E402
 from kinfuse_ray.law import HeldOut, HeldValue, leave_one_size_out  # noqa: E402
+from kinfuse_ray.provenance import describe  # noqa: E402
 from kinfuse_ray.records import load_trials  # noqa: E402
 
 QUANTITIES = {"r*": "rstar", "keep ratio": "keep", "learn ratio": "learn"}
@@ -46,15 +46,6 @@ def row(name: str, values: list[HeldValue]) -> str:
     )
 
 
-def provenance() -> str:
-    import torch
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()  # fmt: skip
-    return (f"commit {commit or '?'}, torch {torch.__version__}, CPU kernels "
-            f"{torch.backends.cpu.get_cpu_capability()}")  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
@@ -71,7 +62,7 @@ def main() -> None:
         "n_bootstrap": args.bootstrap,
         "confidence": args.confidence,
     }
-    print(provenance())
+    print(describe())
     started = time.monotonic()
     held: list[HeldOut] = []
     for name in args.experiment:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+from kinfuse_ray.provenance import describe
 
 TOP_FLOOR = 0.25
 MAX_WIDTH = 1.5
@@ -77,18 +78,9 @@ def criteria(summary: dict) -> list[tuple[str, bool, str]]:
     return out
 
 
-def provenance() -> str:
-    import torch
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()  # fmt: skip
-    return (f"commit {commit or '?'}, torch {torch.__version__}, CPU kernels "
-            f"{torch.backends.cpu.get_cpu_capability()}")  # fmt: skip
-
-
 def main(folders: list[str]) -> int:
     failed = 0
-    print(provenance())
+    print(describe())
     for folder in folders:
         path = Path(folder) / "summary.json"
         if not path.is_file():

@@ -39,6 +39,7 @@ class Summary:
     recommendation: Prediction | None = None
     wall_seconds: float = 0.0
     base_runs: list[TrialResult] = field(default_factory=list)
+    provenance: str = ""  # what produced it: commit, torch version, kernels (set by the sweep)
     confirmation: list[Confirmation] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -69,6 +70,7 @@ class Summary:
         return {
             "study": self.study,
             "wall_seconds": round(self.wall_seconds, 1),
+            "provenance": self.provenance,
             "sizes": [
                 {
                     "size": s.size,

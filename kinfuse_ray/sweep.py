@@ -38,6 +38,7 @@ from kinfuse_ray.plan import check_trainable
 from kinfuse_ray.plots import plot_decision, plot_law, plot_retention
 from kinfuse_ray.presentation import describe_answer, describe_summary
 from kinfuse_ray.progress import Progress
+from kinfuse_ray.provenance import describe as describe_provenance
 from kinfuse_ray.search import LadderSearch, ratio_strategies
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
 from kinfuse_ray.tracking import FORECAST_TAG, Tracker, store_failure
@@ -90,6 +91,7 @@ def run_sweep(
             )
         base_runs = [t for t in results if t.phase is Phase.base]
         summary = summarise(trials, sweep, time.monotonic() - started, base_runs)
+        summary.provenance = describe_provenance()
         rec = summary.recommendation
         if sweep.predict.confirm and rec and rec.recommended_ratio is not None:
             confirm = sweep.confirmation(rec.recommended_ratio, rec.ratio)

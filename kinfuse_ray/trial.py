@@ -26,6 +26,7 @@ from kinfuse_ray.mixing import Stream
 from kinfuse_ray.model import build_model
 from kinfuse_ray.parallel import SINGLE, Dist, parallelize
 from kinfuse_ray.plan import flops_per_token
+from kinfuse_ray.provenance import kernels
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
 from kinfuse_ray.train import CollapseWatch, Metrics, Report, make_optimizer, train
 
@@ -80,13 +81,13 @@ def _hash_arrays(digest, arrays: list[np.ndarray]) -> None:
 
 
 def _kernels(sweep: SweepConfig) -> dict[str, str | None]:
-    """What computes a run: the same seed gives other numbers under another torch version or
-    other CPU kernels (AVX-512 sums in another order than AVX2), so neither reuses the other's
-    base runs. On GPUs, the GPU the sweep names (the driver may run on a CPU-only head)."""
+    """What computes a run (`provenance.kernels`): neither another torch version nor other CPU
+    kernels reuse a base run. On GPUs, the GPU the sweep names instead of the CPU's kernels (the
+    driver may run on a CPU-only head)."""
     gpu = sweep.train.use_gpu
     return {
-        "torch": torch.__version__,
-        "cpu": None if gpu else torch.backends.cpu.get_cpu_capability(),
+        **kernels(),
+        "cpu": None if gpu else kernels()["cpu"],
         "gpu": sweep.train.gpu if gpu else None,
     }
 

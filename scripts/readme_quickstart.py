@@ -1,7 +1,8 @@
 """Write the quickstart's answer into README.md, between its markers, from a finished sweep.
 
 The block is the sweep's own answer.txt (what `kinfuse sweep` printed), headed by what produced
-it: the command, the commit, the torch version and the CPU kernels. Nothing is typed by hand.
+it, as its summary.json records: the commit, the torch version and the CPU kernels the sweep
+ran on. Nothing is typed by hand.
 
     .venv/bin/kinfuse sweep sweeps/quickstart.yaml
     .venv/bin/python scripts/readme_quickstart.py [runs/quickstart]
@@ -10,24 +11,22 @@ it: the command, the commit, the torch version and the CPU kernels. Nothing is t
 from __future__ import annotations
 
 import argparse
-import subprocess
+import json
 import sys
 from pathlib import Path
-
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- quickstart answer: begin -->", "<!-- quickstart answer: end -->"
 
 
 def block(out: Path) -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()  # fmt: skip
     answer = (out / "answer.txt").read_text().rstrip()
+    produced = (
+        json.loads((out / "summary.json").read_text()).get("provenance") or "an unrecorded commit"
+    )
     return "\n".join([
         BEGIN,
-        f"`kinfuse sweep sweeps/quickstart.yaml` at commit {commit}, torch {torch.__version__}, "
-        f"CPU kernels {torch.backends.cpu.get_cpu_capability()} (written by "
+        f"`kinfuse sweep sweeps/quickstart.yaml` at {produced} (written by "
         "`scripts/readme_quickstart.py`):",
         "",
         "```text",
