@@ -21,9 +21,13 @@ def kernels() -> dict[str, str]:
 
 
 def commit() -> str:
-    """The checkout's short commit, or "?" where the package does not run from one."""
-    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=CHECKOUT,
-                           capture_output=True, text=True)  # fmt: skip
+    """The checkout's short commit, or "?" where the package does not run from one (or where
+    there is no git: a cluster image, a bare GPU box)."""
+    try:
+        found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=CHECKOUT,
+                               capture_output=True, text=True, timeout=10)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
     return found.stdout.strip() or "?"
 
 
