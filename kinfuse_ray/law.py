@@ -598,14 +598,17 @@ class InfusionLaw:
         n_params, tokens = self._query(n_params, tokens)
         return float(expit(self._law_logit(n_params, tokens)[0]))
 
-    def _draws_logit(self, n_params: float, tokens: float, deviation: bool = True) -> np.ndarray:
-        """Per draw, the law's logit r* at this size, plus (with `deviation`) a new size's own
-        deviation from the law."""
-        draws = np.array(self.draws_)
+    def _law_draws_logit(self, n_params: float, tokens: float) -> np.ndarray:
+        """Per draw, the law's own logit r* at this size (its parameters only)."""
         k = len(self.params_)
         X = self._f.design(np.array([float(n_params)]), np.array([float(tokens)]))
-        z = np.array([_logit(self._f.ratio(theta, X))[0] for theta in draws[:, :k]])
-        return z + draws[:, -1] if deviation else z
+        return np.array(
+            [_logit(self._f.ratio(theta, X))[0] for theta in np.array(self.draws_)[:, :k]]
+        )
+
+    def _deviations(self) -> np.ndarray:
+        """Per draw, a new size's own deviation from the law, in logit r*."""
+        return np.array(self.draws_)[:, -1]
 
     def _shapes(self) -> np.ndarray:
         """Per draw, the joint method's curve shape (log steepness, floor parameter)."""
@@ -631,8 +634,8 @@ class InfusionLaw:
         if "law" not in self.acquisition_:
             return None
         law = InfusionLaw.from_dict(self.acquisition_["law"])
-        base = law._draws_logit(n_params, tokens, deviation=False)
-        own = np.array(law.draws_)[:, -1]
+        base = law._law_draws_logit(n_params, tokens)
+        own = law._deviations()
         rho = float(self.acquisition_.get("rho", 0.0))
         sd = float(deviation.std())
         u = deviation / sd if sd > 0 else np.zeros_like(deviation)
@@ -662,34 +665,34 @@ class InfusionLaw:
         rng = np.random.default_rng(self.seed)
         drawn = [
             _retention_model(1.0, zb, shape, x, self.threshold) + rng.normal(0, self.trial_sd_)
-            for zb, shape in zip(self._draws_logit(n_params, tokens), self._shapes(), strict=True)
+            for zb, shape in zip(
+                self._law_draws_logit(n_params, tokens) + self._deviations(),
+                self._shapes(),
+                strict=True,
+            )
         ]
         return point, self._interval(np.array(drawn))
 
     def decision_curves(self, n_params: float, tokens: float | None = None) -> DecisionCurves:
         """P_keep, P_learn and P_both over a grid of ratios at this size (the plot's input)."""
         n_params, tokens = self._query(n_params, tokens)
-        z = self._draws_logit(n_params, tokens)
+        z = self._law_draws_logit(n_params, tokens) + self._deviations()
         keep = self._keep_logits(z, self._shapes(), self.decision_tolerance)
-        learn = self._learn_logits(n_params, tokens, np.array(self.draws_)[:, -1])
+        learn = self._learn_logits(n_params, tokens, self._deviations())
         return DecisionCurves.from_draws(keep, learn)
 
-    def _width_sources(self, n_params: float, tokens: float, full: float) -> dict[str, float]:
+    def _width_sources(self, law_z: np.ndarray, z_hat: float, full: float) -> dict[str, float]:
         """How much of the keep ratio's interval width each source accounts for: the width lost
         when it alone is held fixed (a new size's scatter around the law; the curve's shape; the
         law's parameters, which the trials' noise and the sizes' scatter move)."""
         if self.method != "joint":
             return {}
-        tol, shapes = self.decision_tolerance, self._shapes()
-        z = self._draws_logit(n_params, tokens)
-        z_hat = float(self._law_logit(n_params, tokens)[0])
-        fixed_shape = np.tile(self.shape_, (len(z), 1))
+        tol, shapes, deviations = self.decision_tolerance, self._shapes(), self._deviations()
+        z = law_z + deviations
         held = {
-            "size scatter": self._keep_logits(
-                self._draws_logit(n_params, tokens, False), shapes, tol
-            ),
-            "curve shape": self._keep_logits(z, fixed_shape, tol),
-            "law parameters": self._keep_logits(z_hat + np.array(self.draws_)[:, -1], shapes, tol),
+            "size scatter": self._keep_logits(law_z, shapes, tol),
+            "curve shape": self._keep_logits(z, np.tile(self.shape_, (len(z), 1)), tol),
+            "law parameters": self._keep_logits(z_hat + deviations, shapes, tol),
         }
         tail = (1 - self.confidence) / 2
         widths = {
@@ -704,7 +707,8 @@ class InfusionLaw:
         r* with its interval, the ratio keeping each tolerance, the learning side, and the
         decision by `rule` (default: the law's) at the law's confidence, all at this size."""
         n_params, tokens = self._query(n_params, tokens)
-        z = self._draws_logit(n_params, tokens)
+        law_z = self._law_draws_logit(n_params, tokens)
+        z = law_z + self._deviations()
         shapes, c = self._shapes(), self.confidence
         tolerance = self.decision_tolerance
         keep_by = {
@@ -720,7 +724,7 @@ class InfusionLaw:
             )  # fmt: skip
             for tol, k in sorted(keep_by.items(), reverse=True)
         )
-        learn = self._learn_logits(n_params, tokens, np.array(self.draws_)[:, -1])
+        learn = self._learn_logits(n_params, tokens, self._deviations())
         decision, _ = decide(keep_by[tolerance], learn, c, rule or self.rule)
         expected = (
             self.expected_retention(n_params, tokens, decision.ratio)
@@ -741,7 +745,9 @@ class InfusionLaw:
             acquisition_target=self.acquisition_target,
             acquisition_note=self.acquisition_.get("note"),
             expected_retention=expected,
-            width_sources=self._width_sources(n_params, tokens, decision.keep_width_logits),
+            width_sources=self._width_sources(
+                law_z, float(self._law_logit(n_params, tokens)[0]), decision.keep_width_logits
+            ),
             exposures=self._exposures(tokens),
             warnings=tuple(self._range_warnings(n_params, tokens)),
         )

@@ -167,14 +167,17 @@ def _recommendation(p: Prediction) -> str:
     return text
 
 
+def _prediction_with_warnings(p: Prediction) -> str:
+    return "\n".join([describe_prediction(p), *(f"warning: {w}" for w in p.warnings)])
+
+
 def describe_recommendation(p: Prediction, target: str) -> str:
     """The forecast for `target` as the command line prints it, warnings included."""
     head = (
         f"recommendation for {target} ({p.n_params:,.0f} non-embedding params, "
         f"{p.tokens:,.0f} tokens):"
     )
-    body = [describe_prediction(p), *(f"warning: {w}" for w in p.warnings)]
-    return "\n".join([head, textwrap.indent("\n".join(body), "  ")])
+    return "\n".join([head, textwrap.indent(_prediction_with_warnings(p), "  ")])
 
 
 def describe_answer(summary: Summary) -> str:
@@ -231,8 +234,7 @@ def describe_summary(summary: Summary) -> str:
         p = summary.recommendation
         parts += [
             f"## Recommendation for {summary.target} ({p.n_params:,.0f} non-embedding "
-            f"parameters, {p.tokens:,.0f} tokens)", "", "```", describe_prediction(p),
-            *(f"warning: {w}" for w in p.warnings), "```",
+            f"parameters, {p.tokens:,.0f} tokens)", "", "```", _prediction_with_warnings(p), "```",
         ]  # fmt: skip
     if summary.confirmation:
         parts += ["", f"## Confirmation: {summary.target} trained at the forecast's ratios", "",

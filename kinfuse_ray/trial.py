@@ -84,12 +84,8 @@ def _kernels(sweep: SweepConfig) -> dict[str, str | None]:
     """What computes a run (`provenance.kernels`): neither another torch version nor other CPU
     kernels reuse a base run. On GPUs, the GPU the sweep names instead of the CPU's kernels (the
     driver may run on a CPU-only head)."""
-    gpu = sweep.train.use_gpu
-    return {
-        **kernels(),
-        "cpu": None if gpu else kernels()["cpu"],
-        "gpu": sweep.train.gpu if gpu else None,
-    }
+    gpu, here = sweep.train.use_gpu, kernels()
+    return {**here, "cpu": None if gpu else here["cpu"], "gpu": sweep.train.gpu if gpu else None}
 
 
 def _code_version() -> str:
