@@ -21,10 +21,8 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from kinfuse_ray.files import write_json_atomic
+from kinfuse_ray.files import PROGRESS, write_json_atomic
 from kinfuse_ray.parallel import in_process_group
-
-PROGRESS = "progress.json"
 
 
 def save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: dict):
@@ -68,14 +66,18 @@ def save_whole(
     progress: dict,
     *,
     writer: str,
+    beside: dict[str, object] | None = None,
 ) -> None:
     """`save` into a folder of the writer's own beside `path`, then rename it to `path`: a
     folder another process may be reading (a shared base run) appears complete or not at all.
-    If another writer got there first, its identical copy stays and this one is dropped."""
+    If another writer got there first, its identical copy stays and this one is dropped.
+    `beside`: JSON files to put in the folder with it (file name -> value)."""
     staging = path.with_name(f"{path.name}.writing-{writer}")
     save(staging, model, optimizer, progress)
     if in_process_group() and torch.distributed.get_rank() != 0:
         return
+    for name, value in (beside or {}).items():
+        write_json_atomic(staging / name, value, indent=1)
     try:
         staging.rename(path)
     except OSError:  # already there (a concurrent sweep finished the same run first)

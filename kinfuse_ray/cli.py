@@ -9,6 +9,7 @@ kinfuse fit --experiment quickstart            refit the law from MLflow, write 
 kinfuse predict --experiment quickstart --n-params 8e5
 kinfuse predict --law-file runs/quickstart/law.json --n-params 8e5 --tokens 5e5
 kinfuse forecasts                              confirmed forecasts of every study, with errors
+kinfuse store --keep sweeps/*.yaml --delete    delete base runs no current sweep file uses
 kinfuse knowledge latest-truthy.nt.bz2 --properties P19=born_in,P27=citizen_of --out facts.jsonl
 """
 
@@ -20,6 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from kinfuse_ray.base_store import STORE
 from kinfuse_ray.config import MLFLOW_DEFAULTS
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.law import FORMS, METHODS
@@ -49,6 +51,9 @@ def _sweep(args: argparse.Namespace) -> None:
     sweep = load_sweep(args.sweep_file, args.set)
     if args.output_dir:
         sweep = sweep.model_copy(update={"output_dir": Path(args.output_dir)})
+    from kinfuse_ray.provenance import pin_cpu_kernels
+
+    pin_cpu_kernels(sweep.train.cpu_kernels)  # before torch is imported; run_sweep tells
     from kinfuse_ray.sweep import run_sweep  # heavy imports only once the file is valid
 
     try:
@@ -161,6 +166,26 @@ def _predict(args: argparse.Namespace) -> None:
     else:
         raise KinfuseError("predict needs --experiment NAME or --law-file FILE")
     _print_prediction(law.predict(args.n_params, args.tokens), f"N = {args.n_params:,.0f}")
+
+
+def _store(args: argparse.Namespace) -> None:
+    from kinfuse_ray.base_store import BaseStore, needed_keys
+    from kinfuse_ray.config import load_sweep
+    from kinfuse_ray.presentation import describe_store
+
+    store = BaseStore(Path(args.root))
+    if not store.root.is_dir():
+        raise KinfuseError(f"{store.root}: no base-run store there")
+    if args.delete and not args.keep:
+        raise KinfuseError("--delete needs --keep SWEEP_FILE: the sweep files whose runs stay")
+    needed = needed_keys([load_sweep(f) for f in args.keep]) if args.keep else None
+    entries = store.entries()
+    print(describe_store(store.root, entries, needed))
+    if args.delete:
+        unneeded = [e for e in entries if e.key not in needed and not e.staging]
+        for entry in unneeded:
+            store.remove(entry)
+        print(f"deleted {len(unneeded)} base runs ({sum(e.bytes for e in unneeded) / 1e6:.1f} MB)")
 
 
 def _forecasts(args: argparse.Namespace) -> None:
@@ -355,6 +380,17 @@ def build_parser() -> argparse.ArgumentParser:
         "`ray start` made here) or HOST:PORT",
     )
     knowledge.set_defaults(func=_knowledge)
+
+    store = sub.add_parser(
+        "store", help="the shared base runs: what each was trained with, its size; delete old ones"
+    )
+    store.add_argument("--root", default=f"runs/{STORE}", help="default: runs/.kinfuse-base")
+    store.add_argument(
+        "--keep", nargs="+", default=[], metavar="SWEEP_FILE",
+        help="mark the base runs these sweep files use (the others can be deleted)",
+    )  # fmt: skip
+    store.add_argument("--delete", action="store_true", help="delete the runs --keep does not use")
+    store.set_defaults(func=_store)
 
     forecasts = sub.add_parser(
         "forecasts", help="every confirmed forecast in a tracking store, with its error"

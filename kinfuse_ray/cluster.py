@@ -37,6 +37,8 @@ def connect_ray(sweep: SweepConfig) -> bool:
             log_to_driver=False,
             logging_level=logging.WARNING,
             configure_logging=True,
+            # A cluster's workers do not inherit this process's environment: pass the kernels.
+            runtime_env=_pinned_kernels(sweep),
         )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"'{sweep.ray.address}'" if sweep.ray.address else "a local instance"
@@ -44,6 +46,11 @@ def connect_ray(sweep: SweepConfig) -> bool:
             f"ray.address: cannot connect to {where} ({str(exc).splitlines()[0]})"
         ) from None
     return True
+
+
+def _pinned_kernels(sweep: SweepConfig) -> dict | None:
+    wanted = sweep.train.cpu_kernels
+    return {"env_vars": {"ATEN_CPU_CAPABILITY": wanted}} if wanted else None
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -172,6 +172,10 @@ class TrainConfig(Strict):
     gpu: str | None = None
     # Dense bf16 peak FLOP/s per GPU in TFLOP/s, for MFU on a GPU the built-in table lacks.
     peak_tflops: float | None = Field(default=None, gt=0)
+    # The CPU kernels torch uses (ATEN_CPU_CAPABILITY), pinned so that a CPU sweep's numbers
+    # are the same on every CPU that has them: AVX-512 kernels sum in another order than AVX2,
+    # and one flipped probe can move a collapse point. None: torch's own choice.
+    cpu_kernels: Literal["default", "avx2", "avx512"] | None = None
 
     @model_validator(mode="after")
     def _batch_splits_over_workers(self) -> TrainConfig:

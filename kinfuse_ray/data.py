@@ -22,7 +22,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from kinfuse_ray.config import DataConfig, EvalConfig
 from kinfuse_ray.errors import KinfuseError
-from kinfuse_ray.files import atomic_path
+from kinfuse_ray.files import atomic_path, write_text_atomic
 from kinfuse_ray.knowledge import (
     Relation,
     Triple,
@@ -63,6 +63,7 @@ class DataBundle:
     seq_len: int
     eos_id: int
     tokens_path: str  # the general corpus's token ids (.npy, or flat int32), memory-mapped
+    corpus_digest: str  # sha256 of those token ids' files (`content_digest`)
     n_val: int  # its last n_val tokens are the held-out split
     general_facts: list[list[np.ndarray]]  # [fact][template] -> ids ending in EOS
     domain_facts: list[list[np.ndarray]]
@@ -345,6 +346,26 @@ def map_tokens(path: Path | str) -> np.ndarray | ShardedTokens:
     return np.memmap(path, dtype=np.int32, mode="r")
 
 
+def content_digest(path: Path | str) -> str:
+    """sha256 of a token corpus's bytes (a .npy, the flat file, or every file of a shard folder
+    in name order), cached by the files' paths, sizes and modification times: a large corpus is
+    read once, and a corpus rewritten in place under the same name gets a new digest."""
+    path = Path(path)
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    stats = repr([(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files])
+    cached = _cache_dir("digests") / hashlib.sha256(stats.encode()).hexdigest()[:24]
+    if cached.exists():
+        return cached.read_text()
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(cached, digest.hexdigest())
+    return digest.hexdigest()
+
+
 def pretokenized(path: Path, tokenizer: Tokenizer) -> Path:
     """A .npy corpus of token ids, checked against the tokenizer on a sample of a million ids."""
     try:
@@ -495,6 +516,7 @@ def build_bundle(
         seq_len=data.seq_len,
         eos_id=eos,
         tokens_path=str(tokens),
+        corpus_digest=content_digest(tokens),
         n_val=n_val,
         general_facts=(
             _tokenize_documents(tokenizer, general, relations, eos)

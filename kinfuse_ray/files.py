@@ -9,6 +9,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+# The file a checkpoint writes last (`checkpoint.save_whole`): its presence marks the folder whole.
+PROGRESS = "progress.json"
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:

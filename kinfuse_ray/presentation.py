@@ -8,8 +8,10 @@ holds at the stated confidence.
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 from kinfuse_ray.analysis import Confirmation, Summary
+from kinfuse_ray.base_store import Entry
 from kinfuse_ray.law import InfusionLaw, Prediction
 
 LEVERS = (
@@ -240,3 +242,33 @@ def describe_summary(summary: Summary) -> str:
         parts += ["", f"## Confirmation: {summary.target} trained at the forecast's ratios", "",
                   "```", *(describe_confirmation(c) for c in summary.confirmation), "```"]  # fmt: skip
     return "\n".join(parts)
+
+
+def describe_store(root: Path, entries: list[Entry], needed: set[str] | None) -> str:
+    """The base-run store as a table: what each run was trained with and its size; with
+    `needed` (the keys some sweep files use), which runs those files use."""
+    total = sum(e.bytes for e in entries)
+    lines = [f"{root}: {len(entries)} base runs, {total / 1e6:.1f} MB"]
+    head = f"{'key':<22} {'MB':>7}  {'shape':<12} {'tokens':>9} {'seed':>4}  {'torch':<14} "
+    lines.append(head + f"{'kernels':<13} state" + ("  used" if needed is not None else ""))
+    for e in entries:
+        i = e.inputs or {}
+        shape = i.get("shape")
+        shape = f"{shape['hidden_size']}x{shape['n_layers']}" if shape else "?"
+        state = "writing" if e.staging else "complete" if e.complete else "incomplete"
+        row = (
+            f"{e.key:<22} {e.bytes / 1e6:>7.1f}  "
+            f"{shape:<12} "
+            f"{i.get('train', {}).get('base_tokens', '?'):>9} {i.get('seed', '?'):>4}  "
+            f"{i.get('torch', '?'):<14} {i.get('kernels', '?'):<13} {state}"
+        )
+        if needed is not None:
+            row += "  " + ("yes" if e.key in needed else "no")
+        lines.append(row)
+    if needed is not None:
+        unused = [e for e in entries if e.key not in needed and not e.staging]
+        lines.append(
+            f"{len(unused)} not used by these sweep files "
+            f"({sum(e.bytes for e in unused) / 1e6:.1f} MB)"
+        )
+    return "\n".join(lines)

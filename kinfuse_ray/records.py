@@ -77,14 +77,9 @@ def load_trials(tracking_uri: str, experiments: list[str]) -> Recorded:
         )
         if not latest:
             continue
-        # (a sweep from before its settings were logged has none)
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            contextlib.suppress(Exception),
-            scoped_env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
-        ):
-            path = client.download_artifacts(latest[0].info.run_id, SWEEP_FILE, tmp)
-            sweep_files.append(yaml.safe_load(Path(path).read_text()))
+        run_id = latest[0].info.run_id
+        if SWEEP_FILE in {a.path for a in client.list_artifacts(run_id)}:  # older sweeps: none
+            sweep_files.append(_recorded_settings(client, run_id, tracking_uri))
         runs += child_run_search(client, [found.experiment_id], latest[0].info.run_id, "FINISHED")
     done = [
         _trial_result(r) for r in runs if "retention" in r.data.metrics and "phase" in r.data.params
@@ -93,6 +88,24 @@ def load_trials(tracking_uri: str, experiments: list[str]) -> Recorded:
     if not trials:
         raise KinfuseError(f"mlflow: no finished infusion trials in {', '.join(experiments)}")
     return Recorded(trials, [t for t in done if t.phase is Phase.base], sweep_files)
+
+
+def _recorded_settings(client: MlflowClient, run_id: str, tracking_uri: str) -> dict:
+    """The sweep file a parent run recorded; an unreadable one is an error naming it, never a
+    silent fallback to default settings."""
+    try:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            scoped_env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
+        ):
+            return yaml.safe_load(
+                Path(client.download_artifacts(run_id, SWEEP_FILE, tmp)).read_text()
+            )
+    except Exception as exc:  # noqa: BLE001 - MLflow and the artifact store raise many kinds
+        raise KinfuseError(
+            f"{tracking_uri}: cannot read the settings run {run_id} recorded ({SWEEP_FILE}: "
+            f"{type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
 
 
 def confirmed_forecasts(tracking_uri: str) -> list[dict]:

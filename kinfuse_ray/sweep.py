@@ -18,6 +18,7 @@ from pathlib import Path
 import ray
 
 from kinfuse_ray.analysis import Summary, confirmation_rows, summarise
+from kinfuse_ray.base_store import BaseStore, base_inputs, key_of, rung_bundle
 from kinfuse_ray.cluster import connect_ray, trainer_capacity, trial_slots
 from kinfuse_ray.config import Schedule, SweepConfig
 from kinfuse_ray.console import ConsoleProgress
@@ -39,10 +40,10 @@ from kinfuse_ray.plots import plot_decision, plot_law, plot_retention
 from kinfuse_ray.presentation import describe_answer, describe_summary
 from kinfuse_ray.progress import Progress
 from kinfuse_ray.provenance import describe as describe_provenance
+from kinfuse_ray.provenance import pin_cpu_kernels
 from kinfuse_ray.search import LadderSearch, ratio_strategies
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
 from kinfuse_ray.tracking import FORECAST_TAG, Tracker, store_failure
-from kinfuse_ray.trial import base_run_dir, rung_bundle, stored_base
 from kinfuse_ray.tune_experiment import run_experiment
 
 
@@ -58,6 +59,8 @@ def run_sweep(
     their last checkpoints, and their MLflow runs go on. Progress is printed every
     `progress_every` seconds."""
     started = time.monotonic()
+    if note := pin_cpu_kernels(sweep.train.cpu_kernels):
+        print(f"kinfuse: {note}", flush=True)
     # Trials run in their own working directories: pin the output folder to an absolute path.
     sweep = sweep.model_copy(update={"output_dir": sweep.out})
     if resume:
@@ -130,15 +133,21 @@ def _run_phase(
     sizes = only or [s.name for s in sweep.ladder]
     reused, base = {}, []
     if sweep.train.schedule is Schedule.continued:
+        store = BaseStore.beside(sweep.out)
         for size in sizes:
-            folder = base_run_dir(sweep, rung_bundle(sweep, bundle, size), size)
-            found = stored_base(sweep, folder, size)
+            inputs = base_inputs(sweep, rung_bundle(sweep, bundle, size), size)
+            key = key_of(inputs)
+            found = store.stored(sweep, inputs, size)
             if found is None:
                 base.append(size)
+                if not resume:
+                    print(
+                        f"kinfuse: {size}: base run to train: {store.why_not(inputs)}", flush=True
+                    )
                 continue
             reused[size] = found
-            if record_reused_base(tracker, parent, sweep, found, folder.name):
-                print(f"kinfuse: {size}: base run reused from the shared store", flush=True)
+            if record_reused_base(tracker, parent, sweep, found, key):
+                print(f"kinfuse: {size}: base run reused from the shared store ({key})", flush=True)
     # One set of ratio strategies: the searcher proposes from them, the progress table counts
     # from them (a resumed experiment's callbacks and searcher come back as Tune saved them).
     strategies = ratio_strategies(sweep, sizes, {s: found.retention for s, found in reused.items()})

@@ -13,7 +13,7 @@ LAYERS = {
     "schema": {"errors", "files", "spec", "hardware", "config", "plan"},
     "science": {"collapse", "decision", "law", "mixing", "knowledge", "analysis"},
     "training": {"data", "model", "parallel", "checkpoint", "metrics", "train", "trial",
-                 "provenance"},
+                 "provenance", "base_store"},
     "io": {"tracking", "records", "output", "presentation"},
     "ray": {"search", "progress", "live_metrics", "ray_trial", "cluster", "mlflow_mirror",
             "console", "tune_experiment", "tokenize_job", "wikidata"},

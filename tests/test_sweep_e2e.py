@@ -7,9 +7,9 @@ import re
 import pytest
 import yaml
 
+from kinfuse_ray.base_store import BaseStore, base_inputs, rung_bundle
 from kinfuse_ray.config import parse_sweep
 from kinfuse_ray.data import build_bundle
-from kinfuse_ray.trial import base_run_dir, rung_bundle
 
 from .helpers import MICRO, MICRO_RATIOS, base_runs, kinfuse, run_cli, runs_of
 
@@ -201,7 +201,9 @@ def test_a_failing_sweep_leaves_no_run_open(tmp_path):
     sweep = parse_sweep(yaml.safe_load(ONE_TRIAL))
     sweep = sweep.model_copy(update={"output_dir": (tmp_path / "runs" / "micro").resolve()})
     bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
-    base = base_run_dir(sweep, rung_bundle(sweep, bundle, "a"), "a")
+    base = BaseStore.beside(sweep.out).folder(
+        base_inputs(sweep, rung_bundle(sweep, bundle, "a"), "a")
+    )
     base.mkdir(parents=True)
     metrics = {"retention": 0.5, "acquisition": 0.0, "val_loss": 5.0, "tokens": 1000,
                "exposures_per_fact": 0.0, "tokens_per_s": 1.0, "stopped_early": 0}  # fmt: skip
@@ -252,3 +254,8 @@ def test_sweeps_that_need_the_same_base_run_share_it(tmp_path):
     third = kinfuse(tmp_path, "sweep", "third.yaml")
     assert third.returncode == 0, third.stderr[-3000:]
     assert "reused" not in third.stdout and len(base_runs(tmp_path / "runs")) == 2
+    # ... and says why: what differs from the stored run of that shape (read from its key.json).
+    assert (
+        "a: base run to train: the closest stored run (1 of this shape) differs in train.lr "
+        in third.stdout
+    )

@@ -47,3 +47,27 @@ def test_reading_a_store_that_does_not_exist_is_one_line_and_creates_nothing(tmp
             == f"kinfuse: error: mlflow: no tracking store at sqlite:///{typo} ({typo} does not exist)"
         )
     assert not typo.exists()
+
+
+def test_recorded_settings_that_cannot_be_read_are_an_error_not_the_defaults(tmp_path):
+    """Recorded settings that cannot be read (here a damaged file in the artifact store) stop
+    the refit with the run named, instead of refitting with default settings and saying none
+    were recorded."""
+    from pathlib import Path
+
+    from kinfuse_ray.output import SWEEP_FILE
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    study = Tracker(uri, "study")
+    record_sweep(study, [0.3, 0.6], retention=0.8)
+    assert load_trials(uri, ["study"]).sweep_files == []  # recorded none: an older sweep
+    parent = study.client.search_runs(
+        [study.experiment_id], filter_string=f"tags.`{OUTPUT_TAG}` != ''"
+    )[0]
+    (tmp_path / SWEEP_FILE).write_text("name: study\n")
+    study.client.log_artifact(parent.info.run_id, str(tmp_path / SWEEP_FILE))
+    assert load_trials(uri, ["study"]).sweep_files == [{"name": "study"}]
+    stored = Path(parent.info.artifact_uri.removeprefix("file://")) / SWEEP_FILE
+    stored.write_text("name: [unclosed\n")
+    with pytest.raises(KinfuseError, match=f"cannot read the settings run {parent.info.run_id}"):
+        load_trials(uri, ["study"])

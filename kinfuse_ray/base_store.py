@@ -1,0 +1,242 @@
+"""The shared store of base runs: one folder per key, beside the sweeps' output folders
+(`runs/.kinfuse-base/<key>/`), reused by every sweep that needs the very same base run.
+
+A key is a digest of an explicit allow-list of inputs (`key_inputs`), written beside the run as
+`key.json`, so anyone can see what a stored run was trained with and why a sweep did or did not
+reuse it. `TRAINING_VERSION` is bumped by hand whenever a change to the model, the stream or the
+training loop changes what a base run comes out as; the torch version and the kernels (CPU
+capability, or the GPU) are inputs because they change the numbers too.
+
+Listing and deleting entries reads only `key.json` files: no torch, no data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kinfuse_ray.files import PROGRESS
+from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
+
+if TYPE_CHECKING:
+    from kinfuse_ray.config import SweepConfig
+    from kinfuse_ray.data import DataBundle
+
+# Bump when the outcome of a base run changes for the same inputs (model, stream, optimizer,
+# training loop, evaluation); every stored run then trains again.
+TRAINING_VERSION = "2"
+STORE = ".kinfuse-base"
+KEY_FILE = "key.json"
+
+# What of a sweep file decides a base run, section by section. Every other setting is listed in
+# NOT_IN_KEY with the reason; tests/test_base_store.py fails on a setting in neither.
+SHAPE_FIELDS = ("hidden_size", "n_layers", "n_heads", "intermediate_size")
+TRAIN_FIELDS = (
+    "base_tokens", "batch_size", "micro_batch_size", "compile", "lr", "warmup_fraction",
+    "min_lr_fraction", "weight_decay", "cpus_per_trial", "workers", "parallelism",
+    "activation_checkpointing",
+)  # fmt: skip
+EVAL_FIELDS = (
+    "every_tokens", "batch_tokens", "n_choices", "retention_probes", "acquisition_probes",
+    "val_sequences", "distractors",
+)  # fmt: skip
+NOT_IN_KEY = {
+    "shape": {"name": "a label", "lr": "in train.lr (the rung's own)",
+              "parallelism": "in train.parallelism", "activation_checkpointing": "in train"},
+    "train": {"schedule": "a base run is the same for both", "tokens": "infusion trials only",
+              "use_gpu": "in the kernels", "gpu": "in the kernels",
+              "peak_tflops": "MFU reporting only",
+              "cpu_kernels": "in the kernels (those torch does use)"},
+    "eval": {"collapse_threshold": "analysis", "plateau_points": "analysis",
+             "plateau_tolerance": "analysis", "early_stop_below": "infusion trials only",
+             "early_stop_patience": "infusion trials only",
+             "early_stop_after": "infusion trials only"},
+}  # fmt: skip
+
+
+def rung_bundle(sweep: SweepConfig, bundle: DataBundle, size: str) -> DataBundle:
+    """The facts and probes of one rung (its knowledge load)."""
+    load = sweep.knowledge_load(sweep.n_params[size])
+    return bundle.for_load(*load, sweep.eval, sweep.seed)
+
+
+def base_inputs(sweep: SweepConfig, rung: DataBundle, size: str) -> dict[str, Any]:
+    """What decides the base run of `size`, with this process's torch and kernels."""
+    from kinfuse_ray.provenance import kernels  # imports torch: only where a key is made
+
+    return key_inputs(sweep, rung, size, kernels())
+
+
+def key_inputs(
+    sweep: SweepConfig, rung: DataBundle, size: str, kernels: dict[str, str]
+) -> dict[str, Any]:
+    """Everything that decides the base run of `size` (`rung`: its facts and probes, from
+    `trial.rung_bundle`; `kernels`: `provenance.kernels()` where it trains)."""
+    shape, cfg = sweep.size(size), sweep.train_for(size)
+    gpu = sweep.train.use_gpu
+    return {
+        "training_version": TRAINING_VERSION,
+        "torch": kernels["torch"],
+        # On GPUs the GPU the sweep declares, not the CPU kernels of a CPU-only driver.
+        "kernels": f"gpu:{sweep.train.gpu}" if gpu else f"cpu:{kernels['cpu']}",
+        "shape": {f: getattr(shape, f) for f in SHAPE_FIELDS},
+        "train": {f: _plain(getattr(cfg, f)) for f in TRAIN_FIELDS},
+        "eval": {f: getattr(sweep.eval, f) for f in EVAL_FIELDS},
+        "seed": sweep.seed,
+        "general_fact_share": sweep.data.general_fact_share,
+        "tokenizer": rung.tokenizer_digest,
+        "corpus": rung.corpus_digest,
+        "n_val": rung.n_val,
+        "seq_len": rung.seq_len,
+        "facts_and_probes": facts_digest(rung),
+    }
+
+
+def key_of(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def facts_digest(rung: DataBundle) -> str:
+    """A digest of the rung's fact token ids and its probes (prompts, options, answers)."""
+    digest = hashlib.sha256()
+    probes = (rung.retention, rung.acquisition)
+    _hash_arrays(
+        digest, [ids for fact in (*rung.general_facts, *rung.domain_facts) for ids in fact]
+    )
+    options = [ids for p in probes for choices in p.options for ids in choices]
+    _hash_arrays(digest, [ids for p in probes for ids in p.prompts] + options)
+    _hash_arrays(digest, [p.answers for p in probes])
+    return digest.hexdigest()
+
+
+def _hash_arrays(digest, arrays: list[np.ndarray]) -> None:
+    """Token id arrays into `digest`: their lengths, then their ids in one pass."""
+    digest.update(np.array([len(a) for a in arrays], dtype=np.int64).tobytes())
+    if arrays:
+        digest.update(np.concatenate(arrays).astype(np.int64).tobytes())
+
+
+def _plain(value: Any) -> Any:
+    return value.value if hasattr(value, "value") else value
+
+
+def needed_keys(sweeps: list[SweepConfig]) -> set[str]:
+    """The keys of every base run these sweeps use (this builds their data: the tokenizer and
+    the corpus tokens, from the caches where they are there)."""
+    from kinfuse_ray.data import build_bundle
+
+    keys = set()
+    for sweep in sweeps:
+        if sweep.train.schedule != "continued":  # scratch trials use no base run
+            continue
+        bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
+        for size in sweep.ladder:
+            keys.add(key_of(base_inputs(sweep, rung_bundle(sweep, bundle, size.name), size.name)))
+    return keys
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored base run."""
+
+    folder: Path
+    inputs: dict[str, Any] | None  # None: no key.json (made before the store wrote them)
+    complete: bool
+    bytes: int
+
+    @property
+    def key(self) -> str:
+        return self.folder.name
+
+    @property
+    def staging(self) -> bool:
+        """A run being written (or abandoned mid-write): never deleted by `kinfuse store`."""
+        return ".writing-" in self.folder.name
+
+
+class BaseStore:
+    """The base runs kept under `root` (`runs/.kinfuse-base`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def beside(cls, out: Path) -> BaseStore:
+        """The store next to a sweep's output folder."""
+        return cls(Path(out).parent / STORE)
+
+    def folder(self, inputs: dict[str, Any]) -> Path:
+        return self.root / key_of(inputs)
+
+    def entries(self) -> list[Entry]:
+        if not self.root.is_dir():
+            return []
+        return [_entry(f) for f in sorted(self.root.iterdir()) if f.is_dir()]
+
+    def why_not(self, inputs: dict[str, Any], size_name: str = "") -> str:
+        """Why no stored run fits `inputs`: what differs from the closest complete entry of the
+        same shape, in one line."""
+        same_shape = [
+            e for e in self.entries()
+            if e.complete and e.inputs and e.inputs.get("shape") == inputs["shape"]
+        ]  # fmt: skip
+        if not same_shape:
+            return "no stored base run of this shape"
+        diffs = [_differs(e.inputs, inputs) for e in same_shape]
+        fewest = min(diffs, key=len)
+        return (
+            f"the closest stored run ({len(same_shape)} of this shape) differs in "
+            + ", ".join(fewest[:4])
+            + (f" and {len(fewest) - 4} more" if len(fewest) > 4 else "")
+        )
+
+    def stored(self, sweep: SweepConfig, inputs: dict[str, Any], size: str) -> TrialResult | None:
+        """The finished base run of `size` for `inputs`; None: not there yet. An unreadable one
+        is set aside (renamed) to be trained again."""
+        folder = self.folder(inputs)
+        if not (folder / PROGRESS).exists():
+            return None
+        try:
+            metrics = json.loads((folder / PROGRESS).read_text())["metrics"]
+            return TrialResult.from_metrics(
+                TrialSpec(Phase.base, size, 0.0), metrics,
+                n_params=sweep.n_params[size], tokens=sweep.train.base_tokens,
+            )  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError):
+            folder.rename(folder.with_name(f"{folder.name}.unreadable-{int(time.time())}"))
+            return None
+
+    def remove(self, entry: Entry) -> None:
+        shutil.rmtree(entry.folder)
+
+
+def _entry(folder: Path) -> Entry:
+    try:
+        inputs = json.loads((folder / KEY_FILE).read_text())
+    except (OSError, ValueError):
+        inputs = None
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    return Entry(folder, inputs, (folder / PROGRESS).exists(), size)
+
+
+def _differs(stored: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
+    """The fields whose values differ, as `section.field: stored -> wanted`."""
+    out = []
+    for name in sorted(set(stored) | set(wanted)):
+        a, b = stored.get(name), wanted.get(name)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differs(a, b, f"{prefix}{name}.")
+        elif a != b:
+            out.append(f"{prefix}{name} {_short(a)} -> {_short(b)}")
+    return out
+
+
+def _short(value: Any) -> Any:
+    return f"{value[:8]}.." if isinstance(value, str) and len(value) > 16 else value

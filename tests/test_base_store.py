@@ -1,0 +1,131 @@
+"""A base run is reused only where it would come out the same, and the store says what it holds."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from kinfuse_ray.base_store import (
+    EVAL_FIELDS,
+    KEY_FILE,
+    NOT_IN_KEY,
+    SHAPE_FIELDS,
+    TRAIN_FIELDS,
+    BaseStore,
+    key_inputs,
+    key_of,
+    rung_bundle,
+)
+from kinfuse_ray.config import EvalConfig, ModelSize, SweepConfig, TrainConfig
+from kinfuse_ray.data import content_digest
+from kinfuse_ray.files import PROGRESS
+from tests.helpers import kinfuse
+
+HERE = {"torch": "2.13.0+cpu", "cpu": "AVX512"}
+
+
+def sweep(tmp_path, **train) -> SweepConfig:
+    return SweepConfig.model_validate({
+        "name": "key", "ladder": [{"name": "a", "hidden_size": 24, "n_layers": 1, "n_heads": 2}],
+        "ratios": [0.5], "output_dir": str(tmp_path / "runs" / "key"),
+        "data": {"n_general_facts": 50, "n_domain_facts": 100, "vocab_size": 512},
+        "train": train,
+    })  # fmt: skip
+
+
+def test_every_setting_is_in_the_key_or_named_as_not_deciding_a_base_run():
+    """A new setting must be placed: in the key, or out of it with a reason."""
+    for section, model, keyed in (
+        ("shape", ModelSize, SHAPE_FIELDS),
+        ("train", TrainConfig, TRAIN_FIELDS),
+        ("eval", EvalConfig, EVAL_FIELDS),
+    ):
+        placed = set(keyed) | set(NOT_IN_KEY[section])
+        assert set(model.model_fields) == placed, section
+        assert not set(keyed) & set(NOT_IN_KEY[section]), section
+
+
+def test_another_torch_or_other_kernels_or_another_training_version_is_another_key(
+    tmp_path, bundle, monkeypatch
+):
+    s = sweep(tmp_path)
+    rung = rung_bundle(s, bundle, "a")
+    here = key_inputs(s, rung, "a", HERE)
+    assert key_of(key_inputs(s, rung, "a", dict(HERE))) == key_of(here)  # same run, same key
+    avx2 = key_inputs(s, rung, "a", {**HERE, "cpu": "AVX2"})
+    newer = key_inputs(s, rung, "a", {**HERE, "torch": "2.14.0+cpu"})
+    # Settings that only infusion trials or the analysis read leave the key alone.
+    later = sweep(tmp_path, tokens=123_456)
+    assert key_inputs(later, rung_bundle(later, bundle, "a"), "a", HERE) == here
+    monkeypatch.setattr("kinfuse_ray.base_store.TRAINING_VERSION", "test")
+    retrained = key_inputs(s, rung, "a", HERE)
+    assert len({key_of(k) for k in (here, avx2, newer, retrained)}) == 4
+    # On GPUs the key names the GPU the sweep declares, not the driver's CPU kernels.
+    gpu = sweep(tmp_path, use_gpu=True, gpu="H100-SXM")
+    on_gpu = key_inputs(gpu, rung_bundle(gpu, bundle, "a"), "a", HERE)
+    assert on_gpu["kernels"] == "gpu:H100-SXM"
+    assert key_inputs(gpu, rung_bundle(gpu, bundle, "a"), "a", {**HERE, "cpu": "AVX2"}) == on_gpu
+
+
+def test_a_corpus_rewritten_under_the_same_name_is_another_key(tmp_path, bundle, monkeypatch):
+    monkeypatch.setenv("KINFUSE_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus.npy"
+    np.save(corpus, np.arange(1000, dtype=np.int32))
+    first = content_digest(corpus)
+    assert content_digest(corpus) == first  # cached: read once
+    np.save(corpus, np.arange(1000, dtype=np.int32)[::-1].copy())
+    assert content_digest(corpus) != first
+    s = sweep(tmp_path)
+    rung = rung_bundle(s, bundle, "a")
+    other = dataclasses.replace(rung, corpus_digest=content_digest(corpus))
+    assert key_of(key_inputs(s, rung, "a", HERE)) != key_of(key_inputs(s, other, "a", HERE))
+
+
+def stored_run(store: BaseStore, inputs: dict) -> None:
+    folder = store.folder(inputs)
+    folder.mkdir(parents=True)
+    (folder / KEY_FILE).write_text(json.dumps(inputs))
+    metrics = {"retention": 0.9, "acquisition": 0.0, "val_loss": 5.0, "tokens": 1000,
+               "exposures_per_fact": 0.0, "tokens_per_s": 1.0, "stopped_early": 0}  # fmt: skip
+    (folder / PROGRESS).write_text(json.dumps({"metrics": metrics}))
+
+
+def test_a_run_made_with_other_kernels_is_not_reused_and_the_sweep_is_told_why(tmp_path, bundle):
+    s = sweep(tmp_path)
+    rung = rung_bundle(s, bundle, "a")
+    store = BaseStore.beside(s.out)
+    stored_run(store, key_inputs(s, rung, "a", {**HERE, "cpu": "AVX2"}))
+    wanted = key_inputs(s, rung, "a", HERE)
+    assert store.stored(s, wanted, "a") is None
+    assert store.why_not(wanted) == (
+        "the closest stored run (1 of this shape) differs in kernels cpu:AVX2 -> cpu:AVX512"
+    )
+    stored_run(store, wanted)
+    assert store.stored(s, wanted, "a").retention == 0.9
+
+
+@pytest.mark.full
+def test_kinfuse_store_lists_runs_and_deletes_those_no_sweep_file_uses(tmp_path, bundle):
+    s = sweep(tmp_path)
+    rung = rung_bundle(s, bundle, "a")
+    store = BaseStore.beside(s.out)
+    from kinfuse_ray.provenance import kernels
+
+    used = key_inputs(s, rung, "a", kernels())
+    stale = key_inputs(s, rung, "a", {**kernels(), "torch": "1.0"})
+    stored_run(store, used)
+    stored_run(store, stale)
+    (tmp_path / "key.yaml").write_text(json.dumps(s.model_dump(mode="json")))
+    listed = kinfuse(tmp_path, "store", "--root", "runs/.kinfuse-base", "--keep", "key.yaml")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[2:-1]}
+    assert rows[key_of(used)].endswith("yes") and rows[key_of(stale)].endswith("no")
+    assert " 1.0 " in rows[key_of(stale)]  # its torch version, read from key.json
+    assert "1 not used by these sweep files" in listed.stdout
+    deleted = kinfuse(tmp_path, "store", "--root", "runs/.kinfuse-base", "--keep", "key.yaml",
+                      "--delete")  # fmt: skip
+    assert deleted.returncode == 0, deleted.stderr[-2000:]
+    assert [e.key for e in store.entries()] == [key_of(used)]
+    refused = kinfuse(tmp_path, "store", "--root", "runs/.kinfuse-base", "--delete")
+    assert refused.returncode == 2 and "--delete needs --keep" in refused.stderr
