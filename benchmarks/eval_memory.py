@@ -12,6 +12,7 @@ Prints the extra memory per validation-set size for both; batched stays flat.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -49,6 +50,7 @@ def peak_mib(val_sequences: int, batch_tokens: int) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__).parse_args()  # --help: what it measures
     print("validation sequences (x 512 tokens), 500 + 500 probes; vocab 8,192")
     print(f"{'sequences':>10} {'batched (16,384 tokens)':>24} {'one pass':>10}")
     for n in (16, 64, 256):

@@ -12,6 +12,7 @@ Prints estimate, measurement and their ratio per shape.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -54,6 +55,7 @@ print(json.dumps(rss("VmHWM:") - before))
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__).parse_args()  # --help: what it measures
     from kinfuse_ray.config import ModelSize
     from kinfuse_ray.plan import FRAGMENTATION, training_memory
 

@@ -8,9 +8,9 @@ Runs the sweep into a scratch folder and MLflow store, so it never touches ./run
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -60,7 +60,9 @@ def bare_rate(sweep, bundle, size_name: str, processes: int) -> float:
 
 
 def main() -> None:
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "sweeps/quickstart.yaml")
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("sweep_file", nargs="?", default="sweeps/quickstart.yaml")
+    path = Path(parser.parse_args().sweep_file)
     scratch = Path(tempfile.mkdtemp(prefix="kinfuse-bench-"))
     sweep = load_sweep(path)
     sweep = sweep.model_copy(

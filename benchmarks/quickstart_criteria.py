@@ -16,6 +16,7 @@ f. the sweep took at most 4 minutes.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import sys
@@ -78,21 +79,44 @@ def criteria(summary: dict) -> list[tuple[str, bool, str]]:
     return out
 
 
+def forecast(summary: dict) -> str:
+    """The target's forecast in one line: r*, the keep ratio, the learn ratio, the decision."""
+    rec = summary.get("recommendation")
+    if not rec:
+        return "no forecast"
+    d, lo_hi = rec["decision"], rec["interval"]
+    keep = d["keep_interval"]
+    learn = rec["acquisition_threshold"]
+    return (
+        f"{rec['target']}: r* {rec['ratio']:.3f} ({lo_hi[0]:.3f}-{lo_hi[1]:.3f}); keeps 90% up to "
+        f"{keep[0]:.3f}-{keep[1]:.3f}; learns from {'-' if learn is None else f'{learn:.3f}'}; "
+        f"c* {d['c_star']:.2f}; recommended "
+        + ("none (not informative)" if not d["informative"] else
+           f"{rec['recommended_ratio']:.3f}: P(keeps) {d['p_keep']:.2f}, P(learns) {d['p_learn']:.2f}")
+    )  # fmt: skip
+
+
 def main(folders: list[str]) -> int:
     failed = 0
-    print(describe())
+    print(f"criteria read with {describe()}")
     for folder in folders:
         path = Path(folder) / "summary.json"
         if not path.is_file():
             print(f"{path}: no summary (run the sweep first: kinfuse sweep sweeps/quickstart.yaml)")
             return 2
         summary = json.loads(path.read_text())
-        print(f"\n{summary['study']} ({folder}):")
+        ran = summary.get("provenance") or "an unrecorded commit"
+        print(f"\n{summary['study']} ({folder}; ran at {ran}):")
         for name, ok, detail in criteria(summary):
             failed += not ok
             print(f"  {'PASS' if ok else 'FAIL'}  {name}: {detail}")
+        print(f"  forecast  {forecast(summary)}")
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:] or ["runs/quickstart"]))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folders", nargs="*", default=["runs/quickstart"], help="sweep outputs")
+    sys.exit(main(parser.parse_args().folders))

@@ -10,6 +10,7 @@ paraphrases of 12-30 tokens each), a 200M-token memory-mapped corpus, sequences 
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 import tracemalloc
@@ -45,6 +46,7 @@ def read(corpus, general, domain, ratio: float, n_sequences: int) -> tuple[float
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__).parse_args()  # --help: what it measures
     rng = np.random.default_rng(0)
     domain, general = facts(100_000, rng), facts(20_000, rng)
     path = Path(tempfile.mkdtemp(prefix="kinfuse-stream-")) / "corpus.int32"

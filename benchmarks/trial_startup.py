@@ -10,6 +10,7 @@ same tiny sweep in scratch stores and prints the medians.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import tempfile
 from pathlib import Path
@@ -44,6 +45,7 @@ def startup_seconds(workers: int, root: Path) -> list[float]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__).parse_args()  # --help: what it measures
     root = Path(tempfile.mkdtemp(prefix="kinfuse-startup-"))
     rows = {w: startup_seconds(w, root) for w in (1, 2)}
     print("\n== trial start-up: Tune scheduling the trial -> first training step ==")

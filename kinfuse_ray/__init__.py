@@ -7,8 +7,9 @@ box runs, needs neither scipy nor Ray nor MLflow):
   on Ray (Tune + Train) and records it in MLflow, returning a `Summary`.
 - `load_trials(tracking_uri, experiments)` and `fit_recorded(experiments, tracking_uri)`: the
   recorded trials of earlier sweeps, and the law refitted from them with their own settings.
-- `InfusionLaw`, `SizeCurve`, `select_law`, `compare_laws`: fit the knowledge-infusion law to
-  your own measurements; `InfusionLaw.predict` gives a `Prediction` with its `Decision`.
+- `InfusionLaw`, `SizeCurve`, `curves_from_points`, `select_law`, `compare_laws`: fit the
+  knowledge-infusion law to your own measurements; `InfusionLaw.predict` gives a `Prediction`
+  with its `Decision`.
 """
 
 from importlib import import_module
@@ -24,6 +25,7 @@ _EXPORTS = {
     "InfusionLaw": "kinfuse_ray.law",
     "Prediction": "kinfuse_ray.law",
     "SizeCurve": "kinfuse_ray.law",
+    "curves_from_points": "kinfuse_ray.law",
     "compare_laws": "kinfuse_ray.law",
     "select_law": "kinfuse_ray.law",
     "Decision": "kinfuse_ray.decision",

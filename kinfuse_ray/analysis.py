@@ -29,6 +29,9 @@ class SizeResult:
 
 @dataclass
 class Summary:
+    """A finished sweep's answer: each size's collapse point and safe ratio, every trial, the
+    fitted law and its recommendation for the target (what summary.json holds)."""
+
     study: str
     sizes: list[SizeResult]
     trials: list[TrialResult]
@@ -90,15 +93,10 @@ class Summary:
             "law_note": self.law_note,
             "law_comparison": self.law_comparison,
             "recommendation": (
-                {
-                    "target": self.target,
-                    **asdict(self.recommendation),
-                    "recommended_ratio": self.recommendation.recommended_ratio,
-                    "window_empty": self.recommendation.window_empty,
-                }
+                {"target": self.target, **self.recommendation.to_dict()}
                 if self.recommendation
                 else None
-            ),  # fmt: skip
+            ),
             "confirmation": [c.to_dict() for c in self.confirmation],
             "trials": [asdict(t) for t in self.trials],
             "base_runs": [asdict(t) for t in self.base_runs],

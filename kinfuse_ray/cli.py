@@ -5,7 +5,7 @@ kinfuse sweep sweeps/quickstart.yaml --resume  carry on after a crash or Ctrl-C
 kinfuse sweep sweeps/ladder_cpu.yaml --set seed=1 --set name=ladder_cpu-seed1
 kinfuse plan sweeps/gpu_ladder.yaml            memory per GPU, GPU-hours and storage, no GPU needed
 kinfuse tokenize sweeps/gpu_ladder.yaml        tokenize the corpus on Ray into shards, once
-kinfuse fit --experiment quickstart            refit the law from MLflow, write JSON + plot
+kinfuse fit --experiment quickstart            refit the law from MLflow: runs/quickstart/refit/
 kinfuse predict --experiment quickstart --n-params 8e5
 kinfuse predict --law-file runs/quickstart/law.json --n-params 8e5 --tokens 5e5
 kinfuse forecasts                              confirmed forecasts of every study, with errors
@@ -16,6 +16,7 @@ kinfuse knowledge latest-truthy.nt.bz2 --properties P19=born_in,P27=citizen_of -
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shlex
 import sys
@@ -31,11 +32,10 @@ class Interrupted(KinfuseError):
     """Ctrl-C or SIGTERM ended a sweep: exit 130, with the command that resumes it."""
 
 
-def _print_prediction(prediction, target: str) -> None:
+def _recommendation(prediction, target: str) -> str:
     from kinfuse_ray.presentation import describe_recommendation
 
-    print()
-    print(describe_recommendation(prediction, target))
+    return describe_recommendation(prediction, target)
 
 
 def _mlflow_ui_hint(uri: str) -> str:
@@ -123,16 +123,24 @@ def _overrides(args: argparse.Namespace) -> dict:
     }
 
 
+def _say(args: argparse.Namespace, text: str) -> None:
+    """Text for people: to stdout, or to stderr under --json (stdout is the JSON)."""
+    print(text, file=sys.stderr if getattr(args, "json", False) else sys.stdout, flush=True)
+
+
 def _fit_recorded(args: argparse.Namespace):
     from kinfuse_ray.presentation import describe_law
     from kinfuse_ray.records import fit_recorded
 
     if not args.experiment:
         raise KinfuseError(f"{args.command} needs --experiment NAME")
+    _say(args, f"kinfuse: fitting the law to the trials of {', '.join(args.experiment)} "
+               f"recorded at {args.tracking_uri} (with each form's leave-one-size-out: seconds "
+               "to a minute)")  # fmt: skip
     law, sweep, notes = fit_recorded(args.experiment, args.tracking_uri, _overrides(args))
     for note in notes:
-        print(note)
-    print(describe_law(law))
+        _say(args, note)
+    _say(args, describe_law(law))
     return law, sweep
 
 
@@ -144,13 +152,19 @@ def _fit(args: argparse.Namespace) -> None:
     if sweep is not None and sweep.predict.target is not None:
         t = sweep.predict.target
         target = t.size.name
-        n = t.size.non_embedding_params(sweep.data.vocab_size, sweep.data.seq_len)
-        prediction = law.predict(n, t.tokens or sweep.train.tokens)
-        _print_prediction(prediction, target)
-    law.save(args.out)
-    print(f"\nlaw: {args.out}")
+        prediction = law.predict(sweep.target_n_params, t.tokens or sweep.train.tokens)
+        _say(args, "\n" + _recommendation(prediction, target))
+    # Beside the first sweep's outputs (its own law.json stays), else in runs/refit-<names>.
+    first = sweep.out if sweep is not None else Path("runs") / f"refit-{'+'.join(args.experiment)}"
+    out = Path(args.out) if args.out else first / "refit"
+    out.mkdir(parents=True, exist_ok=True)
+    law.save(out / "law.json")
     title = "+".join(args.experiment)
-    print(f"plot: {plot_law(law, Path(args.plot), title, prediction, target or 'target')}")
+    plot = plot_law(law, out / "collapse_vs_size.png", title, prediction, target or "target")
+    _say(args, f"\nlaw: {out / 'law.json'}\nplot: {plot}")
+    if args.json:
+        print(json.dumps({"law": str(out / "law.json"), "plot": str(plot), "parameters":
+                          law.parameters, "prediction": prediction and prediction.to_dict()}))  # fmt: skip
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -159,13 +173,39 @@ def _predict(args: argparse.Namespace) -> None:
     if args.law_file:
         from kinfuse_ray.presentation import describe_law
 
+        _refuse_with_law_file(args)
         law = InfusionLaw.load(args.law_file)
-        print(describe_law(law))
+        for name in ("confidence", "tolerance"):  # settings of the prediction, not of the fit
+            if (value := getattr(args, name)) is not None:
+                _say(
+                    args,
+                    f"note: --{name} {value:g} overrides the law file's {getattr(law, name):g}",
+                )
+                setattr(law, name, value)
+        _say(args, describe_law(law))
     elif args.experiment:
         law, _ = _fit_recorded(args)
     else:
         raise KinfuseError("predict needs --experiment NAME or --law-file FILE")
-    _print_prediction(law.predict(args.n_params, args.tokens), f"N = {args.n_params:,.0f}")
+    prediction = law.predict(args.n_params, args.tokens)
+    if args.json:
+        print(json.dumps(prediction.to_dict()))
+    else:
+        print("\n" + _recommendation(prediction, f"N = {args.n_params:,.0f}"))
+
+
+def _refuse_with_law_file(args: argparse.Namespace) -> None:
+    """A law file is already fitted: options that only a fit reads cannot apply to it."""
+    if args.experiment:
+        raise KinfuseError("give --law-file or --experiment, not both")
+    fitted = {"threshold": "--threshold", "law": "--law", "method": "--method",
+              "acquisition_target": "--acquisition-target"}  # fmt: skip
+    given = [flag for name, flag in fitted.items() if getattr(args, name) is not None]
+    if given:
+        raise KinfuseError(
+            f"{', '.join(given)} cannot apply to --law-file (the law was fitted with its own); "
+            "refit with `kinfuse fit --experiment NAME` and these options"
+        )
 
 
 def _store(args: argparse.Namespace) -> None:
@@ -194,6 +234,9 @@ def _forecasts(args: argparse.Namespace) -> None:
     from kinfuse_ray.records import confirmed_forecasts
 
     forecasts = confirmed_forecasts(args.tracking_uri)
+    if args.json:
+        print(json.dumps(forecasts))
+        return
     if not forecasts:
         print(f"no confirmed forecasts at {args.tracking_uri} (sweeps with predict.confirm: true)")
         return
@@ -300,9 +343,16 @@ def _add_law_source(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kinfuse_ray import __version__
+
     parser = argparse.ArgumentParser(
-        prog="kinfuse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="kinfuse",
+        description="Find where infusing domain knowledge into pretraining collapses what a "
+        "model knew,\non a ladder of small models, and forecast it for a larger one.\n\n"
+        + __doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"kinfuse-ray {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sweep = sub.add_parser("sweep", help="run a sweep file end to end")
@@ -351,8 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit = sub.add_parser("fit", help="refit the law from recorded trials; write JSON and plot")
     _add_law_source(fit)
-    fit.add_argument("--out", default="law.json")
-    fit.add_argument("--plot", default="collapse_vs_size.png")
+    fit.add_argument(
+        "--out", help="folder for law.json and the plot (default: <the sweep's output>/refit)"
+    )
+    fit.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     fit.set_defaults(func=_fit)
 
     predict = sub.add_parser("predict", help="recommend an infusion ratio for an untried size")
@@ -360,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--law-file", help="a law saved by `kinfuse fit` or a sweep")
     predict.add_argument("--n-params", type=_positive, required=True, help="non-embedding params")
     predict.add_argument("--tokens", type=_positive, help="token budget (default: the fitted one)")
+    predict.add_argument("--json", action="store_true", help="print the forecast as JSON on stdout")
     predict.set_defaults(func=_predict)
 
     knowledge = sub.add_parser(
@@ -396,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
         "forecasts", help="every confirmed forecast in a tracking store, with its error"
     )
     forecasts.add_argument("--tracking-uri", default=MLFLOW_DEFAULTS.tracking_uri)
+    forecasts.add_argument("--json", action="store_true", help="print them as JSON on stdout")
     forecasts.set_defaults(func=_forecasts)
     return parser
 

@@ -29,6 +29,10 @@ def connect_ray(sweep: SweepConfig) -> bool:
         return False
     if sweep.ray.address:
         _check_reachable(sweep.ray.address)
+    else:  # our own instance: Ray's notice that it turned on token auth (a token exists) is noise
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+            logging.ERROR
+        )
     try:
         ray.init(
             # "local": always a new instance of our own, never another cluster on this host.

@@ -291,6 +291,10 @@ MLFLOW_DEFAULTS = MlflowConfig()
 
 
 class SweepConfig(Strict):
+    """One sweep file, validated: the model ladder, the infusion ratios to try, the search, the
+    data, training, evaluation and forecast settings, and where it runs and records (Ray,
+    MLflow). `load_sweep(path)` reads one; `run_sweep(sweep)` runs it."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
     ladder: list[ModelSize] = Field(min_length=1)
@@ -410,6 +414,8 @@ def _did_you_mean(loc: tuple) -> str:
 
 
 def parse_sweep(raw: object, source: str = "<sweep>") -> SweepConfig:
+    """A `SweepConfig` from a parsed sweep file (a dict); a mistake is one `KinfuseError` line
+    naming the field (and the closest known one to a misspelling) and `source`."""
     if not isinstance(raw, dict):
         raise KinfuseError(
             f"{source}: expected a mapping of sweep fields, got {type(raw).__name__}"

@@ -85,6 +85,32 @@ class SizeCurve:
     domain_per_token: float = float("nan")
     general_per_token: float = float("nan")
 
+    def __post_init__(self) -> None:
+        where = f"SizeCurve {self.name!r}"
+        for name in ("n_params", "tokens"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{where}: {name} must be a positive finite number, got {value!r}")
+        n = len(self.ratios)
+        for name in ("retention", "acquisition"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(
+                    f"{where}: {name} has {len(getattr(self, name))} values for {n} ratios"
+                )
+        r = np.asarray(self.ratios, float)
+        if n and not np.all((r > 0) & (r < 1)):
+            raise ValueError(f"{where}: ratios must lie in (0, 1) (shares, not percent), got "
+                             f"{r.min():g}..{r.max():g}")  # fmt: skip
+        for name in ("retention", "acquisition"):  # chance-corrected; acquisition NaN: unmeasured
+            v = np.asarray(getattr(self, name), float)
+            v = v[~np.isnan(v)] if name == "acquisition" else v
+            if len(v) and not np.all(np.isfinite(v) & (v >= -1) & (v <= 1)):
+                raise ValueError(f"{where}: {name} must be chance-corrected scores in [-1, 1]")
+        if not (math.isfinite(self.plateau) and -1 <= self.plateau <= 1):
+            raise ValueError(
+                f"{where}: plateau must be a retention in [-1, 1], got {self.plateau!r}"
+            )
+
     def mean_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ratios tried, with retention and acquisition averaged over repeats (seeds)."""
         r = np.asarray(self.ratios, float)
@@ -100,6 +126,50 @@ class SizeCurve:
     def acquisition_threshold(self, target: float) -> float | None:
         ratios, _, acquisition = self.mean_curve()
         return detect_acquisition(ratios, acquisition, target)
+
+
+def curves_from_points(
+    n_params: Sequence[float],
+    ratios: Sequence[float],
+    retention: Sequence[float],
+    acquisition: Sequence[float] | None = None,
+    *,
+    tokens: Sequence[float] | float = 1.0,
+    plateau: dict[float, float] | None = None,
+) -> list[SizeCurve]:
+    """Your own measurements as `SizeCurve`s, one per (size, budget): one entry per trial of
+    its non-embedding parameter count, infusion ratio in (0, 1), chance-corrected retention of
+    what the model knew (and acquisition of the infused knowledge; NaN-free, default 0: no
+    learning side), at `tokens` per trial. `plateau` maps a size to its retention before
+    infusion (default: the mean of its two lowest ratios'). Then `InfusionLaw().fit(curves)`."""
+    columns = {"n_params": n_params, "ratios": ratios, "retention": retention}
+    if acquisition is not None:
+        columns["acquisition"] = acquisition
+    if not np.isscalar(tokens):
+        columns["tokens"] = tokens
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"the columns differ in length: {lengths}")
+    n = lengths["n_params"]
+    table = {
+        "n": np.asarray(n_params, float), "r": np.asarray(ratios, float),
+        "ret": np.asarray(retention, float),
+        "acq": np.zeros(n) if acquisition is None else np.asarray(acquisition, float),
+        "d": np.full(n, float(tokens)) if np.isscalar(tokens) else np.asarray(tokens, float),
+    }  # fmt: skip
+    curves = []
+    for size, budget in sorted({(a, b) for a, b in zip(table["n"], table["d"], strict=True)}):
+        at = (table["n"] == size) & (table["d"] == budget)
+        order = np.argsort(table["r"][at])
+        low = table["ret"][at][order][:2]
+        base = (plateau or {}).get(size)
+        curves.append(SizeCurve(
+            name=f"n{size:,.0f}", n_params=float(size), tokens=float(budget),
+            ratios=tuple(table["r"][at]), retention=tuple(table["ret"][at]),
+            acquisition=tuple(table["acq"][at]),
+            plateau=float(np.mean(low)) if base is None else float(base),
+        ))  # fmt: skip
+    return curves
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -165,6 +235,14 @@ class Prediction:
     @property
     def window_empty(self) -> bool:
         return self.decision.window_empty
+
+    def to_dict(self) -> dict:
+        """Plain JSON: every field, with the recommended ratio and whether the window is empty."""
+        return {
+            **asdict(self),
+            "recommended_ratio": self.recommended_ratio,
+            "window_empty": self.window_empty,
+        }
 
 
 @dataclass(frozen=True)
@@ -312,6 +390,12 @@ def _logit_ratio_keeping(logit_rstar, shape, threshold: float, tolerance: float)
 
 @dataclass
 class InfusionLaw:
+    """The knowledge-infusion scaling law, fitted as an estimator: `fit(curves)` on one
+    `SizeCurve` per size, then `predict(n_params, tokens)` for a `Prediction` (r* with its
+    interval, the ratios that keep each tolerance, the learning side and the `Decision`);
+    `save(path)` / `InfusionLaw.load(path)` as JSON. `form` is the law's shape (`FORMS`),
+    `method` fits every trial ("joint") or each size's r* ("points")."""
+
     form: str = DEFAULT_FORM
     method: str = PREDICT_DEFAULTS.method
     threshold: float = EVAL_DEFAULTS.collapse_threshold  # the collapse threshold defining r*
@@ -348,6 +432,15 @@ class InfusionLaw:
             raise KinfuseError(
                 f"unknown fit method '{self.method}' (choose from {', '.join(METHODS)})"
             )
+
+    def __repr__(self) -> str:  # the fitted state holds every trial and draw: keep it short
+        if not self.params_:
+            return f"InfusionLaw(form={self.form!r}, method={self.method!r}, unfitted)"
+        params = ", ".join(f"{p:+.3f}" for p in self.params_)
+        return (
+            f"InfusionLaw(form={self.form!r}, method={self.method!r}, sizes={len(self.curves_)}, "
+            f"params=[{params}])"
+        )
 
     @property
     def _f(self) -> _Form:
@@ -593,8 +686,10 @@ class InfusionLaw:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
         return float(n_params), float(tokens)
 
-    def predict_point(self, n_params: float, tokens: float | None = None) -> float:
-        """The fitted collapse ratio alone, without its interval."""
+    def predict_point(self, n_params: float, tokens: float | None = None) -> float | np.ndarray:
+        """The fitted collapse ratio alone, without its interval (an array of sizes: an array)."""
+        if np.ndim(n_params):
+            return np.array([self.predict_point(n, tokens) for n in np.asarray(n_params).ravel()])
         n_params, tokens = self._query(n_params, tokens)
         return float(expit(self._law_logit(n_params, tokens)[0]))
 
@@ -702,10 +797,13 @@ class InfusionLaw:
 
     def predict(
         self, n_params: float, tokens: float | None = None, rule: str | None = None
-    ) -> Prediction:
+    ) -> Prediction | list[Prediction]:
         """The forecast for a model of `n_params` non-embedding parameters trained on `tokens`:
         r* with its interval, the ratio keeping each tolerance, the learning side, and the
-        decision by `rule` (default: the law's) at the law's confidence, all at this size."""
+        decision by `rule` (default: the law's) at the law's confidence, all at this size.
+        An array of sizes gives a list, one forecast each."""
+        if np.ndim(n_params):
+            return [self.predict(n, tokens, rule) for n in np.asarray(n_params).ravel()]
         n_params, tokens = self._query(n_params, tokens)
         law_z = self._law_draws_logit(n_params, tokens)
         z = law_z + self._deviations()

@@ -7,6 +7,7 @@ concurrent writers and trials need no access to the tracking server.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -17,6 +18,10 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from kinfuse_ray.errors import KinfuseError
+
+# A new sqlite store announces its schema set-up at INFO; the sweep says what it records itself.
+for _chatty in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_chatty).setLevel(logging.WARNING)
 
 TRIAL_TAG = "kinfuse.trial"  # a child run's trial key: phase-size-ratio
 OUTPUT_TAG = "kinfuse.output_dir"  # a sweep's parent run: where its outputs live

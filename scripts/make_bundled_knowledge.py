@@ -7,6 +7,7 @@ prefix of the file (skewed pools let a model beat chance from object frequency a
     python scripts/make_bundled_knowledge.py
 """
 
+import argparse
 import json
 import random
 from pathlib import Path
@@ -383,6 +384,7 @@ RELATIONS = {
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__).parse_args()  # --help: what it measures
     rng = random.Random(20261127)
     people = [f"{first} {last}" for first in FIRST for last in LAST]
     rng.shuffle(people)

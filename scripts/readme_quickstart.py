@@ -5,7 +5,11 @@ it, as its summary.json records: the commit, the torch version and the CPU kerne
 ran on. Nothing is typed by hand.
 
     .venv/bin/kinfuse sweep sweeps/quickstart.yaml
-    .venv/bin/python scripts/readme_quickstart.py [runs/quickstart]
+    .venv/bin/python scripts/readme_quickstart.py [runs/quickstart]          # write the block
+    .venv/bin/python scripts/readme_quickstart.py --check [runs/quickstart]  # exit 1 if it differs
+
+The quickstart pins its CPU kernels (avx2), so the block is the same on every x86 CPU; a test
+(tests/test_golden.py) runs the quickstart afresh and checks the README against it.
 """
 
 from __future__ import annotations
@@ -36,9 +40,18 @@ def block(out: Path) -> str:
     ])  # fmt: skip
 
 
+def answer_in(readme: str) -> str:
+    """The answer text of the README's quickstart block (without its provenance line)."""
+    text = readme.split(BEGIN, 1)[1].split(END, 1)[0]
+    return text.split("```text\n", 1)[1].rsplit("```", 1)[0].rstrip()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default=str(REPO / "runs" / "quickstart"))
+    parser.add_argument(
+        "--check", action="store_true", help="compare the README's answer with the run's; exit 1"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     if not (out / "answer.txt").is_file():
@@ -48,6 +61,14 @@ def main() -> int:
     if BEGIN not in readme or END not in readme:
         print(f"README.md: the markers {BEGIN} ... {END} are missing")
         return 2
+    if args.check:
+        ran = (out / "answer.txt").read_text().rstrip()
+        if answer_in(readme) == ran:
+            print(f"README.md: the quickstart block is what {out} printed")
+            return 0
+        print(f"README.md: the quickstart block differs from {out / 'answer.txt'}; rewrite it "
+              "with scripts/readme_quickstart.py")  # fmt: skip
+        return 1
     head, rest = readme.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
     (REPO / "README.md").write_text(head + block(out) + tail)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ def curve(name, n, rstar, rng, seeds=2, trial_sd=0.03, k=3.0, floor=0.25, a_star
         for r in RATIOS:
             y = floor + (1 - floor) * expit(k * (logit(rstar) - logit(r)) + offset)
             ratios.append(r)
-            retention.append(float(y + rng.normal(0, trial_sd)))
+            retention.append(float(min(1.0, y + rng.normal(0, trial_sd))))  # scores are <= 1
             acquisition.append(
                 float(0.5 * expit(2 * (logit(r) - logit(a_star))) + rng.normal(0, 0.01))
             )
@@ -75,6 +76,11 @@ def test_the_saturating_form_recovers_its_ceiling():
     curves = ladder(np.random.default_rng(1), size_sd=0.02, b=0.8, eta0=1.0, r_max=0.9)
     law = InfusionLaw(form="power_n_sat", n_bootstrap=50).fit(curves, validate=False)
     assert law.parameters["r_max"] == pytest.approx(0.9, abs=0.03)
+    # Its repr names the form and parameters, not the trials and draws it holds.
+    assert repr(law).startswith(
+        f"InfusionLaw(form='power_n_sat', method='joint', sizes={len(curves)}"
+    )
+    assert len(repr(law)) < 200 and "unfitted" in repr(InfusionLaw())
 
 
 def test_predictions_stay_inside_zero_one_however_far_out():
@@ -308,3 +314,36 @@ def test_the_cli_refuses_a_size_that_is_not_a_positive_finite_number(tmp_path, c
         assert "must be a positive finite number" in capsys.readouterr().err
     assert cli.main(["predict", "--law-file", str(tmp_path / "law.json"), "--n-params", "1e6"]) == 0
     assert "collapse point r* = " in capsys.readouterr().out
+
+
+def test_a_law_from_plain_points_and_vectorised_forecasts():
+    """Your own (size, ratio, retention, acquisition) rows fit the law without building the
+    project's structures; a list of sizes gives one forecast each; bad rows are refused with a
+    ValueError that names what is wrong."""
+    from kinfuse_ray import curves_from_points
+
+    rng = np.random.default_rng(3)
+    curves = ladder(rng, size_sd=0.02)
+    rows = [(c.n_params, r, ret, acq) for c in curves
+            for r, ret, acq in zip(c.ratios, c.retention, c.acquisition, strict=True)]  # fmt: skip
+    n, r, ret, acq = (list(col) for col in zip(*rows, strict=True))
+    mine = curves_from_points(n, r, ret, acq, tokens=1e5, plateau={c.n_params: 1.0 for c in curves})
+    assert [c.n_params for c in mine] == sorted(c.n_params for c in curves)
+    law = InfusionLaw(n_bootstrap=50).fit(mine, validate=False)
+    reference = InfusionLaw(n_bootstrap=50).fit(curves, validate=False)
+    assert law.parameters == pytest.approx(reference.parameters, rel=1e-6)
+    sizes = np.array([2e5, 1e6])
+    points = law.predict_point(sizes)
+    assert points.shape == (2,) and points[1] == law.predict_point(1e6)
+    forecasts = law.predict(sizes)
+    assert [f.n_params for f in forecasts] == [2e5, 1e6]
+    assert forecasts[1].ratio == law.predict(1e6).ratio
+
+    for bad, says in (
+        (dict(n_params=n, ratios=[x * 100 for x in r], retention=ret), "ratios must lie in (0, 1)"),
+        (dict(n_params=n[:-1], ratios=r, retention=ret), "differ in length"),
+        (dict(n_params=[-x for x in n], ratios=r, retention=ret), "positive finite"),
+        (dict(n_params=n, ratios=r, retention=[x * 2 for x in ret]), "retention must be"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            curves_from_points(**bad)

@@ -40,8 +40,8 @@ def imports(path: Path) -> tuple[set[str], set[str]]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
             names = [node.module]
-            if node.module == "kinfuse_ray":  # from kinfuse_ray import checkpoint
-                names = [f"kinfuse_ray.{alias.name}" for alias in node.names]
+            if node.module == "kinfuse_ray":  # from kinfuse_ray import checkpoint (not __version__)
+                names = [f"kinfuse_ray.{a.name}" for a in node.names if not a.name.startswith("__")]
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         else:

@@ -84,15 +84,30 @@ def test_law_from_mlflow_matches_the_sweep_and_the_cli_predicts(micro_sweep):
     assert law.measured_ == {s["size"]: s["collapse_ratio"] for s in summary["sizes"]}
     assert law.parameters == pytest.approx(summary["law"]["params"])
 
-    fit = kinfuse(
-        tmp_path, "fit", "--experiment", "micro", "--out", "law.json", "--plot", "law.png"
-    )
+    fit = kinfuse(tmp_path, "fit", "--experiment", "micro")
     assert fit.returncode == 0, fit.stderr[-2000:]
-    assert "b_n = " in fit.stdout and (tmp_path / "law.png").exists()
-    predict = kinfuse(tmp_path, "predict", "--law-file", "law.json", "--n-params", "1e5")
+    # Beside the sweep's own outputs, which stay as the sweep wrote them.
+    refit = tmp_path / "runs" / "micro" / "refit"
+    assert "b_n = " in fit.stdout and (refit / "collapse_vs_size.png").exists()
+    assert f"law: {refit / 'law.json'}" in fit.stdout and not (tmp_path / "law.json").exists()
+    law_file = str(refit / "law.json")
+    predict = kinfuse(tmp_path, "predict", "--law-file", law_file, "--n-params", "1e5")
     assert predict.returncode == 0, predict.stderr[-2000:]
     # One number only when the forecast is informative; either way the text says which.
     assert ("recommended infusion ratio" in predict.stdout) != ("NOT INFORMATIVE" in predict.stdout)
+    # For scripts: the forecast as JSON on stdout, the text for people on stderr.
+    as_json = kinfuse(tmp_path, "predict", "--law-file", law_file, "--n-params", "1e5", "--json")
+    assert as_json.returncode == 0, as_json.stderr[-2000:]
+    forecast = json.loads(as_json.stdout)
+    assert forecast["n_params"] == 1e5 and "p_keep" in forecast["decision"]
+    # Options a fitted law cannot honour are refused, not silently ignored.
+    for extra, says in ((["--law", "power_n"], "--law cannot apply to --law-file"),
+                        (["--experiment", "micro"], "--law-file or --experiment, not both")):  # fmt: skip
+        refused = kinfuse(tmp_path, "predict", "--law-file", law_file, "--n-params", "1e5", *extra)
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr
+    stricter = kinfuse(tmp_path, "predict", "--law-file", law_file, "--n-params", "1e5",
+                       "--confidence", "0.8")  # fmt: skip
+    assert "note: --confidence 0.8 overrides the law file's 0.9" in stricter.stdout
     missing = kinfuse(tmp_path, "predict", "--experiment", "nope", "--n-params", "1e5")
     assert missing.returncode == 2
     assert missing.stderr.strip() == (
@@ -169,7 +184,7 @@ def test_kinfuse_fit_uses_the_sweeps_own_settings(confirm_sweep):
     sweep's own summary gave, and a flag that overrides a setting says so."""
     tmp_path, _ = confirm_sweep
     summary = json.loads((tmp_path / "runs" / "confirm" / "summary.json").read_text())
-    fit = kinfuse(tmp_path, "fit", "--experiment", "confirm", "--out", "law.json")
+    fit = kinfuse(tmp_path, "fit", "--experiment", "confirm", "--out", "refit")
     assert fit.returncode == 0, fit.stderr[-2000:]
     assert "settings: sweep 'confirm' as recorded on its parent run" in fit.stdout
     rec = summary["recommendation"]
@@ -178,13 +193,14 @@ def test_kinfuse_fit_uses_the_sweeps_own_settings(confirm_sweep):
     else:
         assert "NOT INFORMATIVE" in fit.stdout and "recommended infusion ratio" not in fit.stdout
     assert f"collapse point r* = {rec['ratio']:.3f}" in fit.stdout
-    law = json.loads((tmp_path / "law.json").read_text())
+    law = json.loads((tmp_path / "refit" / "law.json").read_text())
     assert (law["threshold"], law["tolerance"], law["acquisition_target"]) == (0.6, 0.85, 0.2)
 
     other = kinfuse(tmp_path, "fit", "--experiment", "confirm", "--threshold", "0.5",
-                    "--out", "other.json")  # fmt: skip
+                    "--out", "other", "--json")  # fmt: skip
     assert other.returncode == 0, other.stderr[-2000:]
-    assert "--threshold 0.5 overrides the sweep's 0.6" in other.stdout
+    assert "--threshold 0.5 overrides the sweep's 0.6" in other.stderr  # stdout is the JSON
+    assert json.loads(other.stdout)["law"] == str(tmp_path / "other" / "law.json")
 
 
 ONE_TRIAL = "\n".join(

@@ -1,0 +1,154 @@
+"""Golden outcomes of the quickstart: what the tests compare against and `scripts/pin_golden.py`
+writes. Two files under tests/golden/:
+
+- data.json: digests of what the quickstart trains on (each rung's fact and probe token ids,
+  the acquisition sample among them; the corpus tokens; the tokenizer; the mixed stream's first
+  rows at a few ratios). Integer work only: exact on every CPU, and a change to data, draws,
+  seeds or batch order fails in seconds.
+- sweep.json: the quickstart's outcomes through the real CLI on fresh caches and a fresh base
+  store, under the kernels its sweep file pins (avx2): per-trial retention and acquisition
+  (probe counts), tokens trained and early stops exactly, validation loss to 1e-9 relative,
+  each size's r* and the recommendation to 3 decimals.
+
+Both record the library versions (and sweep.json the CPU kernels) they were pinned with; a
+mismatch is reported in one line before any comparison.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO / "tests" / "golden"
+QUICKSTART = REPO / "sweeps" / "quickstart.yaml"
+DATA_LIBRARIES = ("numpy", "tokenizers")
+SWEEP_LIBRARIES = ("torch", "numpy", "tokenizers", "transformers", "scipy")
+STREAM_RATIOS = (0.0, 0.12, 0.6, 0.97)
+STREAM_ROWS = 64
+REPIN = "re-pin with `.venv/bin/python scripts/pin_golden.py` if the change is meant"
+
+
+def versions(names: tuple[str, ...]) -> dict[str, str]:
+    return {name: version(name) for name in names}
+
+
+def _digest(arrays) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.asarray(a, dtype=np.int64)
+        digest.update(np.int64(a.size).tobytes() + a.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def data_digests() -> dict:
+    """Digests of the quickstart's data, rung by rung (see the module docstring)."""
+    from kinfuse_ray.base_store import facts_digest, rung_bundle
+    from kinfuse_ray.config import load_sweep
+    from kinfuse_ray.data import build_bundle, map_tokens
+    from kinfuse_ray.mixing import Stream
+
+    sweep = load_sweep(QUICKSTART)
+    bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
+    rungs, streams = {}, {}
+    for size in sweep.ladder:
+        rung = rung_bundle(sweep, bundle, size.name)
+        rungs[size.name] = {
+            "facts_and_probes": facts_digest(rung)[:16],
+            "acquisition_sample": _digest([rung.acquisition.answers, *rung.acquisition.prompts]),
+        }
+    rung = rung_bundle(sweep, bundle, sweep.ladder[-1].name)
+    for ratio in STREAM_RATIOS:
+        stream = Stream(
+            rung.corpus, rung.general_facts, rung.domain_facts, ratio=ratio,
+            n_sequences=4096, seq_len=rung.seq_len, fact_share=sweep.data.general_fact_share,
+            seed=sweep.seed + (0 if ratio == 0 else 1),
+        )  # fmt: skip
+        streams[str(ratio)] = _digest(stream.rows(0, STREAM_ROWS))
+    return {
+        "versions": versions(DATA_LIBRARIES),
+        "tokenizer": bundle.tokenizer_digest[:16],
+        "corpus": bundle.corpus_digest[:16],
+        "corpus_tokens": len(map_tokens(bundle.tokens_path)),
+        "rungs": rungs,
+        "stream_first_rows": streams,
+    }
+
+
+def run_quickstart(workdir: Path) -> subprocess.CompletedProcess:
+    """`kinfuse sweep sweeps/quickstart.yaml` as a user runs it, in `workdir` (its MLflow
+    store, outputs and base store there) with fresh tokenizer and token caches."""
+    env = {**os.environ, "KINFUSE_CACHE": str(workdir / "cache")}
+    env.pop("ATEN_CPU_CAPABILITY", None)  # the sweep file pins the kernels itself
+    return subprocess.run(
+        [sys.executable, "-m", "kinfuse_ray.cli", "sweep", str(QUICKSTART),
+         "--output-dir", str(workdir / "runs" / "quickstart")],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+
+
+def sweep_outcomes(summary: dict) -> dict:
+    """What of a quickstart's summary.json is pinned (see the module docstring)."""
+    rec = summary["recommendation"]
+    return {
+        "versions": versions(SWEEP_LIBRARIES),
+        "kernels": summary["provenance"]["cpu"],
+        "trials": {
+            f"{t['phase']} {t['size']} {t['ratio']}": {
+                "retention": t["retention"], "acquisition": t["acquisition"],
+                "tokens_trained": t.get("tokens_trained", t["tokens"]),
+                "stopped_early": bool(t["stopped_early"]), "val_loss": t["val_loss"],
+            }
+            for t in sorted([*summary["base_runs"], *summary["trials"]],
+                            key=lambda t: (t["phase"], t["n_params"], t["ratio"]))
+        },
+        "collapse_ratio": {s["size"]: round(s["collapse_ratio"], 3) for s in summary["sizes"]},
+        "target_collapse_ratio": round(rec["ratio"], 3),
+        "keep_interval": [round(x, 3) for x in rec["decision"]["keep_interval"]],
+        "recommended_ratio": round(rec["recommended_ratio"], 3),
+    }  # fmt: skip
+
+
+def mismatched_versions(pinned: dict, here: dict) -> str | None:
+    """One line naming what differs between the pinned environment and this one."""
+    differ = [f"{k} {pinned.get(k)} (pinned) vs {v} (here)" for k, v in here.items()
+              if pinned.get(k) != v]  # fmt: skip
+    return (
+        f"golden outcomes were pinned with other libraries: {'; '.join(differ)}" if differ else None
+    )
+
+
+def compare_outcomes(pinned: dict, found: dict) -> list[str]:
+    """The differences between pinned and found sweep outcomes, one line each."""
+    out = []
+    if pinned["kernels"] != found["kernels"]:
+        out.append(f"CPU kernels {found['kernels']}, pinned with {pinned['kernels']}")
+    missing = set(pinned["trials"]) ^ set(found["trials"])
+    out += [f"trial {name}: in one run only" for name in sorted(missing)]
+    for name in sorted(set(pinned["trials"]) & set(found["trials"])):
+        a, b = pinned["trials"][name], found["trials"][name]
+        for field in ("retention", "acquisition", "tokens_trained", "stopped_early"):
+            if a[field] != b[field]:
+                out.append(f"trial {name}: {field} {b[field]} (pinned {a[field]})")
+        if not np.isclose(a["val_loss"], b["val_loss"], rtol=1e-9, atol=0):
+            out.append(f"trial {name}: val_loss {b['val_loss']!r} (pinned {a['val_loss']!r})")
+    for field in ("collapse_ratio", "target_collapse_ratio", "keep_interval", "recommended_ratio"):
+        if pinned[field] != found[field]:
+            out.append(f"{field}: {found[field]} (pinned {pinned[field]})")
+    return out
+
+
+def read(name: str) -> dict:
+    return json.loads((GOLDEN / name).read_text())
+
+
+def write(name: str, value: dict) -> None:
+    GOLDEN.mkdir(exist_ok=True)
+    (GOLDEN / name).write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")
