@@ -38,11 +38,20 @@ def _recommendation(prediction, target: str) -> str:
     return describe_recommendation(prediction, target)
 
 
-def _mlflow_ui_hint(uri: str) -> str:
+def _mlflow_ui_hint(uri: str, experiment: str) -> str:
+    """How to browse the sweep: its experiment's page in the MLflow UI's model-training view
+    (this MLflow opens experiments in its GenAI view unless the URL asks otherwise)."""
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    page = f"/#/experiments/{found.experiment_id}?workflowType=machine_learning" if found else ""
     if not uri.startswith("sqlite:"):
-        return f"browse the runs: {uri}"
+        return f"browse the runs: {uri.rstrip('/')}{page}"
     mlflow = Path(sys.executable).parent / "mlflow"
-    return f"browse the runs: {mlflow} ui --backend-store-uri {uri} --host 127.0.0.1  (then open http://127.0.0.1:5000)"
+    return (
+        f"browse the runs: {mlflow} ui --backend-store-uri {uri} --host 127.0.0.1\n"
+        f"  then open http://127.0.0.1:5000{page}"
+    )
 
 
 def _sweep(args: argparse.Namespace) -> None:
@@ -70,7 +79,7 @@ def _sweep(args: argparse.Namespace) -> None:
     print(describe_answer(summary))
     print(f"\nsummary.json and plots: {sweep.out}")
     print(f"wall time: {summary.wall_seconds:.0f} s")
-    print(_mlflow_ui_hint(sweep.mlflow.tracking_uri))
+    print(_mlflow_ui_hint(sweep.mlflow.tracking_uri, sweep.experiment))
 
 
 def _plan(args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ from ray import tune
 from kinfuse_ray.config import SweepConfig
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.live_metrics import EndedTrials
+from kinfuse_ray.presentation import describe_trial_run
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
 from kinfuse_ray.tracking import OUTPUT_TAG, TRIAL_TAG, Tracker, store_failure
 
@@ -159,7 +160,8 @@ class MlflowTrials(tune.Callback):
         if spec.key in self.runs:  # restarted by a resumed sweep: the same run goes on
             self.tracker.reopen(self.runs[spec.key])
         else:
-            tags = {"kinfuse.phase": spec.phase.value, TRIAL_TAG: spec.key}
+            tags = {"kinfuse.phase": spec.phase.value, TRIAL_TAG: spec.key,
+                    "mlflow.note.content": describe_trial_run(spec)}  # fmt: skip
             params = trial_params(self.sweep, spec)
             self.runs[spec.key] = self.tracker.start_run(spec.key, params, tags, self.parent)
         self.started[spec.key] = time.time()

@@ -198,12 +198,17 @@ def render(plan: SweepPlan, sweep: SweepConfig) -> str:
             f"{_gib(r.checkpoint_bytes):>8}"
         )
     lines.append("memory in GiB per GPU (total: +10% fragmentation); ckpt: weights + AdamW state")
-    for label, trials, hours in (
-        ("grid", plan.grid_trials, plan.grid_gpu_hours),
-        ("bisection (expected)", plan.bisect_trials, plan.bisect_gpu_hours),
-    ):
+    ratios = sorted(sweep.ratios)
+    spacing = max((b / a - 1 for a, b in zip(ratios, ratios[1:], strict=False)), default=0.0)
+    for label, trials, hours, reach in (
+        ("grid", plan.grid_trials, plan.grid_gpu_hours,
+         f"r* to the grid's spacing (bracket hi/lo - 1 up to {spacing:.0%})"),
+        ("bisection (expected)", plan.bisect_trials, plan.bisect_gpu_hours,
+         f"the grid as a coarse pass, then r* to hi/lo - 1 <= {sweep.search.precision:.0%} "
+         "(search.precision)"),
+    ):  # fmt: skip
         cost = f", {hours:,.0f} GPU-hours with base runs" if hours is not None else ""
-        lines.append(f"{label}: {trials} infusion trials{cost}")
+        lines.append(f"{label}: {trials} infusion trials{cost}; {reach}")
     lines.append(
         f"checkpoint storage, at most: {plan.storage_bytes / 1e12:.2f} TB "
         "(base runs, and two per trial until the sweep ends)"

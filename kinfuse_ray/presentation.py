@@ -13,6 +13,7 @@ from pathlib import Path
 from kinfuse_ray.analysis import Confirmation, Summary
 from kinfuse_ray.base_store import Entry
 from kinfuse_ray.law import InfusionLaw, Prediction
+from kinfuse_ray.spec import Phase, TrialSpec
 
 LEVERS = (
     "a larger model, more infusion tokens (train.tokens) or fewer domain facts raise acquisition "
@@ -225,8 +226,60 @@ def size_table(summary: Summary) -> str:
     return "\n".join(lines)
 
 
+def describe_trial_run(trial: TrialSpec) -> str:
+    """What a trial run's page says above its charts."""
+    what = (
+        f"Base run of {trial.size}: general text only, from scratch."
+        if trial.phase is Phase.base
+        else f"Infusion trial of {trial.size} at ratio {trial.ratio:g}: that share of its "
+        "training tokens is domain knowledge."
+    )
+    return (
+        f"{what} In the charts the x axis (Step) counts training tokens. Retention is "
+        "chance-corrected accuracy on the general facts; under the continued schedule it can dip "
+        "and recover early in infusion, where the re-warmed learning rate peaks."
+    )
+
+
+def describe_headline(summary: Summary, width: int = 100) -> str:
+    """The answer first, in a few short lines (Markdown, wrapped at `width`): what the sweep's
+    parent run shows at the top of its MLflow page; the full tables are its answer.md."""
+    p, paragraphs = summary.recommendation, []
+    if p is not None:
+        d, conf = p.decision, f"{p.confidence:.0%}"
+        where = (
+            f"{summary.target} ({p.n_params:,.0f} non-embedding parameters, {p.tokens:,.0f} tokens)"
+        )
+        if d.informative and d.ratio is not None:
+            learns = "" if d.p_learn is None else f", P(learns) {d.p_learn:.2f}"
+            paragraphs.append(
+                f"**Recommended infusion ratio for {where}: {d.ratio:.3f}** ({d.rule} at {conf} "
+                f"confidence: P(keeps retention) {d.p_keep:.2f}{learns})."
+            )
+        else:
+            why = "; ".join(d.reasons) or "no ratio meets the rule at this confidence"
+            paragraphs.append(f"**No single ratio recommended for {where}**: {why}.")
+        lo, hi = p.interval
+        keep_lo, keep_hi = d.keep_interval
+        paragraphs.append(
+            f"Collapse point r* {p.ratio:.3f} ({conf} interval {lo:.3f}-{hi:.3f}); keeps "
+            f"retention >= {p.tolerance:.0%} of its plateau up to {keep_lo:.3f}-{keep_hi:.3f} "
+            f"({conf} interval)."
+        )
+    elif summary.law is None:
+        paragraphs.append(f"No law fitted: {summary.law_note}")
+    found = [f"{s.size} {s.collapse.ratio:.3f}" for s in summary.sizes if s.collapse.found]
+    law = f"law {summary.law.form} over {len(summary.law.curves_)} sizes; " if summary.law else ""
+    paragraphs.append(f"{law}collapse point per size: {', '.join(found) or 'none found'}.")
+    paragraphs.append(
+        "Full tables: answer.md; plots: retention_vs_ratio.png, collapse_vs_size.png, "
+        "decision.png (Artifacts). Trial charts: the x axis (Step) counts training tokens."
+    )
+    return "\n\n".join(textwrap.fill(text, width) for text in paragraphs)
+
+
 def describe_summary(summary: Summary) -> str:
-    """The whole answer in Markdown: the sweep's parent run shows it in MLflow."""
+    """The whole answer in Markdown: the sweep's parent run keeps it as answer.md."""
     parts = [f"## {summary.study}: collapse per size", "", "```", size_table(summary), "```", ""]
     if summary.law is None:
         parts.append(f"No law fitted: {summary.law_note}")

@@ -25,6 +25,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 class Progress:
     def __init__(
         self,
@@ -41,7 +45,7 @@ class Progress:
         self.running: dict[str, set[float]] = defaultdict(set)
         self.base_running: set[str] = set()
         self.seconds: dict[str, list[float]] = defaultdict(list)  # finished infusion trials
-        self.base_seconds: list[float] = []
+        self.base_seconds: dict[str, float] = {}  # finished base runs, by size
 
     def start(self, trial: TrialSpec) -> None:
         if trial.phase is Phase.base:
@@ -53,7 +57,7 @@ class Progress:
         if trial.phase is Phase.base:
             self.base_running.discard(trial.size)
             self.base_pending.discard(trial.size)
-            self.base_seconds.append(seconds)
+            self.base_seconds[trial.size] = seconds
             if trial.size in self.strategies:
                 self.strategies[trial.size].plateau = retention
             return
@@ -67,18 +71,28 @@ class Progress:
         return done, running, max(0, self.strategies[size].planned() - done - running)
 
     def remaining_seconds(self) -> float | None:
-        """Pending work over the slots, each trial costed at its size's mean so far (or the
-        sweep's); None until one trial has finished."""
+        """Pending work over the slots, each trial costed at its size's mean so far; a size with
+        none finished yet at its base run's time scaled by what infusion trials cost against
+        base runs in the sizes that have both (larger sizes cost more), else the sweep's mean.
+        None until one trial has finished."""
         every = [s for times in self.seconds.values() for s in times]
         if not every and not self.base_seconds:
             return None
-        fallback = sum(every) / len(every) if every else max(self.base_seconds)
-        base = max(self.base_seconds) if self.base_seconds else fallback
+        fallback = sum(every) / len(every) if every else max(self.base_seconds.values())
+        base = max(self.base_seconds.values()) if self.base_seconds else fallback
         work = base * (len(self.base_pending - self.base_running) + 0.5 * len(self.base_running))
+        measured = [s for s, times in self.seconds.items() if times and s in self.base_seconds]
+        per_base = sum(_mean(self.seconds[s]) for s in measured) / sum(
+            self.base_seconds[s] for s in measured
+        ) if measured else None  # fmt: skip
         for size in self.strategies:
             _, running, pending = self.counts(size)
-            times = self.seconds[size]
-            mean = sum(times) / len(times) if times else fallback
+            if self.seconds[size]:
+                mean = _mean(self.seconds[size])
+            elif per_base is not None and size in self.base_seconds:
+                mean = per_base * self.base_seconds[size]
+            else:
+                mean = fallback
             work += mean * (pending + 0.5 * running)
         return work / self.slots
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parents[1]
+CODE = ("kinfuse_ray", "sweeps", "benchmarks", "scripts")  # what decides a number
 
 
 def kernels() -> dict[str, str]:
@@ -45,14 +46,21 @@ def pin_cpu_kernels(wanted: str | None) -> str | None:
 
 
 def commit() -> str:
-    """The checkout's short commit, or "?" where the package does not run from one (or where
-    there is no git: a cluster image, a bare GPU box)."""
+    """The checkout's short commit, with "+uncommitted" where the code (the package, sweeps,
+    benchmarks, scripts) differs from it; "?" where the package does not run from a checkout
+    (or where there is no git: a cluster image, a bare GPU box)."""
     try:
         found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=CHECKOUT,
                                capture_output=True, text=True, timeout=10)  # fmt: skip
+        changed = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", *CODE], cwd=CHECKOUT, timeout=10
+        )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
         return "?"
-    return found.stdout.strip() or "?"
+    short = found.stdout.strip()
+    if not short:
+        return "?"
+    return short + ("+uncommitted" if changed.returncode == 1 else "")
 
 
 def describe() -> str:

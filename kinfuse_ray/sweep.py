@@ -37,7 +37,7 @@ from kinfuse_ray.output import (
 )  # fmt: skip
 from kinfuse_ray.plan import check_trainable
 from kinfuse_ray.plots import plot_decision, plot_law, plot_retention
-from kinfuse_ray.presentation import describe_answer, describe_summary
+from kinfuse_ray.presentation import describe_answer, describe_headline, describe_summary
 from kinfuse_ray.progress import Progress
 from kinfuse_ray.provenance import describe as describe_provenance
 from kinfuse_ray.provenance import pin_cpu_kernels
@@ -204,6 +204,7 @@ def _record(summary: Summary, sweep: SweepConfig, tracker: Tracker, parent: str)
     files = [
         summary.save(out / "summary.json"),
         write_text_atomic(out / "answer.txt", describe_answer(summary) + "\n"),
+        write_text_atomic(out / "answer.md", describe_summary(summary) + "\n"),
         plot_retention(summary, out / "retention_vs_ratio.png"),
     ]
     if summary.law is not None:
@@ -223,7 +224,7 @@ def _record(summary: Summary, sweep: SweepConfig, tracker: Tracker, parent: str)
     for path in files:
         tracker.log_artifact(parent, path)
     tracker.log_metrics(parent, summary.parent_metrics(), step=0)
-    tracker.describe(parent, describe_summary(summary))
+    tracker.describe(parent, describe_headline(summary))
     if summary.confirmation:
         p = summary.recommendation
         forecast = {"target": summary.target, "n_params": p.n_params, "tokens": p.tokens,

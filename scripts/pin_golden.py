@@ -8,7 +8,8 @@ review the diff of tests/golden/, and say in the commit why they moved:
 
 The quickstart runs through the real CLI in a temporary folder, with fresh caches and a fresh
 base-run store, under the CPU kernels its sweep file pins; its answer.txt is kept beside the
-golden files' folder as runs/golden-quickstart for `scripts/readme_quickstart.py`.
+golden files' folder as runs/golden-quickstart (with console.txt, what it printed) for
+`scripts/readme_quickstart.py`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main() -> int:
         kept = golden.REPO / "runs" / "golden-quickstart"
         shutil.rmtree(kept, ignore_errors=True)
         shutil.copytree(out, kept, ignore=shutil.ignore_patterns("*.pt", "checkpoint*"))
+        (kept / "console.txt").write_text(proc.stdout)
     print(f"tests/golden/sweep.json written; the run's outputs kept in {kept}")
     return 0
 

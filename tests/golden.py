@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from importlib.metadata import version
@@ -99,7 +100,7 @@ def sweep_outcomes(summary: dict) -> dict:
     rec = summary["recommendation"]
     return {
         "versions": versions(SWEEP_LIBRARIES),
-        "kernels": summary["provenance"]["cpu"],
+        "kernels": re.search(r"CPU kernels (\S+)", summary["provenance"]).group(1),
         "trials": {
             f"{t['phase']} {t['size']} {t['ratio']}": {
                 "retention": t["retention"], "acquisition": t["acquisition"],

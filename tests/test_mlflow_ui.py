@@ -40,7 +40,7 @@ def browser():
         "--headless=new",
         "--no-sandbox",
         "--disable-dev-shm-usage",
-        "--window-size=1600,1100",
+        "--window-size=1400,900",
     ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -75,15 +75,26 @@ def test_the_sweep_its_trials_a_metric_chart_and_the_plots_show_in_the_ui(ui, br
         shots.append(tmp_path / f"mlflow_ui_{name}.png")
         browser.save_screenshot(str(shots[-1]))
 
-    runs_page = f"{url}/#/experiments/{experiment}/runs"
-    text = page_text(browser, runs_page, "micro", f"{len(runs)} matching runs")
+    # The home page lists the sweep's experiment.
+    text = page_text(browser, f"{url}/#/experiments", "micro")
+    shot("home")
+    assert "micro" in text
+    # The page the sweep prints: the experiment in the model-training view, its runs listed.
+    printed = f"{url}/#/experiments/{experiment}?workflowType=machine_learning"
+    text = page_text(browser, printed, f"{len(runs)} matching runs")
     shot("runs")
-    assert "micro" in text and f"{len(runs)} matching runs" in text
-
-    text = page_text(browser, f"{runs_page}/{parent.info.run_id}", "Child runs", "infuse-")
+    assert f"{len(runs)} matching runs" in text and "Traces" not in text.split("matching")[0]
+    # A click on the sweep's run opens it with the answer at the top, inside a 1,400 x 900
+    # window: the recommendation (or why there is none) without scrolling or "Show more".
+    browser.find_element(By.XPATH, f"//a[contains(@href, '{parent.info.run_id}')]").click()
+    headline = "Recommended infusion ratio" if "recommended_ratio" in parent.data.metrics else (
+        "No single ratio recommended")  # fmt: skip
+    text = page_text(browser, browser.current_url, headline, "Full tables: answer.md")
     shot("sweep_run")
-    assert "Child runs" in text and "infuse-" in text
-
+    shown = browser.find_element(By.XPATH, f"//*[contains(text(), '{headline}')]")
+    top = browser.execute_script("return arguments[0].getBoundingClientRect().top", shown)
+    assert 0 < top < browser.execute_script("return window.innerHeight"), top
+    runs_page = f"{url}/#/experiments/{experiment}/runs"
     text = page_text(
         browser, f"{runs_page}/{child.info.run_id}/model-metrics", "infuse-b-r0.8 (retention)"
     )

@@ -19,6 +19,7 @@ def test_the_gpu_ladder_plan_fits_the_cluster_files_gpus(tmp_path):
     rows = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
     assert [row for row in rows if row in names] == names  # every rung planned, none refused
     assert "bisection (expected)" in proc.stdout and "GPU-hours" in proc.stdout
+    assert "(bracket hi/lo - 1 up to " in proc.stdout and "(search.precision)" in proc.stdout
 
 
 def test_a_rung_that_cannot_fit_is_refused_with_what_to_change(tmp_path):

@@ -47,7 +47,9 @@ def test_counts_brackets_and_time_left_follow_the_trials():
     assert (done, running) == (0, 0) and pending > 4
     assert progress.remaining_seconds() == (10 + 4 * (pending + 0.5)) / 2
 
-    progress.finish(TrialSpec(Phase.base, "b", 0.0), 1.0, seconds=10)
+    # b's base run took twice a's: its trials are costed at twice a's (4 s x 20 / 10).
+    progress.finish(TrialSpec(Phase.base, "b", 0.0), 1.0, seconds=20)
+    assert progress.remaining_seconds() == (4 * 0.5 + 8 * pending) / 2
     for r, retention in zip(ratios, [1.0, 1.0, 0.9, 0.2], strict=True):
         progress.finish(TrialSpec(Phase.infuse, "b", r), retention, seconds=4)
     # The coarse pass brackets r* in [0.8, 0.95]: log2(log(0.95/0.8)/log(1.05)) -> 2 more steps.

@@ -39,4 +39,7 @@ def test_servers_listen_on_loopback():
     assert '"$mlflow" server --host 127.0.0.1' in supervisor
     from kinfuse_ray.cli import _mlflow_ui_hint
 
-    assert "--host 127.0.0.1" in _mlflow_ui_hint("sqlite:///mlflow.db")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        assert "--host 127.0.0.1" in _mlflow_ui_hint(f"sqlite:///{tmp}/mlflow.db", "study")

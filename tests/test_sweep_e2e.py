@@ -3,6 +3,8 @@ by the sweep itself) with a real sqlite MLflow store."""
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -11,7 +13,7 @@ from kinfuse_ray.base_store import BaseStore, base_inputs, rung_bundle
 from kinfuse_ray.config import parse_sweep
 from kinfuse_ray.data import build_bundle
 
-from .helpers import MICRO, MICRO_RATIOS, base_runs, kinfuse, run_cli, runs_of
+from .helpers import MICRO, MICRO_RATIOS, REPO, base_runs, kinfuse, run_cli, runs_of
 
 pytestmark = pytest.mark.slow
 
@@ -275,3 +277,19 @@ def test_sweeps_that_need_the_same_base_run_share_it(tmp_path):
         "a: base run to train: the closest stored run (1 of this shape) differs in train.lr "
         in third.stdout
     )
+
+
+@pytest.mark.full
+def test_the_own_data_example_runs_as_the_readme_says(tmp_path):
+    """sweeps/own_data.yaml (the README's starting point for one's own knowledge) runs from the
+    repository root on its own files and fits a law for its target shape."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "kinfuse_ray.cli", "sweep", "sweeps/own_data.yaml",
+         "--output-dir", str(tmp_path / "own_data"),
+         "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "own_data" / "summary.json").read_text())
+    assert summary["law"] is not None and summary["recommendation"]["target"] == "n101k"
+    assert "recommendation for n101k" in proc.stdout
