@@ -85,6 +85,7 @@ class Progress:
         per_base = sum(_mean(self.seconds[s]) for s in measured) / sum(
             self.base_seconds[s] for s in measured
         ) if measured else None  # fmt: skip
+        longest = 0.0  # a running trial cannot be shared out over the slots
         for size in self.strategies:
             _, running, pending = self.counts(size)
             if self.seconds[size]:
@@ -94,7 +95,8 @@ class Progress:
             else:
                 mean = fallback
             work += mean * (pending + 0.5 * running)
-        return work / self.slots
+            longest = max(longest, 0.5 * mean if running else 0.0)
+        return max(work / self.slots, longest)
 
     def _bracket(self, size: str) -> str:
         found = self.strategies[size].collapse()
