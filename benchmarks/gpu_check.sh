@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check on a bare GPU machine (no network, no Ray, no MLflow): its python3 needs a CUDA
-# build of torch, transformers, tokenizers, numpy, scipy and pyyaml; pydantic comes as wheels
+# The GPU check on a bare GPU machine (no network, no Ray, MLflow or scipy): its python3 needs a
+# CUDA build of torch and transformers (with what they pull in); pydantic comes as wheels
 # made on a machine with pip (scripts/gpu_wheels.sh DIR) and placed beside the checkout.
 #   bash benchmarks/gpu_check.sh [--wheels DIR] [gpu_check.py options]
 # Runs the trial code for the two smallest rungs of sweeps/gpu_ladder.yaml (bf16, compile,

@@ -115,7 +115,7 @@ class Summary:
                 metrics.update({f"law.loso_{k}": v for k, v in self.law.held_out_summary.items()})
         if self.recommendation:
             p = self.recommendation
-            if p.recommended_ratio is not None:
+            if p.recommended_ratio is not None and p.decision.informative:  # else: no number
                 metrics["recommended_ratio"] = p.recommended_ratio
             metrics["forecast_informative"] = float(p.decision.informative)
             if p.decision.c_star is not None:

@@ -2,8 +2,10 @@
 table matched by exact device name, the training layer importable without Ray or MLflow, and
 the capacity for Ray Train trials re-read as the cluster grows."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,6 +75,7 @@ def test_training_runs_without_ray_or_mlflow(tmp_path):
     import and train a step without them (the GPU check relies on it)."""
     script = f"""
 import sys
+from pathlib import Path
 for name in ("ray", "mlflow", "optuna", "datasets"):
     sys.modules[name] = None  # any import of them fails
 from kinfuse_ray.config import parse_sweep
@@ -178,3 +181,68 @@ runpy.run_path({str(REPO / "benchmarks" / "gpu_check.py")!r}, run_name="__main__
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "all checks passed" in proc.stdout
     assert "t1 " in proc.stdout and "t2 " in proc.stdout and "fsdp" in proc.stdout
+
+
+def _closure(names: list[str]) -> set[str]:
+    """The installed distributions `names` need, theirs included (markers for this platform)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            continue  # an optional dependency that is not installed
+        if dist.metadata["Name"].lower() in seen:
+            continue
+        seen.add(dist.metadata["Name"].lower())
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return seen
+
+
+@pytest.mark.full
+def test_the_gpu_check_runs_in_a_bare_virtualenv(tmp_path):
+    """As on the GPU box: a fresh virtualenv that holds torch and transformers (and what they
+    need) but no scipy, Ray, MLflow or pydantic; pydantic arrives as the wheels
+    scripts/gpu_wheels.sh downloads, installed as benchmarks/gpu_check.sh installs them. The
+    check's real entry point then runs its whole path on CPU."""
+    from importlib.metadata import distribution
+
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", bare], check=True, timeout=300)
+    python = bare / "bin" / "python"
+    site = Path(subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True).stdout.strip())  # fmt: skip
+    for name in _closure(["torch", "transformers"]):  # linked from this environment
+        for top in {f.parts[0] for f in distribution(name).files or [] if f.parts[0] != ".."}:
+            source = Path(distribution(name).locate_file(top))
+            if source.exists() and not (site / top).exists():
+                (site / top).symlink_to(source)
+    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    subprocess.run(["bash", REPO / "scripts" / "gpu_wheels.sh", wheels, version], cwd=REPO,
+                   env={**os.environ, "PY": sys.executable}, check=True, timeout=600)  # fmt: skip
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                    "--target", target, *wheels.glob("*.whl")], check=True, timeout=300)  # fmt: skip
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(target), "HOME": str(tmp_path),
+           "KINFUSE_CACHE": str(tmp_path / "cache")}  # fmt: skip
+    absent = subprocess.run(
+        [python, "-c", "import importlib.util as u; print([m for m in ('scipy', 'ray', 'mlflow',"
+         " 'optuna', 'datasets') if u.find_spec(m)])"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert absent.stdout.strip() == "[]"
+    proc = subprocess.run(
+        [python, REPO / "benchmarks" / "gpu_check.py", "--device", "cpu", "--tiny"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "gpu_check: all checks passed" in proc.stdout, proc.stdout[-2000:]

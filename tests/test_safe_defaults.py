@@ -37,9 +37,9 @@ def test_servers_listen_on_loopback():
         assert "--dashboard-host=127.0.0.1" in head and "clusters/mlflow_supervised.sh" in head
     supervisor = (REPO / "clusters" / "mlflow_supervised.sh").read_text()
     assert '"$mlflow" server --host 127.0.0.1' in supervisor
-    from kinfuse_ray.cli import _mlflow_ui_hint
-
     import tempfile
+
+    from kinfuse_ray.cli import _mlflow_ui_hint
 
     with tempfile.TemporaryDirectory() as tmp:
         assert "--host 127.0.0.1" in _mlflow_ui_hint(f"sqlite:///{tmp}/mlflow.db", "study")
