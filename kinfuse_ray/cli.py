@@ -165,7 +165,7 @@ def _fit(args: argparse.Namespace) -> None:
         _say(args, "\n" + _recommendation(prediction, target))
     # Beside the first sweep's outputs (its own law.json stays), else in runs/refit-<names>.
     first = sweep.out if sweep is not None else Path("runs") / f"refit-{'+'.join(args.experiment)}"
-    out = Path(args.out) if args.out else first / "refit"
+    out = Path(args.out).resolve() if args.out else first / "refit"
     out.mkdir(parents=True, exist_ok=True)
     law.save(out / "law.json")
     title = "+".join(args.experiment)

@@ -67,6 +67,7 @@ def training_memory(
     """Peak memory of a training step per worker (see the module docstring for the model)."""
     params = size.param_count(vocab_size)
     shards = workers if parallelism == "fsdp" else 1
+    # fp32 weights, gradients (under DDP, views into its buckets: one copy) and AdamW's two moments
     weights, gradients, optimizer = 4 * params.total, 4 * params.total, 8 * params.total
     weights, gradients, optimizer = weights / shards, gradients / shards, optimizer / shards
     if parallelism == "fsdp" and workers > 1:

@@ -271,6 +271,14 @@ def describe_headline(summary: Summary, width: int = 100) -> str:
     found = [f"{s.size} {s.collapse.ratio:.3f}" for s in summary.sizes if s.collapse.found]
     law = f"law {summary.law.form} over {len(summary.law.curves_)} sizes; " if summary.law else ""
     paragraphs.append(f"{law}collapse point per size: {', '.join(found) or 'none found'}.")
+    if summary.confirmation:
+        checked = "; ".join(
+            f"at r = {c.ratio:.3f} ({c.role}) kept {c.measured:.2f} of its retention"
+            + ("" if c.predicted is None else
+               f", predicted {c.predicted:.2f} ({'inside' if c.covered else 'OUTSIDE'} its interval)")
+            for c in summary.confirmation
+        )  # fmt: skip
+        paragraphs.append(f"Confirmation, {summary.target} trained: {checked}.")
     paragraphs.append(
         "Full tables: answer.md; plots: retention_vs_ratio.png, collapse_vs_size.png, "
         "decision.png (Artifacts). Trial charts: the x axis (Step) counts training tokens."
