@@ -1,6 +1,7 @@
-"""How right is the sweep's "about N left"? Runs a sweep through the CLI in a scratch folder
-(fresh base-run store) and compares every progress line's estimate with the time that was
-really left (to the end of the sweep, its analysis and records included).
+"""How right is the sweep's "about N of training left"? Runs a sweep through the CLI in a
+scratch folder (fresh base-run store) and compares every progress line's estimate with the time
+that was really left to the end of the sweep (its fit and records, which the estimate leaves out
+and the console says follow, included: the last lines under-read by about their length).
 
     .venv/bin/python benchmarks/time_left.py sweeps/quickstart.yaml
     .venv/bin/python benchmarks/time_left.py sweeps/ladder_cpu.yaml
@@ -21,7 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kinfuse_ray.provenance import describe  # noqa: E402
 
-LINE = re.compile(r"^progress: (?:(\d+)m)?(\d+)s elapsed, about (?:(\d+)h)?(?:(\d+)m)?(\d+)s left")
+LINE = re.compile(
+    r"^progress: (?:(\d+)m)?(\d+)s elapsed, about (?:(\d+)h)?(?:(\d+)m)?(\d+)s of training left"
+)
 
 
 def seconds(*parts: str | None) -> int:

@@ -109,7 +109,12 @@ class Progress:
 
     def render(self) -> str:
         left = self.remaining_seconds()
-        eta = "estimating time left" if left is None else f"about {_duration(left)} left"
+        # The fit and records after the last trial (seconds to a minute) are not in the estimate.
+        eta = (
+            "estimating time left"
+            if left is None
+            else f"about {_duration(left)} of training left, then the fit"
+        )
         lines = [f"progress: {_duration(self.clock() - self.started_at)} elapsed, {eta}"]
         width = max(len(s) for s in self.strategies)
         for size in self.strategies:
