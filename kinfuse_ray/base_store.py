@@ -107,16 +107,14 @@ def facts_digest(rung: DataBundle) -> str:
     """A digest of the rung's fact token ids and its probes (prompts, options, answers)."""
     digest = hashlib.sha256()
     probes = (rung.retention, rung.acquisition)
-    _hash_arrays(
-        digest, [ids for fact in (*rung.general_facts, *rung.domain_facts) for ids in fact]
-    )
+    hash_arrays(digest, [ids for fact in (*rung.general_facts, *rung.domain_facts) for ids in fact])
     options = [ids for p in probes for choices in p.options for ids in choices]
-    _hash_arrays(digest, [ids for p in probes for ids in p.prompts] + options)
-    _hash_arrays(digest, [p.answers for p in probes])
+    hash_arrays(digest, [ids for p in probes for ids in p.prompts] + options)
+    hash_arrays(digest, [p.answers for p in probes])
     return digest.hexdigest()
 
 
-def _hash_arrays(digest, arrays: list[np.ndarray]) -> None:
+def hash_arrays(digest: Any, arrays: list[np.ndarray]) -> None:
     """Token id arrays into `digest`: their lengths, then their ids in one pass."""
     digest.update(np.array([len(a) for a in arrays], dtype=np.int64).tobytes())
     if arrays:

@@ -42,10 +42,10 @@ def versions(names: tuple[str, ...]) -> dict[str, str]:
 
 
 def _digest(arrays) -> str:
+    from kinfuse_ray.base_store import hash_arrays
+
     digest = hashlib.sha256()
-    for a in arrays:
-        a = np.asarray(a, dtype=np.int64)
-        digest.update(np.int64(a.size).tobytes() + a.tobytes())
+    hash_arrays(digest, [np.asarray(a) for a in arrays])
     return digest.hexdigest()[:16]
 
 
