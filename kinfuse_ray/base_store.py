@@ -86,9 +86,9 @@ def key_inputs(
         "torch": kernels["torch"],
         # On GPUs the GPU the sweep declares, not the CPU kernels of a CPU-only driver.
         "kernels": f"gpu:{sweep.train.gpu}" if gpu else f"cpu:{kernels['cpu']}",
-        "shape": {f: getattr(shape, f) for f in SHAPE_FIELDS},
-        "train": {f: _plain(getattr(cfg, f)) for f in TRAIN_FIELDS},
-        "eval": {f: getattr(sweep.eval, f) for f in EVAL_FIELDS},
+        "shape": shape.model_dump(mode="json", include=set(SHAPE_FIELDS)),
+        "train": cfg.model_dump(mode="json", include=set(TRAIN_FIELDS)),
+        "eval": sweep.eval.model_dump(mode="json", include=set(EVAL_FIELDS)),
         "seed": sweep.seed,
         "general_fact_share": sweep.data.general_fact_share,
         "tokenizer": rung.tokenizer_digest,
@@ -119,10 +119,6 @@ def hash_arrays(digest: Any, arrays: list[np.ndarray]) -> None:
     digest.update(np.array([len(a) for a in arrays], dtype=np.int64).tobytes())
     if arrays:
         digest.update(np.concatenate(arrays).astype(np.int64).tobytes())
-
-
-def _plain(value: Any) -> Any:
-    return value.value if hasattr(value, "value") else value
 
 
 def needed_keys(sweeps: list[SweepConfig]) -> set[str]:
@@ -178,7 +174,7 @@ class BaseStore:
             return []
         return [_entry(f) for f in sorted(self.root.iterdir()) if f.is_dir()]
 
-    def why_not(self, inputs: dict[str, Any], size_name: str = "") -> str:
+    def why_not(self, inputs: dict[str, Any]) -> str:
         """Why no stored run fits `inputs`: what differs from the closest complete entry of the
         same shape, in one line."""
         same_shape = [

@@ -32,12 +32,6 @@ class Interrupted(KinfuseError):
     """Ctrl-C or SIGTERM ended a sweep: exit 130, with the command that resumes it."""
 
 
-def _recommendation(prediction, target: str) -> str:
-    from kinfuse_ray.presentation import describe_recommendation
-
-    return describe_recommendation(prediction, target)
-
-
 def _mlflow_ui_hint(uri: str, experiment: str) -> str:
     """How to browse the sweep: its experiment's page in the MLflow UI's model-training view
     (this MLflow opens experiments in its GenAI view unless the URL asks otherwise)."""
@@ -162,7 +156,9 @@ def _fit(args: argparse.Namespace) -> None:
         t = sweep.predict.target
         target = t.size.name
         prediction = law.predict(sweep.target_n_params, t.tokens or sweep.train.tokens)
-        _say(args, "\n" + _recommendation(prediction, target))
+        from kinfuse_ray.presentation import describe_recommendation
+
+        _say(args, "\n" + describe_recommendation(prediction, target))
     # Beside the first sweep's outputs (its own law.json stays), else in runs/refit-<names>.
     first = sweep.out if sweep is not None else Path("runs") / f"refit-{'+'.join(args.experiment)}"
     out = Path(args.out).resolve() if args.out else first / "refit"
@@ -200,7 +196,9 @@ def _predict(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(prediction.to_dict()))
     else:
-        print("\n" + _recommendation(prediction, f"N = {args.n_params:,.0f}"))
+        from kinfuse_ray.presentation import describe_recommendation
+
+        print("\n" + describe_recommendation(prediction, f"N = {args.n_params:,.0f}"))
 
 
 def _refuse_with_law_file(args: argparse.Namespace) -> None:

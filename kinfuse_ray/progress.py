@@ -78,7 +78,7 @@ class Progress:
         every = [s for times in self.seconds.values() for s in times]
         if not every and not self.base_seconds:
             return None
-        fallback = sum(every) / len(every) if every else max(self.base_seconds.values())
+        fallback = _mean(every) if every else max(self.base_seconds.values())
         base = max(self.base_seconds.values()) if self.base_seconds else fallback
         work = base * (len(self.base_pending - self.base_running) + 0.5 * len(self.base_running))
         measured = [s for s, times in self.seconds.items() if times and s in self.base_seconds]
