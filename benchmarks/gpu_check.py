@@ -5,9 +5,12 @@ length, in bf16 with torch.compile, inside a one-process NCCL group (so every co
 trial makes really runs on NCCL): a base run with full evaluations, an infusion trial from the
 base checkpoint, and the same trial resumed from a checkpoint it saved midway; then one FSDP2
 run with activation checkpointing. Data: the bundled corpus and knowledge base (no network).
-Prints tokens/s and MFU (steady state, after compilation), peak GPU memory against
-`kinfuse plan`'s estimate, and evaluation time as a share of the trial, measured and at the
-ladder's own evaluation cadence.
+Prints tokens/s and MFU (steady state, after compilation), peak training memory against
+`kinfuse plan`'s estimate, and evaluation and checkpoint time as shares of the trial, measured
+and at the ladder's own evaluation cadence. `--memory-rung NAME` also trains one rung of the
+ladder (a large one: the plan's estimate matters most near the card's limit) for a few steps at
+the ladder's micro-batch and sequence length, FSDP2 in a group of one for an fsdp rung, and sets
+its peak beside the plan's estimate for one GPU and for the ladder's worker count.
 
     bash benchmarks/gpu_check.sh                 # on the GPU machine (see that script)
     python benchmarks/gpu_check.py --device cpu --tiny   # the same code path on CPU, gloo
@@ -32,8 +35,9 @@ sys.path.insert(0, str(REPO))  # the checkout, installed or not
 
 from kinfuse_ray.config import BUNDLED_DATA, Schedule, load_sweep  # noqa: E402
 from kinfuse_ray.data import build_bundle  # noqa: E402
+from kinfuse_ray.hardware import GPUS  # noqa: E402
 from kinfuse_ray.parallel import Dist, resolve_device  # noqa: E402
-from kinfuse_ray.plan import GIB, training_memory  # noqa: E402
+from kinfuse_ray.plan import FITS_BELOW, GIB, TIGHT_ABOVE, training_memory  # noqa: E402
 from kinfuse_ray.spec import Phase, TrialSpec  # noqa: E402
 from kinfuse_ray.trial import run_trial  # noqa: E402
 
@@ -102,7 +106,8 @@ def init_group(device: torch.device) -> None:
 
 
 class Recorder:
-    """A trial's reporter: keeps every evaluation's metrics and saves one checkpoint midway."""
+    """A trial's reporter: keeps every evaluation's metrics and, like a Ray trial, saves a
+    checkpoint at each (into a folder dropped at the next, except the `save_at`-th, kept)."""
 
     def __init__(self, folder: Path, save_at: int):
         self.reports: list[dict] = []
@@ -110,9 +115,15 @@ class Recorder:
 
     def __call__(self, metrics: dict, save) -> None:
         self.reports.append(dict(metrics))
-        if save is not None and len(self.reports) == self.save_at:
-            save(self.folder)
-            self.saved = self.folder
+        if save is None:
+            return
+        keep = len(self.reports) == self.save_at
+        folder = self.folder if keep else self.folder.with_name(f"{self.folder.name}-dropped")
+        save(folder)
+        if keep:
+            self.saved = folder
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def steady_tokens_per_s(self) -> float:
         """Between the second and the last evaluation: compilation and warm-up left out."""
@@ -120,10 +131,15 @@ class Recorder:
         seconds = [r["tokens"] / r["tokens_per_s"] for r in (first, last)]
         return (last["tokens"] - first["tokens"]) / (seconds[1] - seconds[0])
 
-    def eval_seconds_each(self) -> float:
+    def seconds_each(self) -> tuple[float, float]:
+        """(an evaluation, a checkpoint) in seconds: the last report's shares of the trial."""
         last = self.reports[-1]
         train_s = last["tokens"] / last["tokens_per_s"]
-        return last["eval_share"] * train_s / (1 - last["eval_share"]) / len(self.reports)
+        wall = train_s / (1 - last["eval_share"] - last["checkpoint_share"])
+        saves = max(1, len(self.reports) - 1)  # the final evaluation offers none
+        return last["eval_share"] * wall / len(self.reports), last[
+            "checkpoint_share"
+        ] * wall / saves
 
 
 def main() -> None:
@@ -134,6 +150,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="base-run steps per rung")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per step")
     parser.add_argument("--tiny", action="store_true", help="tiny rungs: the path on a CPU")
+    parser.add_argument(
+        "--memory-rung", action="append", default=[], metavar="NAME",
+        help="also measure this rung's peak training memory on one GPU against the plan",
+    )  # fmt: skip
+    parser.add_argument("--memory-steps", type=int, default=3, help="steps of --memory-rung")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--out", default=tempfile.mkdtemp(prefix="kinfuse-gpu-check-"))
     args = parser.parse_args()
@@ -147,6 +168,9 @@ def main() -> None:
     ladder = load_sweep(args.sweep_file)
     cadence = ladder.eval.every_tokens  # the real ladder's, for the projected eval share
     sweep = load_sweep(args.sweep_file, check_settings(args))
+    unknown = sorted(set(args.memory_rung) - {size.name for size in sweep.ladder})
+    if unknown:
+        sys.exit(f"gpu_check: --memory-rung {', '.join(unknown)}: not a rung of the checked ladder")
     missing = compile_missing(device) if sweep.train.compile else []
     if missing:
         print(f"gpu_check: torch.compile needs {' and '.join(missing)}: running with "
@@ -156,7 +180,9 @@ def main() -> None:
     print(
         f"device {name}; torch {torch.__version__}; seq_len {sweep.data.seq_len}; "
         f"compile {sweep.train.compile}; global batch {sweep.train.batch_size} "
-        f"(micro {sweep.train.micro_batch_size})",
+        f"(micro {sweep.train.micro_batch_size})\nMFU: (6 x matmul parameters, LM head included,"
+        " + 12 x layers x hidden x seq_len attention) FLOPs per token over the card's dense bf16"
+        " peak (hardware.py); tokens/s and MFU are steady state, after compilation",
         flush=True,
     )
     init_group(device)
@@ -170,52 +196,51 @@ def main() -> None:
     for size in sizes:
         failures += check_rung(sweep, bundle, size, dist, out, cadence)
     failures += check_fsdp(sweep, bundle, sizes[0], dist)
+    for name in args.memory_rung:
+        failures += check_memory(sweep, bundle, name, dist, args.memory_steps, ladder.train)
     torch.distributed.destroy_process_group()
     print(f"gpu_check: {'FAILED: ' + '; '.join(failures) if failures else 'all checks passed'}")
     sys.exit(1 if failures else 0)
 
 
-def _reset_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_gib(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / GIB if device.type == "cuda" else None
-
-
 def check_rung(sweep, bundle, size, dist: Dist, out: Path, cadence: int) -> list[str]:
     """Base run, infusion from its checkpoint, and that infusion resumed midway."""
     failures = []
-    _reset_memory(dist.device)
     began = time.perf_counter()
     base = Recorder(out / f"{size.name}-base-mid", save_at=0)
     run_trial(
         TrialSpec(Phase.base, size.name, 0.0), sweep=sweep, bundle=bundle, report=base, dist=dist
     )
     base_s = time.perf_counter() - began
-    peak = _peak_gib(dist.device)
     cfg = sweep.train_for(size.name)
     estimate = training_memory(
         size, bundle.vocab_size, bundle.seq_len, cfg.micro_batch_size or cfg.batch_size,
-        gpu=dist.device.type == "cuda",
+        parallelism=cfg.parallelism, gpu=dist.device.type == "cuda",
     ).total / GIB  # fmt: skip
     speed = base.steady_tokens_per_s()
     last = base.reports[-1]
     mfu = last.get("mfu", 0) * speed / last["tokens_per_s"] if "mfu" in last else None
-    each = base.eval_seconds_each()
+    eval_each, checkpoint_each = base.seconds_each()
     print(
         f"{size.name:<8} {sweep.n_params[size.name]:>13,} non-embedding params | base run "
-        f"{base_s:.0f} s, {len(base.reports)} evaluations of {each:.2f} s | steady "
+        f"{base_s:.0f} s, {len(base.reports)} evaluations of {eval_each:.2f} s | steady "
         f"{speed:,.0f} tokens/s, MFU {f'{mfu:.1%}' if mfu is not None else 'n/a'}",
         flush=True,
     )
+    peak = last.get("gpu_memory_gib")
     memory = f"{peak:.1f} GiB" if peak is not None else "n/a (CPU)"
+    between = cadence / speed  # seconds of training between two of the ladder's evaluations
     print(
-        f"{'':<8} peak memory {memory}; kinfuse plan estimates {estimate:.1f} GiB"
-        + (f" (estimate / measured {estimate / peak:.2f})" if peak else "")
-        + f" | eval share {last['eval_share']:.1%} here, "
-        f"{each / (each + cadence / speed):.2%} at the ladder's every {cadence:,} tokens",
+        f"{'':<8} peak training memory {memory}; kinfuse plan estimates {estimate:.1f} GiB"
+        + (f" (estimate / measured {estimate / peak:.2f})" if peak else ""),
+        flush=True,
+    )
+    print(
+        f"{'':<8} evaluation {last['eval_share']:.1%} of the run here, "
+        f"{eval_each / (eval_each + between):.2%} at the ladder's every {cadence:,} tokens (on "
+        f"any number of GPUs: each rank scores 1/world); checkpoints {checkpoint_each:.2f} s "
+        f"each, {last['checkpoint_share']:.1%} here, "
+        f"{checkpoint_each / (checkpoint_each + eval_each + between):.2%} at that cadence",
         flush=True,
     )
     infuse = TrialSpec(Phase.infuse, size.name, 0.1)
@@ -255,13 +280,12 @@ def check_fsdp(sweep, bundle, size, dist: Dist) -> list[str]:
     sharded = sharded.model_copy(
         update={"train": sharded.train.model_copy(update={"tokens": sweep.train.tokens // 4})}
     )
-    _reset_memory(dist.device)
-    recorder = Recorder(Path(), save_at=0)
+    recorder = Recorder(sweep.out / "fsdp-checkpoint", save_at=0)
     final = run_trial(
         TrialSpec(Phase.infuse, size.name, 0.1), sweep=sharded, bundle=bundle, report=recorder,
         dist=dist,
     )  # fmt: skip
-    peak = _peak_gib(dist.device)
+    peak = final.get("gpu_memory_gib")
     print(
         f"fsdp     {size.name}: {final['tokens']:,.0f} tokens, val loss {final['val_loss']:.3f}, "
         f"{final['tokens_per_s']:,.0f} tokens/s (compile included)"
@@ -269,6 +293,58 @@ def check_fsdp(sweep, bundle, size, dist: Dist) -> list[str]:
         flush=True,
     )
     return [] if final["tokens"] > 0 and final["val_loss"] == final["val_loss"] else ["fsdp run"]
+
+
+def check_memory(sweep, bundle, name: str, dist: Dist, steps: int, ladder_train) -> list[str]:
+    """`steps` training steps of rung `name` at the ladder's micro-batch and sequence length on
+    this one device (an fsdp rung: FSDP2 in a group of one, so whole states and bf16 layers
+    gathered one at a time), its peak beside the plan's estimate for one GPU; the same
+    difference carried to the ladder's worker count. Fails when the plan underestimates by more
+    than its margin (plan.TIGHT_ABOVE) leaves room for."""
+    size, cfg = sweep.size(name), sweep.train_for(name)
+    micro = cfg.micro_batch_size or cfg.batch_size
+    tokens = steps * micro * bundle.seq_len
+    probe = sweep.model_copy(
+        update={
+            "train": sweep.train.model_copy(
+                update={"batch_size": micro, "tokens": tokens, "schedule": Schedule.scratch}
+            ),
+            "eval": sweep.eval.model_copy(update={"every_tokens": tokens}),
+            "output_dir": sweep.out / f"memory-{name}",
+        }
+    )
+    began = time.perf_counter()
+    final = run_trial(
+        TrialSpec(Phase.infuse, name, 0.1), sweep=probe, bundle=bundle,
+        report=Recorder(probe.out / "checkpoint", save_at=0), dist=dist,
+    )  # fmt: skip
+    mode = cfg.parallelism + ("+ac" if cfg.activation_checkpointing else "")
+
+    def plan(workers: int) -> float:
+        return training_memory(
+            size, bundle.vocab_size, bundle.seq_len, micro, workers, cfg.parallelism,
+            cfg.activation_checkpointing, gpu=dist.device.type == "cuda",
+        ).total / GIB  # fmt: skip
+
+    peak, one, many = final.get("gpu_memory_gib"), plan(1), plan(ladder_train.workers)
+    line = (
+        f"memory   {name} ({mode}, micro-batch {micro} x {bundle.seq_len}, {steps} steps, "
+        f"{time.perf_counter() - began:.0f} s): plan for one GPU {one:.1f} GiB"
+    )
+    if peak is None:
+        print(f"{line}; measured n/a (CPU)", flush=True)
+        return []
+    gpu = GPUS.get(ladder_train.gpu) if ladder_train.gpu else None
+    usable = f", usable on a {ladder_train.gpu} {FITS_BELOW * gpu.memory_gib:.1f}" if gpu else ""
+    print(
+        f"{line}, measured {peak:.1f} (estimate / measured {one / peak:.2f}); for the ladder's "
+        f"{ladder_train.workers} GPUs per trial the plan says {many:.1f}, "
+        f"{many + peak - one:.1f} with the difference measured here{usable}",
+        flush=True,
+    )
+    if peak * TIGHT_ABOVE > one:
+        return [f"{name}: the plan underestimates training memory by {1 - one / peak:.0%}"]
+    return []
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
 # made on a machine with pip (scripts/gpu_wheels.sh DIR) and placed beside the checkout.
 #   bash benchmarks/gpu_check.sh [--wheels DIR] [gpu_check.py options]
 # Runs the trial code for the two smallest rungs of sweeps/gpu_ladder.yaml (bf16, compile,
-# NCCL, evaluation, checkpoint and resume, one FSDP2 run) in under 8 minutes on one H100.
+# NCCL, evaluation, checkpoint and resume, one FSDP2 run) in under 8 minutes on one H100 (an
+# estimate: it has not run on a GPU yet). Add `--memory-rung l1.3b` to measure a large rung's
+# memory against the plan (a few steps, its model built and compiled first: minutes more).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}

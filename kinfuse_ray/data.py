@@ -51,8 +51,14 @@ class TokenizedProbes:
         keep = np.arange(min(n_facts, len(self.prompts)))
         if k and k < len(keep):
             keep = np.sort(np.random.default_rng(seed).choice(keep, k, replace=False))
+        return self.take(keep)
+
+    def take(self, indices: np.ndarray) -> TokenizedProbes:
+        """The probes at `indices`, in that order (repeats allowed)."""
         return TokenizedProbes(
-            [self.prompts[i] for i in keep], [self.options[i] for i in keep], self.answers[keep]
+            [self.prompts[i] for i in indices],
+            [self.options[i] for i in indices],
+            self.answers[indices],
         )
 
 

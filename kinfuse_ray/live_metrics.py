@@ -22,6 +22,10 @@ GAUGES = {
     "kinfuse_mfu": ("mfu", "Model FLOPs utilisation of the trial (GPUs with a known peak)"),
     "kinfuse_gpu_memory_gib": ("gpu_memory_gib", "Peak GPU memory allocated per worker, GiB"),
     "kinfuse_eval_share": ("eval_share", "Share of the trial's time spent evaluating"),
+    "kinfuse_checkpoint_share": (
+        "checkpoint_share",
+        "Share of the trial's time spent handing checkpoints over (saving and copying to storage)",
+    ),
 }
 RUNNING = "kinfuse_trial_running"  # 1 while a trial trains, 0 once it has ended
 # Counted by the sweep's driver when Tune reports a trial ended (a worker that is dying cannot

@@ -3,6 +3,11 @@
 A probe is answered by scoring each option with the log-likelihood of its tokens following the
 question (README, "What a sweep does", step 3); ties share the credit, so a model that cannot
 tell the options apart scores exactly chance in expectation.
+
+Under data parallelism each rank scores an equal share (`shard`) and the caller sums the ranks'
+`credit_sum` and `loss_sum`: evaluation costs 1/world of the whole on every rank. Shares are equal
+in forward passes, since FSDP's forward is collective; with one rank they are the whole, batched
+exactly as unsharded.
 """
 
 from __future__ import annotations
@@ -24,6 +29,23 @@ def chance_corrected(accuracy: float, n_choices: int) -> float:
     return (accuracy - chance) / (1.0 - chance)
 
 
+def shard(n: int, rank: int = 0, world: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Rank's share of `n` items: indices into them and 0/1 weights. Every rank gets
+    ceil(n / world) contiguous items, the last one repeated at weight 0 where they run out."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    each = -(-n // world)
+    wanted = np.arange(rank * each, (rank + 1) * each)
+    return np.minimum(wanted, n - 1), (wanted < n).astype(np.float64)
+
+
+def rows_per_batch(probes: TokenizedProbes, batch_tokens: int = BATCH_TOKENS) -> int:
+    """Rows of `option_scores` per forward pass: `batch_tokens` over the longest row."""
+    pairs = zip(probes.prompts, probes.options, strict=True)
+    longest = max(len(prompt) + len(option) for prompt, options in pairs for option in options)
+    return max(1, batch_tokens // longest)
+
+
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -41,16 +63,18 @@ def option_scores(
     probes: TokenizedProbes,
     pad_id: int = 0,
     batch_tokens: int = BATCH_TOKENS,
+    batch_rows: int | None = None,
 ) -> np.ndarray:
     """Summed log-probability of each option's tokens given its prompt: (n_probes, n_choices).
-    Rows go through the model about `batch_tokens` tokens at a time."""
+    Rows (prompt + option) go through the model about `batch_tokens` tokens at a time, or
+    `batch_rows` rows at a time when given."""
     rows, spans = [], []  # spans: (start, end) of option tokens within each row
     for prompt, options in zip(probes.prompts, probes.options, strict=True):
         for option in options:
             rows.append(np.concatenate([prompt, option]))
             spans.append((len(prompt), len(prompt) + len(option)))
     device = _device(model)
-    batch = max(1, batch_tokens // max(len(r) for r in rows))
+    batch = batch_rows or rows_per_batch(probes, batch_tokens)
     scores = np.empty(len(rows))
     for lo in range(0, len(rows), batch):
         batch_rows, batch_spans = rows[lo : lo + batch], spans[lo : lo + batch]
@@ -74,26 +98,60 @@ def probe_credit(scores: np.ndarray, answers: np.ndarray) -> np.ndarray:
     return at_best[np.arange(len(answers)), answers] / at_best.sum(axis=1)
 
 
+def credit_sum(
+    model: torch.nn.Module,
+    probes: TokenizedProbes,
+    pad_id: int = 0,
+    batch_tokens: int = BATCH_TOKENS,
+    rank: int = 0,
+    world: int = 1,
+) -> float:
+    """Summed credit of rank's `shard` of the probes (each probe has the same number of
+    options, so every rank makes the same number of forward passes)."""
+    indices, weights = shard(len(probes.prompts), rank, world)
+    if not len(indices):
+        return 0.0
+    part = probes.take(indices)
+    scores = option_scores(model, part, pad_id, batch_rows=rows_per_batch(probes, batch_tokens))
+    return float((probe_credit(scores, part.answers) * weights).sum())
+
+
 def accuracy(
     model: torch.nn.Module,
     probes: TokenizedProbes,
     pad_id: int = 0,
     batch_tokens: int = BATCH_TOKENS,
 ) -> float:
-    scores = option_scores(model, probes, pad_id, batch_tokens)
-    return float(probe_credit(scores, probes.answers).mean())
+    """Mean credit over all probes, on one process."""
+    return credit_sum(model, probes, pad_id, batch_tokens) / len(probes.prompts)
 
 
 @torch.no_grad()
+def loss_sum(
+    model: torch.nn.Module,
+    sequences: torch.Tensor,
+    batch_tokens: int = BATCH_TOKENS,
+    rank: int = 0,
+    world: int = 1,
+) -> float:
+    """Summed next-token cross-entropy of rank's `shard` of the batches of `sequences` (about
+    `batch_tokens` tokens each)."""
+    device = _device(model)
+    batches = sequences.split(max(1, batch_tokens // sequences.shape[1]))
+    indices, weights = shard(len(batches), rank, world)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for i, weight in zip(indices, weights, strict=True):
+        chunk = batches[i]
+        logits = _logits(model, chunk)[:, :-1]
+        targets = chunk[:, 1:].to(device)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+        total += loss * float(weight)
+    return float(total)
+
+
 def validation_loss(
     model: torch.nn.Module, sequences: torch.Tensor, batch_tokens: int = BATCH_TOKENS
 ) -> float:
-    """Mean next-token cross-entropy over `sequences`, about `batch_tokens` tokens a pass."""
-    device = _device(model)
-    batch = max(1, batch_tokens // sequences.shape[1])
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    for chunk in sequences.split(batch):
-        logits = _logits(model, chunk)[:, :-1]
-        targets = chunk[:, 1:].to(device)
-        total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
-    return float(total) / (sequences.shape[0] * (sequences.shape[1] - 1))
+    """Mean next-token cross-entropy over `sequences`, on one process."""
+    n_targets = sequences.shape[0] * (sequences.shape[1] - 1)
+    return loss_sum(model, sequences, batch_tokens) / n_targets

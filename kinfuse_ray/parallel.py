@@ -59,6 +59,14 @@ class Dist:
         torch_dist.all_reduce(values)
         return dict(zip(keys, (values / self.world).tolist(), strict=True))
 
+    def sum(self, values: list[float]) -> list[float]:
+        """Each value summed over ranks (float64)."""
+        if not self.grouped:
+            return list(values)
+        summed = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch_dist.all_reduce(summed)
+        return summed.tolist()
+
     def replica_spread(self, model: torch.nn.Module) -> float:
         """max - min over ranks of a parameter checksum: 0 while DDP keeps replicas in sync."""
         with torch.no_grad():

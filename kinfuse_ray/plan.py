@@ -13,6 +13,10 @@ Memory per GPU, for AdamW with fp32 master weights:
   per layer and recomputes one layer at a time. The LM head's logits add (act + 12) B per
   token and vocabulary entry (bf16 logits, their fp32 upcast, log-softmax and its gradient).
 - 10% for the allocator's fragmentation.
+Not modelled: the CUDA context, NCCL's buffers, torch.compile's and cuBLAS's workspaces, and an
+evaluation's logits (bounded by eval.batch_tokens). Hence the margins: a rung above FITS_BELOW of
+the card is refused, one above TIGHT_ABOVE of that is flagged for measuring first
+(`benchmarks/gpu_check.py --memory-rung NAME` on one GPU).
 `benchmarks/plan_memory.py` checks the estimate against measured peaks on CPU (fp32), and
 `benchmarks/gpu_check.py` against `torch.cuda.max_memory_allocated` on a GPU.
 """
@@ -30,6 +34,7 @@ from kinfuse_ray.hardware import GPUS
 GIB = 2**30
 FRAGMENTATION = 1.10
 FITS_BELOW = 0.92  # of the card's memory: room for the CUDA context and NCCL buffers
+TIGHT_ABOVE = 0.85  # of the usable memory: too close to trust an unmeasured estimate
 DEFAULT_MFU = 0.40
 
 
@@ -64,13 +69,16 @@ def training_memory(
     activation_checkpointing: bool = False,
     gpu: bool = True,
 ) -> Memory:
-    """Peak memory of a training step per worker (see the module docstring for the model)."""
+    """Peak memory of a training step per worker (see the module docstring for the model).
+    FSDP2 wraps the model wherever there is a process group: more than one worker, or a GPU
+    (Ray Train runs every GPU trial, even a one-worker one, in a group)."""
     params = size.param_count(vocab_size)
-    shards = workers if parallelism == "fsdp" else 1
+    sharded = parallelism == "fsdp" and (workers > 1 or gpu)
+    shards = workers if sharded else 1
     # fp32 weights, gradients (under DDP, views into its buckets: one copy) and AdamW's two moments
     weights, gradients, optimizer = 4 * params.total, 4 * params.total, 8 * params.total
     weights, gradients, optimizer = weights / shards, gradients / shards, optimizer / shards
-    if parallelism == "fsdp" and workers > 1:
+    if sharded:
         weights += 2 * params.per_layer * 2  # two layers gathered in bf16 (one prefetched)
         gradients += 2 * params.per_layer * 4
     elif gpu:
@@ -92,6 +100,7 @@ class RungPlan:
     activation_checkpointing: bool
     memory: Memory
     tokens_per_s_per_gpu: float | None
+    usable_share: float | None  # of the GPU's usable memory (FITS_BELOW of it)
     base_gpu_hours: float | None
     trial_gpu_hours: float | None
     checkpoint_bytes: float
@@ -138,6 +147,7 @@ def plan_sweep(sweep: SweepConfig, vocab_size: int, mfu: float = DEFAULT_MFU) ->
                 f"than a {train.gpu} offers ({FITS_BELOW * gpu.memory_gib:.1f} GiB usable): "
                 + _advice(cfg.parallelism, cfg.activation_checkpointing, micro)
             )
+        usable = memory.total / (FITS_BELOW * gpu.memory_bytes) if gpu else None
         speed = mfu * gpu.peak_bf16 / flops_per_token(size, vocab_size, seq) if gpu else None
         base_hours = train.base_tokens / speed / 3600 if speed else None
         trial_hours = train.tokens / speed / 3600 if speed else None
@@ -145,7 +155,7 @@ def plan_sweep(sweep: SweepConfig, vocab_size: int, mfu: float = DEFAULT_MFU) ->
         rungs.append(
             RungPlan(
                 size.name, params, cfg.parallelism, cfg.activation_checkpointing, memory, speed,
-                base_hours, trial_hours, 12.0 * params.total,
+                usable, base_hours, trial_hours, 12.0 * params.total,
             )
         )  # fmt: skip
     n_sizes = len(sweep.ladder)
@@ -199,6 +209,14 @@ def render(plan: SweepPlan, sweep: SweepConfig) -> str:
             f"{_gib(r.checkpoint_bytes):>8}"
         )
     lines.append("memory in GiB per GPU (total: +10% fragmentation); ckpt: weights + AdamW state")
+    for r in plan.rungs:
+        if r.usable_share is not None and r.usable_share > TIGHT_ABOVE:
+            lines.append(
+                f"tight: {r.name} would use {r.usable_share:.0%} of a {plan.gpu}'s usable memory; "
+                "the CUDA context, NCCL buffers and compile workspaces are not counted: measure "
+                f"it first (python benchmarks/gpu_check.py --memory-rung {r.name}) or lower "
+                "train.micro_batch_size"
+            )
     ratios = sorted(sweep.ratios)
     spacing = max((b / a - 1 for a, b in zip(ratios, ratios[1:], strict=False)), default=0.0)
     for label, trials, hours, reach in (

@@ -22,7 +22,7 @@ from kinfuse_ray import checkpoint
 from kinfuse_ray.config import EvalConfig, TrainConfig
 from kinfuse_ray.data import DataBundle
 from kinfuse_ray.hardware import peak_flops
-from kinfuse_ray.metrics import accuracy, chance_corrected, validation_loss
+from kinfuse_ray.metrics import chance_corrected, credit_sum, loss_sum
 from kinfuse_ray.mixing import Stream
 from kinfuse_ray.parallel import SINGLE, Dist, Metrics, unwrap
 
@@ -39,24 +39,33 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     )
 
 
-def evaluate(model: torch.nn.Module, bundle: DataBundle, evals: EvalConfig) -> Metrics:
-    """Retention, acquisition and validation loss, `evals.batch_tokens` tokens a forward pass.
-    `model` is the plain (or FSDP-sharded) module, not a DDP or torch.compile wrapper."""
+def evaluate(
+    model: torch.nn.Module, bundle: DataBundle, evals: EvalConfig, dist: Dist = SINGLE
+) -> Metrics:
+    """Retention, acquisition and validation loss, `evals.batch_tokens` tokens a forward pass,
+    each rank scoring its share and the ranks' sums added up. `model` is the plain (or
+    FSDP-sharded) module, not a DDP or torch.compile wrapper."""
     model.eval()
-    batch = evals.batch_tokens
-    retention = accuracy(model, bundle.retention, bundle.eos_id, batch)
-    acquisition = accuracy(model, bundle.acquisition, bundle.eos_id, batch)
+    batch, share = evals.batch_tokens, (dist.rank, dist.world)
     n = bundle.seq_len
     val = np.asarray(bundle.val[: evals.val_sequences * n], dtype=np.int64)
     val = torch.from_numpy(val).view(-1, n)
-    loss = validation_loss(model, val, batch)
+    retained, acquired, loss = dist.sum(
+        [
+            credit_sum(model, bundle.retention, bundle.eos_id, batch, *share),
+            credit_sum(model, bundle.acquisition, bundle.eos_id, batch, *share),
+            loss_sum(model, val, batch, *share),
+        ]
+    )
     model.train()
+    retention = retained / len(bundle.retention.prompts)
+    acquisition = acquired / len(bundle.acquisition.prompts)
     return {
         "retention_acc": retention,
         "retention": chance_corrected(retention, evals.n_choices),
         "acquisition_acc": acquisition,
         "acquisition": chance_corrected(acquisition, evals.n_choices),
-        "val_loss": loss,
+        "val_loss": loss / (val.shape[0] * (n - 1)),
     }
 
 
@@ -125,13 +134,14 @@ def train(
         num_training_steps=n_steps,
         min_lr_rate=cfg.min_lr_fraction,
     )
-    start, tokens, train_seconds, eval_seconds = 0, 0, 0.0, 0.0
+    start, tokens, train_seconds, eval_seconds, checkpoint_seconds = 0, 0, 0.0, 0.0, 0.0
     if resume is not None:
         scheduler.load_state_dict(resume["scheduler"])
         for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
             group["lr"] = lr
         start, tokens = resume["step"], resume["tokens"]
         train_seconds, eval_seconds = resume["train_seconds"], resume["eval_seconds"]
+        checkpoint_seconds = resume.get("checkpoint_seconds", 0.0)  # older checkpoints lack it
         if watch:
             watch.strikes = resume["strikes"]
     device = dist.device
@@ -144,6 +154,7 @@ def train(
         model, "_orig_mod", model
     )  # checkpoints name parameters without compile's prefix
     losses: list[torch.Tensor] = []  # per step, on the device: no host sync per step
+    train_peak = 0  # bytes allocated at most during training steps (CUDA)
     metrics: Metrics = {}
     first_step_at = time.time()  # wall clock, so the driver can tell how long start-up took
     model.train()
@@ -171,16 +182,23 @@ def train(
             continue
         _synchronize(device)
         train_seconds += time.perf_counter() - segment_began
+        if device.type == "cuda":  # training's peak (what `kinfuse plan` estimates), not eval's
+            train_peak = max(train_peak, torch.cuda.max_memory_allocated(device))
         eval_began = time.perf_counter()
-        evaluated = evaluate(plain, bundle, evals)
+        evaluated = evaluate(plain, bundle, evals, dist)
         eval_seconds += time.perf_counter() - eval_began
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        wall = train_seconds + eval_seconds + checkpoint_seconds
         metrics = dist.mean(
             {
                 **evaluated,
                 "train_loss": float(torch.stack(losses).double().mean()),
                 "tokens": tokens,
                 "tokens_per_s": tokens / train_seconds,
-                "eval_share": eval_seconds / (eval_seconds + train_seconds),
+                "eval_share": eval_seconds / wall,
+                # Handing checkpoints over so far (saving, and Ray's copy to storage).
+                "checkpoint_share": checkpoint_seconds / wall,
                 "lr": scheduler.get_last_lr()[0],
                 "stopped_early": 0.0,
                 "first_step_at": first_step_at,
@@ -189,7 +207,7 @@ def train(
         if isinstance(saved, torch.nn.parallel.DistributedDataParallel):
             metrics["replica_spread"] = dist.replica_spread(model)
         if device.type == "cuda":
-            metrics["gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+            metrics["gpu_memory_gib"] = train_peak / 2**30
         if peak:
             metrics["mfu"] = metrics["tokens_per_s"] * flops_per_token / (peak * dist.world)
         if resume is not None:
@@ -206,12 +224,16 @@ def train(
                 "tokens": tokens,
                 "train_seconds": train_seconds,
                 "eval_seconds": eval_seconds,
+                "checkpoint_seconds": checkpoint_seconds,
                 "strikes": watch.strikes if watch else 0,
             }
             save = functools.partial(
                 checkpoint.save, model=saved, optimizer=optimizer, progress=progress
             )
+        report_began = time.perf_counter()
         report(metrics, save)
+        if save is not None:
+            checkpoint_seconds += time.perf_counter() - report_began
         if stop:
             return metrics
         segment_began = time.perf_counter()

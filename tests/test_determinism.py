@@ -38,7 +38,7 @@ def run(sweep, bundle, resume=None):
 
 
 def metrics_only(metrics):
-    timing = {"tokens_per_s", "first_step_at", "eval_share"}
+    timing = {"tokens_per_s", "first_step_at", "eval_share", "checkpoint_share"}
     return {k: v for k, v in metrics.items() if k not in timing}
 
 

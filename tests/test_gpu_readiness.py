@@ -165,13 +165,13 @@ def test_a_bare_cuda_device_gets_an_index(monkeypatch):
 def test_the_gpu_check_runs_its_real_entry_point_without_scipy_ray_or_mlflow(tmp_path):
     """The GPU box has torch and transformers, and pydantic from wheels: nothing else. The
     check's own entry point runs (on CPU, gloo) with scipy, Ray, MLflow, Optuna and datasets
-    unimportable, and prints a line per rung."""
+    unimportable, and prints a line per rung and one for the rung whose memory it measures."""
     script = f"""
 import runpy, sys
 for name in ("scipy", "ray", "mlflow", "optuna", "datasets"):
     sys.modules[name] = None  # any import of them fails
 sys.argv = ["gpu_check.py", "--device", "cpu", "--tiny", "--steps", "8", "--batch-size", "8",
-            "--out", {str(tmp_path)!r}]
+            "--memory-rung", "t2", "--out", {str(tmp_path)!r}]
 runpy.run_path({str(REPO / "benchmarks" / "gpu_check.py")!r}, run_name="__main__")
 """
     proc = subprocess.run(
@@ -181,6 +181,8 @@ runpy.run_path({str(REPO / "benchmarks" / "gpu_check.py")!r}, run_name="__main__
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "all checks passed" in proc.stdout
     assert "t1 " in proc.stdout and "t2 " in proc.stdout and "fsdp" in proc.stdout
+    assert "memory   t2 (ddp, micro-batch 4 x 128, 3 steps" in proc.stdout
+    assert "checkpoints " in proc.stdout and "at the ladder's every" in proc.stdout
 
 
 def _closure(names: list[str]) -> set[str]:

@@ -5,7 +5,7 @@ import pytest
 
 from kinfuse_ray.config import ModelSize, load_sweep
 from kinfuse_ray.errors import KinfuseError
-from kinfuse_ray.plan import expected_bisection_steps, plan_sweep, training_memory
+from kinfuse_ray.plan import TIGHT_ABOVE, expected_bisection_steps, plan_sweep, training_memory
 
 from .helpers import REPO, kinfuse
 
@@ -20,6 +20,17 @@ def test_the_gpu_ladder_plan_fits_the_cluster_files_gpus(tmp_path):
     assert [row for row in rows if row in names] == names  # every rung planned, none refused
     assert "bisection (expected)" in proc.stdout and "GPU-hours" in proc.stdout
     assert "(bracket hi/lo - 1 up to " in proc.stdout and "(search.precision)" in proc.stdout
+    assert "tight:" not in proc.stdout  # every rung leaves the margin for what is not modelled
+
+
+def test_a_rung_close_to_the_limit_is_flagged_for_measuring(tmp_path):
+    proc = kinfuse(tmp_path, "plan", str(GPU_LADDER), "--set", "train.micro_batch_size=8")
+    assert proc.returncode == 0, proc.stderr
+    tight = [line for line in proc.stdout.splitlines() if line.startswith("tight:")]
+    assert tight and all("--memory-rung" in line for line in tight)
+    plan = plan_sweep(load_sweep(GPU_LADDER, ["train.micro_batch_size=8"]), 32_000)
+    flagged = {r.name for r in plan.rungs if r.usable_share > TIGHT_ABOVE}
+    assert {line.split()[1] for line in tight} == flagged
 
 
 def test_a_rung_that_cannot_fit_is_refused_with_what_to_change(tmp_path):
@@ -47,6 +58,12 @@ def test_sharding_and_checkpointing_shrink_what_they_should():
     assert fsdp.activations == ddp.activations
     assert ac.activations < fsdp.activations / 4
     assert ac.optimizer == fsdp.optimizer
+    # A one-GPU FSDP2 trial (a group of one under Ray Train) holds whole states and gathers
+    # bf16 layers, where a CPU process without a group trains the plain model.
+    one_gpu = training_memory(size, 32_000, 2048, 4, parallelism="fsdp")
+    one_cpu = training_memory(size, 32_000, 2048, 4, parallelism="fsdp", gpu=False)
+    assert one_gpu.optimizer == one_cpu.optimizer == 8 * fsdp.optimizer
+    assert one_gpu.weights < one_cpu.weights + 2 * size.param_count(32_000).total
 
 
 def test_bisection_steps_narrow_the_widest_bracket_to_the_precision():
