@@ -191,23 +191,31 @@ def size_curves(
     trials: list[TrialResult], evals: EvalConfig, base: list[TrialResult] = ()
 ) -> list[SizeCurve]:
     """One curve per (size, token budget), every trial of every seed, smallest model first. The
-    plateau is the base runs' mean retention where there are base runs, else the median of the
-    `plateau_points` lowest ratios' mean retention."""
+    plateau: the mean retention of the general-only trials (ratio 0) of that size and budget
+    where there are some (they are the reference, not part of the curve), else of the size's
+    base runs, else the median of the `plateau_points` lowest ratios' mean retention."""
     groups: dict[tuple[str, int, int], list[TrialResult]] = defaultdict(list)
     for t in trials:
         groups[(t.size, t.n_params, t.tokens)].append(t)
+    budgets = len({t.tokens for t in trials}) > 1  # then a curve is named by size and budget
     out = []
     for (size, n_params, tokens), mine in sorted(groups.items(), key=lambda kv: kv[0][1:]):
         # A canonical order: the same trials give the same curve (and bootstrap) wherever they
         # were read from, the sweep's own results or MLflow.
         mine = sorted(mine, key=lambda t: (t.ratio, t.retention, t.acquisition))
-        bases = [b.retention for b in base if b.size == size and b.n_params == n_params]
+        reference = [t.retention for t in mine if t.ratio == 0]
+        mine = [t for t in mine if t.ratio > 0]
+        if not mine:
+            continue
+        bases = reference or [
+            b.retention for b in base if b.size == size and b.n_params == n_params
+        ]
         ratios = sorted({t.ratio for t in mine})
         low = [np.mean([t.retention for t in mine if t.ratio == r]) for r in ratios]
         plateau = float(np.mean(bases)) if bases else float(np.median(low[: evals.plateau_points]))
         out.append(
             SizeCurve(
-                size,
+                f"{size}-d{tokens}" if budgets else size,
                 float(n_params),
                 float(tokens),
                 tuple(t.ratio for t in mine),
@@ -283,9 +291,7 @@ def summarise(
     p = sweep.predict
     if p.target is not None:
         summary.target = p.target.size.name
-        prediction = summary.law.predict(
-            sweep.target_n_params, p.target.tokens or sweep.train.tokens
-        )
+        prediction = summary.law.predict(sweep.target_n_params, sweep.target_tokens)
         if sweep.data.domain_facts_exponent:
             n_domain = sweep.knowledge_load(sweep.target_n_params)[1]
             note = (
@@ -299,9 +305,14 @@ def summarise(
 
 
 def collapse_curve(
-    trials: list[TrialResult], size: str
+    trials: list[TrialResult], n_params: int, tokens: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    mine = sorted((t for t in trials if t.size == size), key=lambda t: t.ratio)
+    """(ratios, retention, acquisition) of one size's infusion trials at one budget, by ratio;
+    general-only reference trials (ratio 0) left out."""
+    mine = sorted(
+        (t for t in trials if (t.n_params, t.tokens) == (n_params, tokens) and t.ratio > 0),
+        key=lambda t: t.ratio,
+    )
     return (
         np.array([t.ratio for t in mine]),
         np.array([t.retention for t in mine]),

@@ -155,7 +155,7 @@ def _fit(args: argparse.Namespace) -> None:
     if sweep is not None and sweep.predict.target is not None:
         t = sweep.predict.target
         target = t.size.name
-        prediction = law.predict(sweep.target_n_params, t.tokens or sweep.train.tokens)
+        prediction = law.predict(sweep.target_n_params, sweep.target_tokens)
         from kinfuse_ray.presentation import describe_recommendation
 
         _say(args, "\n" + describe_recommendation(prediction, target))

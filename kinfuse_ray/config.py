@@ -234,7 +234,9 @@ class Target(Strict):
     """The larger, untried model to recommend a ratio for."""
 
     size: ModelSize
-    tokens: int | None = Field(default=None, gt=0, description="default: the sweep's trial tokens")
+    tokens: int | None = Field(
+        default=None, gt=0, description="default: the sweep's trial tokens (largest budget)"
+    )
 
 
 class PredictConfig(Strict):
@@ -299,6 +301,9 @@ class SweepConfig(Strict):
     seed: int = 0
     ladder: list[ModelSize] = Field(min_length=1)
     ratios: list[Ratio] = Field(min_length=1)
+    # A size x budget ladder: each budget (infusion tokens per trial, in place of train.tokens)
+    # runs as a sweep of its own, then one law over (N, D) is fitted to every trial.
+    budgets: list[Annotated[int, Field(gt=0)]] | None = Field(default=None, min_length=2)
     search: SearchConfig = SearchConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
@@ -322,6 +327,37 @@ class SweepConfig(Strict):
         if len(set(ratios)) != len(ratios):
             raise ValueError(f"ratios must be unique, got {ratios}")
         return sorted(ratios)
+
+    @field_validator("budgets")
+    @classmethod
+    def _sorted_unique_budgets(cls, budgets: list[int] | None) -> list[int] | None:
+        if budgets is not None and len(set(budgets)) != len(budgets):
+            raise ValueError(f"budgets must be unique, got {budgets}")
+        return sorted(budgets) if budgets else budgets
+
+    @model_validator(mode="after")
+    def _reference_ratio_needs_a_grid(self) -> SweepConfig:
+        if 0 in self.ratios and self.search.strategy != "grid":
+            raise ValueError(
+                "ratio 0 (a general-only reference run) needs search.strategy grid: the other "
+                "searches work in log r"
+            )
+        return self
+
+    def at_budget(self, tokens: int) -> SweepConfig:
+        """One budget of a size x budget ladder: a sweep of its own (name, output folder and
+        MLflow experiment suffixed -d<tokens>) that trains `tokens` per infusion trial and
+        forecasts the target at that budget."""
+        raw = self.model_dump(mode="json")
+        raw.update(
+            name=f"{self.name}-d{tokens}", budgets=None, output_dir=str(self.out / f"d{tokens}")
+        )
+        raw["train"]["tokens"] = tokens
+        raw["mlflow"]["experiment"] = f"{self.experiment}-d{tokens}"
+        if raw["predict"]["target"] is not None:
+            raw["predict"]["target"]["tokens"] = None
+        raw["predict"]["confirm"] = False
+        return parse_sweep(raw, f"budget {tokens} of {self.name}")
 
     @property
     def out(self) -> Path:
@@ -351,6 +387,12 @@ class SweepConfig(Strict):
     def target_n_params(self) -> int | None:
         target = self.predict.target
         return target and target.size.non_embedding_params(self.data.vocab_size, self.data.seq_len)
+
+    @property
+    def target_tokens(self) -> int:
+        """The target's token budget: its own, else the largest budget trained."""
+        target = self.predict.target
+        return (target and target.tokens) or max(self.budgets or [self.train.tokens])
 
     @property
     def largest_knowledge_load(self) -> tuple[int | None, int | None]:
@@ -387,7 +429,7 @@ class SweepConfig(Strict):
             search={"strategy": "grid"},
         )
         raw["mlflow"]["experiment"] = self.experiment
-        raw["train"]["tokens"] = target.tokens or self.train.tokens
+        raw["train"]["tokens"] = self.target_tokens
         return parse_sweep(raw, "the confirmation run")
 
     def size(self, name: str) -> ModelSize:

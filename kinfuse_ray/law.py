@@ -158,13 +158,16 @@ def curves_from_points(
         "d": np.full(n, float(tokens)) if np.isscalar(tokens) else np.asarray(tokens, float),
     }  # fmt: skip
     curves = []
-    for size, budget in sorted({(a, b) for a, b in zip(table["n"], table["d"], strict=True)}):
+    pairs = sorted({(a, b) for a, b in zip(table["n"], table["d"], strict=True)})
+    budgets = len({b for _, b in pairs}) > 1  # then a curve is named by size and budget
+    for size, budget in pairs:
         at = (table["n"] == size) & (table["d"] == budget)
         order = np.argsort(table["r"][at])
         low = table["ret"][at][order][:2]
         base = (plateau or {}).get(size)
         curves.append(SizeCurve(
-            name=f"n{size:,.0f}", n_params=float(size), tokens=float(budget),
+            name=f"n{size:,.0f}" + (f"-d{budget:,.0f}" if budgets else ""),
+            n_params=float(size), tokens=float(budget),
             ratios=tuple(table["r"][at]), retention=tuple(table["ret"][at]),
             acquisition=tuple(table["acq"][at]),
             plateau=float(np.mean(low)) if base is None else float(base),
@@ -456,6 +459,9 @@ class InfusionLaw:
     def fit(self, curves: list[SizeCurve], validate: bool = True) -> InfusionLaw:
         """Fit to every size's curve. `validate` adds leave-one-size-out predictions."""
         curves = [c for c in curves if c.plateau > 0 and len(c.ratios)]
+        names = [c.name for c in curves]
+        if len(set(names)) < len(names):  # the fit keys each curve by its name
+            raise KinfuseError(f"curve names must be unique (one per size and budget): {names}")
         self.curves_ = sorted(curves, key=lambda c: (c.n_params, c.tokens))
         self.measured_ = {
             c.name: p.ratio for c in self.curves_ if (p := c.collapse(self.threshold)).found
@@ -1050,14 +1056,18 @@ def select_law(
     curves: list[SizeCurve], form: str = "auto", validate: bool = True, **options
 ) -> tuple[InfusionLaw, list[LawComparison]]:
     """The named form, or for "auto" the best by leave-one-size-out when MIN_SIZES_TO_SELECT sizes
-    collapsed (else DEFAULT_FORM, fixed before looking); fitted, and validated if `validate`."""
+    collapsed (else DEFAULT_FORM, fixed before looking); fitted, and validated if `validate`.
+    Curves at two or more token budgets (a size x budget ladder) choose among the forms with a
+    D term: the ladder was run to measure it."""
     ranked: list[LawComparison] = []
     if form == "auto":
         threshold = options.get("threshold", EVAL_DEFAULTS.collapse_threshold)
         collapsed = sum(c.collapse(threshold).found for c in curves)
+        budgets = len({c.tokens for c in curves}) > 1
+        forms = [f for f in FORMS if _Form(f, 0, 0).uses_tokens] if budgets else list(FORMS)
         if collapsed >= MIN_SIZES_TO_SELECT:
-            ranked = compare_laws(curves, **options)
-        form = ranked[0].form if ranked else DEFAULT_FORM
+            ranked = compare_laws(curves, forms, **options)
+        form = ranked[0].form if ranked else forms[0]
     options = {k: v for k, v in options.items() if k != "form"}
     return InfusionLaw(form=form, **options).fit(curves, validate=validate), ranked
 

@@ -131,6 +131,8 @@ def plan_sweep(sweep: SweepConfig, vocab_size: int, mfu: float = DEFAULT_MFU) ->
     """The plan of `sweep` on its `train.gpu` (memory only, no throughput, when none is named).
     Raises KinfuseError naming the first rung that does not fit, and what to change."""
     train, seq = sweep.train, sweep.data.seq_len
+    budgets = sweep.budgets or [train.tokens]  # a size x budget ladder: every budget's trials
+    trial_tokens = sum(budgets) / len(budgets)
     gpu = GPUS.get(train.gpu) if train.gpu else None
     on_gpu = train.use_gpu or gpu is not None
     rungs = []
@@ -149,8 +151,9 @@ def plan_sweep(sweep: SweepConfig, vocab_size: int, mfu: float = DEFAULT_MFU) ->
             )
         usable = memory.total / (FITS_BELOW * gpu.memory_bytes) if gpu else None
         speed = mfu * gpu.peak_bf16 / flops_per_token(size, vocab_size, seq) if gpu else None
-        base_hours = train.base_tokens / speed / 3600 if speed else None
-        trial_hours = train.tokens / speed / 3600 if speed else None
+        base_tokens = train.base_tokens if train.schedule == "continued" else 0
+        base_hours = base_tokens / speed / 3600 if speed else None
+        trial_hours = trial_tokens / speed / 3600 if speed else None
         params = size.param_count(vocab_size)
         rungs.append(
             RungPlan(
@@ -159,9 +162,11 @@ def plan_sweep(sweep: SweepConfig, vocab_size: int, mfu: float = DEFAULT_MFU) ->
             )
         )  # fmt: skip
     n_sizes = len(sweep.ladder)
-    grid = n_sizes * len(sweep.ratios)
-    steps = expected_bisection_steps(sweep.ratios, sweep.search.precision)
-    bisect = n_sizes * (len(sweep.ratios) + steps)
+    per_budget = (
+        len(sweep.ratios),
+        len(sweep.ratios) + expected_bisection_steps(sweep.ratios, sweep.search.precision),
+    )
+    grid, bisect = (n * len(budgets) for n in per_budget)
 
     def gpu_hours(trials_per_size: int) -> float | None:
         if any(r.trial_gpu_hours is None for r in rungs):
@@ -170,10 +175,10 @@ def plan_sweep(sweep: SweepConfig, vocab_size: int, mfu: float = DEFAULT_MFU) ->
 
     # Storage: every base checkpoint, and Ray Train's two kept checkpoints of each trial.
     per_size = [r.checkpoint_bytes for r in rungs]
-    storage = sum(per_size) * (1 + 2 * (len(sweep.ratios) + steps))
+    storage = sum(per_size) * (1 + 2 * bisect)
     return SweepPlan(
-        rungs, train.gpu, mfu, grid, bisect, gpu_hours(len(sweep.ratios)),
-        gpu_hours(len(sweep.ratios) + steps), storage,
+        rungs, train.gpu, mfu, n_sizes * grid, n_sizes * bisect, gpu_hours(grid),
+        gpu_hours(bisect), storage,
     )  # fmt: skip
 
 
@@ -217,7 +222,7 @@ def render(plan: SweepPlan, sweep: SweepConfig) -> str:
                 f"it first (python benchmarks/gpu_check.py --memory-rung {r.name}) or lower "
                 "train.micro_batch_size"
             )
-    ratios = sorted(sweep.ratios)
+    ratios = [r for r in sweep.ratios if r > 0]  # ratio 0 is a reference, not a bracket
     spacing = max((b / a - 1 for a, b in zip(ratios, ratios[1:], strict=False)), default=0.0)
     for label, trials, hours, reach in (
         ("grid", plan.grid_trials, plan.grid_gpu_hours,

@@ -30,10 +30,13 @@ def _ratio_axis(ax, axis: str = "y") -> None:
 def plot_retention(summary: Summary, path: Path) -> Path:
     """Retention and acquisition against infusion ratio, one line per size, r* marked."""
     fig, (ax_ret, ax_acq) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    budgets = len({size.tokens for size in summary.sizes}) > 1
     for i, size in enumerate(summary.sizes):
-        color = f"C{i}"
-        ratios, retention, acquisition = collapse_curve(summary.trials, size.size)
+        color = f"C{i % 10}"
+        ratios, retention, acquisition = collapse_curve(summary.trials, size.n_params, size.tokens)
         label = f"{size.size} ({size.n_params:,} params)"
+        if budgets:
+            label = f"{size.size}: {size.n_params:,} params, {size.tokens:,} tokens"
         ax_ret.plot(ratios, retention, "o-", color=color, label=label)
         ax_acq.plot(ratios, acquisition, "o-", color=color, label=label)
         if size.collapse.found:
@@ -53,7 +56,7 @@ def plot_retention(summary: Summary, path: Path) -> Path:
         ax.grid(alpha=0.3)
         # Collapse points of larger models crowd towards r = 1: a logit axis spreads them.
         ax.set_xscale("logit")
-        ticks = sorted({t.ratio for t in summary.trials})
+        ticks = sorted({t.ratio for t in summary.trials if t.ratio > 0})
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks], rotation=60, fontsize=7)
         ax.minorticks_off()
     ax_ret.legend(fontsize=8)

@@ -29,16 +29,22 @@ NARROWING = {
 
 def describe_law(law: InfusionLaw) -> str:
     """A few lines: the law, its parameters, how r* moves over the top sizes, the held-out check."""
-    n = [c.n_params for c in law.curves_]
+    n, d = [c.n_params for c in law.curves_], [c.tokens for c in law.curves_]
     conf = f"{law.confidence:.0%}"
+    budgets = len(set(d)) > 1  # a size x budget ladder: one curve per (size, budget)
+    curves = "(size, budget) curves" if budgets else "sizes"
+    tokens = f", D {min(d):,.0f} to {max(d):,.0f} tokens" if budgets else ""
     lines = [
-        f"law {law.form} ({law.method} fit), {len(law.curves_)} sizes "
-        f"(N {min(n):,.0f} to {max(n):,.0f}), {sum(len(c.ratios) for c in law.curves_)} trials:"
+        f"law {law.form} ({law.method} fit), {len(law.curves_)} {curves} "
+        f"(N {min(n):,.0f} to {max(n):,.0f}{tokens}), "
+        f"{sum(len(c.ratios) for c in law.curves_)} trials:"
     ]
     intervals = law.parameter_intervals()
     for name, value in law.parameters.items():
         lo, hi = intervals[name]
         lines.append(f"  {name} = {value:+.3f}  ({conf} interval {lo:+.3f} to {hi:+.3f})")
+    if "g_d" in intervals:
+        lines.append(f"  budget: {describe_budget_exponent(*intervals['g_d'])}")
     if law.top_slope_ is not None:
         s = law.top_slope_
         verdict = "moves" if s.moving else "is not shown to move (3 sizes: a test of little power)"
@@ -49,20 +55,46 @@ def describe_law(law: InfusionLaw) -> str:
     dof = len(law.size_residuals_) - len(law.params_)
     if dof <= 2:
         lines.append(
-            f"  note: {len(law.size_residuals_)} sizes leave {dof} degree(s) of freedom for "
+            f"  note: {len(law.size_residuals_)} {curves} leave {dof} degree(s) of freedom for "
             "how far sizes scatter around the law, so intervals are wide: add sizes to narrow them"
         )
     summary = law.held_out_summary
+    held = "leave-one-(size, budget)-out" if budgets else "leave-one-size-out"
     if summary is None:
         lines.append("  held-out check: needs one more size")
     else:
         lines.append(
-            f"  leave-one-size-out over {summary['sizes']} sizes: {summary['coverage']:.0%} of "
+            f"  {held} over {summary['sizes']} {curves}: {summary['coverage']:.0%} of "
             f"{conf} intervals cover; median |log error| in 1 - r* "
             f"{summary['median_abs_log_error']:.3f} vs {summary['baseline_median_abs_log_error']:.3f} "
             "for the nearest measured size as is"
         )
     return "\n".join(lines)
+
+
+def describe_budget_exponent(lo: float, hi: float) -> str:
+    """Which reading of the token budget the interval of g_d (logit r* = ... + g_d log D)
+    supports: the share view, r* the same at every budget (g_d = 0), or the exposure view, each
+    general fact needing the same number of rehearsals, (1 - r*) D fixed (g_d = 1 near r* = 1)."""
+    views = (
+        "the share view (r* the same at every budget, g_d = 0)",
+        ("the exposure view (each general fact needs the same rehearsals, g_d = 1)"),
+    )
+    share, exposure = lo <= 0 <= hi, lo <= 1 <= hi
+    if share and exposure:
+        return f"the interval holds both {views[0]} and {views[1]}: more budgets or seeds"
+    if share:
+        return f"consistent with {views[0]}, not with {views[1]}"
+    if exposure:
+        return f"consistent with {views[1]}, not with {views[0]}"
+    if hi < 0:
+        return "r* falls as the budget grows: neither the share nor the exposure view"
+    if lo > 1:
+        return "r* rises with the budget faster than the exposure view (g_d = 1) would"
+    return (
+        "between the share view (g_d = 0) and the exposure view (g_d = 1): a larger budget "
+        "allows a larger share, but less than a fixed number of rehearsals would"
+    )
 
 
 def _range(interval: tuple[float, float]) -> str:
@@ -193,7 +225,9 @@ def describe_answer(summary: Summary) -> str:
             f"{c['law']} (held-out |log error| {c['held_out_log_error']})"
             for c in summary.law_comparison
         )
-        parts.append(f"  forms compared by leave-one-size-out, best first: {ranked}")
+        budgets = len({s.tokens for s in summary.sizes}) > 1
+        held = "leave-one-(size, budget)-out" if budgets else "leave-one-size-out"
+        parts.append(f"  forms compared by {held}, best first: {ranked}")
     if summary.recommendation:
         parts += ["", describe_recommendation(summary.recommendation, summary.target)]
     return "\n".join(parts)
@@ -212,14 +246,16 @@ def size_table(summary: Summary) -> str:
     def fmt(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
+    budgets = len({s.tokens for s in summary.sizes}) > 1  # a size x budget ladder
     lines = [
-        f"{'size':<12}{'n_params':>10}  {'collapse r*':>11}  {'bracket':<13}  {'best safe':>9}  "
-        f"{'learns from':>11}  note"
+        f"{'size':<12}{'n_params':>10}{'  tokens' if budgets else ''}  {'collapse r*':>11}  "
+        f"{'bracket':<13}  {'best safe':>9}  {'learns from':>11}  note"
     ]
     for s in summary.sizes:
         c = s.collapse
         lines.append(
-            f"{s.size:<12}{s.n_params:>10,}  {fmt(c.ratio):>11}  "
+            f"{s.size:<12}{s.n_params:>10,}{f'{s.tokens:>8,}' if budgets else ''}  "
+            f"{fmt(c.ratio):>11}  "
             f"{f'{c.bracket[0]:.2f}-{c.bracket[1]:.2f}':<13}  {fmt(s.best_safe_ratio):>9}  "
             f"{fmt(s.acquisition_threshold):>11}  {'' if c.found else c.outcome.value}"
         )
@@ -269,7 +305,11 @@ def describe_headline(summary: Summary, width: int = 100) -> str:
     elif summary.law is None:
         paragraphs.append(f"No law fitted: {summary.law_note}")
     found = [f"{s.size} {s.collapse.ratio:.3f}" for s in summary.sizes if s.collapse.found]
-    law = f"law {summary.law.form} over {len(summary.law.curves_)} sizes; " if summary.law else ""
+    budgets = len({s.tokens for s in summary.sizes}) > 1
+    curves = "(size, budget) curves" if budgets else "sizes"
+    law = (
+        f"law {summary.law.form} over {len(summary.law.curves_)} {curves}; " if summary.law else ""
+    )
     paragraphs.append(f"{law}collapse point per size: {', '.join(found) or 'none found'}.")
     if summary.confirmation:
         checked = "; ".join(

@@ -28,6 +28,7 @@ from kinfuse_ray.files import write_text_atomic
 from kinfuse_ray.mlflow_mirror import MlflowTrials, open_sweep_run, record_reused_base
 from kinfuse_ray.output import (
     OUT_OF_SPACE,
+    SWEEP_FILE,
     check_creatable,
     check_resumable,
     claim_output,
@@ -41,10 +42,13 @@ from kinfuse_ray.presentation import describe_answer, describe_headline, describ
 from kinfuse_ray.progress import Progress
 from kinfuse_ray.provenance import describe as describe_provenance
 from kinfuse_ray.provenance import pin_cpu_kernels
+from kinfuse_ray.records import load_trials
 from kinfuse_ray.search import LadderSearch, ratio_strategies
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
 from kinfuse_ray.tracking import FORECAST_TAG, Tracker, store_failure
 from kinfuse_ray.tune_experiment import run_experiment
+
+SUMMARY_FILE = "summary.json"  # written once every trial has finished
 
 
 def run_sweep(
@@ -58,6 +62,10 @@ def run_sweep(
     an interrupted run of the same sweep: finished trials are kept, the others restart from
     their last checkpoints, and their MLflow runs go on. Progress is printed every
     `progress_every` seconds."""
+    if sweep.budgets:
+        return _run_budgets(
+            sweep, sweep_file=sweep_file, resume=resume, progress_every=progress_every
+        )
     started = time.monotonic()
     if note := pin_cpu_kernels(sweep.train.cpu_kernels):
         print(f"kinfuse: {note}", flush=True)
@@ -115,6 +123,40 @@ def run_sweep(
             claim.close()  # releases the lock
         if started_ray:
             ray.shutdown()
+
+
+def _run_budgets(
+    sweep: SweepConfig, *, sweep_file: Path | None, resume: bool, progress_every: float
+) -> Summary:
+    """A size x budget ladder: each budget as a sweep of its own (`SweepConfig.at_budget`: its
+    own folder, Tune experiments and MLflow experiment; a size's base run is shared by every
+    budget), then the law over (N, D) fitted to every trial of every budget and recorded in
+    the ladder's own folder and MLflow experiment."""
+    started = time.monotonic()
+    sweep = sweep.model_copy(update={"output_dir": sweep.out})
+    check_creatable(sweep)
+    parts = [sweep.at_budget(tokens) for tokens in sweep.budgets]
+    for part in parts:
+        if resume and (part.out / SUMMARY_FILE).exists():
+            print(f"kinfuse: {part.name} finished before: its trials are kept", flush=True)
+            continue
+        print(f"kinfuse: {part.train.tokens:,} tokens per trial: sweep {part.name}", flush=True)
+        again = resume and (part.out / SWEEP_FILE).exists()
+        run_sweep(part, sweep_file=sweep_file, resume=again, progress_every=progress_every)
+    # Every budget's trials as recorded: those run now and those a resumed ladder kept.
+    recorded = load_trials(sweep.mlflow.tracking_uri, [part.experiment for part in parts])
+    summary = summarise(recorded.trials, sweep, time.monotonic() - started, recorded.base)
+    summary.provenance = describe_provenance()
+    tracker = Tracker(sweep.mlflow.tracking_uri, sweep.experiment)
+    parent = open_sweep_run(tracker, sweep, resume=False, sweep_file=sweep_file)
+    try:
+        tracker.log_artifact(parent, save_settings(sweep))
+        _record(summary, sweep, tracker, parent)
+    except BaseException:
+        tracker.end_run(parent, "FAILED")
+        raise
+    tracker.end_run(parent, "FINISHED")
+    return summary
 
 
 def _run_phase(
@@ -202,7 +244,7 @@ def _ended_by(
 def _record(summary: Summary, sweep: SweepConfig, tracker: Tracker, parent: str) -> None:
     out = sweep.out
     files = [
-        summary.save(out / "summary.json"),
+        summary.save(out / SUMMARY_FILE),
         write_text_atomic(out / "answer.txt", describe_answer(summary) + "\n"),
         write_text_atomic(out / "answer.md", describe_summary(summary) + "\n"),
         plot_retention(summary, out / "retention_vs_ratio.png"),
