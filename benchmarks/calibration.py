@@ -6,11 +6,16 @@ left-out size. Printed for three quantities: r*, the ratio keeping the tolerance
 `eval.plateau_tolerance` x plateau) and the ratio from which the domain is learned. For each:
 how often the nominal intervals cover what the held-out size measured, their median width in
 logits, and the median |error| in logits against the baseline "the nearest measured size's value
-as is". The commit, torch version and CPU kernels head the output.
+as is". On a size x budget ladder (its study stands for its budgets') each curve is a (size,
+budget): `--hold-out curve` leaves one out, `size` every budget of its size, `budget` every
+size at its budget (repeat the option for several tables). The commit, torch version and CPU
+kernels head the output.
 
     .venv/bin/python benchmarks/calibration.py --experiment quickstart \\
         --experiment quickstart-seed1 --experiment quickstart-seed2
     .venv/bin/python benchmarks/calibration.py --form power_n --experiment ladder_cpu ...
+    .venv/bin/python benchmarks/calibration.py --experiment budget_continued \
+        --hold-out curve --hold-out size --hold-out budget
 """
 
 from __future__ import annotations
@@ -25,11 +30,19 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from kinfuse_ray.analysis import law_options, size_curves  # noqa: E402
 from kinfuse_ray.config import EvalConfig, PredictConfig  # noqa: E402
-from kinfuse_ray.law import HeldOut, HeldValue, leave_one_size_out  # noqa: E402
+from kinfuse_ray.law import HOLD_OUT, HeldOut, HeldValue, leave_one_size_out  # noqa: E402
 from kinfuse_ray.provenance import describe  # noqa: E402
 from kinfuse_ray.records import load_trials  # noqa: E402
 
 QUANTITIES = {"r*": "rstar", "keep ratio": "keep", "learn ratio": "learn"}
+HELD = {  # (--hold-out, a size x budget ladder?) -> what the folds are called
+    ("curve", False): "leave-one-size-out",
+    ("curve", True): "leave-one-(size, budget)-out",
+    ("size", False): "leave-one-size-out",
+    ("size", True): "leave-one-size-out (every budget of the held size)",
+    ("budget", False): "leave-one-budget-out (one budget: no fold has data left)",
+    ("budget", True): "leave-one-budget-out (every size at the held budget)",
+}
 
 
 def row(name: str, values: list[HeldValue]) -> str:
@@ -54,7 +67,16 @@ def main() -> None:
     parser.add_argument("--method", default="joint", choices=["joint", "points"])
     parser.add_argument("--bootstrap", type=int, default=400, help="draws per held-out fit")
     parser.add_argument("--confidence", type=float, default=0.9)
+    parser.add_argument(
+        "--hold-out", action="append", choices=list(HOLD_OUT),
+        help="what each fold leaves out beside the held curve (default: curve; repeatable)",
+    )  # fmt: skip
     args = parser.parse_args()
+    for hold_out in args.hold_out or ["curve"]:
+        calibrate(args, hold_out)
+
+
+def calibrate(args: argparse.Namespace, hold_out: str) -> None:
     evals = EvalConfig()
     options = {
         **law_options(evals, PredictConfig()),
@@ -65,16 +87,18 @@ def main() -> None:
     print(describe())
     started = time.monotonic()
     held: list[HeldOut] = []
+    budgets = False
     for name in args.experiment:
         recorded = load_trials(args.tracking_uri, [name])
         curves = size_curves(recorded.trials, evals, recorded.base)
-        found = leave_one_size_out(curves, args.form, **options)
+        budgets = budgets or len({c.tokens for c in curves}) > 1
+        found = leave_one_size_out(curves, args.form, hold_out, **options)
         held += found
         print(f"{name}: " + "; ".join(
             f"{h.size} r* {h.measured:.3f} law {h.predicted:.3f} ({h.interval[0]:.3f}-"
             f"{h.interval[1]:.3f}{'' if h.covered else ' MISS'}, {h.form})" for h in found))  # fmt: skip
     print(
-        f"\n{len(args.experiment)} sweeps, leave-one-size-out, {args.method} fit, form "
+        f"\n{len(args.experiment)} sweeps, {HELD[hold_out, budgets]}, {args.method} fit, form "
         f"{args.form}, {args.confidence:.0%} intervals ({time.monotonic() - started:.0f} s):\n"
     )
     print("| quantity | predictions | coverage | median width (logits) | median abs error "

@@ -165,9 +165,11 @@ def confirmation_rows(
     law: InfusionLaw, prediction: Prediction, results: list[TrialResult]
 ) -> list[Confirmation]:
     """Predicted against measured for the confirmation run's trials (`results`: its base run
-    and its infusion trials)."""
-    base = [t.retention for t in results if t.phase is Phase.base]
-    trials = [t for t in results if t.phase is Phase.infuse]
+    and its infusion trials). Retention kept is over the general-only trials (ratio 0) where
+    there are some, as in `size_curves`, else over the base run."""
+    trials = [t for t in results if t.phase is Phase.infuse and t.ratio > 0]
+    reference = [t.retention for t in results if t.phase is Phase.infuse and t.ratio == 0]
+    base = reference or [t.retention for t in results if t.phase is Phase.base]
     if not trials:
         return []
     plateau = float(np.mean(base)) if base else max(t.retention for t in trials)

@@ -78,7 +78,7 @@ def _sweep(args: argparse.Namespace) -> None:
 
 def _plan(args: argparse.Namespace) -> None:
     from kinfuse_ray.config import load_sweep
-    from kinfuse_ray.plan import plan_sweep, render
+    from kinfuse_ray.plan import plan_budget_exponent, plan_sweep, render, render_budget_plan
 
     sweep = load_sweep(args.sweep_file, args.set)
     vocab, note = sweep.data.vocab_size, ""
@@ -91,6 +91,14 @@ def _plan(args: argparse.Namespace) -> None:
         note = f"note: {tokenizer} is not readable here; assuming data.vocab_size {vocab:,}\n"
     plan = plan_sweep(sweep, vocab, args.mfu)  # refuses a rung that does not fit
     print(note + render(plan, sweep))
+    if sweep.budgets:
+        scatter = args.scatter
+        if args.law_file:
+            from kinfuse_ray.law import InfusionLaw
+
+            scatter = InfusionLaw.load(args.law_file).size_scatter
+        budget = plan_budget_exponent(sweep, args.d_precision, scatter, sweep.predict.confidence)
+        print(render_budget_plan(budget, sweep.predict.confidence))
 
 
 def _tokenize(args: argparse.Namespace) -> None:
@@ -397,6 +405,17 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--mfu", type=_share, default=0.4, help="assumed model FLOPs utilisation (default 0.4)"
     )
+    budget = plan.add_argument_group(
+        "size x budget ladders", "how precisely the ladder pins the D exponent, before any compute"
+    )
+    budget.add_argument(
+        "--d-precision", type=float, default=0.25, help="wanted half-width of its interval"
+    )
+    budget.add_argument(
+        "--scatter", type=float, default=0.3,
+        help="sd, in logits, of a (size, budget) collapse point around the law (default 0.3)",
+    )  # fmt: skip
+    budget.add_argument("--law-file", help="take the scatter from a fitted law (law.json)")
     plan.set_defaults(func=_plan)
 
     tokenize = sub.add_parser(

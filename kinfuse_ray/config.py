@@ -346,12 +346,12 @@ class SweepConfig(Strict):
 
     def at_budget(self, tokens: int) -> SweepConfig:
         """One budget of a size x budget ladder: a sweep of its own (name, output folder and
-        MLflow experiment suffixed -d<tokens>) that trains `tokens` per infusion trial and
+        MLflow experiment suffixed -d<tokens>; the folder beside the ladder's, so base runs come
+        from the same store as every other sweep's) that trains `tokens` per infusion trial and
         forecasts the target at that budget."""
         raw = self.model_dump(mode="json")
-        raw.update(
-            name=f"{self.name}-d{tokens}", budgets=None, output_dir=str(self.out / f"d{tokens}")
-        )
+        out = self.out.with_name(f"{self.out.name}-d{tokens}")
+        raw.update(name=f"{self.name}-d{tokens}", budgets=None, output_dir=str(out))
         raw["train"]["tokens"] = tokens
         raw["mlflow"]["experiment"] = f"{self.experiment}-d{tokens}"
         if raw["predict"]["target"] is not None:

@@ -562,6 +562,13 @@ class InfusionLaw:
         )
         return _logit(self._f.ratio(np.asarray(self.params_ if theta is None else theta), X))
 
+    @property
+    def size_scatter(self) -> float:
+        """How far a size's (or a (size, budget)'s) collapse point lies off the law: the sd, in
+        logit r*, that forecasts draw a new size's deviation with."""
+        e = np.array(self.size_residuals_)
+        return float(np.sqrt(e @ e / len(e)))
+
     def _size_residuals(self, free: dict[str, float]) -> list[float]:
         by_name = {c.name: c for c in self.curves_}
         e = np.array(
@@ -965,20 +972,38 @@ class LawComparison:
     held_out_error: float  # mean |log error| in 1 - r* over the held-out sizes
 
 
-def _nearest(values: dict[str, float], curves: list[SizeCurve], n_params: float) -> float:
-    """The measured value of the size nearest (in log N) to `n_params` among `curves`."""
-    sizes = {c.name: c.n_params for c in curves if c.name in values}
-    return values[min(sizes, key=lambda s: abs(math.log(sizes[s] / n_params)))]
+def _nearest(values: dict[str, float], curves: list[SizeCurve], held: SizeCurve) -> float:
+    """The measured value of the curve nearest to `held` among `curves`: in log N, and in
+    log D too where budgets differ."""
+    points = {c.name: (c.n_params, c.tokens) for c in curves if c.name in values}
+
+    def distance(name: str) -> float:
+        n, d = points[name]
+        return math.hypot(math.log(n / held.n_params), math.log(d / held.tokens))
+
+    return values[min(points, key=distance)]
+
+
+# What a fold leaves out with the held curve: only it, every budget of its size, or every size
+# at its budget (calibration across sizes and across budgets).
+HOLD_OUT = {
+    "curve": lambda c, held: c is held,
+    "size": lambda c, held: c.n_params == held.n_params,
+    "budget": lambda c, held: c.tokens == held.tokens,
+}
 
 
 def leave_one_size_out(
-    curves: list[SizeCurve], form: str = DEFAULT_FORM, **options
+    curves: list[SizeCurve], form: str = DEFAULT_FORM, hold_out: str = "curve", **options
 ) -> list[HeldOut]:
     """Each size with a collapse left out in turn and predicted by the law the others give: its
     r*, the ratio keeping the tolerance and the ratio learning the domain (where the held-out
     size measured them), each beside the nearest remaining size's value as is. With `form`
     "auto" the remaining sizes choose the form themselves, as a sweep would; with
-    `n_bootstrap=0` only points are predicted (intervals collapse onto them)."""
+    `n_bootstrap=0` only points are predicted (intervals collapse onto them). On a size x
+    budget ladder each curve is a (size, budget); `hold_out` "size" or "budget" leaves every
+    curve of the held one's size or budget out of its fold (`HOLD_OUT`)."""
+    leaves_out = HOLD_OUT[hold_out]
     probe = InfusionLaw(**options)
     threshold, tolerance = probe.threshold, probe.decision_tolerance
     measured = {c.name: m.ratio for c in curves if (m := c.collapse(threshold)).found}
@@ -988,7 +1013,7 @@ def leave_one_size_out(
     for held in curves:
         if held.name not in measured:
             continue
-        rest = [c for c in curves if c is not held]
+        rest = [c for c in curves if not leaves_out(c, held)]
         try:
             sub, _ = select_law(rest, form, validate=False, **options)
         except KinfuseError:
@@ -1005,11 +1030,11 @@ def leave_one_size_out(
             r_interval = keep_interval = (rstar, rstar)
             learn_at = learn_interval = None
         keep = learn = None
-        if held.name in keeps and len(keeps.keys() - {held.name}):
-            keep = HeldValue(keeps[held.name], keep_at, keep_interval, _nearest(keeps, rest, n))
-        if held.name in learns and learn_at is not None and len(learns.keys() - {held.name}):
+        if held.name in keeps and any(c.name in keeps for c in rest):
+            keep = HeldValue(keeps[held.name], keep_at, keep_interval, _nearest(keeps, rest, held))
+        if held.name in learns and learn_at is not None and any(c.name in learns for c in rest):
             learn = HeldValue(
-                learns[held.name], learn_at, learn_interval, _nearest(learns, rest, n)
+                learns[held.name], learn_at, learn_interval, _nearest(learns, rest, held)
             )
         out.append(
             HeldOut(
@@ -1019,7 +1044,7 @@ def leave_one_size_out(
                 measured[held.name],
                 rstar,
                 r_interval,
-                _nearest(measured, rest, n),
+                _nearest(measured, rest, held),
                 keep,
                 learn,
             )  # fmt: skip

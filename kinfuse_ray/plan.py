@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from statistics import NormalDist
 
 from kinfuse_ray.config import ModelSize, ParamCount, SweepConfig
 from kinfuse_ray.errors import KinfuseError
@@ -180,6 +181,58 @@ def plan_sweep(sweep: SweepConfig, vocab_size: int, mfu: float = DEFAULT_MFU) ->
         rungs, train.gpu, mfu, n_sizes * grid, n_sizes * bisect, gpu_hours(grid),
         gpu_hours(bisect), storage,
     )  # fmt: skip
+
+
+def budget_exponent_halfwidth(
+    n_sizes: int, budgets: list[int], seeds: int, scatter: float, confidence: float = 0.9
+) -> float:
+    """Half-width of the interval of g, the D exponent (logit r* = ... + b log N + g log D),
+    fitted to the collapse points of `n_sizes` x `budgets` x `seeds` trials' curves, each off
+    the law by `scatter` logits (sd). A full size x budget grid keeps log N and log D orthogonal,
+    so SE(g) = scatter / sqrt(seeds x sizes x sum over budgets of (log D - mean log D)^2)."""
+    logs = [math.log(b) for b in budgets]
+    spread = sum((x - sum(logs) / len(logs)) ** 2 for x in logs)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    return z * scatter / math.sqrt(seeds * n_sizes * spread) if spread else math.inf
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """What pins the D exponent to `precision`: this ladder's half-width, the seeds it needs
+    with its budgets, or the budgets (geometric, `factor` apart) it needs with one seed."""
+
+    precision: float
+    scatter: float
+    halfwidth: float  # with the sweep's budgets and one seed
+    seeds_needed: int
+    budgets_needed: int
+    factor: float
+
+
+def plan_budget_exponent(
+    sweep: SweepConfig, precision: float, scatter: float, confidence: float = 0.9
+) -> BudgetPlan:
+    """`budget_exponent_halfwidth` for the sweep's ladder, and how to reach `precision`."""
+    budgets = sweep.budgets or [sweep.train.tokens]
+    sizes = len(sweep.ladder)
+    factor = (budgets[-1] / budgets[0]) ** (1 / (len(budgets) - 1)) if len(budgets) > 1 else 2.0
+
+    def width(seeds: int = 1, n_budgets: int = len(budgets)) -> float:
+        ladder = [budgets[0] * factor**k for k in range(n_budgets)]
+        return budget_exponent_halfwidth(sizes, ladder, seeds, scatter, confidence)
+
+    seeds = next((s for s in range(1, 1001) if width(seeds=s) <= precision), 1001)
+    wider = next((k for k in range(2, 101) if width(n_budgets=k) <= precision), 101)
+    return BudgetPlan(precision, scatter, width(), seeds, wider, factor)
+
+
+def render_budget_plan(plan: BudgetPlan, confidence: float = 0.9) -> str:
+    return (
+        f"D exponent: +/-{plan.halfwidth:.2f} ({confidence:.0%}) with one seed, if each "
+        f"(size, budget) collapse point lies {plan.scatter:.2f} logits off the law; "
+        f"+/-{plan.precision:g} needs {plan.seeds_needed} seed(s) of these budgets, or "
+        f"{plan.budgets_needed} budgets {plan.factor:.2g}x apart with one seed"
+    )
 
 
 def _advice(parallelism: str, checkpointing: bool, micro: int) -> str:

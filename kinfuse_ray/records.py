@@ -18,7 +18,13 @@ from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.law import InfusionLaw, select_law
 from kinfuse_ray.output import SWEEP_FILE
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
-from kinfuse_ray.tracking import FORECAST_TAG, OUTPUT_TAG, child_run_search, scoped_env
+from kinfuse_ray.tracking import (
+    BUDGETS_TAG,
+    FORECAST_TAG,
+    OUTPUT_TAG,
+    child_run_search,
+    scoped_env,
+)
 
 
 def _reader(tracking_uri: str) -> MlflowClient:
@@ -62,9 +68,10 @@ def _trial_result(run) -> TrialResult:
 def load_trials(tracking_uri: str, experiments: list[str]) -> Recorded:
     """Rebuild the finished trials of the latest sweep recorded in each of `experiments`
     (several studies combine; an earlier sweep under the same name, run before its file or the
-    code changed, does not), with that sweep's own settings."""
+    code changed, does not), with that sweep's own settings. A size x budget ladder's study
+    stands for its budgets' studies."""
     client = _reader(tracking_uri)
-    runs, sweep_files = [], []
+    runs, sweep_files, ladders = [], [], []
     for name in experiments:
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -80,10 +87,16 @@ def load_trials(tracking_uri: str, experiments: list[str]) -> Recorded:
         run_id = latest[0].info.run_id
         if SWEEP_FILE in {a.path for a in client.list_artifacts(run_id)}:  # older sweeps: none
             sweep_files.append(_recorded_settings(client, run_id, tracking_uri))
+        if budgets := latest[0].data.tags.get(BUDGETS_TAG):  # a ladder: trials by budget
+            ladders.append(load_trials(tracking_uri, budgets.split(",")))
+            continue
         runs += child_run_search(client, [found.experiment_id], latest[0].info.run_id, "FINISHED")
     done = [
         _trial_result(r) for r in runs if "retention" in r.data.metrics and "phase" in r.data.params
     ]
+    for ladder in ladders:
+        done += ladder.trials + ladder.base
+        sweep_files += ladder.sweep_files  # after the ladder's own: its settings win
     trials = [t for t in done if t.phase is Phase.infuse]
     if not trials:
         raise KinfuseError(f"mlflow: no finished infusion trials in {', '.join(experiments)}")

@@ -45,7 +45,7 @@ from kinfuse_ray.provenance import pin_cpu_kernels
 from kinfuse_ray.records import load_trials
 from kinfuse_ray.search import LadderSearch, ratio_strategies
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
-from kinfuse_ray.tracking import FORECAST_TAG, Tracker, store_failure
+from kinfuse_ray.tracking import BUDGETS_TAG, FORECAST_TAG, Tracker, store_failure
 from kinfuse_ray.tune_experiment import run_experiment
 
 SUMMARY_FILE = "summary.json"  # written once every trial has finished
@@ -150,6 +150,7 @@ def _run_budgets(
     tracker = Tracker(sweep.mlflow.tracking_uri, sweep.experiment)
     parent = open_sweep_run(tracker, sweep, resume=False, sweep_file=sweep_file)
     try:
+        tracker.set_tags(parent, {BUDGETS_TAG: ",".join(part.experiment for part in parts)})
         tracker.log_artifact(parent, save_settings(sweep))
         _record(summary, sweep, tracker, parent)
     except BaseException:

@@ -26,6 +26,7 @@ for _chatty in ("mlflow.store.db.utils", "alembic.runtime.migration"):
 TRIAL_TAG = "kinfuse.trial"  # a child run's trial key: phase-size-ratio
 OUTPUT_TAG = "kinfuse.output_dir"  # a sweep's parent run: where its outputs live
 FORECAST_TAG = "kinfuse.forecast"  # a sweep's parent run: a confirmed forecast, as JSON
+BUDGETS_TAG = "kinfuse.budget_experiments"  # a size x budget ladder's run: its budgets' studies
 # MLflow 3 opens an experiment without a kind in its GenAI view (traces, judges); ours is model
 # training.
 KIND_TAG = "mlflow.experimentKind"

@@ -64,6 +64,13 @@ def test_non_embedding_params_are_counted_from_the_model():
             "field 'ladder.0': hidden_size 32 is not divisible",
         ),
         (GOOD + "train: {schedule: sideways}\n", "field 'train.schedule'"),
+        (GOOD + "budgets: [100, 100]\n", "field 'budgets': budgets must be unique"),
+        (GOOD + "budgets: [100]\n", "field 'budgets': List should have at least 2 items"),
+        (GOOD + "budgets: [100, 0]\n", "field 'budgets.1': Input should be greater than 0"),
+        (
+            GOOD.replace("[0.5, 0.1]", "[0, 0.5]") + "search: {strategy: bisect}\n",
+            "ratio 0 .* needs search.strategy grid",
+        ),
         ("name: t\nladder: [\n", "line 3: malformed YAML"),
         ("- just\n- a list\n", "expected a mapping"),
     ],
@@ -97,6 +104,22 @@ GOOD_RAW = {
     "ladder": [{"name": "a", "hidden_size": 32, "n_layers": 1, "n_heads": 2}],
     "ratios": [0.5],
 }
+
+
+def test_each_budget_of_a_ladder_is_a_sweep_of_its_own(tmp_path):
+    text = (
+        GOOD + "budgets: [200, 50]\npredict: {target: {size: {name: b, hidden_size: 64, "
+        "n_layers: 2, n_heads: 4}, tokens: 800}, confirm: true}\n"
+    )
+    sweep = load_sweep(sweep_file(tmp_path, text))
+    assert sweep.budgets == [50, 200] and sweep.target_tokens == 800
+    part = sweep.at_budget(50)
+    assert (part.name, part.train.tokens, part.budgets) == ("t-d50", 50, None)
+    assert part.out == sweep.out.with_name("t-d50") and part.experiment == "t-d50"
+    assert part.predict.target.tokens is None and not part.predict.confirm
+    assert part.target_tokens == 50  # each budget forecasts at its own
+    plain = load_sweep(sweep_file(tmp_path, GOOD))
+    assert plain.target_tokens == plain.train.tokens
 
 
 def test_the_domain_load_grows_with_the_rung():

@@ -26,7 +26,7 @@ def true_acquisition_threshold(n, a0=0.3, b_a=-0.5):
     return expit(logit(a0) + b_a * np.log(n / N0))
 
 
-def curve(name, n, rstar, rng, seeds=2, trial_sd=0.03, k=3.0, floor=0.25, a_star=0.3):
+def curve(name, n, rstar, rng, seeds=2, trial_sd=0.03, k=3.0, floor=0.25, a_star=0.3, d=1e5):
     """Retention: plateau 1, falling through 0.5 at r* to `floor`; acquisition: 0.5 x a
     sigmoid that passes 0.25 (the default target) at `a_star`."""
     ratios, retention, acquisition = [], [], []
@@ -39,7 +39,7 @@ def curve(name, n, rstar, rng, seeds=2, trial_sd=0.03, k=3.0, floor=0.25, a_star
             acquisition.append(
                 float(0.5 * expit(2 * (logit(r) - logit(a_star))) + rng.normal(0, 0.01))
             )
-    return SizeCurve(name, float(n), 1e5, tuple(ratios), tuple(retention), tuple(acquisition), 1.0)
+    return SizeCurve(name, float(n), d, tuple(ratios), tuple(retention), tuple(acquisition), 1.0)
 
 
 def true_retention(r, n, k=3.0, floor=0.25):
@@ -347,3 +347,57 @@ def test_a_law_from_plain_points_and_vectorised_forecasts():
     ):
         with pytest.raises(ValueError, match=re.escape(says)):
             curves_from_points(**bad)
+
+
+def test_a_size_by_budget_ladder_recovers_the_budget_exponent_and_reads_it():
+    """r* = 1 / (1 + C N^-b D^-g) with g = 0.5 on 4 sizes x 3 budgets: "auto" chooses a form
+    with a D term, its g_d interval holds the truth and excludes both the share view (g = 0)
+    and the exposure view (g = 1), and forecasts beyond the ladder on both axes land near it."""
+    from kinfuse_ray.presentation import describe_budget_exponent, describe_law
+
+    rng = np.random.default_rng(3)
+
+    def rstar(n, d):
+        return float(expit(2.5 + 0.6 * np.log(n / N0) + 0.5 * np.log(d / 1e5)))
+
+    curves = [
+        curve(f"n{int(n)}-d{int(d)}", n, rstar(n, d), rng, d=d, trial_sd=0.02)
+        for n in (1e4, 3e4, 1e5, 3e5)
+        for d in (5e4, 1e5, 2e5)
+    ]
+    law, ranked = select_law(curves, "auto", n_bootstrap=200)
+    assert law.form in ("power_nd", "power_nd_sat") and {c.form for c in ranked} <= {
+        "power_nd",
+        "power_nd_sat",
+    }
+    lo, hi = law.parameter_intervals()["g_d"]
+    assert 0 < lo < 0.5 < hi < 1
+    assert "between the share view" in describe_budget_exponent(lo, hi)
+    assert "D 50,000 to 200,000 tokens" in describe_law(law)
+    assert law.predict_point(1e6, 4e5) == pytest.approx(rstar(1e6, 4e5), abs=0.01)
+    assert law.predict_point(1e6, 4e5) > law.predict_point(1e6, 1e5)  # g > 0: more budget, more r
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "reading"),
+    [(-0.2, 1.3, "holds both"), (-0.2, 0.4, "consistent with the share view"),
+     (0.7, 1.2, "consistent with the exposure view"), (-0.9, -0.1, "falls"),
+     (1.2, 1.9, "faster than the exposure view")],
+)  # fmt: skip
+def test_the_budget_exponent_is_read_as_the_view_its_interval_allows(lo, hi, reading):
+    from kinfuse_ray.presentation import describe_budget_exponent
+
+    assert reading in describe_budget_exponent(lo, hi)
+
+
+def test_curves_from_points_name_each_size_and_budget_and_duplicates_are_refused():
+    from kinfuse_ray.law import curves_from_points
+
+    n = [1e4] * 4 + [3e4] * 4
+    d = [5e4, 5e4, 1e5, 1e5] * 2
+    curves = curves_from_points(n, [0.3, 0.9] * 4, [1.0, 0.2] * 4, tokens=d)
+    assert [c.name for c in curves] == ["n10,000-d50,000", "n10,000-d100,000",
+                                        "n30,000-d50,000", "n30,000-d100,000"]  # fmt: skip
+    twin = curves[:1] * 2
+    with pytest.raises(KinfuseError, match="curve names must be unique"):
+        InfusionLaw(form="power_n").fit(twin)

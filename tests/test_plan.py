@@ -5,7 +5,14 @@ import pytest
 
 from kinfuse_ray.config import ModelSize, load_sweep
 from kinfuse_ray.errors import KinfuseError
-from kinfuse_ray.plan import TIGHT_ABOVE, expected_bisection_steps, plan_sweep, training_memory
+from kinfuse_ray.plan import (
+    TIGHT_ABOVE,
+    budget_exponent_halfwidth,
+    expected_bisection_steps,
+    plan_budget_exponent,
+    plan_sweep,
+    training_memory,
+)
 
 from .helpers import REPO, kinfuse
 
@@ -90,3 +97,35 @@ def test_an_unknown_gpu_name_is_a_config_error(tmp_path):
     assert "train.gpu" in proc.stderr and "unknown gpu 'H900'" in proc.stderr
     with pytest.raises(KinfuseError):
         load_sweep(GPU_LADDER, ["train.gpu=H900"])
+
+
+def test_the_budget_exponent_plan_is_the_spread_of_a_least_squares_fit():
+    """The arithmetic's half-width against 4,000 simulated ladders: logit r* on log N and log D
+    over 4 sizes x 3 budgets x 2 seeds, each point 0.3 logits off the law; the fitted D
+    exponent's 90% spread is what `budget_exponent_halfwidth` says."""
+    import numpy as np
+
+    sizes, budgets, seeds, scatter = [2.5e4, 5.5e4, 1e5, 2.2e5], [5e4, 1e5, 2e5], 2, 0.3
+    grid = np.array([(n, d) for n in sizes for d in budgets for _ in range(seeds)])
+    X = np.c_[np.ones(len(grid)), np.log(grid)]
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, scatter, (4000, len(grid)))
+    g = np.linalg.lstsq(X, (1.0 + 0.8 * X[:, 1] + 0.6 * X[:, 2] + noise).T, rcond=None)[0][2]
+    measured = (np.quantile(g, 0.95) - np.quantile(g, 0.05)) / 2
+    assert budget_exponent_halfwidth(4, budgets, seeds, scatter) == pytest.approx(
+        measured, rel=0.06
+    )
+
+
+def test_a_budget_ladder_plan_says_what_pins_the_d_exponent(tmp_path):
+    ladder = REPO / "sweeps" / "budget_continued.yaml"
+    proc = kinfuse(tmp_path, "plan", str(ladder), "--scatter", "0.3", "--d-precision", "0.1")
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.splitlines()[-1]
+    assert line.startswith("D exponent: +/-") and "+/-0.1 needs" in line
+    budget = plan_budget_exponent(load_sweep(ladder), 0.1, 0.3)
+    assert budget.halfwidth > 0.1 and budget.seeds_needed > 1 and budget.budgets_needed > 3
+    assert budget_exponent_halfwidth(4, [5e4, 1e5, 2e5], budget.seeds_needed, 0.3) <= 0.1
+    assert budget_exponent_halfwidth(4, [5e4, 1e5, 2e5], budget.seeds_needed - 1, 0.3) > 0.1
+    sweep = load_sweep(ladder)  # every budget's trials are counted
+    assert plan_sweep(sweep, 512).grid_trials == len(sweep.ladder) * len(sweep.ratios) * 3
