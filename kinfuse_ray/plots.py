@@ -7,8 +7,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 from scipy.special import expit, logit  # noqa: E402
 
 from kinfuse_ray.analysis import Summary, collapse_curve  # noqa: E402
@@ -126,6 +127,48 @@ def plot_law(
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     ax.set_title(f"{title}: the infusion window vs model size")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_budgets(
+    law: InfusionLaw, path: Path, title: str, prediction: Prediction | None = None
+) -> Path:
+    """A law over (N, D): r* against N at each budget and against D at each size, the law's
+    lines through the measured collapse points, the target's forecast starred in both."""
+    budgets = sorted({c.tokens for c in law.curves_})
+    sizes = sorted({c.n_params for c in law.curves_})
+    points = [(c.n_params, c.tokens, law.measured_[c.name]) for c in law.curves_
+              if c.name in law.measured_]  # fmt: skip
+    fig, (by_n, by_d) = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    axes = ((by_n, budgets, sizes, 0, "budget D {:,.0f} tokens"),
+            (by_d, sizes, budgets, 1, "size N {:,.0f}"))  # fmt: skip
+    for ax, lines, across, held, label in axes:
+        top = max(across[-1], prediction.tokens if held and prediction else 0,
+                  prediction.n_params if not held and prediction else 0)  # fmt: skip
+        grid = np.geomspace(across[0] / 1.5, top * 1.5, 40)
+        for i, fixed in enumerate(lines):
+            n, d = (grid, fixed) if held == 0 else (fixed, grid)
+            ax.plot(grid, law.predict_point(n, d) if held == 0 else
+                    [law.predict_point(fixed, x) for x in grid], color=f"C{i}", label=label.format(fixed))  # fmt: skip
+            mine = [(pt[held], pt[2]) for pt in points if pt[1 - held] == fixed]
+            ax.plot([m[0] for m in mine], [m[1] for m in mine], "o", color=f"C{i}")
+        if prediction:
+            x = prediction.n_params if held == 0 else prediction.tokens
+            lo, hi = prediction.interval
+            ax.errorbar([x], [prediction.ratio], yerr=[[prediction.ratio - lo], [hi - prediction.ratio]],
+                        fmt="*", ms=12, color="k", capsize=3, label=f"target: r* {prediction.ratio:.3f}")  # fmt: skip
+        ax.set(xscale="log", yscale="logit")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: the minor labels overlap
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    by_n.set(xlabel="non-embedding parameters N", ylabel="collapse point r*",
+             title="r* against size, one line per budget")  # fmt: skip
+    by_d.set(xlabel="infusion tokens per trial D", title="r* against budget, one line per size")
+    _ratio_axis(by_n, "y")
+    fig.suptitle(f"{title}: the law over (N, D), {law.form}; dots are measured collapse points")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

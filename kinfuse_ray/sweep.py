@@ -37,7 +37,7 @@ from kinfuse_ray.output import (
     start_afresh,
 )  # fmt: skip
 from kinfuse_ray.plan import check_trainable
-from kinfuse_ray.plots import plot_decision, plot_law, plot_retention
+from kinfuse_ray.plots import plot_budgets, plot_decision, plot_law, plot_retention
 from kinfuse_ray.presentation import describe_answer, describe_headline, describe_summary
 from kinfuse_ray.progress import Progress
 from kinfuse_ray.provenance import describe as describe_provenance
@@ -264,6 +264,13 @@ def _record(summary: Summary, sweep: SweepConfig, tracker: Tracker, parent: str)
             files.append(
                 plot_decision(summary.law, summary.recommendation, out / "decision.png", target)
             )
+        if len({c.tokens for c in summary.law.curves_}) > 1:  # a size x budget ladder
+            files.append(
+                plot_budgets(
+                    summary.law, out / "collapse_vs_budget.png", summary.study,
+                    summary.recommendation,
+                )
+            )  # fmt: skip
     for path in files:
         tracker.log_artifact(parent, path)
     tracker.log_metrics(parent, summary.parent_metrics(), step=0)

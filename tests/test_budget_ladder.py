@@ -58,6 +58,12 @@ def test_a_size_by_budget_ladder_runs_from_one_file_and_fits_one_law(tmp_path):
     assert parameters == pytest.approx(summary["law"]["parameters"], rel=1e-6)
     assert "200,000 tokens" in refit.stderr  # the ladder's target, not a budget's
 
+    law = tmp_path / "runs" / "micro" / "law.json"
+    forecast = kinfuse(tmp_path, "predict", "--law-file", str(law), "--n-params", "1e5",
+                       "--tokens", "4e5", "--json")  # fmt: skip
+    assert forecast.returncode == 0, forecast.stderr[-2000:]
+    assert json.loads(forecast.stdout)["tokens"] == 400_000
+
     again = run_cli(tmp_path, LADDER, "--resume")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert again.stdout.count("finished before: its trials are kept") == 2
