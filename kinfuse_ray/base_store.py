@@ -123,16 +123,21 @@ def hash_arrays(digest: Any, arrays: list[np.ndarray]) -> None:
 
 def needed_keys(sweeps: list[SweepConfig]) -> set[str]:
     """The keys of every base run these sweeps use (this builds their data: the tokenizer and
-    the corpus tokens, from the caches where they are there)."""
+    the corpus tokens, from the caches where they are there), on the CPU kernels each pins:
+    what its trials train on, whatever kernels this process's torch picked."""
     from kinfuse_ray.data import build_bundle
+    from kinfuse_ray.provenance import kernels
 
-    keys = set()
+    here, keys = kernels(), set()
     for sweep in sweeps:
         if sweep.train.schedule != "continued":  # scratch trials use no base run
             continue
+        pinned = sweep.train.cpu_kernels
+        used = {**here, "cpu": pinned.upper()} if pinned else here
         bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
         for size in sweep.ladder:
-            keys.add(key_of(base_inputs(sweep, rung_bundle(sweep, bundle, size.name), size.name)))
+            rung = rung_bundle(sweep, bundle, size.name)
+            keys.add(key_of(key_inputs(sweep, rung, size.name, used)))
     return keys
 
 

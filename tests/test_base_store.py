@@ -107,22 +107,26 @@ def test_a_run_made_with_other_kernels_is_not_reused_and_the_sweep_is_told_why(t
 
 @pytest.mark.full
 def test_kinfuse_store_lists_runs_and_deletes_those_no_sweep_file_uses(tmp_path, bundle):
-    s = sweep(tmp_path)
+    """The sweep file pins AVX2 kernels: its run is the AVX2 one, whatever kernels the `kinfuse
+    store` process's own torch picked; runs of another torch or other kernels are not used."""
+    s = sweep(tmp_path, cpu_kernels="avx2")
     rung = rung_bundle(s, bundle, "a")
     store = BaseStore.beside(s.out)
     from kinfuse_ray.provenance import kernels
 
-    used = key_inputs(s, rung, "a", kernels())
-    stale = key_inputs(s, rung, "a", {**kernels(), "torch": "1.0"})
-    stored_run(store, used)
-    stored_run(store, stale)
+    used = key_inputs(s, rung, "a", {**kernels(), "cpu": "AVX2"})
+    stale = key_inputs(s, rung, "a", {**kernels(), "cpu": "AVX2", "torch": "1.0"})
+    other_kernels = key_inputs(s, rung, "a", {**kernels(), "cpu": "AVX512"})
+    for inputs in (used, stale, other_kernels):
+        stored_run(store, inputs)
     (tmp_path / "key.yaml").write_text(json.dumps(s.model_dump(mode="json")))
     listed = kinfuse(tmp_path, "store", "--root", "runs/.kinfuse-base", "--keep", "key.yaml")
     assert listed.returncode == 0, listed.stderr[-2000:]
     rows = {line.split()[0]: line for line in listed.stdout.splitlines()[2:-1]}
     assert rows[key_of(used)].endswith("yes") and rows[key_of(stale)].endswith("no")
+    assert rows[key_of(other_kernels)].endswith("no")
     assert " 1.0 " in rows[key_of(stale)]  # its torch version, read from key.json
-    assert "1 not used by these sweep files" in listed.stdout
+    assert "2 not used by these sweep files" in listed.stdout
     deleted = kinfuse(tmp_path, "store", "--root", "runs/.kinfuse-base", "--keep", "key.yaml",
                       "--delete")  # fmt: skip
     assert deleted.returncode == 0, deleted.stderr[-2000:]
