@@ -247,14 +247,17 @@ def size_table(summary: Summary) -> str:
         return "-" if v is None else f"{v:.3f}"
 
     budgets = len({s.tokens for s in summary.sizes}) > 1  # a size x budget ladder
+    width = max(len(s.size) for s in summary.sizes) + 1 if budgets else 12  # names carry -d<D>
+    tokens = max(len(f"{s.tokens:,}") for s in summary.sizes) + 2 if budgets else 0
     lines = [
-        f"{'size':<12}{'n_params':>10}{'  tokens' if budgets else ''}  {'collapse r*':>11}  "
+        f"{'size':<{width}}{'n_params':>10}{'tokens'.rjust(tokens) if budgets else ''}  "
+        f"{'collapse r*':>11}  "
         f"{'bracket':<13}  {'best safe':>9}  {'learns from':>11}  note"
     ]
     for s in summary.sizes:
         c = s.collapse
         lines.append(
-            f"{s.size:<12}{s.n_params:>10,}{f'{s.tokens:>8,}' if budgets else ''}  "
+            f"{s.size:<{width}}{s.n_params:>10,}{f'{s.tokens:,}' if budgets else '':>{tokens}}  "
             f"{fmt(c.ratio):>11}  "
             f"{f'{c.bracket[0]:.2f}-{c.bracket[1]:.2f}':<13}  {fmt(s.best_safe_ratio):>9}  "
             f"{fmt(s.acquisition_threshold):>11}  {'' if c.found else c.outcome.value}"
