@@ -39,7 +39,7 @@ def test_a_size_by_budget_ladder_runs_from_one_file_and_fits_one_law(tmp_path):
                 if (t["size"], t["tokens"], t["ratio"]) == (size, s["tokens"], 0.0)]  # fmt: skip
         assert zero and s["plateau"] == pytest.approx(np.mean(zero))
     assert summary["law"]["form"] in ("power_nd", "power_nd_sat")
-    assert "g_d" in summary["law"]["parameters"]
+    assert "g_d" in summary["law"]["params"]
     assert summary["recommendation"]["tokens"] == 200_000
     assert "budget: " in out and "D 50,000 to 100,000 tokens" in out
     assert "tokens  collapse r*" in out  # the size table has a budget column
@@ -55,7 +55,7 @@ def test_a_size_by_budget_ladder_runs_from_one_file_and_fits_one_law(tmp_path):
     refit = kinfuse(tmp_path, "fit", "--experiment", "micro", "--json")
     assert refit.returncode == 0, refit.stderr[-3000:]
     parameters = json.loads(refit.stdout)["parameters"]
-    assert parameters == pytest.approx(summary["law"]["parameters"], rel=1e-6)
+    assert parameters == pytest.approx(summary["law"]["params"], rel=1e-6)
     assert "200,000 tokens" in refit.stderr  # the ladder's target, not a budget's
 
     law = tmp_path / "runs" / "micro" / "law.json"
@@ -68,4 +68,4 @@ def test_a_size_by_budget_ladder_runs_from_one_file_and_fits_one_law(tmp_path):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert again.stdout.count("finished before: its trials are kept") == 2
     resumed = json.loads((tmp_path / "runs" / "micro" / "summary.json").read_text())
-    assert resumed["law"]["parameters"] == summary["law"]["parameters"]
+    assert resumed["law"]["params"] == summary["law"]["params"]
