@@ -344,6 +344,15 @@ class SweepConfig(Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _confirmation_at_one_budget(self) -> SweepConfig:
+        if self.budgets and self.predict.confirm:
+            raise ValueError(
+                "predict.confirm with budgets: confirm a budget ladder's forecast with a sweep of "
+                "the target at its tokens (as sweeps/budget_continued_confirm.yaml does)"
+            )
+        return self
+
     def at_budget(self, tokens: int) -> SweepConfig:
         """One budget of a size x budget ladder: a sweep of its own (name, output folder and
         MLflow experiment suffixed -d<tokens>; the folder beside the ladder's, so base runs come
@@ -356,7 +365,6 @@ class SweepConfig(Strict):
         raw["mlflow"]["experiment"] = f"{self.experiment}-d{tokens}"
         if raw["predict"]["target"] is not None:
             raw["predict"]["target"]["tokens"] = None
-        raw["predict"]["confirm"] = False
         return parse_sweep(raw, f"budget {tokens} of {self.name}")
 
     @property

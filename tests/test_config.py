@@ -71,6 +71,11 @@ def test_non_embedding_params_are_counted_from_the_model():
             GOOD.replace("[0.5, 0.1]", "[0, 0.5]") + "search: {strategy: bisect}\n",
             "ratio 0 .* needs search.strategy grid",
         ),
+        (
+            GOOD + "budgets: [100, 200]\npredict: {target: {size: {name: b, hidden_size: 64, "
+            "n_layers: 2, n_heads: 4}}, confirm: true}\n",
+            "predict.confirm with budgets",
+        ),
         ("name: t\nladder: [\n", "line 3: malformed YAML"),
         ("- just\n- a list\n", "expected a mapping"),
     ],
@@ -109,14 +114,14 @@ GOOD_RAW = {
 def test_each_budget_of_a_ladder_is_a_sweep_of_its_own(tmp_path):
     text = (
         GOOD + "budgets: [200, 50]\npredict: {target: {size: {name: b, hidden_size: 64, "
-        "n_layers: 2, n_heads: 4}, tokens: 800}, confirm: true}\n"
+        "n_layers: 2, n_heads: 4}, tokens: 800}}\n"
     )
     sweep = load_sweep(sweep_file(tmp_path, text))
     assert sweep.budgets == [50, 200] and sweep.target_tokens == 800
     part = sweep.at_budget(50)
     assert (part.name, part.train.tokens, part.budgets) == ("t-d50", 50, None)
     assert part.out == sweep.out.with_name("t-d50") and part.experiment == "t-d50"
-    assert part.predict.target.tokens is None and not part.predict.confirm
+    assert part.predict.target.tokens is None
     assert part.target_tokens == 50  # each budget forecasts at its own
     plain = load_sweep(sweep_file(tmp_path, GOOD))
     assert plain.target_tokens == plain.train.tokens
