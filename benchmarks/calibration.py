@@ -30,7 +30,13 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from kinfuse_ray.analysis import law_options, size_curves  # noqa: E402
 from kinfuse_ray.config import EvalConfig, PredictConfig  # noqa: E402
-from kinfuse_ray.law import HOLD_OUT, HeldOut, HeldValue, leave_one_size_out  # noqa: E402
+from kinfuse_ray.law import (  # noqa: E402
+    HOLD_OUT,
+    HeldOut,
+    HeldValue,
+    leave_one_size_out,
+    spans_budgets,
+)
 from kinfuse_ray.provenance import describe  # noqa: E402
 from kinfuse_ray.records import load_trials  # noqa: E402
 
@@ -91,7 +97,7 @@ def calibrate(args: argparse.Namespace, hold_out: str) -> None:
     for name in args.experiment:
         recorded = load_trials(args.tracking_uri, [name])
         curves = size_curves(recorded.trials, evals, recorded.base)
-        budgets = budgets or len({c.tokens for c in curves}) > 1
+        budgets = budgets or spans_budgets(curves)
         found = leave_one_size_out(curves, args.form, hold_out, **options)
         held += found
         print(f"{name}: " + "; ".join(

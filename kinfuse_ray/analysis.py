@@ -12,7 +12,7 @@ from kinfuse_ray.collapse import CollapsePoint, best_safe_ratio
 from kinfuse_ray.config import EvalConfig, PredictConfig, SweepConfig
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.files import write_json_atomic
-from kinfuse_ray.law import InfusionLaw, Prediction, SizeCurve, select_law
+from kinfuse_ray.law import InfusionLaw, Prediction, SizeCurve, select_law, spans_budgets
 from kinfuse_ray.spec import Phase, TrialResult
 
 
@@ -199,7 +199,7 @@ def size_curves(
     groups: dict[tuple[str, int, int], list[TrialResult]] = defaultdict(list)
     for t in trials:
         groups[(t.size, t.n_params, t.tokens)].append(t)
-    budgets = len({t.tokens for t in trials}) > 1  # then a curve is named by size and budget
+    budgets = spans_budgets(trials)  # then a curve is named by size and budget
     out = []
     for (size, n_params, tokens), mine in sorted(groups.items(), key=lambda kv: kv[0][1:]):
         # A canonical order: the same trials give the same curve (and bootstrap) wherever they

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -69,6 +69,13 @@ def _logit(p: np.ndarray | float) -> np.ndarray:
 
 
 # --- data ---------------------------------------------------------------------------------------
+def spans_budgets(items: Iterable) -> bool:
+    """Whether `items` (curves, trials, per-size results: anything with `tokens`) come from two
+    or more token budgets, a size x budget ladder: curves are then named by size and budget and
+    the law needs a D term."""
+    return len({item.tokens for item in items}) > 1
+
+
 @dataclass(frozen=True)
 class SizeCurve:
     """Every infusion trial of one model size at one token budget, all seeds together."""
@@ -473,7 +480,7 @@ class InfusionLaw:
                 f"the {self.form} law needs collapse points at {needed} or more sizes, got "
                 f"{len(self.measured_)}; add sizes or widen the ratios so more sizes collapse"
             )
-        if f.uses_tokens and len({c.tokens for c in self.curves_}) < 2:
+        if f.uses_tokens and not spans_budgets(self.curves_):
             raise KinfuseError(f"the {self.form} law needs sizes at 2 or more token budgets")
         n = np.array([c.n_params for c in self.curves_], float)
         d = np.array([c.tokens for c in self.curves_], float)
@@ -625,7 +632,7 @@ class InfusionLaw:
     def _top_slope(self, free: dict[str, float], top: int = 3) -> TopSlope | None:
         """The slope of the top sizes' own logit r* in log N, with a t interval from the size-level
         scatter around the whole law (a single budget only: with several, N and D mix)."""
-        if len({c.tokens for c in self.curves_}) > 1 or len(free) < top:
+        if spans_budgets(self.curves_) or len(free) < top:
             return None
         by_name = {c.name: c for c in self.curves_}
         names = sorted(free, key=lambda s: by_name[s].n_params)[-top:]
@@ -1064,12 +1071,12 @@ def compare_laws(
 ) -> list[LawComparison]:
     """Score each form the data allow by leave-one-size-out over every size (best first)."""
     probe = InfusionLaw(**options)
-    budgets = len({c.tokens for c in curves})
+    budgets = spans_budgets(curves)
     collapsed = sum(c.collapse(probe.threshold).found for c in curves)
     out = []
     for form in forms:
         f = _Form(form, 0, 0)
-        if (f.uses_tokens and budgets < 2) or collapsed - 1 < f.n_params + 1:
+        if (f.uses_tokens and not budgets) or collapsed - 1 < f.n_params + 1:
             continue
         held = leave_one_size_out(curves, form, **{**options, "n_bootstrap": 0})
         if len(held) == collapsed:  # every fold could fit this form
@@ -1088,8 +1095,8 @@ def select_law(
     if form == "auto":
         threshold = options.get("threshold", EVAL_DEFAULTS.collapse_threshold)
         collapsed = sum(c.collapse(threshold).found for c in curves)
-        budgets = len({c.tokens for c in curves}) > 1
-        forms = [f for f in FORMS if _Form(f, 0, 0).uses_tokens] if budgets else list(FORMS)
+        with_d = [f for f in FORMS if _Form(f, 0, 0).uses_tokens]
+        forms = with_d if spans_budgets(curves) else list(FORMS)
         if collapsed >= MIN_SIZES_TO_SELECT:
             ranked = compare_laws(curves, forms, **options)
         form = ranked[0].form if ranked else forms[0]

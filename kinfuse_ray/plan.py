@@ -217,12 +217,14 @@ def plan_budget_exponent(
     sizes = len(sweep.ladder)
     factor = (budgets[-1] / budgets[0]) ** (1 / (len(budgets) - 1)) if len(budgets) > 1 else 2.0
 
-    def width(seeds: int = 1, n_budgets: int = len(budgets)) -> float:
-        ladder = [budgets[0] * factor**k for k in range(n_budgets)]
+    def width(seeds: int = 1, ladder: list[float] = budgets) -> float:
         return budget_exponent_halfwidth(sizes, ladder, seeds, scatter, confidence)
 
+    def geometric(k: int) -> list[float]:
+        return [budgets[0] * factor**i for i in range(k)]
+
     seeds = next((s for s in range(1, 1001) if width(seeds=s) <= precision), 1001)
-    wider = next((k for k in range(2, 101) if width(n_budgets=k) <= precision), 101)
+    wider = next((k for k in range(2, 101) if width(ladder=geometric(k)) <= precision), 101)
     return BudgetPlan(precision, scatter, width(), seeds, wider, factor)
 
 

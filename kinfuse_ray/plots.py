@@ -13,7 +13,7 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 from scipy.special import expit, logit  # noqa: E402
 
 from kinfuse_ray.analysis import Summary, collapse_curve  # noqa: E402
-from kinfuse_ray.law import InfusionLaw, Prediction  # noqa: E402
+from kinfuse_ray.law import InfusionLaw, Prediction, spans_budgets  # noqa: E402
 
 RATIO_TICKS = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998)
 SPARSE_TICKS = (0.03, 0.1, 0.3, 0.5, 0.7, 0.9, 0.97, 0.99, 0.998)  # where labels sit side by side
@@ -31,7 +31,7 @@ def _ratio_axis(ax, axis: str = "y") -> None:
 def plot_retention(summary: Summary, path: Path) -> Path:
     """Retention and acquisition against infusion ratio, one line per size, r* marked."""
     fig, (ax_ret, ax_acq) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
-    budgets = len({size.tokens for size in summary.sizes}) > 1
+    budgets = spans_budgets(summary.sizes)
     for i, size in enumerate(summary.sizes):
         color = f"C{i % 10}"
         ratios, retention, acquisition = collapse_curve(summary.trials, size.n_params, size.tokens)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kinfuse_ray.analysis import Confirmation, Summary
 from kinfuse_ray.base_store import Entry
-from kinfuse_ray.law import InfusionLaw, Prediction
+from kinfuse_ray.law import InfusionLaw, Prediction, spans_budgets
 from kinfuse_ray.spec import Phase, TrialSpec
 
 LEVERS = (
@@ -31,7 +31,7 @@ def describe_law(law: InfusionLaw) -> str:
     """A few lines: the law, its parameters, how r* moves over the top sizes, the held-out check."""
     n, d = [c.n_params for c in law.curves_], [c.tokens for c in law.curves_]
     conf = f"{law.confidence:.0%}"
-    budgets = len(set(d)) > 1  # a size x budget ladder: one curve per (size, budget)
+    budgets = spans_budgets(law.curves_)  # one curve per (size, budget)
     curves = "(size, budget) curves" if budgets else "sizes"
     tokens = f", D {min(d):,.0f} to {max(d):,.0f} tokens" if budgets else ""
     lines = [
@@ -225,8 +225,8 @@ def describe_answer(summary: Summary) -> str:
             f"{c['law']} (held-out |log error| {c['held_out_log_error']})"
             for c in summary.law_comparison
         )
-        budgets = len({s.tokens for s in summary.sizes}) > 1
-        held = "leave-one-(size, budget)-out" if budgets else "leave-one-size-out"
+        ladder = spans_budgets(summary.sizes)
+        held = "leave-one-(size, budget)-out" if ladder else "leave-one-size-out"
         parts.append(f"  forms compared by {held}, best first: {ranked}")
     if summary.recommendation:
         parts += ["", describe_recommendation(summary.recommendation, summary.target)]
@@ -246,7 +246,7 @@ def size_table(summary: Summary) -> str:
     def fmt(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
-    budgets = len({s.tokens for s in summary.sizes}) > 1  # a size x budget ladder
+    budgets = spans_budgets(summary.sizes)  # then names carry -d<D> and a budget column
     width = max(len(s.size) for s in summary.sizes) + 1 if budgets else 12  # names carry -d<D>
     tokens = max(len(f"{s.tokens:,}") for s in summary.sizes) + 2 if budgets else 0
     lines = [
@@ -308,8 +308,7 @@ def describe_headline(summary: Summary, width: int = 100) -> str:
     elif summary.law is None:
         paragraphs.append(f"No law fitted: {summary.law_note}")
     found = [f"{s.size} {s.collapse.ratio:.3f}" for s in summary.sizes if s.collapse.found]
-    budgets = len({s.tokens for s in summary.sizes}) > 1
-    curves = "(size, budget) curves" if budgets else "sizes"
+    curves = "(size, budget) curves" if spans_budgets(summary.sizes) else "sizes"
     law = (
         f"law {summary.law.form} over {len(summary.law.curves_)} {curves}; " if summary.law else ""
     )

@@ -25,6 +25,7 @@ from kinfuse_ray.console import ConsoleProgress
 from kinfuse_ray.data import DataBundle, build_bundle
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.files import write_text_atomic
+from kinfuse_ray.law import spans_budgets
 from kinfuse_ray.mlflow_mirror import MlflowTrials, open_sweep_run, record_reused_base
 from kinfuse_ray.output import (
     OUT_OF_SPACE,
@@ -264,7 +265,7 @@ def _record(summary: Summary, sweep: SweepConfig, tracker: Tracker, parent: str)
             files.append(
                 plot_decision(summary.law, summary.recommendation, out / "decision.png", target)
             )
-        if len({c.tokens for c in summary.law.curves_}) > 1:  # a size x budget ladder
+        if spans_budgets(summary.law.curves_):
             files.append(
                 plot_budgets(
                     summary.law, out / "collapse_vs_budget.png", summary.study,
