@@ -203,14 +203,17 @@ def main() -> None:
     sys.exit(1 if failures else 0)
 
 
+def trial(spec: TrialSpec, sweep, **kwargs) -> dict:
+    """One trial of `sweep`'s rung `spec.size`, as a sweep runs it."""
+    return run_trial(spec, rung=sweep.rungs[spec.size], out=sweep.out, **kwargs)
+
+
 def check_rung(sweep, bundle, size, dist: Dist, out: Path, cadence: int) -> list[str]:
     """Base run, infusion from its checkpoint, and that infusion resumed midway."""
     failures = []
     began = time.perf_counter()
     base = Recorder(out / f"{size.name}-base-mid", save_at=0)
-    run_trial(
-        TrialSpec(Phase.base, size.name, 0.0), sweep=sweep, bundle=bundle, report=base, dist=dist
-    )
+    trial(TrialSpec(Phase.base, size.name, 0.0), sweep=sweep, bundle=bundle, report=base, dist=dist)
     base_s = time.perf_counter() - began
     cfg = sweep.train_for(size.name)
     estimate = training_memory(
@@ -245,10 +248,10 @@ def check_rung(sweep, bundle, size, dist: Dist, out: Path, cadence: int) -> list
     )
     infuse = TrialSpec(Phase.infuse, size.name, 0.1)
     whole = Recorder(out / f"{size.name}-infuse-mid", save_at=1)
-    final = run_trial(infuse, sweep=sweep, bundle=bundle, report=whole, dist=dist)
+    final = trial(infuse, sweep=sweep, bundle=bundle, report=whole, dist=dist)
     if whole.saved is None:
         return [f"{size.name}: no mid-run checkpoint to resume from"]
-    resumed = run_trial(infuse, sweep=sweep, bundle=bundle, report=Recorder(out / "unused", 0),
+    resumed = trial(infuse, sweep=sweep, bundle=bundle, report=Recorder(out / "unused", 0),
                         dist=dist, resume=whole.saved)  # fmt: skip
     gap = abs(resumed["val_loss"] - final["val_loss"])
     ok = resumed.get("resumed_at_tokens", 0) > 0 and gap < 0.05
@@ -281,7 +284,7 @@ def check_fsdp(sweep, bundle, size, dist: Dist) -> list[str]:
         update={"train": sharded.train.model_copy(update={"tokens": sweep.train.tokens // 4})}
     )
     recorder = Recorder(sweep.out / "fsdp-checkpoint", save_at=0)
-    final = run_trial(
+    final = trial(
         TrialSpec(Phase.infuse, size.name, 0.1), sweep=sharded, bundle=bundle, report=recorder,
         dist=dist,
     )  # fmt: skip
@@ -314,7 +317,7 @@ def check_memory(sweep, bundle, name: str, dist: Dist, steps: int, ladder_train)
         }
     )
     began = time.perf_counter()
-    final = run_trial(
+    final = trial(
         TrialSpec(Phase.infuse, name, 0.1), sweep=probe, bundle=bundle,
         report=Recorder(probe.out / "checkpoint", save_at=0), dist=dist,
     )  # fmt: skip

@@ -62,8 +62,8 @@ def main() -> None:
     print(f"single process:        {n / single:>12,.0f} tokens/s ({single:.1f} s)", flush=True)
 
     began = time.perf_counter()
-    connect_ray(sweep)
-    _, tokens, job = tokenize_corpus(sweep)
+    connect_ray(sweep.ray)
+    _, tokens, job = tokenize_corpus(sweep.data)
     total = time.perf_counter() - began
     ray.shutdown()
     assert tokens == n

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from kinfuse_ray.collapse import CollapsePoint, best_safe_ratio
-from kinfuse_ray.config import EvalConfig, PredictConfig, SweepConfig
+from kinfuse_ray.config import EvalConfig, PredictConfig, TargetPoint
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.files import write_json_atomic
 from kinfuse_ray.law import InfusionLaw, Prediction, SizeCurve, select_law, spans_budgets
@@ -105,6 +105,17 @@ class Summary:
     def save(self, path: Path) -> Path:
         return write_json_atomic(path, self.to_dict(), indent=2)
 
+    @property
+    def forecast(self) -> Forecast | None:
+        """The forecast its confirmation run checked (None: none was confirmed)."""
+        if not self.confirmation:
+            return None
+        p = self.recommendation
+        return Forecast(
+            self.target, p.n_params, p.tokens, self.law.form, self.law.method, p.ratio,
+            p.interval, tuple(self.confirmation), study=self.study,
+        )  # fmt: skip
+
     def parent_metrics(self) -> dict[str, float]:
         metrics = {
             f"collapse_ratio.{s.size}": s.collapse.ratio for s in self.sizes if s.collapse.found
@@ -159,6 +170,54 @@ class Confirmation:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "covered": self.covered, "error": self.error}
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A forecast checked by training its target at the recommended ratio and at the predicted
+    collapse point: what the law said and what the target kept (`rows`). A sweep records it on
+    its parent run; `records.confirmed_forecasts` reads every one back."""
+
+    target: str
+    n_params: int
+    tokens: int
+    law: str
+    method: str
+    predicted_collapse: float
+    interval: tuple[float, float]
+    rows: tuple[Confirmation, ...]
+    study: str = ""
+    run_id: str = ""
+    start_time: int = 0  # when its sweep's run began, ms since the epoch
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "rows": [c.to_dict() for c in self.rows]}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Forecast:
+        fields = set(Confirmation.__dataclass_fields__)
+        rows = tuple(
+            Confirmation(**{k: v for k, v in row.items() if k in fields}) for row in raw["rows"]
+        )
+        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        return cls(**{**known, "interval": tuple(raw["interval"]), "rows": rows})
+
+
+@dataclass(frozen=True)
+class ForecastScore:
+    """How a set of confirmed forecasts did: predictions inside their intervals, mean error."""
+
+    forecasts: int
+    predictions: int  # rows with a predicted retention
+    inside: int
+    mean_abs_error: float | None  # |measured - predicted| retention
+
+
+def score_forecasts(forecasts: list[Forecast]) -> ForecastScore:
+    scored = [row for f in forecasts for row in f.rows if row.predicted is not None]
+    inside = sum(bool(row.covered) for row in scored)
+    error = sum(abs(row.error) for row in scored) / len(scored) if scored else None
+    return ForecastScore(len(forecasts), len(scored), inside, error)
 
 
 def confirmation_rows(
@@ -274,36 +333,39 @@ def law_options(evals: EvalConfig, predict: PredictConfig, seed: int = 0) -> dic
 
 def summarise(
     trials: list[TrialResult],
-    sweep: SweepConfig,
+    *,
+    name: str,
+    evals: EvalConfig,
+    predict: PredictConfig,
+    seed: int,
+    target: TargetPoint | None,
     wall_seconds: float = 0.0,
     base: list[TrialResult] = (),
 ) -> Summary:
-    curves = size_curves(trials, sweep.eval, base)
-    options = law_options(sweep.eval, sweep.predict, sweep.seed)
-    sizes = size_results(curves, sweep.eval, options["acquisition_target"])
-    summary = Summary(sweep.name, sizes, trials, wall_seconds=wall_seconds, base_runs=list(base))
+    """Sweep `name`'s answer from its trials (`base`: its base runs): each size's collapse with
+    `evals`' rule, the law `predict` asks for, and the forecast for `target`."""
+    curves = size_curves(trials, evals, base)
+    options = law_options(evals, predict, seed)
+    sizes = size_results(curves, evals, options["acquisition_target"])
+    summary = Summary(name, sizes, trials, wall_seconds=wall_seconds, base_runs=list(base))
     try:
-        summary.law, ranked = select_law(curves, sweep.predict.law, **options)
+        summary.law, ranked = select_law(curves, predict.law, **options)
     except KinfuseError as exc:
         summary.law_note = str(exc)
         return summary
     summary.law_comparison = [
         {"law": c.form, "held_out_log_error": round(c.held_out_error, 4)} for c in ranked
     ]
-    p = sweep.predict
-    if p.target is not None:
-        summary.target = p.target.size.name
-        prediction = summary.law.predict(sweep.target_n_params, sweep.target_tokens)
-        if sweep.data.domain_facts_exponent:
-            n_domain = sweep.knowledge_load(sweep.target_n_params)[1]
-            note = (
-                f"the target would get {n_domain} domain facts by data.domain_facts_exponent, the "
-                f"largest rung {sweep.knowledge_load(max(sweep.n_params.values()))[1]}: exposures "
-                "per domain fact are the largest rung's"
-            )
-            prediction = replace(prediction, warnings=(*prediction.warnings, note))
-        summary.recommendation = prediction
+    if target is not None:
+        summary.target = target.name
+        summary.recommendation = forecast(summary.law, target)
     return summary
+
+
+def forecast(law: InfusionLaw, target: TargetPoint) -> Prediction:
+    """The law's forecast for `target`, with what it should say about the target."""
+    prediction = law.predict(target.n_params, target.tokens)
+    return replace(prediction, warnings=(*prediction.warnings, *target.notes))
 
 
 def collapse_curve(

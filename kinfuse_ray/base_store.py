@@ -26,7 +26,7 @@ from kinfuse_ray.files import PROGRESS
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
 
 if TYPE_CHECKING:
-    from kinfuse_ray.config import SweepConfig
+    from kinfuse_ray.config import Rung
     from kinfuse_ray.data import DataBundle
 
 # Bump when the outcome of a base run changes for the same inputs (model, stream, optimizer,
@@ -61,42 +61,44 @@ NOT_IN_KEY = {
 }  # fmt: skip
 
 
-def rung_bundle(sweep: SweepConfig, bundle: DataBundle, size: str) -> DataBundle:
+def rung_bundle(rung: Rung, bundle: DataBundle) -> DataBundle:
     """The facts and probes of one rung (its knowledge load)."""
-    load = sweep.knowledge_load(sweep.n_params[size])
-    return bundle.for_load(*load, sweep.eval, sweep.seed)
+    return bundle.for_load(*rung.knowledge_load, rung.eval, rung.seed)
 
 
-def base_inputs(sweep: SweepConfig, rung: DataBundle, size: str) -> dict[str, Any]:
-    """What decides the base run of `size`, with this process's torch and kernels."""
+def base_inputs(rung: Rung, facts: DataBundle) -> dict[str, Any]:
+    """What decides the base run of `rung`, with this process's torch and kernels."""
     from kinfuse_ray.provenance import kernels  # imports torch: only where a key is made
 
-    return key_inputs(sweep, rung, size, kernels())
+    return key_inputs(rung, facts, kernels())
 
 
-def key_inputs(
-    sweep: SweepConfig, rung: DataBundle, size: str, kernels: dict[str, str]
-) -> dict[str, Any]:
-    """Everything that decides the base run of `size` (`rung`: its facts and probes, from
-    `trial.rung_bundle`; `kernels`: `provenance.kernels()` where it trains)."""
-    shape, cfg = sweep.size(size), sweep.train_for(size)
-    gpu = sweep.train.use_gpu
+def key_inputs(rung: Rung, facts: DataBundle, kernels: dict[str, str]) -> dict[str, Any]:
+    """Everything that decides the base run of `rung` (`facts`: its facts and probes, from
+    `rung_bundle`; `kernels`: `provenance.kernels()` where it trains)."""
+    train = rung.train
     return {
         "training_version": TRAINING_VERSION,
         "torch": kernels["torch"],
         # On GPUs the GPU the sweep declares, not the CPU kernels of a CPU-only driver.
-        "kernels": f"gpu:{sweep.train.gpu}" if gpu else f"cpu:{kernels['cpu']}",
-        "shape": shape.model_dump(mode="json", include=set(SHAPE_FIELDS)),
-        "train": cfg.model_dump(mode="json", include=set(TRAIN_FIELDS)),
-        "eval": sweep.eval.model_dump(mode="json", include=set(EVAL_FIELDS)),
-        "seed": sweep.seed,
-        "general_fact_share": sweep.data.general_fact_share,
-        "tokenizer": rung.tokenizer_digest,
-        "corpus": rung.corpus_digest,
-        "n_val": rung.n_val,
-        "seq_len": rung.seq_len,
-        "facts_and_probes": facts_digest(rung),
+        "kernels": f"gpu:{train.gpu}" if train.use_gpu else f"cpu:{kernels['cpu']}",
+        "shape": rung.size.model_dump(mode="json", include=set(SHAPE_FIELDS)),
+        "train": train.model_dump(mode="json", include=set(TRAIN_FIELDS)),
+        "eval": rung.eval.model_dump(mode="json", include=set(EVAL_FIELDS)),
+        "seed": rung.seed,
+        "general_fact_share": rung.general_fact_share,
+        "tokenizer": facts.tokenizer_digest,
+        "corpus": facts.corpus_digest,
+        "n_val": facts.n_val,
+        "seq_len": facts.seq_len,
+        "facts_and_probes": facts_digest(facts),
     }
+
+
+def pinned_kernels(rung: Rung, here: dict[str, str]) -> dict[str, str]:
+    """The kernels `rung`'s trials train on: those its sweep pins, else `here`'s."""
+    pinned = rung.train.cpu_kernels
+    return {**here, "cpu": pinned.upper()} if pinned else here
 
 
 def key_of(inputs: dict[str, Any]) -> str:
@@ -119,26 +121,6 @@ def hash_arrays(digest: Any, arrays: list[np.ndarray]) -> None:
     digest.update(np.array([len(a) for a in arrays], dtype=np.int64).tobytes())
     if arrays:
         digest.update(np.concatenate(arrays).astype(np.int64).tobytes())
-
-
-def needed_keys(sweeps: list[SweepConfig]) -> set[str]:
-    """The keys of every base run these sweeps use (this builds their data: the tokenizer and
-    the corpus tokens, from the caches where they are there), on the CPU kernels each pins:
-    what its trials train on, whatever kernels this process's torch picked."""
-    from kinfuse_ray.data import build_bundle
-    from kinfuse_ray.provenance import kernels
-
-    here, keys = kernels(), set()
-    for sweep in sweeps:
-        if sweep.train.schedule != "continued":  # scratch trials use no base run
-            continue
-        pinned = sweep.train.cpu_kernels
-        used = {**here, "cpu": pinned.upper()} if pinned else here
-        bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
-        for size in sweep.ladder:
-            rung = rung_bundle(sweep, bundle, size.name)
-            keys.add(key_of(key_inputs(sweep, rung, size.name, used)))
-    return keys
 
 
 @dataclass(frozen=True)
@@ -196,8 +178,8 @@ class BaseStore:
             + (f" and {len(fewest) - 4} more" if len(fewest) > 4 else "")
         )
 
-    def stored(self, sweep: SweepConfig, inputs: dict[str, Any], size: str) -> TrialResult | None:
-        """The finished base run of `size` for `inputs`; None: not there yet. An unreadable one
+    def stored(self, rung: Rung, inputs: dict[str, Any]) -> TrialResult | None:
+        """The finished base run of `rung` for `inputs`; None: not there yet. An unreadable one
         is set aside (renamed) to be trained again."""
         folder = self.folder(inputs)
         if not (folder / PROGRESS).exists():
@@ -205,8 +187,8 @@ class BaseStore:
         try:
             metrics = json.loads((folder / PROGRESS).read_text())["metrics"]
             return TrialResult.from_metrics(
-                TrialSpec(Phase.base, size, 0.0), metrics,
-                n_params=sweep.n_params[size], tokens=sweep.train.base_tokens,
+                TrialSpec(Phase.base, rung.name, 0.0), metrics,
+                n_params=rung.n_params, tokens=rung.train.base_tokens,
             )  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError):
             folder.rename(folder.with_name(f"{folder.name}.unreadable-{int(time.time())}"))

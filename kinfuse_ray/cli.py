@@ -23,9 +23,8 @@ import sys
 from pathlib import Path
 
 from kinfuse_ray.base_store import STORE
-from kinfuse_ray.config import MLFLOW_DEFAULTS
+from kinfuse_ray.config import LAW_FORMS, LAW_METHODS, MLFLOW_DEFAULTS, RayConfig
 from kinfuse_ray.errors import KinfuseError
-from kinfuse_ray.law import FORMS, METHODS
 
 
 class Interrupted(KinfuseError):
@@ -78,7 +77,8 @@ def _sweep(args: argparse.Namespace) -> None:
 
 def _plan(args: argparse.Namespace) -> None:
     from kinfuse_ray.config import load_sweep
-    from kinfuse_ray.plan import plan_budget_exponent, plan_sweep, render, render_budget_plan
+    from kinfuse_ray.plan import plan_budget_exponent, plan_sweep
+    from kinfuse_ray.presentation import describe_budget_plan, describe_plan
 
     sweep = load_sweep(args.sweep_file, args.set)
     vocab, note = sweep.data.vocab_size, ""
@@ -89,33 +89,35 @@ def _plan(args: argparse.Namespace) -> None:
         vocab = max(vocab, Tokenizer.from_file(str(tokenizer)).get_vocab_size())
     elif tokenizer:
         note = f"note: {tokenizer} is not readable here; assuming data.vocab_size {vocab:,}\n"
-    plan = plan_sweep(sweep, vocab, args.mfu)  # refuses a rung that does not fit
-    print(note + render(plan, sweep))
+    budgets = sweep.budgets or [sweep.train.tokens]
+    # Refuses a rung that does not fit.
+    plan = plan_sweep(
+        sweep.name, list(sweep.rungs.values()), vocab, ratios=sweep.ratios,
+        precision=sweep.search.precision, budgets=budgets, mfu=args.mfu,
+    )  # fmt: skip
+    print(note + describe_plan(plan))
     if sweep.budgets:
         scatter = args.scatter
         if args.law_file:
             from kinfuse_ray.law import InfusionLaw
 
             scatter = InfusionLaw.load(args.law_file).size_scatter
-        budget = plan_budget_exponent(sweep, args.d_precision, scatter, sweep.predict.confidence)
-        print(render_budget_plan(budget, sweep.predict.confidence))
+        confidence = sweep.predict.confidence
+        budget = plan_budget_exponent(
+            len(sweep.ladder), budgets, args.d_precision, scatter, confidence
+        )
+        print(describe_budget_plan(budget, confidence))
 
 
 def _tokenize(args: argparse.Namespace) -> None:
     from kinfuse_ray.config import load_sweep
 
     sweep = load_sweep(args.sweep_file, args.set)
-    from kinfuse_ray.cluster import connect_ray
+    from kinfuse_ray.cluster import ray_session
     from kinfuse_ray.tokenize_job import tokenize_corpus
 
-    started = connect_ray(sweep)
-    try:
-        folder, tokens, seconds = tokenize_corpus(sweep)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+    with ray_session(sweep.ray):
+        folder, tokens, seconds = tokenize_corpus(sweep.data)
     speed = (
         f" in {seconds:.0f} s ({tokens / seconds:,.0f} tokens/s)" if seconds else " (already done)"
     )
@@ -156,14 +158,14 @@ def _fit_recorded(args: argparse.Namespace):
 
 
 def _fit(args: argparse.Namespace) -> None:
+    from kinfuse_ray.analysis import forecast
     from kinfuse_ray.plots import plot_law
 
     law, sweep = _fit_recorded(args)
     prediction = target = None
-    if sweep is not None and sweep.predict.target is not None:
-        t = sweep.predict.target
-        target = t.size.name
-        prediction = law.predict(sweep.target_n_params, sweep.target_tokens)
+    if sweep is not None and sweep.target_point is not None:
+        target = sweep.target_point.name
+        prediction = forecast(law, sweep.target_point)
         from kinfuse_ray.presentation import describe_recommendation
 
         _say(args, "\n" + describe_recommendation(prediction, target))
@@ -224,9 +226,10 @@ def _refuse_with_law_file(args: argparse.Namespace) -> None:
 
 
 def _store(args: argparse.Namespace) -> None:
-    from kinfuse_ray.base_store import BaseStore, needed_keys
+    from kinfuse_ray.base_store import BaseStore
     from kinfuse_ray.config import load_sweep
     from kinfuse_ray.presentation import describe_store
+    from kinfuse_ray.sweep import needed_keys
 
     store = BaseStore(Path(args.root))
     if not store.root.is_dir():
@@ -244,57 +247,14 @@ def _store(args: argparse.Namespace) -> None:
 
 
 def _forecasts(args: argparse.Namespace) -> None:
-    import datetime
-
+    from kinfuse_ray.presentation import describe_forecasts
     from kinfuse_ray.records import confirmed_forecasts
 
     forecasts = confirmed_forecasts(args.tracking_uri)
     if args.json:
-        print(json.dumps(forecasts))
-        return
-    if not forecasts:
-        print(f"no confirmed forecasts at {args.tracking_uri} (sweeps with predict.confirm: true)")
-        return
-    print(
-        f"{'date':<11}{'study':<22}{'target':<10}{'N':>12}  {'ratio':>7}  {'role':<11}"
-        f"{'predicted':>9}  {'interval':<11}  {'measured':>8}  verdict"
-    )
-    rows = [(f, r) for f in forecasts for r in f["rows"]]
-    for f, r in rows:
-        day = datetime.datetime.fromtimestamp(f["start_time"] / 1000).date().isoformat()
-        interval, verdict = "", ""
-        if r["predicted"] is not None:
-            interval = f"{r['interval'][0]:.2f}-{r['interval'][1]:.2f}"
-            verdict = "inside" if r["covered"] else "OUTSIDE"
-        predicted = "-" if r["predicted"] is None else f"{r['predicted']:.2f}"
-        print(
-            f"{day:<11}{f['study'][:21]:<22}{f['target'][:9]:<10}{f['n_params']:>12,.0f}  "
-            f"{r['ratio']:>7.4f}  {r['role']:<11}{predicted:>9}  {interval:<11}  "
-            f"{r['measured']:>8.2f}  {verdict}"
-        )
-    scored = [r for _, r in rows if r["predicted"] is not None]
-    if scored:
-        inside = sum(bool(r["covered"]) for r in scored)
-        mean_abs = sum(abs(r["error"]) for r in scored) / len(scored)
-        print(
-            f"\n{len(forecasts)} confirmed forecasts, {len(scored)} predictions: {inside} inside "
-            f"their intervals; mean |measured - predicted| retention {mean_abs:.3f}"
-        )
-
-
-def _on_ray(address: str, work):
-    """`work()` with Ray connected: a new local instance for "local", else the cluster at
-    `address` ("auto": the one `ray start` made here)."""
-    import ray
-
-    try:
-        ray.init(address=None if address == "local" else address, log_to_driver=False)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise KinfuseError(f"--ray: cannot connect to '{address}' ({exc})") from None
-    try:
-        return work()
-    finally:
-        ray.shutdown()
+        print(json.dumps([f.to_dict() for f in forecasts]))
+    else:
+        print(describe_forecasts(forecasts, args.tracking_uri))
 
 
 def _knowledge(args: argparse.Namespace) -> None:
@@ -309,7 +269,11 @@ def _knowledge(args: argparse.Namespace) -> None:
         progress=lambda message: print(f"  {message}", flush=True),
     )
     if args.ray:
-        found = _on_ray(args.ray, lambda: extract(args.dump, properties, parallel=True, **options))
+        from kinfuse_ray.cluster import ray_session
+
+        # "local": a new instance of our own; "auto": the one `ray start` made here; HOST:PORT
+        with ray_session(RayConfig(address="" if args.ray == "local" else args.ray)):
+            found = extract(args.dump, properties, parallel=True, **options)
     else:
         found = extract(args.dump, properties, **options)
     if not found.triples:
@@ -337,6 +301,17 @@ def _share(text: str) -> float:
     return value
 
 
+def _add_sweep_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep_file")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a field of the sweep file, e.g. --set seed=1 --set name=ladder-s1",
+    )
+
+
 def _add_law_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--experiment",
@@ -348,8 +323,8 @@ def _add_law_source(parser: argparse.ArgumentParser) -> None:
         "law settings", "default: the sweep's own, as recorded on its parent run"
     )
     law.add_argument("--threshold", type=_share, help="collapse threshold (x plateau)")
-    law.add_argument("--law", choices=["auto", *FORMS])
-    law.add_argument("--method", choices=METHODS)
+    law.add_argument("--law", choices=["auto", *LAW_FORMS])
+    law.add_argument("--method", choices=LAW_METHODS)
     law.add_argument("--confidence", type=_share)
     law.add_argument("--tolerance", type=_share, help="retention kept at the recommended ratio")
     law.add_argument(
@@ -371,16 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sweep = sub.add_parser("sweep", help="run a sweep file end to end")
-    sweep.add_argument("sweep_file")
+    _add_sweep_file(sweep)
     sweep.add_argument(
         "--output-dir", help="where summary.json and plots go (default: runs/<name>)"
-    )
-    sweep.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override a field of the sweep file, e.g. --set seed=1 --set name=ladder-s1",
     )
     sweep.add_argument(
         "--resume",
@@ -400,8 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser(
         "plan", help="what a sweep needs: memory per GPU, GPU-hours, storage (a dry run)"
     )
-    plan.add_argument("sweep_file")
-    plan.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    _add_sweep_file(plan)
     plan.add_argument(
         "--mfu", type=_share, default=0.4, help="assumed model FLOPs utilisation (default 0.4)"
     )
@@ -421,8 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     tokenize = sub.add_parser(
         "tokenize", help="tokenize a sweep's corpus on Ray (Ray Data) into shards, resumable"
     )
-    tokenize.add_argument("sweep_file")
-    tokenize.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    _add_sweep_file(tokenize)
     tokenize.set_defaults(func=_tokenize)
 
     fit = sub.add_parser("fit", help="refit the law from recorded trials; write JSON and plot")

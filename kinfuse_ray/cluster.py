@@ -3,21 +3,23 @@ it fits at once."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import socket
 import time
+from collections.abc import Iterator
 
 import ray
 
-from kinfuse_ray.config import SweepConfig
+from kinfuse_ray.config import RayConfig, TrainConfig
 from kinfuse_ray.errors import KinfuseError
-from kinfuse_ray.ray_trial import uses_ray_train
 
 
-def connect_ray(sweep: SweepConfig) -> bool:
-    """Join the configured cluster or start a local instance; True if we started it."""
+def connect_ray(cluster: RayConfig, cpu_kernels: str | None = None) -> bool:
+    """Join the configured cluster (`cluster.address`) or start a local instance; True if we
+    started it. `cpu_kernels`: the kernels every worker's torch is to use."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines instead
     # Snapshots forced by CheckpointConfig(num_to_keep) are cheap here (a small experiment
     # state); Tune's warning about their frequency is noise.
@@ -27,8 +29,8 @@ def connect_ray(sweep: SweepConfig) -> bool:
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     if ray.is_initialized():
         return False
-    if sweep.ray.address:
-        _check_reachable(sweep.ray.address)
+    if cluster.address:
+        _check_reachable(cluster.address)
     else:  # our own instance: Ray's notice that it turned on token auth (a token exists) is noise
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
             logging.ERROR
@@ -36,25 +38,31 @@ def connect_ray(sweep: SweepConfig) -> bool:
     try:
         ray.init(
             # "local": always a new instance of our own, never another cluster on this host.
-            address=sweep.ray.address or "local",
-            num_cpus=None if sweep.ray.address else sweep.ray.num_cpus,
+            address=cluster.address or "local",
+            num_cpus=None if cluster.address else cluster.num_cpus,
             log_to_driver=False,
             logging_level=logging.WARNING,
             configure_logging=True,
             # A cluster's workers do not inherit this process's environment: pass the kernels.
-            runtime_env=_pinned_kernels(sweep),
+            runtime_env={"env_vars": {"ATEN_CPU_CAPABILITY": cpu_kernels}} if cpu_kernels else None,
         )
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"'{sweep.ray.address}'" if sweep.ray.address else "a local instance"
+        where = f"'{cluster.address}'" if cluster.address else "a local instance"
         raise KinfuseError(
             f"ray.address: cannot connect to {where} ({str(exc).splitlines()[0]})"
         ) from None
     return True
 
 
-def _pinned_kernels(sweep: SweepConfig) -> dict | None:
-    wanted = sweep.train.cpu_kernels
-    return {"env_vars": {"ATEN_CPU_CAPABILITY": wanted}} if wanted else None
+@contextlib.contextmanager
+def ray_session(cluster: RayConfig, cpu_kernels: str | None = None) -> Iterator[None]:
+    """Ray connected (`connect_ray`) while open; an instance started here is shut down after."""
+    started = connect_ray(cluster, cpu_kernels)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -76,12 +84,12 @@ class TrainerCapacity:
     """How many Ray Train trials may be in flight. Their Tune trials hold no CPU themselves, so
     Tune alone would start them all and their worker groups would queue; this counts what the
     cluster fits now (re-read at most every `refresh_s`, so nodes that join are used) or takes
-    the sweep's `ray.concurrent_trials`."""
+    the sweep's `ray.concurrent_trials` (`fixed`)."""
 
-    def __init__(self, sweep: SweepConfig, refresh_s: float = 5.0):
-        self.fixed = sweep.ray.concurrent_trials
-        self.workers, self.cpus = sweep.train.workers, sweep.train.cpus_per_trial
-        self.gpu, self.refresh_s = sweep.train.use_gpu, refresh_s
+    def __init__(self, train: TrainConfig, fixed: int | None = None, refresh_s: float = 5.0):
+        self.fixed = fixed
+        self.workers, self.cpus = train.workers, train.cpus_per_trial
+        self.gpu, self.refresh_s = train.use_gpu, refresh_s
         self.value, self.read_at = 1, -math.inf
 
     def __call__(self) -> int:
@@ -99,22 +107,22 @@ class TrainerCapacity:
         return {**self.__dict__, "read_at": -math.inf}
 
 
-def trainer_capacity(sweep: SweepConfig) -> TrainerCapacity | None:
-    """The bound on trials in flight, for Ray Train trials; None: each trial's own CPUs bound
-    how many Tune runs at once."""
-    return TrainerCapacity(sweep) if uses_ray_train(sweep) else None
+def trainer_capacity(train: TrainConfig, fixed: int | None = None) -> TrainerCapacity | None:
+    """The bound on trials in flight, for Ray Train trials (`fixed`: `ray.concurrent_trials`);
+    None: each trial's own CPUs bound how many Tune runs at once."""
+    return TrainerCapacity(train, fixed) if train.uses_ray_train else None
 
 
-def trial_slots(sweep: SweepConfig) -> int:
+def trial_slots(train: TrainConfig, fixed: int | None = None) -> int:
     """How many trials run at once (now: for the progress estimate)."""
-    capacity = trainer_capacity(sweep)
+    capacity = trainer_capacity(train, fixed)
     if capacity is not None:
         return capacity()
-    return max(1, int(ray.cluster_resources().get("CPU", 1)) // sweep.train.cpus_per_trial)
+    return max(1, int(ray.cluster_resources().get("CPU", 1)) // train.cpus_per_trial)
 
 
-def trial_resources(sweep: SweepConfig) -> dict:
+def trial_resources(train: TrainConfig) -> dict:
     """What a Tune trial's own process holds. A Ray Train trial's only waits on its workers."""
-    if uses_ray_train(sweep):
+    if train.uses_ray_train:
         return {"cpu": 0, "memory": 1 << 20}
-    return {"cpu": sweep.train.cpus_per_trial}
+    return {"cpu": train.cpus_per_trial}

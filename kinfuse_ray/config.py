@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import copy
 import difflib
-import functools
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -33,6 +32,12 @@ from kinfuse_ray.spec import Phase
 BUNDLED_DATA = Path(__file__).parent / "data"
 
 Parallelism = Literal["ddp", "fsdp"]
+# The law's forms and fitting methods (kinfuse_ray/law.py): the one vocabulary the sweep file,
+# the law and the command line share.
+LawForm = Literal["power_n", "power_nd", "power_n_sat", "power_nd_sat"]
+LawMethod = Literal["joint", "points"]
+LAW_FORMS: tuple[str, ...] = get_args(LawForm)
+LAW_METHODS: tuple[str, ...] = get_args(LawMethod)
 Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
 Share = Annotated[float, Field(gt=0.0, lt=1.0)]
 
@@ -190,6 +195,11 @@ class TrainConfig(Strict):
             )
         return self
 
+    @property
+    def uses_ray_train(self) -> bool:
+        """More workers or GPUs: a Ray Train run per trial (else the Tune trial trains itself)."""
+        return self.workers > 1 or self.use_gpu
+
     @field_validator("gpu")
     @classmethod
     def _known_gpu(cls, gpu: str | None) -> str | None:
@@ -243,8 +253,8 @@ class PredictConfig(Strict):
     target: Target | None = None
     # auto: leave-one-size-out picks among the bounded forms once 4 sizes collapsed (power_n
     # below that); or name one: power_n, power_n_sat (saturates), power_nd, power_nd_sat
-    law: Literal["auto", "power_n", "power_n_sat", "power_nd", "power_nd_sat"] = "auto"
-    method: Literal["joint", "points"] = "joint"  # fit every trial, or the per-size r* points
+    law: Literal["auto"] | LawForm = "auto"
+    method: LawMethod = "joint"  # fit every trial, or the per-size r* points
     # The confidence every forecast statement is made at: both sides of the infusion window,
     # and the recommended ratio (kinfuse_ray/decision.py).
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.9
@@ -290,6 +300,50 @@ class MlflowConfig(Strict):
 
 
 MLFLOW_DEFAULTS = MlflowConfig()
+
+
+class Rung(Strict):
+    """One ladder rung as its trials see it (`SweepConfig.rungs`): the model, its own training
+    settings, evaluation, the seed and what of the data decides its stream. The training layer,
+    the base-run store and a trial's records receive this, never the whole sweep."""
+
+    size: ModelSize
+    n_params: int  # non-embedding: the N of the law
+    knowledge_load: tuple[int | None, int | None]  # (general, domain) facts; None: the whole file
+    train: TrainConfig  # the sweep's, with the rung's own lr, parallelism and checkpointing
+    eval: EvalConfig
+    seed: int
+    general_fact_share: float
+    seq_len: int
+
+    @property
+    def name(self) -> str:
+        return self.size.name
+
+    def phase_tokens(self, phase: Phase) -> int:
+        """The token budget of a trial of `phase`."""
+        return self.train.base_tokens if phase is Phase.base else self.train.tokens
+
+
+class SweepTrials(Strict):
+    """What a sweep's trials need inside Ray, and nothing more: the sweep's name (its Tune
+    experiment, its live metrics), its output folder (trial records and Ray Train runs; the
+    base-run store beside it) and its rungs by name."""
+
+    name: str
+    out: Path
+    rungs: dict[str, Rung]
+
+
+@dataclass(frozen=True)
+class TargetPoint:
+    """The untried model a sweep forecasts for: its name, N and token budget, and what a
+    forecast for it should say about how it differs from the ladder."""
+
+    name: str
+    n_params: int
+    tokens: int
+    notes: tuple[str, ...] = ()
 
 
 class SweepConfig(Strict):
@@ -375,7 +429,7 @@ class SweepConfig(Strict):
     def experiment(self) -> str:
         return self.mlflow.experiment or self.name
 
-    @functools.cached_property
+    @property
     def n_params(self) -> dict[str, int]:
         """Non-embedding parameter count of every ladder rung, by name."""
         return {
@@ -408,9 +462,39 @@ class SweepConfig(Strict):
         sizes = [*self.n_params.values(), *([self.target_n_params] if self.predict.confirm else [])]
         return self.knowledge_load(max(sizes))
 
-    def phase_tokens(self, phase: Phase) -> int:
-        """The token budget of a trial of `phase`."""
-        return self.train.base_tokens if phase is Phase.base else self.train.tokens
+    @property
+    def rungs(self) -> dict[str, Rung]:
+        """Every ladder rung as its trials see it, by name, in ladder order (not cached: a
+        `model_copy(update=...)` would keep a stale one)."""
+        return {
+            size.name: Rung(
+                size=size, n_params=self.n_params[size.name],
+                knowledge_load=self.knowledge_load(self.n_params[size.name]),
+                train=self.train_for(size.name), eval=self.eval, seed=self.seed,
+                general_fact_share=self.data.general_fact_share, seq_len=self.data.seq_len,
+            )
+            for size in self.ladder
+        }  # fmt: skip
+
+    @property
+    def trials(self) -> SweepTrials:
+        return SweepTrials(name=self.name, out=self.out, rungs=self.rungs)
+
+    @property
+    def target_point(self) -> TargetPoint | None:
+        """The forecast's target (None: the sweep names none)."""
+        target = self.predict.target
+        if target is None:
+            return None
+        notes = ()
+        if self.data.domain_facts_exponent:
+            n_domain = self.knowledge_load(self.target_n_params)[1]
+            largest = self.knowledge_load(max(self.n_params.values()))[1]
+            notes = (
+                f"the target would get {n_domain} domain facts by data.domain_facts_exponent, the "
+                f"largest rung {largest}: exposures per domain fact are the largest rung's",
+            )
+        return TargetPoint(target.size.name, self.target_n_params, self.target_tokens, notes)
 
     def train_for(self, size: str) -> TrainConfig:
         """The training settings of one rung: its own learning rate, parallelism and activation

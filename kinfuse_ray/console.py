@@ -31,20 +31,20 @@ class ConsoleProgress(tune.Callback):
         for trial in trials:  # finished before an interruption: restored as they were
             result = trial.last_result or {}
             if trial.status == "TERMINATED" and "retention" in result:
-                spec = TrialSpec.from_config(trial.config["trial"])
-                self.progress.finish(spec, result["retention"], result.get("time_total_s", 0.0))
+                spec = TrialSpec.of(trial)
+                self.progress.finish(spec, result.get("time_total_s", 0.0))
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.progress.start(TrialSpec.from_config(trial.config["trial"]))
+        self.progress.start(TrialSpec.of(trial))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        key = TrialSpec.from_config(trial.config["trial"]).key
+        key = TrialSpec.of(trial).key
         print(f"  trial {key} failed; restarting from its last checkpoint", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        spec, result = TrialSpec.from_config(trial.config["trial"]), trial.last_result or {}
+        spec, result = TrialSpec.of(trial), trial.last_result or {}
         seconds = result.get("time_total_s", 0.0)
-        self.progress.finish(spec, result.get("retention", float("nan")), seconds)
+        self.progress.finish(spec, seconds)
         ended = "recorded earlier" if result.get("replayed") else f"{seconds:.0f} s"
         print(
             f"  {spec.phase:<6} {spec.size:<10} r={spec.ratio:<5g} "

@@ -41,18 +41,18 @@ from scipy.special import expit, logit
 from scipy.stats import t as student_t
 
 from kinfuse_ray.collapse import CollapsePoint, detect_acquisition, detect_collapse
-from kinfuse_ray.config import EVAL_DEFAULTS, PREDICT_DEFAULTS
+from kinfuse_ray.config import EVAL_DEFAULTS, LAW_FORMS, LAW_METHODS, PREDICT_DEFAULTS
 from kinfuse_ray.decision import Decision, DecisionCurves, decide, width_sources
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.files import write_json_atomic
 
+# Each form's parameters (the forms named once, in config.LAW_FORMS).
 FORMS: dict[str, tuple[str, ...]] = {
-    "power_n": ("eta0", "b_n"),
-    "power_nd": ("eta0", "b_n", "g_d"),
-    "power_n_sat": ("eta0", "b_n", "logit_r_max"),
-    "power_nd_sat": ("eta0", "b_n", "g_d", "logit_r_max"),
-}
-METHODS = ("joint", "points")
+    form: ("eta0", "b_n", *(("g_d",) if "nd" in form else ()),
+           *(("logit_r_max",) if form.endswith("_sat") else ()))
+    for form in LAW_FORMS
+}  # fmt: skip
+METHODS = LAW_METHODS
 # Below this many sizes with a collapse, leave-one-size-out cannot score a three-parameter form
 # on held-out sizes: the two-parameter power_n is then the law, fixed before looking.
 MIN_SIZES_TO_SELECT = 4

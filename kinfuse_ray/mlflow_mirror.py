@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ray import tune
 
-from kinfuse_ray.config import SweepConfig
+from kinfuse_ray.config import Rung
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.live_metrics import EndedTrials
 from kinfuse_ray.presentation import describe_trial_run
@@ -24,16 +24,21 @@ REUSED_TAG = "kinfuse.reused_base_run"  # a base run this sweep took from the sh
 
 
 def open_sweep_run(
-    tracker: Tracker, sweep: SweepConfig, *, resume: bool, sweep_file: Path | None
+    tracker: Tracker,
+    name: str,
+    out: Path,
+    params: dict,
+    *,
+    resume: bool,
+    sweep_file: Path | None,
 ) -> str:
-    """The sweep's parent MLflow run: the interrupted one when resuming, else a new one (runs an
-    earlier, killed driver left RUNNING are closed as FAILED first)."""
-    earlier = tracker.sweep_runs(sweep.out)
+    """The parent MLflow run of sweep `name` (output folder `out`, run parameters `params`):
+    the interrupted one when resuming, else a new one (runs an earlier, killed driver left
+    RUNNING are closed as FAILED first)."""
+    earlier = tracker.sweep_runs(out)
     if resume and earlier:
         if earlier[0].info.status == "FINISHED":
-            raise KinfuseError(
-                f"--resume: sweep '{sweep.name}' in {sweep.out} has finished; nothing to resume"
-            )
+            raise KinfuseError(f"--resume: sweep '{name}' in {out} has finished; nothing to resume")
         parent = earlier[0].info.run_id
         tracker.reopen(parent)
         return parent
@@ -41,30 +46,25 @@ def open_sweep_run(
         if run.info.status == "RUNNING":
             tracker.end_open_children(run.info.run_id, "FAILED")
             tracker.end_run(run.info.run_id, "FAILED")
-    return tracker.start_run(
-        sweep.name,
-        {"seed": sweep.seed, "schedule": sweep.train.schedule.value, "sizes": len(sweep.ladder),
-         "ratios": ",".join(f"{r:g}" for r in sweep.ratios), "tokens": sweep.train.tokens},
-        {"kinfuse.sweep_file": str(sweep_file or ""), OUTPUT_TAG: str(sweep.out)},
-    )  # fmt: skip
+    tags = {"kinfuse.sweep_file": str(sweep_file or ""), OUTPUT_TAG: str(out)}
+    return tracker.start_run(name, params, tags)
 
 
-def trial_params(sweep: SweepConfig, trial: TrialSpec) -> dict:
+def trial_params(rung: Rung, trial: TrialSpec) -> dict:
     """A trial run's parameters: what it trained, on what."""
-    n_params = sweep.n_params[trial.size]
-    n_general, n_domain = sweep.knowledge_load(n_params)
+    n_general, n_domain = rung.knowledge_load
     return {
         "phase": trial.phase.value,
         "size": trial.size,
-        "n_params": n_params,
+        "n_params": rung.n_params,
         "n_general_facts": n_general or "all",
         "n_domain_facts": n_domain or "all",
         "ratio": trial.ratio,
-        "tokens": sweep.phase_tokens(trial.phase),
-        "schedule": sweep.train.schedule.value,
-        "seed": sweep.seed,
-        "lr": sweep.train_for(trial.size).lr,
-        "batch_size": sweep.train.batch_size,
+        "tokens": rung.phase_tokens(trial.phase),
+        "schedule": rung.train.schedule.value,
+        "seed": rung.seed,
+        "lr": rung.train.lr,
+        "batch_size": rung.train.batch_size,
     }
 
 
@@ -75,7 +75,7 @@ def exposure_params(metrics: dict) -> dict[str, str]:
 
 
 def record_reused_base(
-    tracker: Tracker, parent: str, sweep: SweepConfig, base: TrialResult, key: str
+    tracker: Tracker, parent: str, rung: Rung, base: TrialResult, key: str
 ) -> bool:
     """A base run taken from the shared store, as a finished child run with its final metrics,
     so MLflow holds every trial the sweep's analysis used. False: the sweep has that run already
@@ -83,7 +83,7 @@ def record_reused_base(
     trial = TrialSpec(Phase.base, base.size, 0.0)
     if trial.key in tracker.child_runs(parent):
         return False
-    params = {**trial_params(sweep, trial), **exposure_params(base.__dict__)}
+    params = {**trial_params(rung, trial), **exposure_params(base.__dict__)}
     tags = {"kinfuse.phase": trial.phase.value, TRIAL_TAG: trial.key, REUSED_TAG: key}
     run = tracker.start_run(trial.key, params, tags, parent)
     metrics = {
@@ -121,8 +121,9 @@ class MlflowTrials(tune.Callback):
     instead of opening a second one. Tune saves this callback with the experiment; loaded back
     by a resumed sweep, it reconnects and re-reads the runs (`__setstate__`)."""
 
-    def __init__(self, tracker: Tracker, parent: str, sweep: SweepConfig):
-        self.tracker, self.parent, self.sweep = tracker, parent, sweep
+    def __init__(self, tracker: Tracker, parent: str, name: str, rungs: dict[str, Rung]):
+        """Runs under `parent`, for the trials of sweep `name` on `rungs`."""
+        self.tracker, self.parent, self.name, self.rungs = tracker, parent, name, rungs
         self._load()
 
     def _load(self) -> None:
@@ -132,11 +133,11 @@ class MlflowTrials(tune.Callback):
         self.runs = {key: run.info.run_id for key, run in earlier.items()}
         self.finished = {key for key, run in earlier.items() if run.info.status == "FINISHED"}
         self.started: dict[str, float] = {}
-        self.ended = EndedTrials(self.sweep.name)
+        self.ended = EndedTrials(self.name)
         self.store_error: Exception | None = None
 
     def __getstate__(self) -> dict:
-        return {"tracker": self.tracker, "parent": self.parent, "sweep": self.sweep}
+        return {k: getattr(self, k) for k in ("tracker", "parent", "name", "rungs")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -154,7 +155,7 @@ class MlflowTrials(tune.Callback):
 
     @_until_the_store_fails
     def on_trial_start(self, iteration, trials, trial, **info):
-        spec = TrialSpec.from_config(trial.config["trial"])
+        spec = TrialSpec.of(trial)
         if spec.key in self.finished:
             return
         if spec.key in self.runs:  # restarted by a resumed sweep: the same run goes on
@@ -162,13 +163,13 @@ class MlflowTrials(tune.Callback):
         else:
             tags = {"kinfuse.phase": spec.phase.value, TRIAL_TAG: spec.key,
                     "mlflow.note.content": describe_trial_run(spec)}  # fmt: skip
-            params = trial_params(self.sweep, spec)
+            params = trial_params(self.rungs[spec.size], spec)
             self.runs[spec.key] = self.tracker.start_run(spec.key, params, tags, self.parent)
         self.started[spec.key] = time.time()
 
     @_until_the_store_fails
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        key = TrialSpec.from_config(trial.config["trial"]).key
+        key = TrialSpec.of(trial).key
         if key in self.finished:
             return
         run = self.runs[key]
@@ -184,13 +185,13 @@ class MlflowTrials(tune.Callback):
 
     @_until_the_store_fails
     def on_trial_recover(self, iteration, trials, trial, **info):
-        run = self.runs.get(TrialSpec.from_config(trial.config["trial"]).key)
+        run = self.runs.get(TrialSpec.of(trial).key)
         if run is not None:  # None: its process died before the trial started
             self.tracker.set_tags(run, {"kinfuse.restarts": trial.num_failures})
 
     @_until_the_store_fails
     def on_trial_complete(self, iteration, trials, trial, **info):
-        spec = TrialSpec.from_config(trial.config["trial"])
+        spec = TrialSpec.of(trial)
         if spec.key in self.finished:
             return
         self.finished.add(spec.key)
@@ -203,7 +204,7 @@ class MlflowTrials(tune.Callback):
 
     @_until_the_store_fails
     def on_trial_error(self, iteration, trials, trial, **info):
-        spec = TrialSpec.from_config(trial.config["trial"])
+        spec = TrialSpec.of(trial)
         run = self.runs[spec.key]
         self.tracker.set_tags(run, {"kinfuse.error": "trial raised; see Ray logs"})
         self.tracker.end_run(run, "FAILED")

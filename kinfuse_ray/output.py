@@ -12,25 +12,22 @@ from typing import TextIO
 
 import yaml
 
-from kinfuse_ray.config import SweepConfig
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.files import write_text_atomic
-from kinfuse_ray.plan import plan_sweep
 
 OUT_OF_SPACE = 1 << 20  # free bytes below which a failure is put down to a full disk
 SWEEP_FILE = "sweep.yaml"  # the settings a sweep ran with, beside its results
 
 
-def check_creatable(sweep: SweepConfig) -> None:
-    """The output folder exists or can be made, and its disk has room for the sweep's
-    checkpoints (checked without making anything yet)."""
-    out = sweep.out
+def check_creatable(out: Path, need_bytes: float) -> None:
+    """The output folder `out` exists or can be made, and its disk has room for the sweep's
+    checkpoints (`need_bytes`; checked without making anything yet)."""
     existing = _existing(out)
     if not existing.is_dir():
         raise KinfuseError(f"output_dir: cannot create {out} ({existing} is not a directory)")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise KinfuseError(f"output_dir: cannot write to {existing} (permission denied)")
-    need, free = plan_sweep(sweep, sweep.data.vocab_size).storage_bytes, free_bytes(out)
+    need, free = need_bytes, free_bytes(out)
     if free < need:
         raise KinfuseError(
             f"output_dir: {existing} has {free / 2**20:,.1f} MiB free, the sweep's checkpoints "
@@ -38,15 +35,15 @@ def check_creatable(sweep: SweepConfig) -> None:
         )
 
 
-def check_resumable(sweep: SweepConfig) -> None:
-    """A sweep resumes only an interrupted run of itself, under the very settings it had."""
-    saved = sweep.out / SWEEP_FILE
+def check_resumable(out: Path, name: str, settings: dict) -> None:
+    """Sweep `name` resumes only an interrupted run of itself in `out`, under the very
+    `settings` it had (its sweep file's fields)."""
+    saved = out / SWEEP_FILE
     if not saved.exists():
         raise KinfuseError(
-            f"--resume: no interrupted sweep '{sweep.name}' in {sweep.out}; "
-            "run without --resume to start it"
+            f"--resume: no interrupted sweep '{name}' in {out}; run without --resume to start it"
         )
-    before, now = yaml.safe_load(saved.read_text()), sweep.model_dump(mode="json")
+    before, now = yaml.safe_load(saved.read_text()), settings
     changed = [k for k in now if before.get(k) != now[k]]
     if changed:
         raise KinfuseError(
@@ -81,20 +78,18 @@ def claim_output(out: Path) -> TextIO:
     return handle
 
 
-def start_afresh(sweep: SweepConfig) -> None:
+def start_afresh(out: Path) -> None:
     """Remove what an earlier run of this sweep left (Tune state, Ray Train checkpoints, trial
     records): nothing of it may leak into a fresh start. Base runs live in the shared store,
     keyed by what determines them, and stay."""
-    out = sweep.out
     for stale in (out / "ray", out / "train", out / "trials"):
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def save_settings(sweep: SweepConfig) -> Path:
-    """The sweep's settings beside its results (what `--resume` and `kinfuse fit` read)."""
-    sweep.out.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
-    return write_text_atomic(sweep.out / SWEEP_FILE, text)
+def save_settings(out: Path, settings: dict) -> Path:
+    """A sweep's settings beside its results (what `--resume` and `kinfuse fit` read)."""
+    out.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(out / SWEEP_FILE, yaml.safe_dump(settings, sort_keys=False))
 
 
 def _existing(out: Path) -> Path:

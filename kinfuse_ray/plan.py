@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from kinfuse_ray.config import ModelSize, ParamCount, SweepConfig
+from kinfuse_ray.config import ModelSize, ParamCount, Rung, TrainConfig
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.hardware import GPUS
 
@@ -109,9 +109,13 @@ class RungPlan:
 
 @dataclass(frozen=True)
 class SweepPlan:
+    name: str
+    workers: int  # per trial
     rungs: list[RungPlan]
     gpu: str | None
     mfu: float
+    grid_spacing: float  # the widest bracket hi / lo - 1 of the sweep's ratios
+    precision: float  # search.precision
     grid_trials: int
     bisect_trials: int
     grid_gpu_hours: float | None
@@ -128,58 +132,83 @@ def expected_bisection_steps(ratios: list[float], precision: float) -> int:
     return max(0, math.ceil(math.log2(max(brackets) / math.log1p(precision))))
 
 
-def plan_sweep(sweep: SweepConfig, vocab_size: int, mfu: float = DEFAULT_MFU) -> SweepPlan:
-    """The plan of `sweep` on its `train.gpu` (memory only, no throughput, when none is named).
-    Raises KinfuseError naming the first rung that does not fit, and what to change."""
-    train, seq = sweep.train, sweep.data.seq_len
-    budgets = sweep.budgets or [train.tokens]  # a size x budget ladder: every budget's trials
+def micro_batch(train: TrainConfig) -> int:
+    """Sequences per forward pass per worker."""
+    return train.micro_batch_size or train.batch_size // train.workers
+
+
+def rung_memory(rung: Rung, vocab_size: int, gpu: bool) -> Memory:
+    """`training_memory` of a rung as its sweep trains it."""
+    cfg = rung.train
+    return training_memory(
+        rung.size, vocab_size, rung.seq_len, micro_batch(cfg), cfg.workers, cfg.parallelism,
+        cfg.activation_checkpointing, gpu=gpu,
+    )  # fmt: skip
+
+
+def check_fits_gpu(rung: Rung, memory: Memory) -> None:
+    """Refuse, naming the rung and what to change, a rung above FITS_BELOW of its `train.gpu`."""
+    cfg, gpu = rung.train, GPUS[rung.train.gpu]
+    if memory.total > FITS_BELOW * gpu.memory_bytes:
+        raise KinfuseError(
+            f"ladder rung '{rung.name}' needs {memory.total / GIB:.1f} GiB per GPU, more than a "
+            f"{cfg.gpu} offers ({FITS_BELOW * gpu.memory_gib:.1f} GiB usable): "
+            + _advice(cfg.parallelism, cfg.activation_checkpointing, micro_batch(cfg))
+        )
+
+
+def plan_sweep(
+    name: str,
+    rungs: list[Rung],
+    vocab_size: int,
+    *,
+    ratios: list[float],
+    precision: float,
+    budgets: list[int],
+    mfu: float = DEFAULT_MFU,
+) -> SweepPlan:
+    """The plan of sweep `name` (its `rungs`, `ratios`, bisection `precision` and token
+    `budgets` per infusion trial) on its `train.gpu` (memory only, no throughput, when none is
+    named). Raises KinfuseError naming the first rung that does not fit, and what to change."""
+    train = rungs[0].train  # the sweep's: rungs differ only in lr, parallelism, checkpointing
     trial_tokens = sum(budgets) / len(budgets)
     gpu = GPUS.get(train.gpu) if train.gpu else None
     on_gpu = train.use_gpu or gpu is not None
-    rungs = []
-    for size in sweep.ladder:
-        cfg = sweep.train_for(size.name)
-        micro = cfg.micro_batch_size or cfg.batch_size // cfg.workers
-        memory = training_memory(
-            size, vocab_size, seq, micro, cfg.workers, cfg.parallelism,
-            cfg.activation_checkpointing, gpu=on_gpu,
-        )  # fmt: skip
-        if gpu is not None and memory.total > FITS_BELOW * gpu.memory_bytes:
-            raise KinfuseError(
-                f"ladder rung '{size.name}' needs {memory.total / GIB:.1f} GiB per GPU, more "
-                f"than a {train.gpu} offers ({FITS_BELOW * gpu.memory_gib:.1f} GiB usable): "
-                + _advice(cfg.parallelism, cfg.activation_checkpointing, micro)
-            )
+    plans = []
+    for rung in rungs:
+        cfg, size = rung.train, rung.size
+        memory = rung_memory(rung, vocab_size, on_gpu)
+        if gpu is not None:
+            check_fits_gpu(rung, memory)
         usable = memory.total / (FITS_BELOW * gpu.memory_bytes) if gpu else None
-        speed = mfu * gpu.peak_bf16 / flops_per_token(size, vocab_size, seq) if gpu else None
+        speed = (
+            mfu * gpu.peak_bf16 / flops_per_token(size, vocab_size, rung.seq_len) if gpu else None
+        )
         base_tokens = train.base_tokens if train.schedule == "continued" else 0
         base_hours = base_tokens / speed / 3600 if speed else None
         trial_hours = trial_tokens / speed / 3600 if speed else None
         params = size.param_count(vocab_size)
-        rungs.append(
+        plans.append(
             RungPlan(
                 size.name, params, cfg.parallelism, cfg.activation_checkpointing, memory, speed,
                 usable, base_hours, trial_hours, 12.0 * params.total,
             )
         )  # fmt: skip
-    n_sizes = len(sweep.ladder)
-    per_budget = (
-        len(sweep.ratios),
-        len(sweep.ratios) + expected_bisection_steps(sweep.ratios, sweep.search.precision),
-    )
+    per_budget = (len(ratios), len(ratios) + expected_bisection_steps(ratios, precision))
     grid, bisect = (n * len(budgets) for n in per_budget)
 
     def gpu_hours(trials_per_size: int) -> float | None:
-        if any(r.trial_gpu_hours is None for r in rungs):
+        if any(r.trial_gpu_hours is None for r in plans):
             return None
-        return sum(r.base_gpu_hours + trials_per_size * r.trial_gpu_hours for r in rungs)
+        return sum(r.base_gpu_hours + trials_per_size * r.trial_gpu_hours for r in plans)
 
     # Storage: every base checkpoint, and Ray Train's two kept checkpoints of each trial.
-    per_size = [r.checkpoint_bytes for r in rungs]
-    storage = sum(per_size) * (1 + 2 * bisect)
+    storage = sum(r.checkpoint_bytes for r in plans) * (1 + 2 * bisect)
+    positive = [r for r in ratios if r > 0]  # ratio 0 is a reference, not a bracket
+    spacing = max((b / a - 1 for a, b in zip(positive, positive[1:], strict=False)), default=0.0)
     return SweepPlan(
-        rungs, train.gpu, mfu, n_sizes * grid, n_sizes * bisect, gpu_hours(grid),
-        gpu_hours(bisect), storage,
+        name, train.workers, plans, train.gpu, mfu, spacing, precision, len(rungs) * grid,
+        len(rungs) * bisect, gpu_hours(grid), gpu_hours(bisect), storage,
     )  # fmt: skip
 
 
@@ -210,15 +239,14 @@ class BudgetPlan:
 
 
 def plan_budget_exponent(
-    sweep: SweepConfig, precision: float, scatter: float, confidence: float = 0.9
+    n_sizes: int, budgets: list[int], precision: float, scatter: float, confidence: float = 0.9
 ) -> BudgetPlan:
-    """`budget_exponent_halfwidth` for the sweep's ladder, and how to reach `precision`."""
-    budgets = sweep.budgets or [sweep.train.tokens]
-    sizes = len(sweep.ladder)
+    """`budget_exponent_halfwidth` for a ladder of `n_sizes` at `budgets`, and how to reach
+    `precision`."""
     factor = (budgets[-1] / budgets[0]) ** (1 / (len(budgets) - 1)) if len(budgets) > 1 else 2.0
 
     def width(seeds: int = 1, ladder: list[float] = budgets) -> float:
-        return budget_exponent_halfwidth(sizes, ladder, seeds, scatter, confidence)
+        return budget_exponent_halfwidth(n_sizes, ladder, seeds, scatter, confidence)
 
     def geometric(k: int) -> list[float]:
         return [budgets[0] * factor**i for i in range(k)]
@@ -226,15 +254,6 @@ def plan_budget_exponent(
     seeds = next((s for s in range(1, 1001) if width(seeds=s) <= precision), 1001)
     wider = next((k for k in range(2, 101) if width(ladder=geometric(k)) <= precision), 101)
     return BudgetPlan(precision, scatter, width(), seeds, wider, factor)
-
-
-def render_budget_plan(plan: BudgetPlan, confidence: float = 0.9) -> str:
-    return (
-        f"D exponent: +/-{plan.halfwidth:.2f} ({confidence:.0%}) with one seed, if each "
-        f"(size, budget) collapse point lies {plan.scatter:.2f} logits off the law; "
-        f"+/-{plan.precision:g} needs {plan.seeds_needed} seed(s) of these budgets, or "
-        f"{plan.budgets_needed} budgets {plan.factor:.2g}x apart with one seed"
-    )
 
 
 def _advice(parallelism: str, checkpointing: bool, micro: int) -> str:
@@ -247,90 +266,30 @@ def _advice(parallelism: str, checkpointing: bool, micro: int) -> str:
     return "add workers per trial (train.workers) or name a GPU with more memory"
 
 
-def render(plan: SweepPlan, sweep: SweepConfig) -> str:
-    """The plan as the terminal shows it."""
-    gpu = plan.gpu or "no train.gpu named: memory only"
-    lines = [
-        f"plan for '{sweep.name}': {sweep.train.workers} worker(s) per trial on {gpu}; "
-        f"throughput at an assumed {plan.mfu:.0%} MFU",
-        f"{'rung':<8} {'params':>8} {'non-emb':>8} {'mode':<7} {'weights':>8} {'grads':>7} "
-        f"{'optim':>7} {'activ':>7} {'total':>8} {'tok/s/GPU':>10} {'GPU-h/trial':>11} "
-        f"{'ckpt':>8}",
-    ]
-    for r in plan.rungs:
-        m = r.memory
-        mode = r.parallelism + ("+ac" if r.activation_checkpointing else "")
-        speed = f"{r.tokens_per_s_per_gpu:,.0f}" if r.tokens_per_s_per_gpu else "-"
-        hours = f"{r.trial_gpu_hours:,.0f}" if r.trial_gpu_hours is not None else "-"
-        lines.append(
-            f"{r.name:<8} {_count(r.params.total):>8} {_count(r.params.non_embedding):>8} "
-            f"{mode:<7} {_gib(m.weights):>8} {_gib(m.gradients):>7} {_gib(m.optimizer):>7} "
-            f"{_gib(m.activations):>7} {_gib(m.total):>8} {speed:>10} {hours:>11} "
-            f"{_gib(r.checkpoint_bytes):>8}"
-        )
-    lines.append("memory in GiB per GPU (total: +10% fragmentation); ckpt: weights + AdamW state")
-    for r in plan.rungs:
-        if r.usable_share is not None and r.usable_share > TIGHT_ABOVE:
-            lines.append(
-                f"tight: {r.name} would use {r.usable_share:.0%} of a {plan.gpu}'s usable memory; "
-                "the CUDA context, NCCL buffers and compile workspaces are not counted: measure "
-                f"it first (python benchmarks/gpu_check.py --memory-rung {r.name}) or lower "
-                "train.micro_batch_size"
-            )
-    ratios = [r for r in sweep.ratios if r > 0]  # ratio 0 is a reference, not a bracket
-    spacing = max((b / a - 1 for a, b in zip(ratios, ratios[1:], strict=False)), default=0.0)
-    for label, trials, hours, reach in (
-        ("grid", plan.grid_trials, plan.grid_gpu_hours,
-         f"r* to the grid's spacing (bracket hi/lo - 1 up to {spacing:.0%})"),
-        ("bisection (expected)", plan.bisect_trials, plan.bisect_gpu_hours,
-         f"the grid as a coarse pass, then r* to hi/lo - 1 <= {sweep.search.precision:.0%} "
-         "(search.precision)"),
-    ):  # fmt: skip
-        cost = f", {hours:,.0f} GPU-hours with base runs" if hours is not None else ""
-        lines.append(f"{label}: {trials} infusion trials{cost}; {reach}")
-    lines.append(
-        f"checkpoint storage, at most: {plan.storage_bytes / 1e12:.2f} TB "
-        "(base runs, and two per trial until the sweep ends)"
-    )
-    return "\n".join(lines)
-
-
-def _gib(n: float) -> str:
-    return f"{n / GIB:.1f}" if n >= 0.1 * GIB else f"{n / GIB:.3f}"
-
-
-def _count(n: int) -> str:
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return str(n)
-
-
 # A CPU trial may use this share of the machine's memory: the driver, Ray and the other trials
 # need the rest.
 CPU_FITS_BELOW = 0.5
 
 
-def check_trainable(sweep: SweepConfig, ram_bytes: int | None = None) -> None:
-    """Refuse, in one line before anything runs, a rung that cannot train: on the sweep's
-    `train.gpu` (as `kinfuse plan` does), or in this machine's memory (`ram_bytes`, default
-    the physical memory) when it trains on CPUs of a local Ray instance."""
-    if sweep.train.gpu:
-        plan_sweep(sweep, sweep.data.vocab_size)
+def check_trainable(
+    rungs: list[Rung], vocab_size: int, *, on_cluster: bool, ram_bytes: int | None = None
+) -> None:
+    """Refuse, in one line before anything runs, a rung that cannot train: on its `train.gpu`
+    (as `kinfuse plan` does), or in this machine's memory (`ram_bytes`, default the physical
+    memory) when it trains on CPUs of a local Ray instance (not `on_cluster`)."""
+    train = rungs[0].train
+    if train.gpu:
+        for rung in rungs:
+            check_fits_gpu(rung, rung_memory(rung, vocab_size, gpu=True))
         return
-    if sweep.train.use_gpu or sweep.ray.address:
+    if train.use_gpu or on_cluster:
         return  # GPUs of unknown size, or a cluster's nodes: nothing to check here
     ram = ram_bytes or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for size in sweep.ladder:
-        cfg = sweep.train_for(size.name)
-        micro = cfg.micro_batch_size or cfg.batch_size // cfg.workers
-        memory = training_memory(
-            size, sweep.data.vocab_size, sweep.data.seq_len, micro, cfg.workers,
-            cfg.parallelism, cfg.activation_checkpointing, gpu=False,
-        ).total * cfg.workers  # fmt: skip
+    for rung in rungs:
+        memory = rung_memory(rung, vocab_size, gpu=False).total * rung.train.workers
         if memory > CPU_FITS_BELOW * ram:
             raise KinfuseError(
-                f"ladder rung '{size.name}' needs about {memory / GIB:,.1f} GiB to train on CPUs "
+                f"ladder rung '{rung.name}' needs about {memory / GIB:,.1f} GiB to train on CPUs "
                 f"(weights, gradients, AdamW state, activations), this machine has "
                 f"{ram / GIB:.0f} GiB: use a smaller shape or batch_size, or GPUs "
                 "(train.use_gpu, train.gpu; `kinfuse plan` sizes them)"

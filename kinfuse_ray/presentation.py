@@ -10,9 +10,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from kinfuse_ray.analysis import Confirmation, Summary
+from kinfuse_ray.analysis import Confirmation, Forecast, Summary, score_forecasts
 from kinfuse_ray.base_store import Entry
 from kinfuse_ray.law import InfusionLaw, Prediction, spans_budgets
+from kinfuse_ray.plan import GIB, TIGHT_ABOVE, BudgetPlan, SweepPlan
 from kinfuse_ray.spec import Phase, TrialSpec
 
 LEVERS = (
@@ -373,5 +374,106 @@ def describe_store(root: Path, entries: list[Entry], needed: set[str] | None) ->
         lines.append(
             f"{len(unused)} not used by these sweep files "
             f"({sum(e.bytes for e in unused) / 1e6:.1f} MB)"
+        )
+    return "\n".join(lines)
+
+
+def describe_plan(plan: SweepPlan) -> str:
+    """A sweep's plan as `kinfuse plan` prints it."""
+    gpu = plan.gpu or "no train.gpu named: memory only"
+    lines = [
+        f"plan for '{plan.name}': {plan.workers} worker(s) per trial on {gpu}; "
+        f"throughput at an assumed {plan.mfu:.0%} MFU",
+        f"{'rung':<8} {'params':>8} {'non-emb':>8} {'mode':<7} {'weights':>8} {'grads':>7} "
+        f"{'optim':>7} {'activ':>7} {'total':>8} {'tok/s/GPU':>10} {'GPU-h/trial':>11} "
+        f"{'ckpt':>8}",
+    ]
+    for r in plan.rungs:
+        m = r.memory
+        mode = r.parallelism + ("+ac" if r.activation_checkpointing else "")
+        speed = f"{r.tokens_per_s_per_gpu:,.0f}" if r.tokens_per_s_per_gpu else "-"
+        hours = f"{r.trial_gpu_hours:,.0f}" if r.trial_gpu_hours is not None else "-"
+        lines.append(
+            f"{r.name:<8} {_count_short(r.params.total):>8} {_count_short(r.params.non_embedding):>8} "
+            f"{mode:<7} {_gib(m.weights):>8} {_gib(m.gradients):>7} {_gib(m.optimizer):>7} "
+            f"{_gib(m.activations):>7} {_gib(m.total):>8} {speed:>10} {hours:>11} "
+            f"{_gib(r.checkpoint_bytes):>8}"
+        )
+    lines.append("memory in GiB per GPU (total: +10% fragmentation); ckpt: weights + AdamW state")
+    for r in plan.rungs:
+        if r.usable_share is not None and r.usable_share > TIGHT_ABOVE:
+            lines.append(
+                f"tight: {r.name} would use {r.usable_share:.0%} of a {plan.gpu}'s usable memory; "
+                "the CUDA context, NCCL buffers and compile workspaces are not counted: measure "
+                f"it first (python benchmarks/gpu_check.py --memory-rung {r.name}) or lower "
+                "train.micro_batch_size"
+            )
+    spacing = plan.grid_spacing
+    for label, trials, hours, reach in (
+        ("grid", plan.grid_trials, plan.grid_gpu_hours,
+         f"r* to the grid's spacing (bracket hi/lo - 1 up to {spacing:.0%})"),
+        ("bisection (expected)", plan.bisect_trials, plan.bisect_gpu_hours,
+         f"the grid as a coarse pass, then r* to hi/lo - 1 <= {plan.precision:.0%} "
+         "(search.precision)"),
+    ):  # fmt: skip
+        cost = f", {hours:,.0f} GPU-hours with base runs" if hours is not None else ""
+        lines.append(f"{label}: {trials} infusion trials{cost}; {reach}")
+    lines.append(
+        f"checkpoint storage, at most: {plan.storage_bytes / 1e12:.2f} TB "
+        "(base runs, and two per trial until the sweep ends)"
+    )
+    return "\n".join(lines)
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:.1f}" if n >= 0.1 * GIB else f"{n / GIB:.3f}"
+
+
+def _count_short(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)
+
+
+def describe_budget_plan(plan: BudgetPlan, confidence: float = 0.9) -> str:
+    return (
+        f"D exponent: +/-{plan.halfwidth:.2f} ({confidence:.0%}) with one seed, if each "
+        f"(size, budget) collapse point lies {plan.scatter:.2f} logits off the law; "
+        f"+/-{plan.precision:g} needs {plan.seeds_needed} seed(s) of these budgets, or "
+        f"{plan.budgets_needed} budgets {plan.factor:.2g}x apart with one seed"
+    )
+
+
+def describe_forecasts(forecasts: list[Forecast], where: str) -> str:
+    """Every confirmed forecast (of the store at `where`), a row per ratio trained, and how
+    they did together (`analysis.score_forecasts`)."""
+    import datetime
+
+    if not forecasts:
+        return f"no confirmed forecasts at {where} (sweeps with predict.confirm: true)"
+    lines = [
+        f"{'date':<11}{'study':<22}{'target':<10}{'N':>12}  {'ratio':>7}  {'role':<11}"
+        f"{'predicted':>9}  {'interval':<11}  {'measured':>8}  verdict"
+    ]
+    for f in forecasts:
+        day = datetime.datetime.fromtimestamp(f.start_time / 1000).date().isoformat()
+        for r in f.rows:
+            interval, verdict = "", ""
+            if r.predicted is not None:
+                interval = f"{r.interval[0]:.2f}-{r.interval[1]:.2f}"
+                verdict = "inside" if r.covered else "OUTSIDE"
+            predicted = "-" if r.predicted is None else f"{r.predicted:.2f}"
+            lines.append(
+                f"{day:<11}{f.study[:21]:<22}{f.target[:9]:<10}{f.n_params:>12,.0f}  "
+                f"{r.ratio:>7.4f}  {r.role:<11}{predicted:>9}  {interval:<11}  "
+                f"{r.measured:>8.2f}  {verdict}"
+            )
+    score = score_forecasts(forecasts)
+    if score.predictions:
+        lines.append(
+            f"\n{score.forecasts} confirmed forecasts, {score.predictions} predictions: "
+            f"{score.inside} inside their intervals; mean |measured - predicted| retention "
+            f"{score.mean_abs_error:.3f}"
         )
     return "\n".join(lines)

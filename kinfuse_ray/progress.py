@@ -1,10 +1,11 @@
 """Live progress of a sweep: per size, trials done, running and pending, the collapse bracket so
 far, the elapsed time and an estimate of the time left.
 
-Pure bookkeeping: the sweep's console callback feeds it trial starts and ends, and prints
-`render()` now and then. Its strategies are the searcher's own (in a resumed experiment, Tune's
-saved copy, fed the same results), so "pending" follows the search plan (a bisection's
-remaining steps included).
+Bookkeeping of starts, ends and durations, fed by the sweep's console callback, over a
+read-only view of the searcher: done, pending and the bracket are read from the searcher's own
+strategies each time (never written here), so "pending" follows the search plan, a bisection's
+remaining steps included. Tune pickles the searcher and this view together, and restores the
+searcher's state in place, so a resumed experiment's view reads the restored searcher.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
-from kinfuse_ray.search import RatioStrategy
+from kinfuse_ray.search import LadderSearch, RatioStrategy
 from kinfuse_ray.spec import Phase, TrialSpec
 
 
@@ -32,14 +33,14 @@ def _mean(values: list[float]) -> float:
 class Progress:
     def __init__(
         self,
-        strategies: dict[str, RatioStrategy],
+        search: LadderSearch,
         base_pending: list[str],
         slots: int,
         clock=time.monotonic,
     ):
-        """`strategies` by size in ladder order (fresh copies of the searcher's kind);
-        `base_pending` the sizes whose base run is still to do; `slots` trials run at once."""
-        self.strategies, self.slots, self.clock = strategies, max(1, slots), clock
+        """`search` the sweep's searcher (read, never written); `base_pending` the sizes whose
+        base run is still to do; `slots` trials run at once."""
+        self.search, self.slots, self.clock = search, max(1, slots), clock
         self.started_at = clock()
         self.base_pending = set(base_pending)
         self.running: dict[str, set[float]] = defaultdict(set)
@@ -53,16 +54,17 @@ class Progress:
         else:
             self.running[trial.size].add(trial.ratio)
 
-    def finish(self, trial: TrialSpec, retention: float, seconds: float) -> None:
+    @property
+    def strategies(self) -> dict[str, RatioStrategy]:
+        return self.search.strategies
+
+    def finish(self, trial: TrialSpec, seconds: float) -> None:
         if trial.phase is Phase.base:
             self.base_running.discard(trial.size)
             self.base_pending.discard(trial.size)
             self.base_seconds[trial.size] = seconds
-            if trial.size in self.strategies:
-                self.strategies[trial.size].plateau = retention
             return
         self.running[trial.size].discard(trial.ratio)
-        self.strategies[trial.size].observe(trial.ratio, retention)
         self.seconds[trial.size].append(seconds)
 
     def counts(self, size: str) -> tuple[int, int, int]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from kinfuse_ray.config import SweepConfig
+from kinfuse_ray.config import SweepTrials
 from kinfuse_ray.files import write_json_atomic
 from kinfuse_ray.live_metrics import LiveMetrics
 from kinfuse_ray.parallel import Dist
@@ -31,63 +31,64 @@ from kinfuse_ray.trial import run_trial
 MAX_FAILURES = 3  # restarts of a trial (or of a Ray Train worker group) from its last checkpoint
 
 
-def uses_ray_train(sweep: SweepConfig) -> bool:
-    return sweep.train.workers > 1 or sweep.train.use_gpu
+def finished_file(out: Path, trial: TrialSpec) -> Path:
+    """Where a trial of the sweep in `out` leaves its final metrics: a resumed sweep replays
+    them, never retrains."""
+    return out / "trials" / f"{trial.key}.json"
 
 
-def finished_file(sweep: SweepConfig, trial: TrialSpec) -> Path:
-    """Where a trial leaves its final metrics: a resumed sweep replays them, never retrains."""
-    return sweep.out / "trials" / f"{trial.key}.json"
-
-
-def train_run_dir(sweep: SweepConfig, trial: TrialSpec) -> Path:
+def train_run_dir(trials: SweepTrials, trial: TrialSpec) -> Path:
     """Where a trial's Ray Train run keeps its checkpoints, under a name that stays the same
     however often the trial restarts."""
-    return sweep.out / "train" / f"{sweep.name}-{trial.key}"
+    return trials.out / "train" / f"{trials.name}-{trial.key}"
 
 
-def tune_trial(config: dict, *, sweep: SweepConfig, bundle_ref: ray.ObjectRef) -> None:
-    """Ray Tune function trainable for one trial (`TrialSpec.to_config` under "trial"). The data
-    bundle is in the object store once, for every trial and worker (`bundle_ref`)."""
-    trial = TrialSpec.from_config(config["trial"])
-    done = finished_file(sweep, trial)
+def tune_trial(config: dict, *, trials: SweepTrials, bundle_ref: ray.ObjectRef) -> None:
+    """Ray Tune function trainable for one trial (`TrialSpec.to_config` under "trial") of the
+    sweep whose trials are `trials`. The data bundle is in the object store once, for every
+    trial and worker (`bundle_ref`)."""
+    trial = TrialSpec.from_config(config)
+    rung = trials.rungs[trial.size]
+    done = finished_file(trials.out, trial)
     if done.exists():
         tune.report({**json.loads(done.read_text()), "replayed": 1})
         return
-    if uses_ray_train(sweep):
-        final = _fit_with_ray_train(trial, sweep, bundle_ref)
+    if rung.train.uses_ray_train:
+        final = _fit_with_ray_train(trial, trials, bundle_ref)
     else:
         with (
             _resume_folder(tune.get_checkpoint()) as resume,
-            LiveMetrics(sweep.name, trial) as live,
+            LiveMetrics(trials.name, trial) as live,
         ):
             report = _checkpointing(live.wrap(tune.report))
             final = run_trial(
-                trial, sweep=sweep, bundle=ray.get(bundle_ref), report=report, resume=resume
-            )
+                trial, rung=rung, out=trials.out, bundle=ray.get(bundle_ref), report=report,
+                resume=resume,
+            )  # fmt: skip
     done.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(done, {k: v for k, v in final.items() if isinstance(v, int | float)})
     # Its metrics are kept: the trial's checkpoints (GBs each for large rungs) are not needed.
-    for folder in train_run_dir(sweep, trial).glob("checkpoint_*/"):
+    for folder in train_run_dir(trials, trial).glob("checkpoint_*/"):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _fit_with_ray_train(trial: TrialSpec, sweep: SweepConfig, bundle_ref: ray.ObjectRef) -> dict:
+def _fit_with_ray_train(trial: TrialSpec, trials: SweepTrials, bundle_ref: ray.ObjectRef) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    gpu = {"GPU": 1} if sweep.train.use_gpu else {}
-    folder = train_run_dir(sweep, trial)
+    train = trials.rungs[trial.size].train
+    gpu = {"GPU": 1} if train.use_gpu else {}
+    folder = train_run_dir(trials, trial)
     # A stable run name in a stable place: a run restarted by Tune or by a resumed sweep finds
     # its own last checkpoint there (Train V2 restores it by itself; passing one is refused).
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"trial": trial, "sweep": sweep, "bundle_ref": bundle_ref},
+        train_loop_config={"trial": trial, "trials": trials, "bundle_ref": bundle_ref},
         scaling_config=ScalingConfig(
-            num_workers=sweep.train.workers,
-            use_gpu=sweep.train.use_gpu,
-            resources_per_worker={"CPU": sweep.train.cpus_per_trial, **gpu},
+            num_workers=train.workers,
+            use_gpu=train.use_gpu,
+            resources_per_worker={"CPU": train.cpus_per_trial, **gpu},
         ),
         run_config=RunConfig(
             name=folder.name,
@@ -110,7 +111,7 @@ def _train_worker(config: dict) -> None:
 
     context = ray.train.get_context()
     dist = Dist(context.get_world_rank(), context.get_world_size(), get_device())
-    trial, sweep = config["trial"], config["sweep"]
+    trial, trials = config["trial"], config["trials"]
     # Distinct Ray nodes among the workers (by node ID: nodes on one host share an IP).
     nodes = [None] * dist.world
     torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
@@ -123,10 +124,11 @@ def _train_worker(config: dict) -> None:
         resume = stack.enter_context(_resume_folder(ray.train.get_checkpoint()))
         reporter = ray.train.report
         if dist.rank == 0:  # one worker publishes the trial's live metrics
-            reporter = stack.enter_context(LiveMetrics(sweep.name, trial)).wrap(reporter)
+            reporter = stack.enter_context(LiveMetrics(trials.name, trial)).wrap(reporter)
         run_trial(
-            trial, sweep=sweep, bundle=ray.get(config["bundle_ref"]),
-            report=with_placement(_checkpointing(reporter)), dist=dist, resume=resume,
+            trial, rung=trials.rungs[trial.size], out=trials.out,
+            bundle=ray.get(config["bundle_ref"]), report=with_placement(_checkpointing(reporter)),
+            dist=dist, resume=resume,
         )  # fmt: skip
 
 

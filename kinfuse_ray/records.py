@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from mlflow.tracking import MlflowClient
 
-from kinfuse_ray.analysis import law_options, size_curves
+from kinfuse_ray.analysis import Forecast, law_options, size_curves
 from kinfuse_ray.config import EvalConfig, PredictConfig, SweepConfig, parse_sweep
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.law import InfusionLaw, select_law
@@ -121,7 +121,7 @@ def _recorded_settings(client: MlflowClient, run_id: str, tracking_uri: str) -> 
         ) from None
 
 
-def confirmed_forecasts(tracking_uri: str) -> list[dict]:
+def confirmed_forecasts(tracking_uri: str) -> list[Forecast]:
     """Every confirmed forecast in the store (all studies), oldest first, with its study."""
     client = _reader(tracking_uri)
     experiments = {e.experiment_id: e.name for e in client.search_experiments()}
@@ -134,8 +134,9 @@ def confirmed_forecasts(tracking_uri: str) -> list[dict]:
         max_results=50_000,
     )
     return [
-        {"study": experiments[r.info.experiment_id], "run_id": r.info.run_id,
-         "start_time": r.info.start_time, **json.loads(r.data.tags[FORECAST_TAG])}
+        Forecast.from_dict({**json.loads(r.data.tags[FORECAST_TAG]), "study":
+                            experiments[r.info.experiment_id], "run_id": r.info.run_id,
+                            "start_time": r.info.start_time})
         for r in runs
     ]  # fmt: skip
 

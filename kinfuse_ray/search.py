@@ -25,7 +25,7 @@ import numpy as np
 from ray.tune.search import Searcher
 
 from kinfuse_ray.collapse import CollapsePoint, detect_collapse
-from kinfuse_ray.config import EVAL_DEFAULTS, SweepConfig
+from kinfuse_ray.config import EVAL_DEFAULTS, EvalConfig, SearchConfig
 from kinfuse_ray.law import point_law
 from kinfuse_ray.spec import Phase, TrialSpec
 
@@ -259,7 +259,7 @@ class LadderSearch(Searcher):
             )
             return None if busy else Searcher.FINISHED
         self.running[trial_id] = trial
-        return {"trial": trial.to_config()}
+        return trial.to_config()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         trial = self.running.pop(trial_id, None)
@@ -326,21 +326,26 @@ class LadderSearch(Searcher):
 
 
 def ratio_strategies(
-    sweep: SweepConfig, sizes: list[str], plateaus: dict[str, float] | None = None
+    search: SearchConfig,
+    ratios: list[float],
+    evals: EvalConfig,
+    seed: int,
+    sizes: list[str],
+    plateaus: dict[str, float] | None = None,
 ) -> dict[str, RatioStrategy]:
-    """A fresh ratio strategy of the sweep's kind for each of `sizes`, in ladder order;
-    `plateaus`: base-model retention already known (base runs done before this sweep began)."""
-    ev = sweep.eval
-    rule = {"threshold": ev.collapse_threshold, "plateau_points": ev.plateau_points}
+    """A fresh strategy of `search`'s kind over `ratios` for each of `sizes` (in ladder order),
+    with `evals`' collapse rule; `plateaus`: base-model retention already known (base runs done
+    before this sweep began)."""
+    rule = {"threshold": evals.collapse_threshold, "plateau_points": evals.plateau_points}
 
     def strategy(size: str) -> RatioStrategy:
-        if sweep.search.strategy == "bisect":
-            made = BisectRatios(sweep.ratios, sweep.search.precision, **rule)
-        elif sweep.search.strategy == "optuna":
-            made = OptunaRatios(sweep.ratios, sweep.search.trials_per_size, **rule, seed=sweep.seed)
+        if search.strategy == "bisect":
+            made = BisectRatios(ratios, search.precision, **rule)
+        elif search.strategy == "optuna":
+            made = OptunaRatios(ratios, search.trials_per_size, **rule, seed=seed)
         else:
-            made = GridRatios(sweep.ratios, **rule)
+            made = GridRatios(ratios, **rule)
         made.plateau = (plateaus or {}).get(size)
         return made
 
-    return {s.name: strategy(s.name) for s in sweep.ladder if s.name in sizes}
+    return {size: strategy(size) for size in sizes}

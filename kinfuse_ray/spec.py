@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Phase(StrEnum):
@@ -30,11 +31,18 @@ class TrialSpec:
 
     def to_config(self) -> dict:
         """The form Tune carries in a trial's config (plain values: Tune saves it as JSON)."""
-        return {"phase": self.phase.value, "size": self.size, "ratio": self.ratio}
+        return {"trial": {"phase": self.phase.value, "size": self.size, "ratio": self.ratio}}
 
     @classmethod
     def from_config(cls, config: dict) -> TrialSpec:
-        return cls(Phase(config["phase"]), config["size"], float(config["ratio"]))
+        """Back from a trial's config: its `to_config()` under "trial"."""
+        return cls(Phase(config["trial"]["phase"]), config["trial"]["size"],
+                   float(config["trial"]["ratio"]))  # fmt: skip
+
+    @classmethod
+    def of(cls, trial: Any) -> TrialSpec:
+        """The spec of a Tune trial (or result): whatever carries the trial's `config`."""
+        return cls.from_config(trial.config)
 
 
 @dataclass(frozen=True)

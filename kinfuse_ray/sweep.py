@@ -18,7 +18,14 @@ from pathlib import Path
 import ray
 
 from kinfuse_ray.analysis import Summary, confirmation_rows, summarise
-from kinfuse_ray.base_store import BaseStore, base_inputs, key_of, rung_bundle
+from kinfuse_ray.base_store import (
+    BaseStore,
+    base_inputs,
+    key_inputs,
+    key_of,
+    pinned_kernels,
+    rung_bundle,
+)  # fmt: skip
 from kinfuse_ray.cluster import connect_ray, trainer_capacity, trial_slots
 from kinfuse_ray.config import Schedule, SweepConfig
 from kinfuse_ray.console import ConsoleProgress
@@ -37,7 +44,7 @@ from kinfuse_ray.output import (
     save_settings,
     start_afresh,
 )  # fmt: skip
-from kinfuse_ray.plan import check_trainable
+from kinfuse_ray.plan import SweepPlan, check_trainable, plan_sweep
 from kinfuse_ray.plots import plot_budgets, plot_decision, plot_law, plot_retention
 from kinfuse_ray.presentation import describe_answer, describe_headline, describe_summary
 from kinfuse_ray.progress import Progress
@@ -45,7 +52,7 @@ from kinfuse_ray.provenance import describe as describe_provenance
 from kinfuse_ray.provenance import pin_cpu_kernels
 from kinfuse_ray.records import load_trials
 from kinfuse_ray.search import LadderSearch, ratio_strategies
-from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
+from kinfuse_ray.spec import Phase, TrialResult
 from kinfuse_ray.tracking import BUDGETS_TAG, FORECAST_TAG, Tracker, store_failure
 from kinfuse_ray.tune_experiment import run_experiment
 
@@ -73,12 +80,13 @@ def run_sweep(
     # Trials run in their own working directories: pin the output folder to an absolute path.
     sweep = sweep.model_copy(update={"output_dir": sweep.out})
     if resume:
-        check_resumable(sweep)
+        check_resumable(sweep.out, sweep.name, _settings(sweep))
     # Bad data, an unreachable cluster or tracking store: fail before anything is written.
-    check_trainable(sweep)
-    check_creatable(sweep)
+    rungs = list(sweep.rungs.values())
+    check_trainable(rungs, sweep.data.vocab_size, on_cluster=bool(sweep.ray.address))
+    check_creatable(sweep.out, _plan(sweep).storage_bytes)
     bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
-    started_ray = connect_ray(sweep)
+    started_ray = connect_ray(sweep.ray, sweep.train.cpu_kernels)
     # SIGTERM (a scheduler, `kill`) ends the sweep as Ctrl-C does. Set after ray.init, which
     # installs a handler of its own; only the main thread may.
     main = threading.current_thread() is threading.main_thread()
@@ -87,33 +95,32 @@ def run_sweep(
     try:
         tracker = Tracker(sweep.mlflow.tracking_uri, sweep.experiment)
         claim = claim_output(sweep.out)  # held while this sweep runs: one sweep per folder
-        parent = open_sweep_run(tracker, sweep, resume=resume, sweep_file=sweep_file)
+        parent = _open_run(tracker, sweep, resume=resume, sweep_file=sweep_file)
         if not resume:
-            start_afresh(sweep)
-        tracker.log_artifact(parent, save_settings(sweep))
-        phase = functools.partial(
-            _run_phase, bundle=bundle, bundle_ref=ray.put(bundle), tracker=tracker,
+            start_afresh(sweep.out)
+        tracker.log_artifact(parent, save_settings(sweep.out, _settings(sweep)))
+        run_trials = functools.partial(
+            _run_trials, bundle=bundle, bundle_ref=ray.put(bundle), tracker=tracker,
             parent=parent, resume=resume, progress_every=progress_every,
         )  # fmt: skip
-        results = phase(sweep)
+        results = run_trials(sweep)
         trials = [t for t in results if t.phase is Phase.infuse]
         if not trials:
             raise KinfuseError(
                 f"no infusion trial finished; the sweep's records are in {sweep.out}"
             )
         base_runs = [t for t in results if t.phase is Phase.base]
-        summary = summarise(trials, sweep, time.monotonic() - started, base_runs)
-        summary.provenance = describe_provenance()
+        summary = _summarise(sweep, trials, base_runs, time.monotonic() - started)
         rec = summary.recommendation
         if sweep.predict.confirm and rec and rec.recommended_ratio is not None:
             confirm = sweep.confirmation(rec.recommended_ratio, rec.ratio)
-            measured = phase(confirm, only=[sweep.predict.target.size.name])
+            measured = run_trials(confirm, only=[sweep.predict.target.size.name])
             summary.confirmation = confirmation_rows(summary.law, summary.recommendation, measured)
-        _record(summary, sweep, tracker, parent)
+        _record(summary, sweep.out, tracker, parent)
         tracker.end_run(parent, "FINISHED")
         return summary
     except BaseException as exc:
-        told = _ended_by(exc, sweep, tracker, parent)
+        told = _ended_by(exc, sweep.out, tracker, parent)
         if told is exc:
             raise
         raise told from None
@@ -135,7 +142,7 @@ def _run_budgets(
     the ladder's own folder and MLflow experiment."""
     started = time.monotonic()
     sweep = sweep.model_copy(update={"output_dir": sweep.out})
-    check_creatable(sweep)
+    check_creatable(sweep.out, _plan(sweep).storage_bytes)
     parts = [sweep.at_budget(tokens) for tokens in sweep.budgets]
     for part in parts:
         if resume and (part.out / SUMMARY_FILE).exists():
@@ -146,14 +153,13 @@ def _run_budgets(
         run_sweep(part, sweep_file=sweep_file, resume=again, progress_every=progress_every)
     # Every budget's trials as recorded: those run now and those a resumed ladder kept.
     recorded = load_trials(sweep.mlflow.tracking_uri, [part.experiment for part in parts])
-    summary = summarise(recorded.trials, sweep, time.monotonic() - started, recorded.base)
-    summary.provenance = describe_provenance()
+    summary = _summarise(sweep, recorded.trials, recorded.base, time.monotonic() - started)
     tracker = Tracker(sweep.mlflow.tracking_uri, sweep.experiment)
-    parent = open_sweep_run(tracker, sweep, resume=False, sweep_file=sweep_file)
+    parent = _open_run(tracker, sweep, resume=False, sweep_file=sweep_file)
     try:
         tracker.set_tags(parent, {BUDGETS_TAG: ",".join(part.experiment for part in parts)})
-        tracker.log_artifact(parent, save_settings(sweep))
-        _record(summary, sweep, tracker, parent)
+        tracker.log_artifact(parent, save_settings(sweep.out, _settings(sweep)))
+        _record(summary, sweep.out, tracker, parent)
     except BaseException:
         tracker.end_run(parent, "FAILED")
         raise
@@ -161,7 +167,7 @@ def _run_budgets(
     return summary
 
 
-def _run_phase(
+def _run_trials(
     sweep: SweepConfig,
     only: list[str] | None = None,
     *,
@@ -174,53 +180,115 @@ def _run_phase(
 ) -> list[TrialResult]:
     """Base runs and infusion trials of the ladder's sizes (`only` those, if given) as one Tune
     experiment mirrored to MLflow; base runs the shared store holds are reused."""
-    sizes = only or [s.name for s in sweep.ladder]
+    every = sweep.rungs
+    rungs = {name: rung for name, rung in every.items() if not only or name in only}
     reused, base = {}, []
     if sweep.train.schedule is Schedule.continued:
         store = BaseStore.beside(sweep.out)
-        for size in sizes:
-            inputs = base_inputs(sweep, rung_bundle(sweep, bundle, size), size)
+        for name, rung in rungs.items():
+            inputs = base_inputs(rung, rung_bundle(rung, bundle))
             key = key_of(inputs)
-            found = store.stored(sweep, inputs, size)
+            found = store.stored(rung, inputs)
             if found is None:
-                base.append(size)
+                base.append(name)
                 if not resume:
                     print(
-                        f"kinfuse: {size}: base run to train: {store.why_not(inputs)}", flush=True
+                        f"kinfuse: {name}: base run to train: {store.why_not(inputs)}", flush=True
                     )
                 continue
-            reused[size] = found
-            if record_reused_base(tracker, parent, sweep, found, key):
-                print(f"kinfuse: {size}: base run reused from the shared store ({key})", flush=True)
-    # One set of ratio strategies: the searcher proposes from them, the progress table counts
-    # from them (a resumed experiment's callbacks and searcher come back as Tune saved them).
-    strategies = ratio_strategies(sweep, sizes, {s: found.retention for s, found in reused.items()})
-    progress = Progress(strategies, base, trial_slots(sweep))
-    callbacks = [MlflowTrials(tracker, parent, sweep), ConsoleProgress(progress, progress_every)]
+            reused[name] = found
+            if record_reused_base(tracker, parent, rung, found, key):
+                print(f"kinfuse: {name}: base run reused from the shared store ({key})", flush=True)
+    slots = trial_slots(sweep.train, sweep.ray.concurrent_trials)
+
+    def fresh() -> tuple[LadderSearch, list]:
+        """The searcher, and the callbacks that mirror its trials to MLflow and show its
+        progress (a read-only view of it), for an experiment that starts now."""
+        plateaus = {size: found.retention for size, found in reused.items()}
+        strategies = ratio_strategies(
+            sweep.search, sweep.ratios, sweep.eval, sweep.seed, list(rungs), plateaus
+        )
+        n_params = {name: rung.n_params for name, rung in rungs.items()}
+        capacity = trainer_capacity(sweep.train, sweep.ray.concurrent_trials)
+        search = LadderSearch(strategies, n_params, sweep.train.tokens, base, capacity)
+        progress = ConsoleProgress(Progress(search, base, slots), progress_every)
+        return search, [MlflowTrials(tracker, parent, sweep.name, every), progress]
+
     print(
-        f"kinfuse: {'resuming, ' if resume else ''}{len(sizes)} sizes, "
+        f"kinfuse: {'resuming, ' if resume else ''}{len(rungs)} sizes, "
         f"{sweep.search.strategy} search over {len(sweep.ratios)} ratios; output in {sweep.out}",
         flush=True,
     )
-    search = LadderSearch(
-        strategies, sweep.n_params, sweep.train.tokens, base, trainer_capacity(sweep)
-    )
     finished = run_experiment(
-        sweep, bundle_ref=bundle_ref, search=search, callbacks=callbacks, resume=resume
-    )
-    ran = [_trial_result(sweep, spec, metrics) for spec, metrics in finished]
+        sweep.trials, sweep.train, slots=slots, bundle_ref=bundle_ref, fresh=fresh,
+        resume=resume,
+    )  # fmt: skip
+    ran = [
+        TrialResult.from_metrics(
+            spec, metrics, n_params=every[spec.size].n_params,
+            tokens=every[spec.size].phase_tokens(spec.phase),
+        )
+        for spec, metrics in finished
+    ]  # fmt: skip
     ran_base = {t.size for t in ran if t.phase is Phase.base}
     return [*ran, *(found for s, found in reused.items() if s not in ran_base)]
 
 
-def _trial_result(sweep: SweepConfig, spec: TrialSpec, metrics: dict) -> TrialResult:
-    return TrialResult.from_metrics(
-        spec, metrics, n_params=sweep.n_params[spec.size], tokens=sweep.phase_tokens(spec.phase)
+def _summarise(
+    sweep: SweepConfig, trials: list[TrialResult], base: list[TrialResult], seconds: float
+) -> Summary:
+    summary = summarise(
+        trials, name=sweep.name, evals=sweep.eval, predict=sweep.predict, seed=sweep.seed,
+        target=sweep.target_point, wall_seconds=seconds, base=base,
+    )  # fmt: skip
+    summary.provenance = describe_provenance()
+    return summary
+
+
+def _plan(sweep: SweepConfig) -> SweepPlan:
+    """What the sweep will cost (every budget's trials on a size x budget ladder)."""
+    return plan_sweep(
+        sweep.name, list(sweep.rungs.values()), sweep.data.vocab_size, ratios=sweep.ratios,
+        precision=sweep.search.precision, budgets=sweep.budgets or [sweep.train.tokens],
+    )  # fmt: skip
+
+
+def _settings(sweep: SweepConfig) -> dict:
+    """The sweep file's fields, as saved beside its results."""
+    return sweep.model_dump(mode="json")
+
+
+def _open_run(
+    tracker: Tracker, sweep: SweepConfig, *, resume: bool, sweep_file: Path | None
+) -> str:
+    params = {
+        "seed": sweep.seed, "schedule": sweep.train.schedule.value, "sizes": len(sweep.ladder),
+        "ratios": ",".join(f"{r:g}" for r in sweep.ratios), "tokens": sweep.train.tokens,
+    }  # fmt: skip
+    return open_sweep_run(
+        tracker, sweep.name, sweep.out, params, resume=resume, sweep_file=sweep_file
     )
 
 
+def needed_keys(sweeps: list[SweepConfig]) -> set[str]:
+    """The keys of every base run these sweeps use (this builds their data: the tokenizer and
+    the corpus tokens, from the caches where they are there), on the CPU kernels each pins:
+    what its trials train on, whatever kernels this process's torch picked."""
+    from kinfuse_ray.provenance import kernels
+
+    here, keys = kernels(), set()
+    for sweep in sweeps:
+        if sweep.train.schedule is not Schedule.continued:  # scratch trials use no base run
+            continue
+        bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
+        for rung in sweep.rungs.values():
+            facts = rung_bundle(rung, bundle)
+            keys.add(key_of(key_inputs(rung, facts, pinned_kernels(rung, here))))
+    return keys
+
+
 def _ended_by(
-    exc: BaseException, sweep: SweepConfig, tracker: Tracker | None, parent: str | None
+    exc: BaseException, out: Path, tracker: Tracker | None, parent: str | None
 ) -> BaseException:
     """Close the sweep's runs after `exc` (KILLED for Ctrl-C and SIGTERM, else FAILED) and say
     what to tell the user: one line for a failing store or a full disk, else `exc` itself."""
@@ -234,17 +302,16 @@ def _ended_by(
             unclosed = closing
     if tracker is not None and (unclosed is not None or store_failure(exc)):
         return tracker.failed_midway(unclosed or exc)
-    if not isinstance(exc, KeyboardInterrupt) and free_bytes(sweep.out) < OUT_OF_SPACE:
+    if not isinstance(exc, KeyboardInterrupt) and free_bytes(out) < OUT_OF_SPACE:
         # However it surfaced (a trial's write, Tune's own state): the disk is full.
         return KinfuseError(
-            f"output_dir: no space left on the device of {sweep.out}; free some, then carry on "
+            f"output_dir: no space left on the device of {out}; free some, then carry on "
             "with --resume"
         )
     return exc
 
 
-def _record(summary: Summary, sweep: SweepConfig, tracker: Tracker, parent: str) -> None:
-    out = sweep.out
+def _record(summary: Summary, out: Path, tracker: Tracker, parent: str) -> None:
     files = [
         summary.save(out / SUMMARY_FILE),
         write_text_atomic(out / "answer.txt", describe_answer(summary) + "\n"),
@@ -276,10 +343,5 @@ def _record(summary: Summary, sweep: SweepConfig, tracker: Tracker, parent: str)
         tracker.log_artifact(parent, path)
     tracker.log_metrics(parent, summary.parent_metrics(), step=0)
     tracker.describe(parent, describe_headline(summary))
-    if summary.confirmation:
-        p = summary.recommendation
-        forecast = {"target": summary.target, "n_params": p.n_params, "tokens": p.tokens,
-                    "law": summary.law.form, "method": summary.law.method,
-                    "predicted_collapse": p.ratio, "interval": p.interval,
-                    "rows": [c.to_dict() for c in summary.confirmation]}  # fmt: skip
-        tracker.set_tags(parent, {FORECAST_TAG: json.dumps(forecast)})
+    if summary.forecast is not None:
+        tracker.set_tags(parent, {FORECAST_TAG: json.dumps(summary.forecast.to_dict())})

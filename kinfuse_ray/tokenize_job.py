@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from kinfuse_ray.config import SweepConfig
+from kinfuse_ray.config import DataConfig
 from kinfuse_ray.data import (
     SHARD_INDEX,
     corpus_documents,
@@ -98,12 +98,11 @@ class TokenizeUnits:
         }
 
 
-def tokenize_corpus(sweep: SweepConfig) -> tuple[Path, int, float]:
-    """Tokenize `sweep`'s corpus into shards on the connected Ray instance; returns (shard
-    folder, tokens, seconds). Shards already written are kept (resume)."""
+def tokenize_corpus(data: DataConfig) -> tuple[Path, int, float]:
+    """Tokenize a sweep's corpus (`data`) into shards on the connected Ray instance; returns
+    (shard folder, tokens, seconds). Shards already written are kept (resume)."""
     import ray.data
 
-    data = sweep.data
     if data.corpus.suffix == ".npy":
         raise KinfuseError(f"data.corpus: {data.corpus} is already token ids")
     relations = load_templates(data.templates)

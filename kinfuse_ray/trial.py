@@ -17,7 +17,7 @@ import torch
 
 from kinfuse_ray import checkpoint
 from kinfuse_ray.base_store import KEY_FILE, BaseStore, base_inputs, rung_bundle
-from kinfuse_ray.config import Schedule, SweepConfig
+from kinfuse_ray.config import Rung, Schedule
 from kinfuse_ray.data import DataBundle
 from kinfuse_ray.mixing import Stream
 from kinfuse_ray.model import build_model
@@ -30,27 +30,28 @@ from kinfuse_ray.train import CollapseWatch, Metrics, Report, make_optimizer, tr
 def run_trial(
     spec: TrialSpec,
     *,
-    sweep: SweepConfig,
+    rung: Rung,
+    out: Path,
     bundle: DataBundle,
     report: Report,
     dist: Dist = SINGLE,
     resume: Path | None = None,
 ) -> Metrics:
-    """Train one trial; return its final metrics. Under Ray Train every worker runs this with
-    its `dist` place (a process group set up). `resume` is a checkpoint folder this trial saved
-    before it was interrupted."""
+    """Train one trial of `rung` (`spec.size`) for the sweep whose output folder is `out` (its
+    base runs in the store beside it); return its final metrics. Under Ray Train every worker
+    runs this with its `dist` place (a process group set up). `resume` is a checkpoint folder
+    this trial saved before it was interrupted."""
     started = time.monotonic()
-    size, phase, ratio = sweep.size(spec.size), spec.phase, spec.ratio
-    cfg = sweep.train_for(spec.size)
+    size, phase, ratio, cfg = rung.size, spec.phase, spec.ratio, rung.train
     torch.set_num_threads(cfg.cpus_per_trial)
-    bundle = rung_bundle(sweep, bundle, size.name)
-    inputs = base_inputs(sweep, bundle, size.name)
-    base = BaseStore.beside(sweep.out).folder(inputs)
-    torch.manual_seed(sweep.seed)
+    bundle = rung_bundle(rung, bundle)
+    inputs = base_inputs(rung, bundle)
+    base = BaseStore.beside(out).folder(inputs)
+    torch.manual_seed(rung.seed)
     model = build_model(size, bundle.vocab_size, bundle.seq_len, bundle.eos_id)
     model = parallelize(model, dist, cfg.parallelism, cfg.activation_checkpointing)
     optimizer = make_optimizer(model, cfg)
-    continued = phase is Phase.infuse and sweep.train.schedule is Schedule.continued
+    continued = phase is Phase.infuse and cfg.schedule is Schedule.continued
     progress = None
     if resume is not None:
         progress = checkpoint.load(resume, model, optimizer)
@@ -58,13 +59,13 @@ def run_trial(
         checkpoint.load(base, model, optimizer)
     watch = None
     if continued:
-        ev = sweep.eval
+        ev = rung.eval
         base_retention = checkpoint.read_progress(base)["metrics"]["retention"]
         watch = CollapseWatch(base_retention, ev.early_stop_below, ev.early_stop_patience)
     trained = torch.compile(model) if cfg.compile else model
 
     batch_tokens = cfg.batch_size * bundle.seq_len
-    n_steps = -(-sweep.phase_tokens(phase) // batch_tokens)  # whole global batches
+    n_steps = -(-rung.phase_tokens(phase) // batch_tokens)  # whole global batches
     stream = Stream(
         bundle.corpus,
         bundle.general_facts,
@@ -72,8 +73,8 @@ def run_trial(
         ratio=ratio,
         n_sequences=n_steps * cfg.batch_size,
         seq_len=bundle.seq_len,
-        fact_share=sweep.data.general_fact_share,
-        seed=sweep.seed + (0 if phase is Phase.base else 1),
+        fact_share=rung.general_fact_share,
+        seed=rung.seed + (0 if phase is Phase.base else 1),
     )
     context = {
         "domain_share": stream.domain_share,
@@ -86,7 +87,7 @@ def run_trial(
         stream=stream,
         bundle=bundle,
         cfg=cfg,
-        evals=sweep.eval,
+        evals=rung.eval,
         report=lambda metrics, save: report({**metrics, **context}, save),
         watch=watch,
         dist=dist,
@@ -101,7 +102,7 @@ def run_trial(
             model,
             optimizer,
             {"metrics": done},
-            writer=sweep.out.name,
+            writer=out.name,
             beside={KEY_FILE: inputs},
         )
     return final

@@ -60,12 +60,12 @@ def data_digests() -> dict:
     bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
     rungs, streams = {}, {}
     for size in sweep.ladder:
-        rung = rung_bundle(sweep, bundle, size.name)
+        rung = rung_bundle(sweep.rungs[size.name], bundle)
         rungs[size.name] = {
             "facts_and_probes": facts_digest(rung)[:16],
             "acquisition_sample": _digest([rung.acquisition.answers, *rung.acquisition.prompts]),
         }
-    rung = rung_bundle(sweep, bundle, sweep.ladder[-1].name)
+    rung = rung_bundle(sweep.rungs[sweep.ladder[-1].name], bundle)
     for ratio in STREAM_RATIOS:
         stream = Stream(
             rung.corpus, rung.general_facts, rung.domain_facts, ratio=ratio,

@@ -50,22 +50,25 @@ def test_another_torch_or_other_kernels_or_another_training_version_is_another_k
     tmp_path, bundle, monkeypatch
 ):
     s = sweep(tmp_path)
-    rung = rung_bundle(s, bundle, "a")
-    here = key_inputs(s, rung, "a", HERE)
-    assert key_of(key_inputs(s, rung, "a", dict(HERE))) == key_of(here)  # same run, same key
-    avx2 = key_inputs(s, rung, "a", {**HERE, "cpu": "AVX2"})
-    newer = key_inputs(s, rung, "a", {**HERE, "torch": "2.14.0+cpu"})
+    rung = rung_bundle(s.rungs["a"], bundle)
+    here = key_inputs(s.rungs["a"], rung, HERE)
+    assert key_of(key_inputs(s.rungs["a"], rung, dict(HERE))) == key_of(here)  # same run, same key
+    avx2 = key_inputs(s.rungs["a"], rung, {**HERE, "cpu": "AVX2"})
+    newer = key_inputs(s.rungs["a"], rung, {**HERE, "torch": "2.14.0+cpu"})
     # Settings that only infusion trials or the analysis read leave the key alone.
     later = sweep(tmp_path, tokens=123_456)
-    assert key_inputs(later, rung_bundle(later, bundle, "a"), "a", HERE) == here
+    assert key_inputs(later.rungs["a"], rung_bundle(later.rungs["a"], bundle), HERE) == here
     monkeypatch.setattr("kinfuse_ray.base_store.TRAINING_VERSION", "test")
-    retrained = key_inputs(s, rung, "a", HERE)
+    retrained = key_inputs(s.rungs["a"], rung, HERE)
     assert len({key_of(k) for k in (here, avx2, newer, retrained)}) == 4
     # On GPUs the key names the GPU the sweep declares, not the driver's CPU kernels.
     gpu = sweep(tmp_path, use_gpu=True, gpu="H100-SXM")
-    on_gpu = key_inputs(gpu, rung_bundle(gpu, bundle, "a"), "a", HERE)
+    on_gpu = key_inputs(gpu.rungs["a"], rung_bundle(gpu.rungs["a"], bundle), HERE)
     assert on_gpu["kernels"] == "gpu:H100-SXM"
-    assert key_inputs(gpu, rung_bundle(gpu, bundle, "a"), "a", {**HERE, "cpu": "AVX2"}) == on_gpu
+    assert (
+        key_inputs(gpu.rungs["a"], rung_bundle(gpu.rungs["a"], bundle), {**HERE, "cpu": "AVX2"})
+        == on_gpu
+    )
 
 
 def test_a_corpus_rewritten_under_the_same_name_is_another_key(tmp_path, bundle, monkeypatch):
@@ -77,9 +80,11 @@ def test_a_corpus_rewritten_under_the_same_name_is_another_key(tmp_path, bundle,
     np.save(corpus, np.arange(1000, dtype=np.int32)[::-1].copy())
     assert content_digest(corpus) != first
     s = sweep(tmp_path)
-    rung = rung_bundle(s, bundle, "a")
+    rung = rung_bundle(s.rungs["a"], bundle)
     other = dataclasses.replace(rung, corpus_digest=content_digest(corpus))
-    assert key_of(key_inputs(s, rung, "a", HERE)) != key_of(key_inputs(s, other, "a", HERE))
+    assert key_of(key_inputs(s.rungs["a"], rung, HERE)) != key_of(
+        key_inputs(s.rungs["a"], other, HERE)
+    )
 
 
 def stored_run(store: BaseStore, inputs: dict) -> None:
@@ -93,16 +98,16 @@ def stored_run(store: BaseStore, inputs: dict) -> None:
 
 def test_a_run_made_with_other_kernels_is_not_reused_and_the_sweep_is_told_why(tmp_path, bundle):
     s = sweep(tmp_path)
-    rung = rung_bundle(s, bundle, "a")
+    rung = rung_bundle(s.rungs["a"], bundle)
     store = BaseStore.beside(s.out)
-    stored_run(store, key_inputs(s, rung, "a", {**HERE, "cpu": "AVX2"}))
-    wanted = key_inputs(s, rung, "a", HERE)
-    assert store.stored(s, wanted, "a") is None
+    stored_run(store, key_inputs(s.rungs["a"], rung, {**HERE, "cpu": "AVX2"}))
+    wanted = key_inputs(s.rungs["a"], rung, HERE)
+    assert store.stored(s.rungs["a"], wanted) is None
     assert store.why_not(wanted) == (
         "the closest stored run (1 of this shape) differs in kernels cpu:AVX2 -> cpu:AVX512"
     )
     stored_run(store, wanted)
-    assert store.stored(s, wanted, "a").retention == 0.9
+    assert store.stored(s.rungs["a"], wanted).retention == 0.9
 
 
 @pytest.mark.full
@@ -110,13 +115,13 @@ def test_kinfuse_store_lists_runs_and_deletes_those_no_sweep_file_uses(tmp_path,
     """The sweep file pins AVX2 kernels: its run is the AVX2 one, whatever kernels the `kinfuse
     store` process's own torch picked; runs of another torch or other kernels are not used."""
     s = sweep(tmp_path, cpu_kernels="avx2")
-    rung = rung_bundle(s, bundle, "a")
+    rung = rung_bundle(s.rungs["a"], bundle)
     store = BaseStore.beside(s.out)
     from kinfuse_ray.provenance import kernels
 
-    used = key_inputs(s, rung, "a", {**kernels(), "cpu": "AVX2"})
-    stale = key_inputs(s, rung, "a", {**kernels(), "cpu": "AVX2", "torch": "1.0"})
-    other_kernels = key_inputs(s, rung, "a", {**kernels(), "cpu": "AVX512"})
+    used = key_inputs(s.rungs["a"], rung, {**kernels(), "cpu": "AVX2"})
+    stale = key_inputs(s.rungs["a"], rung, {**kernels(), "cpu": "AVX2", "torch": "1.0"})
+    other_kernels = key_inputs(s.rungs["a"], rung, {**kernels(), "cpu": "AVX512"})
     for inputs in (used, stale, other_kernels):
         stored_run(store, inputs)
     (tmp_path / "key.yaml").write_text(json.dumps(s.model_dump(mode="json")))

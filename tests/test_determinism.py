@@ -33,7 +33,9 @@ def run(sweep, bundle, resume=None):
             save(folder)
         reports.append((metrics, folder))
 
-    final = run_trial(TRIAL, sweep=sweep, bundle=bundle, report=report, resume=resume)
+    final = run_trial(
+        TRIAL, rung=sweep.rungs["a"], out=sweep.out, bundle=bundle, report=report, resume=resume
+    )
     return final, reports
 
 

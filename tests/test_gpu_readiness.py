@@ -91,7 +91,8 @@ sweep = parse_sweep({{
 }})
 bundle = build_bundle(sweep.data, sweep.eval, sweep.seed)
 spec = TrialSpec(Phase.infuse, "a", 0.5)
-final = run_trial(spec, sweep=sweep, bundle=bundle, report=lambda m, s: None)
+final = run_trial(spec, rung=sweep.rungs["a"], out=sweep.out, bundle=bundle,
+                  report=lambda m, s: None)
 print("tokens", int(final["tokens"]))
 """
     proc = subprocess.run(

@@ -19,6 +19,14 @@ from .helpers import REPO, kinfuse
 GPU_LADDER = REPO / "sweeps" / "gpu_ladder.yaml"
 
 
+def plan_of(sweep, vocab_size, mfu=0.4):
+    """The plan `kinfuse plan` prints for `sweep`."""
+    return plan_sweep(
+        sweep.name, list(sweep.rungs.values()), vocab_size, ratios=sweep.ratios,
+        precision=sweep.search.precision, budgets=sweep.budgets or [sweep.train.tokens], mfu=mfu,
+    )  # fmt: skip
+
+
 def test_the_gpu_ladder_plan_fits_the_cluster_files_gpus(tmp_path):
     proc = kinfuse(tmp_path, "plan", str(GPU_LADDER))
     assert proc.returncode == 0, proc.stderr
@@ -35,7 +43,7 @@ def test_a_rung_close_to_the_limit_is_flagged_for_measuring(tmp_path):
     assert proc.returncode == 0, proc.stderr
     tight = [line for line in proc.stdout.splitlines() if line.startswith("tight:")]
     assert tight and all("--memory-rung" in line for line in tight)
-    plan = plan_sweep(load_sweep(GPU_LADDER, ["train.micro_batch_size=8"]), 32_000)
+    plan = plan_of(load_sweep(GPU_LADDER, ["train.micro_batch_size=8"]), 32_000)
     flagged = {r.name for r in plan.rungs if r.usable_share > TIGHT_ABOVE}
     assert {line.split()[1] for line in tight} == flagged
 
@@ -81,13 +89,13 @@ def test_bisection_steps_narrow_the_widest_bracket_to_the_precision():
 
 def test_gpu_hours_scale_with_tokens_and_mfu():
     sweep = load_sweep(GPU_LADDER)
-    at_40 = plan_sweep(sweep, 32_000, mfu=0.4)
-    at_20 = plan_sweep(sweep, 32_000, mfu=0.2)
+    at_40 = plan_of(sweep, 32_000, mfu=0.4)
+    at_20 = plan_of(sweep, 32_000, mfu=0.2)
     assert at_20.grid_gpu_hours == pytest.approx(2 * at_40.grid_gpu_hours)
     doubled = sweep.model_copy(
         update={"train": sweep.train.model_copy(update={"tokens": 2 * sweep.train.tokens})}
     )
-    rung = plan_sweep(doubled, 32_000).rungs[0]
+    rung = plan_of(doubled, 32_000).rungs[0]
     assert rung.trial_gpu_hours == pytest.approx(2 * at_40.rungs[0].trial_gpu_hours)
 
 
@@ -123,9 +131,10 @@ def test_a_budget_ladder_plan_says_what_pins_the_d_exponent(tmp_path):
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.splitlines()[-1]
     assert line.startswith("D exponent: +/-") and "+/-0.1 needs" in line
-    budget = plan_budget_exponent(load_sweep(ladder), 0.1, 0.3)
+    sweep = load_sweep(ladder)
+    budget = plan_budget_exponent(len(sweep.ladder), sweep.budgets, 0.1, 0.3)
     assert budget.halfwidth > 0.1 and budget.seeds_needed > 1 and budget.budgets_needed > 3
     assert budget_exponent_halfwidth(4, [5e4, 1e5, 2e5], budget.seeds_needed, 0.3) <= 0.1
     assert budget_exponent_halfwidth(4, [5e4, 1e5, 2e5], budget.seeds_needed - 1, 0.3) > 0.1
-    sweep = load_sweep(ladder)  # every budget's trials are counted
-    assert plan_sweep(sweep, 512).grid_trials == len(sweep.ladder) * len(sweep.ratios) * 3
+    # every budget's trials are counted
+    assert plan_of(sweep, 512).grid_trials == len(sweep.ladder) * len(sweep.ratios) * 3

@@ -1,7 +1,10 @@
-"""Live progress on a scripted sweep: counts per size, the bracket, elapsed time and time left."""
+"""Live progress on a scripted sweep: counts per size, the bracket, elapsed time and time left,
+read from the searcher (which the progress never writes to)."""
+
+import pickle
 
 from kinfuse_ray.progress import Progress
-from kinfuse_ray.search import BisectRatios, GridRatios
+from kinfuse_ray.search import BisectRatios, GridRatios, LadderSearch
 from kinfuse_ray.spec import Phase, TrialSpec
 
 
@@ -13,24 +16,28 @@ class Clock:
         return self.now
 
 
+def finished(search, progress, trial, retention, seconds):
+    """A trial ends: Tune tells the searcher (its results), then the console callback."""
+    search.running[trial.key] = trial
+    search.on_trial_complete(trial.key, {"retention": retention})
+    progress.finish(trial, seconds=seconds)
+
+
 def test_counts_brackets_and_time_left_follow_the_trials():
     clock = Clock()
     ratios = [0.2, 0.5, 0.8, 0.95]
-    progress = Progress(
-        {"a": GridRatios(ratios), "b": BisectRatios(ratios, precision=0.05)},
-        base_pending=["a", "b"],
-        slots=2,
-        clock=clock,
-    )
+    strategies = {"a": GridRatios(ratios), "b": BisectRatios(ratios, precision=0.05)}
+    search = LadderSearch(strategies, {"a": 1, "b": 2}, 100, base=["a", "b"])
+    progress = Progress(search, base_pending=["a", "b"], slots=2, clock=clock)
     assert "a  base run pending" in progress.render()
     assert "estimating time left" in progress.render()
 
     progress.start(TrialSpec(Phase.base, "a", 0.0))
     clock.now = 10
-    progress.finish(TrialSpec(Phase.base, "a", 0.0), 1.0, seconds=10)
+    finished(search, progress, TrialSpec(Phase.base, "a", 0.0), 1.0, seconds=10)
     for r, retention in zip(ratios, [1.0, 0.95, 0.3, 0.1], strict=True):
         progress.start(TrialSpec(Phase.infuse, "a", r))
-        progress.finish(TrialSpec(Phase.infuse, "a", r), retention, seconds=4)
+        finished(search, progress, TrialSpec(Phase.infuse, "a", r), retention, seconds=4)
     progress.start(
         TrialSpec(Phase.infuse, "a", 0.99)
     )  # grid sizes never run more than their ratios
@@ -48,9 +55,25 @@ def test_counts_brackets_and_time_left_follow_the_trials():
     assert progress.remaining_seconds() == (10 + 4 * (pending + 0.5)) / 2
 
     # b's base run took twice a's: its trials are costed at twice a's (4 s x 20 / 10).
-    progress.finish(TrialSpec(Phase.base, "b", 0.0), 1.0, seconds=20)
+    finished(search, progress, TrialSpec(Phase.base, "b", 0.0), 1.0, seconds=20)
     assert progress.remaining_seconds() == (4 * 0.5 + 8 * pending) / 2
     for r, retention in zip(ratios, [1.0, 1.0, 0.9, 0.2], strict=True):
-        progress.finish(TrialSpec(Phase.infuse, "b", r), retention, seconds=4)
+        finished(search, progress, TrialSpec(Phase.infuse, "b", r), retention, seconds=4)
     # The coarse pass brackets r* in [0.8, 0.95]: log2(log(0.95/0.8)/log(1.05)) -> 2 more steps.
     assert progress.counts("b") == (4, 0, 2)
+
+
+def test_a_restored_searcher_is_what_the_restored_progress_reads(tmp_path):
+    """Tune pickles the searcher and the callbacks together and restores the searcher's state in
+    place: the progress unpickled with it reads the restored brackets, not the pickled ones."""
+    ratios = [0.2, 0.5, 0.8]
+    search = LadderSearch({"a": GridRatios(ratios)}, {"a": 1}, 100, base=[])
+    progress = Progress(search, base_pending=[], slots=1)
+    search_again, progress_again = pickle.loads(pickle.dumps((search, progress)))
+    for r, retention in zip(ratios, [1.0, 0.9, 0.2], strict=True):
+        finished(search, progress, TrialSpec(Phase.infuse, "a", r), retention, seconds=1)
+    search.save(str(tmp_path / "searcher.pkl"))
+    assert progress_again.counts("a") == (0, 0, 3)
+    search_again.restore(str(tmp_path / "searcher.pkl"))
+    assert progress_again.counts("a") == (3, 0, 0)
+    assert "r* " in progress_again.render() and "in [0.5, 0.8]" in progress_again.render()

@@ -86,10 +86,8 @@ def test_a_store_failing_while_a_trial_run_closes_is_raised_at_the_next_step(tmp
     db = tmp_path / "store.db"
     tracker = Tracker(f"sqlite:///{db}", "race")
     parent = tracker.start_run("race", {})
-    mirror = MlflowTrials(tracker, parent, sweep)
-    trial = SimpleNamespace(
-        config={"trial": TrialSpec(Phase.infuse, "a", 0.5).to_config()}, last_result={}
-    )
+    mirror = MlflowTrials(tracker, parent, sweep.name, sweep.rungs)
+    trial = SimpleNamespace(config=TrialSpec(Phase.infuse, "a", 0.5).to_config(), last_result={})
     mirror.on_trial_start(0, [trial], trial)
     db.unlink()
     db.mkdir()  # the store's file is gone: every write now fails in the database layer

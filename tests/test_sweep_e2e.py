@@ -226,7 +226,7 @@ def test_a_failing_sweep_leaves_no_run_open(tmp_path):
     sweep = sweep.model_copy(update={"output_dir": (tmp_path / "runs" / "micro").resolve()})
     bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
     base = BaseStore.beside(sweep.out).folder(
-        base_inputs(sweep, rung_bundle(sweep, bundle, "a"), "a")
+        base_inputs(sweep.rungs["a"], rung_bundle(sweep.rungs["a"], bundle))
     )
     base.mkdir(parents=True)
     metrics = {"retention": 0.5, "acquisition": 0.0, "val_loss": 5.0, "tokens": 1000,
