@@ -31,9 +31,11 @@ def main() -> None:
 
     from kinfuse_ray.cluster import connect_ray
     from kinfuse_ray.config import BUNDLED_DATA, parse_sweep
-    from kinfuse_ray.data import corpus_tokenizer, map_tokens, paragraphs, tokenize_to_file
+    from kinfuse_ray.corpus import paragraphs
+    from kinfuse_ray.data import corpus_tokenizer
     from kinfuse_ray.knowledge import load_templates, load_triples
     from kinfuse_ray.tokenize_job import tokenize_corpus
+    from kinfuse_ray.tokens import map_tokens, tokenize_to_file
 
     with gzip.open(BUNDLED_DATA / "corpus" / "shakespeare.txt.gz", "rt") as f:
         text = f.read()

@@ -26,6 +26,20 @@ class SizeResult:
     acquisition_at_safe: float | None
     acquisition_threshold: float | None = None
 
+    def to_dict(self) -> dict:
+        return {
+            "size": self.size,
+            "n_params": self.n_params,
+            "tokens": self.tokens,
+            "outcome": self.collapse.outcome.value,
+            "collapse_ratio": self.collapse.ratio,
+            "bracket": list(self.collapse.bracket),
+            "plateau": self.collapse.plateau,
+            "best_safe_ratio": self.best_safe_ratio,
+            "acquisition_at_safe": self.acquisition_at_safe,
+            "acquisition_threshold": self.acquisition_threshold,
+        }
+
 
 @dataclass
 class Summary:
@@ -46,50 +60,12 @@ class Summary:
     confirmation: list[Confirmation] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        law = None
-        if self.law is not None:
-            law = {
-                "form": self.law.form,
-                "method": self.law.method,
-                "params": self.law.parameters,
-                "intervals": self.law.parameter_intervals(),
-                "confidence": self.law.confidence,
-                "held_out": [
-                    {
-                        **asdict(h),
-                        "covered": h.covered,
-                        "log_error": h.log_error,
-                        "baseline_log_error": h.baseline_log_error,
-                    }
-                    for h in self.law.held_out_
-                ],  # fmt: skip
-                "held_out_summary": self.law.held_out_summary,
-                "top_slope": (
-                    {**asdict(self.law.top_slope_), "moving": self.law.top_slope_.moving}
-                    if self.law.top_slope_
-                    else None
-                ),
-            }
         return {
             "study": self.study,
             "wall_seconds": round(self.wall_seconds, 1),
             "provenance": self.provenance,
-            "sizes": [
-                {
-                    "size": s.size,
-                    "n_params": s.n_params,
-                    "tokens": s.tokens,
-                    "outcome": s.collapse.outcome.value,
-                    "collapse_ratio": s.collapse.ratio,
-                    "bracket": list(s.collapse.bracket),
-                    "plateau": s.collapse.plateau,
-                    "best_safe_ratio": s.best_safe_ratio,
-                    "acquisition_at_safe": s.acquisition_at_safe,
-                    "acquisition_threshold": s.acquisition_threshold,
-                }
-                for s in self.sizes
-            ],
-            "law": law,
+            "sizes": [s.to_dict() for s in self.sizes],
+            "law": self.law.report() if self.law is not None else None,
             "law_note": self.law_note,
             "law_comparison": self.law_comparison,
             "recommendation": (

@@ -927,6 +927,29 @@ class InfusionLaw:
             ),
         }
 
+    def report(self) -> dict:
+        """The fit as a sweep's summary.json gives it: form, parameters with their intervals,
+        the held-out check and the slope over the top sizes."""
+        top = self.top_slope_
+        return {
+            "form": self.form,
+            "method": self.method,
+            "params": self.parameters,
+            "intervals": self.parameter_intervals(),
+            "confidence": self.confidence,
+            "held_out": [
+                {
+                    **asdict(h),
+                    "covered": h.covered,
+                    "log_error": h.log_error,
+                    "baseline_log_error": h.baseline_log_error,
+                }
+                for h in self.held_out_
+            ],  # fmt: skip
+            "held_out_summary": self.held_out_summary,
+            "top_slope": {**asdict(top), "moving": top.moving} if top else None,
+        }
+
     # --- persistence ------------------------------------------------------------------------
     def to_dict(self, shallow: bool = False) -> dict:
         out = {"format": FORMAT, **asdict(self)}

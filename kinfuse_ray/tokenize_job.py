@@ -22,17 +22,12 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from kinfuse_ray.config import DataConfig
-from kinfuse_ray.data import (
-    SHARD_INDEX,
-    corpus_documents,
-    corpus_tokenizer,
-    encode,
-    is_complete_shards,
-    token_shards_dir,
-)
+from kinfuse_ray.corpus import corpus_documents
+from kinfuse_ray.data import corpus_tokenizer
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.files import atomic_path, write_json_atomic
 from kinfuse_ray.knowledge import load_templates, load_triples
+from kinfuse_ray.tokens import SHARD_INDEX, encode, is_complete_shards, token_shards_dir
 
 BATCH_DOCUMENTS = 1024
 
@@ -137,6 +132,6 @@ def tokenize_corpus(data: DataConfig) -> tuple[Path, int, float]:
 
 
 def _count(folder: Path) -> int:
-    from kinfuse_ray.data import ShardedTokens
+    from kinfuse_ray.tokens import ShardedTokens
 
     return len(ShardedTokens.open(folder))

@@ -101,6 +101,153 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass
+class Seconds:
+    """Where a run's time went, carried across a resume."""
+
+    train: float = 0.0
+    eval: float = 0.0
+    checkpoint: float = 0.0  # handing checkpoints over: saving, and Ray's copy to storage
+
+    @property
+    def wall(self) -> float:
+        return self.train + self.eval + self.checkpoint
+
+
+class TrainStep:
+    """One optimizer step: a rank's share of a global batch of `cfg.batch_size` sequences
+    (each rank reads only its rows), in micro-batches of `cfg.micro_batch_size` whose gradients
+    accumulate, so the global batch is the same whatever the worker count; bf16 autocast on
+    GPUs (CPUs train in fp32: their bf16 matmuls are slower, not faster)."""
+
+    def __init__(self, model, optimizer, scheduler, stream: Stream, cfg: TrainConfig, dist: Dist):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.stream, self.cfg, self.dist = stream, cfg, dist
+        self.rows_per_rank = cfg.batch_size // dist.world
+        self.micro = cfg.micro_batch_size or self.rows_per_rank
+        device = dist.device
+        self.autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, int]:
+        """(the step's loss, on the device: no host sync per step; tokens trained, all ranks)."""
+        model, dist = self.model, self.dist
+        first = (step - 1) * self.cfg.batch_size + dist.rank * self.rows_per_rank
+        rows = self.stream.rows(first, first + self.rows_per_rank)
+        chunks = [rows[i : i + self.micro] for i in range(0, len(rows), self.micro)]
+        step_loss = torch.zeros((), device=dist.device)
+        for i, chunk in enumerate(chunks):
+            batch = torch.from_numpy(chunk.astype(np.int64)).to(dist.device, non_blocking=True)
+            # DDP all-reduces gradients on the last micro-batch only.
+            sync = i == len(chunks) - 1 or not hasattr(model, "no_sync")
+            with self.autocast, contextlib.nullcontext() if sync else model.no_sync():
+                loss = model(input_ids=batch, labels=batch).loss * (len(chunk) / len(rows))
+            loss.backward()
+            step_loss += loss.detach()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return step_loss, rows.size * dist.world
+
+
+class Evaluator:
+    """An evaluation (`evaluate`) and the metrics reported with it: training loss since the
+    last one, throughput, where the time went, learning rate, training's peak memory (what
+    `kinfuse plan` estimates, not evaluation's) and, with `flops_per_token` on a known GPU,
+    MFU. All ranks' metrics averaged."""
+
+    def __init__(
+        self, model, bundle: DataBundle, evals: EvalConfig, cfg: TrainConfig, dist: Dist,
+        flops_per_token: float | None, resumed_at: int | None,
+    ):  # fmt: skip
+        self.model, self.bundle, self.evals, self.dist = model, bundle, evals, dist
+        self.plain = unwrap(model)  # evaluation needs neither DDP's hooks nor recompilation
+        self.ddp = isinstance(
+            getattr(model, "_orig_mod", model), torch.nn.parallel.DistributedDataParallel
+        )
+        self.peak = device_peak_flops(dist.device, cfg) if flops_per_token else None
+        self.flops_per_token, self.resumed_at = flops_per_token, resumed_at
+        self.first_step_at = time.time()  # wall clock: the driver tells start-up time from it
+        self.train_peak = 0  # bytes allocated at most during training steps (CUDA)
+
+    def __call__(
+        self, losses: list[torch.Tensor], tokens: int, seconds: Seconds, lr: float
+    ) -> Metrics:
+        device, dist = self.dist.device, self.dist
+        cuda = device.type == "cuda"
+        if cuda:
+            self.train_peak = max(self.train_peak, torch.cuda.max_memory_allocated(device))
+        began = time.perf_counter()
+        evaluated = evaluate(self.plain, self.bundle, self.evals, dist)
+        seconds.eval += time.perf_counter() - began
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        metrics = dist.mean(
+            {
+                **evaluated,
+                "train_loss": float(torch.stack(losses).double().mean()),
+                "tokens": tokens,
+                "tokens_per_s": tokens / seconds.train,
+                "eval_share": seconds.eval / seconds.wall,
+                "checkpoint_share": seconds.checkpoint / seconds.wall,
+                "lr": lr,
+                "stopped_early": 0.0,
+                "first_step_at": self.first_step_at,
+            }
+        )
+        if self.ddp:
+            metrics["replica_spread"] = dist.replica_spread(self.model)
+        if cuda:
+            metrics["gpu_memory_gib"] = self.train_peak / 2**30
+        if self.peak:
+            metrics["mfu"] = (
+                metrics["tokens_per_s"] * self.flops_per_token / (self.peak * dist.world)
+            )
+        if self.resumed_at is not None:
+            metrics["resumed_at_tokens"] = self.resumed_at
+        return metrics
+
+
+class Checkpointer:
+    """What `train(resume=...)` needs to carry on from an evaluation: model and optimizer state
+    (`checkpoint.save`) and the run's progress (scheduler, step, tokens, seconds, strikes)."""
+
+    def __init__(self, model, optimizer, scheduler):
+        # Checkpoints name parameters without torch.compile's prefix.
+        self.model, self.optimizer = getattr(model, "_orig_mod", model), optimizer
+        self.scheduler = scheduler
+
+    def save(self, step: int, tokens: int, seconds: Seconds, strikes: int) -> Save:
+        progress = {
+            "scheduler": self.scheduler.state_dict(),
+            "step": step,
+            "tokens": tokens,
+            "train_seconds": seconds.train,
+            "eval_seconds": seconds.eval,
+            "checkpoint_seconds": seconds.checkpoint,
+            "strikes": strikes,
+        }
+        return functools.partial(
+            checkpoint.save, model=self.model, optimizer=self.optimizer, progress=progress
+        )
+
+    def restore(self, progress: dict, watch: CollapseWatch | None) -> tuple[int, int, Seconds]:
+        """Carry on from a saved `progress` (model and optimizer loaded by the caller): the
+        schedule where it was; returns (step, tokens, seconds) at that evaluation."""
+        self.scheduler.load_state_dict(progress["scheduler"])
+        for group, lr in zip(
+            self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True
+        ):
+            group["lr"] = lr
+        if watch:
+            watch.strikes = progress["strikes"]
+        seconds = Seconds(
+            progress["train_seconds"], progress["eval_seconds"],
+            progress.get("checkpoint_seconds", 0.0),  # older checkpoints lack it
+        )  # fmt: skip
+        return progress["step"], progress["tokens"], seconds
+
+
 def train(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -115,18 +262,14 @@ def train(
     resume: dict | None = None,
     flops_per_token: float | None = None,
 ) -> Metrics:
-    """Train on `stream` in order, `cfg.batch_size` sequences a step across all ranks (each rank
-    reads only its share of a step's rows); evaluate every `evals.every_tokens` tokens and at
-    the end; return the last metrics. LR warms up again from zero (continued pretraining).
-    `resume`, the progress of a checkpoint this same run saved (model and optimizer already
-    loaded by the caller), continues from that evaluation exactly as if the run had never
-    stopped. Each rank's share of a step runs in micro-batches of `cfg.micro_batch_size`
-    sequences whose gradients accumulate, so the global batch is the same whatever the worker
-    count; with `flops_per_token` the model FLOPs utilisation is reported on known GPUs."""
+    """Train on `stream` in order (`TrainStep`), evaluate every `evals.every_tokens` tokens and
+    at the end (`Evaluator`), report each evaluation with what resumes from it (`Checkpointer`)
+    and stop early once `watch` says retention collapsed; return the last metrics. LR warms up
+    again from zero (continued pretraining). `resume`, the progress of a checkpoint this same
+    run saved (model and optimizer already loaded by the caller), continues from that
+    evaluation exactly as if the run had never stopped."""
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] = cfg.lr
-    batch_size = cfg.batch_size // dist.world
-    micro = cfg.micro_batch_size or batch_size
     n_steps = stream.n_sequences // cfg.batch_size
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer,
@@ -134,106 +277,45 @@ def train(
         num_training_steps=n_steps,
         min_lr_rate=cfg.min_lr_fraction,
     )
-    start, tokens, train_seconds, eval_seconds, checkpoint_seconds = 0, 0, 0.0, 0.0, 0.0
+    train_step = TrainStep(model, optimizer, scheduler, stream, cfg, dist)
+    checkpointer = Checkpointer(model, optimizer, scheduler)
+    start, tokens, seconds = 0, 0, Seconds()
     if resume is not None:
-        scheduler.load_state_dict(resume["scheduler"])
-        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
-            group["lr"] = lr
-        start, tokens = resume["step"], resume["tokens"]
-        train_seconds, eval_seconds = resume["train_seconds"], resume["eval_seconds"]
-        checkpoint_seconds = resume.get("checkpoint_seconds", 0.0)  # older checkpoints lack it
-        if watch:
-            watch.strikes = resume["strikes"]
-    device = dist.device
-    # bf16 autocast on GPUs; CPUs train in fp32 (their bf16 matmuls are slower, not faster).
-    autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
-    peak = device_peak_flops(device, cfg) if flops_per_token else None
+        start, tokens, seconds = checkpointer.restore(resume, watch)
+    evaluator = Evaluator(
+        model,
+        bundle,
+        evals,
+        cfg,
+        dist,
+        flops_per_token,
+        None if resume is None else resume["tokens"],
+    )
     eval_every = max(1, evals.every_tokens // (cfg.batch_size * stream.seq_len))
-    plain = unwrap(model)  # evaluation needs neither DDP's hooks nor recompilation
-    saved = getattr(
-        model, "_orig_mod", model
-    )  # checkpoints name parameters without compile's prefix
-    losses: list[torch.Tensor] = []  # per step, on the device: no host sync per step
-    train_peak = 0  # bytes allocated at most during training steps (CUDA)
+    losses: list[torch.Tensor] = []
     metrics: Metrics = {}
-    first_step_at = time.time()  # wall clock, so the driver can tell how long start-up took
     model.train()
     segment_began = time.perf_counter()
     for step in range(start + 1, n_steps + 1):
-        first = (step - 1) * cfg.batch_size + dist.rank * batch_size
-        rows = stream.rows(first, first + batch_size)
-        chunks = [rows[i : i + micro] for i in range(0, len(rows), micro)]
-        step_loss = torch.zeros((), device=device)
-        for i, chunk in enumerate(chunks):
-            batch = torch.from_numpy(chunk.astype(np.int64)).to(device, non_blocking=True)
-            # DDP all-reduces gradients on the last micro-batch only.
-            sync = i == len(chunks) - 1 or not hasattr(model, "no_sync")
-            with autocast, contextlib.nullcontext() if sync else model.no_sync():
-                loss = model(input_ids=batch, labels=batch).loss * (len(chunk) / len(rows))
-            loss.backward()
-            step_loss += loss.detach()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        tokens += rows.size * dist.world
-        losses.append(step_loss)
+        loss, step_tokens = train_step(step)
+        losses.append(loss)
+        tokens += step_tokens
         if step % eval_every and step != n_steps:
             continue
-        _synchronize(device)
-        train_seconds += time.perf_counter() - segment_began
-        if device.type == "cuda":  # training's peak (what `kinfuse plan` estimates), not eval's
-            train_peak = max(train_peak, torch.cuda.max_memory_allocated(device))
-        eval_began = time.perf_counter()
-        evaluated = evaluate(plain, bundle, evals, dist)
-        eval_seconds += time.perf_counter() - eval_began
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        wall = train_seconds + eval_seconds + checkpoint_seconds
-        metrics = dist.mean(
-            {
-                **evaluated,
-                "train_loss": float(torch.stack(losses).double().mean()),
-                "tokens": tokens,
-                "tokens_per_s": tokens / train_seconds,
-                "eval_share": eval_seconds / wall,
-                # Handing checkpoints over so far (saving, and Ray's copy to storage).
-                "checkpoint_share": checkpoint_seconds / wall,
-                "lr": scheduler.get_last_lr()[0],
-                "stopped_early": 0.0,
-                "first_step_at": first_step_at,
-            }
-        )
-        if isinstance(saved, torch.nn.parallel.DistributedDataParallel):
-            metrics["replica_spread"] = dist.replica_spread(model)
-        if device.type == "cuda":
-            metrics["gpu_memory_gib"] = train_peak / 2**30
-        if peak:
-            metrics["mfu"] = metrics["tokens_per_s"] * flops_per_token / (peak * dist.world)
-        if resume is not None:
-            metrics["resumed_at_tokens"] = resume["tokens"]
+        _synchronize(dist.device)
+        seconds.train += time.perf_counter() - segment_began
+        metrics = evaluator(losses, tokens, seconds, scheduler.get_last_lr()[0])
         losses = []
         past_minimum = step >= evals.early_stop_after * n_steps
         stop = bool(watch and past_minimum and watch.collapsed(metrics["retention"]))
         metrics["stopped_early"] = float(stop)
         save = None
         if not stop and step != n_steps:  # a finished run needs no resume
-            progress = {
-                "scheduler": scheduler.state_dict(),
-                "step": step,
-                "tokens": tokens,
-                "train_seconds": train_seconds,
-                "eval_seconds": eval_seconds,
-                "checkpoint_seconds": checkpoint_seconds,
-                "strikes": watch.strikes if watch else 0,
-            }
-            save = functools.partial(
-                checkpoint.save, model=saved, optimizer=optimizer, progress=progress
-            )
+            save = checkpointer.save(step, tokens, seconds, watch.strikes if watch else 0)
         report_began = time.perf_counter()
         report(metrics, save)
         if save is not None:
-            checkpoint_seconds += time.perf_counter() - report_began
+            seconds.checkpoint += time.perf_counter() - report_began
         if stop:
             return metrics
         segment_began = time.perf_counter()

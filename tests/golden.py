@@ -53,8 +53,9 @@ def data_digests() -> dict:
     """Digests of the quickstart's data, rung by rung (see the module docstring)."""
     from kinfuse_ray.base_store import facts_digest, rung_bundle
     from kinfuse_ray.config import load_sweep
-    from kinfuse_ray.data import build_bundle, map_tokens
+    from kinfuse_ray.data import build_bundle
     from kinfuse_ray.mixing import Stream
+    from kinfuse_ray.tokens import map_tokens
 
     sweep = load_sweep(QUICKSTART)
     bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)

@@ -2,6 +2,7 @@
 and waiting on a sweep running in the background."""
 
 import contextlib
+import copy
 import os
 import signal
 import socket
@@ -10,6 +11,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,17 +36,37 @@ predict:
   bootstrap: 200
 """
 
+# The smallest sweep that trains: one rung at one ratio, seconds a trial (`micro_sweep_yaml`).
+ONE_TRIAL = {
+    "name": "micro",
+    "seed": 1,
+    "ladder": [{"name": "a", "hidden_size": 24, "n_layers": 1, "n_heads": 2}],
+    "ratios": [0.5],
+    "data": {"n_general_facts": 20, "n_domain_facts": 40, "vocab_size": 512, "seq_len": 64},
+    "train": {"base_tokens": 30000, "tokens": 15000, "batch_size": 8},
+    "eval": {"every_tokens": 15000, "acquisition_probes": 20, "val_sequences": 2},
+}
+
+
+def micro_sweep_yaml(**overrides) -> str:
+    """`ONE_TRIAL` as a sweep file, with `overrides` merged in section by section, e.g.
+    `micro_sweep_yaml(name="pg", train={"workers": 2}, mlflow={"tracking_uri": uri})`."""
+    raw = copy.deepcopy(ONE_TRIAL)
+    for key, value in overrides.items():
+        merge = isinstance(value, dict) and isinstance(raw.get(key), dict)
+        raw[key] = {**raw[key], **value} if merge else value
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
 # A trial as a two-worker Ray Train DDP run (cpus_per_trial is per worker).
-TWO_WORKERS = """
-name: ddp
-seed: 1
-ladder:
-  - {name: a, hidden_size: 32, n_layers: 1, n_heads: 2}
-ratios: [0.5]
-data: {n_general_facts: 20, n_domain_facts: 40, vocab_size: 512, seq_len: 64, general_fact_share: 0.9}
-train: {base_tokens: 60000, tokens: 30000, batch_size: 8, workers: 2}
-eval: {every_tokens: 15000, acquisition_probes: 40, val_sequences: 8}
-"""
+TWO_WORKERS_SETTINGS = dict(
+    name="ddp",
+    ladder=[{"name": "a", "hidden_size": 32, "n_layers": 1, "n_heads": 2}],
+    data={"general_fact_share": 0.9},
+    train={"base_tokens": 60000, "tokens": 30000, "workers": 2},
+    eval={"acquisition_probes": 40, "val_sequences": 8},
+)
+TWO_WORKERS = micro_sweep_yaml(**TWO_WORKERS_SETTINGS)
 
 
 def kinfuse(cwd: Path, *args: str) -> subprocess.CompletedProcess:

@@ -18,8 +18,8 @@ from kinfuse_ray.base_store import (
     rung_bundle,
 )
 from kinfuse_ray.config import EvalConfig, ModelSize, SweepConfig, TrainConfig
-from kinfuse_ray.data import content_digest
 from kinfuse_ray.files import PROGRESS
+from kinfuse_ray.tokens import content_digest
 from tests.helpers import kinfuse
 
 HERE = {"torch": "2.13.0+cpu", "cpu": "AVX512"}

@@ -23,25 +23,22 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from .helpers import REPO
+from .helpers import REPO, micro_sweep_yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.full]
 
 SSHD = Path("/usr/sbin/sshd")
 PORTS = (22, 6379, 8265, 5000)  # SSH, and what the cluster file's head listens on
 LOCK = Path("/tmp/kinfuse-mlflow-supervisor.lock")  # clusters/mlflow_supervised.sh's default
-MICRO = """
-name: onhead
-seed: 1
-ladder:
-  - {name: a, hidden_size: 16, n_layers: 1, n_heads: 2}
-ratios: [0.5]
-data: {n_general_facts: 20, n_domain_facts: 40, vocab_size: 300, seq_len: 32}
-train: {base_tokens: 8192, tokens: 4096, batch_size: 8}
-eval: {every_tokens: 4096, acquisition_probes: 20, val_sequences: 2}
-ray: {address: auto}
-mlflow: {tracking_uri: "http://127.0.0.1:5000"}
-"""
+MICRO = micro_sweep_yaml(
+    name="onhead",
+    ladder=[{"name": "a", "hidden_size": 16, "n_layers": 1, "n_heads": 2}],
+    data={"vocab_size": 300, "seq_len": 32},
+    train={"base_tokens": 8192, "tokens": 4096},
+    eval={"every_tokens": 4096},
+    ray={"address": "auto"},
+    mlflow={"tracking_uri": "http://127.0.0.1:5000"},
+)
 
 
 def busy(port: int) -> bool:

@@ -10,15 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from kinfuse_ray.config import DataConfig, EvalConfig
-from kinfuse_ray.data import (
-    EOS,
-    build_bundle,
-    corpus_documents,
-    tokenize_to_file,
-    train_tokenizer,
-)
+from kinfuse_ray.corpus import corpus_documents
+from kinfuse_ray.data import build_bundle
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.knowledge import load_templates, load_triples, render
+from kinfuse_ray.tokens import EOS, tokenize_to_file, train_tokenizer
 
 DOCS = [f"Document {i}: the quick brown fox jumps over the lazy dog {i} times." for i in range(400)]
 

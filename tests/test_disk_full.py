@@ -9,21 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import kinfuse, runs_of, start_sweep
+from .helpers import kinfuse, micro_sweep_yaml, runs_of, start_sweep
 
 pytestmark = [pytest.mark.slow, pytest.mark.full]
 
-SWEEP = """
-name: full
-seed: 1
-ladder:
-  - {name: a, hidden_size: 24, n_layers: 1, n_heads: 2}
-ratios: [0.5]
-data: {n_general_facts: 20, n_domain_facts: 40, vocab_size: 512, seq_len: 64}
-train: {base_tokens: 30000, tokens: 15000, batch_size: 8}
-eval: {every_tokens: 15000, acquisition_probes: 20, val_sequences: 2}
-output_dir: disk/runs
-"""
+SWEEP = micro_sweep_yaml(name="full", output_dir="disk/runs")
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from .helpers import TWO_WORKERS, kinfuse, mlflow_server
+from .helpers import TWO_WORKERS_SETTINGS, kinfuse, micro_sweep_yaml, mlflow_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.full]
 
@@ -26,7 +26,9 @@ def two_nodes():
 
 
 def test_ddp_across_two_nodes_reports_through_an_mlflow_server(tmp_path, two_nodes):
-    (tmp_path / "twonode.yaml").write_text(TWO_WORKERS.replace("name: ddp", "name: twonode"))
+    (tmp_path / "twonode.yaml").write_text(
+        micro_sweep_yaml(**{**TWO_WORKERS_SETTINGS, "name": "twonode"})
+    )
     with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path) as url:
         proc = kinfuse(
             tmp_path, "sweep", "twonode.yaml",

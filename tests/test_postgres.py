@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import kinfuse
+from .helpers import kinfuse, micro_sweep_yaml
 
 PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
 pytestmark = [
@@ -26,17 +26,10 @@ pytestmark = [
 
 PASSWORD = "kinfuse-test"
 # One size at one ratio: the store is what is under test, not the science.
-SWEEP = """
-name: pg
-seed: 1
-ladder:
-  - {{name: a, hidden_size: 24, n_layers: 1, n_heads: 2}}
-ratios: [0.5]
-data: {{n_general_facts: 20, n_domain_facts: 40, vocab_size: 512, seq_len: 64}}
-train: {{base_tokens: 30000, tokens: 15000, batch_size: 8}}
-eval: {{every_tokens: 15000, acquisition_probes: 20, val_sequences: 2}}
-mlflow: {{tracking_uri: '{uri}'}}
-"""
+
+
+def sweep_yaml(tracking_uri: str) -> str:
+    return micro_sweep_yaml(name="pg", mlflow={"tracking_uri": tracking_uri})
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
@@ -91,7 +84,7 @@ def uri(port: int, password: str = PASSWORD) -> str:
 
 
 def test_a_sweep_records_every_run_in_postgres(tmp_path, postgres):
-    (tmp_path / "pg.yaml").write_text(SWEEP.format(uri=uri(postgres)))
+    (tmp_path / "pg.yaml").write_text(sweep_yaml(uri(postgres)))
     proc = kinfuse(tmp_path, "sweep", "pg.yaml")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (tmp_path / "mlflow.db").exists()
@@ -109,7 +102,7 @@ def test_a_sweep_records_every_run_in_postgres(tmp_path, postgres):
 
 
 def test_wrong_credentials_are_one_line(tmp_path, postgres):
-    (tmp_path / "pg.yaml").write_text(SWEEP.format(uri=uri(postgres, "wrong")))
+    (tmp_path / "pg.yaml").write_text(sweep_yaml(uri(postgres, "wrong")))
     proc = kinfuse(tmp_path, "sweep", "pg.yaml")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
@@ -122,7 +115,7 @@ def test_nobody_listening_is_one_line(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # free: nothing listens there
-    (tmp_path / "pg.yaml").write_text(SWEEP.format(uri=uri(port)))
+    (tmp_path / "pg.yaml").write_text(sweep_yaml(uri(port)))
     proc = kinfuse(tmp_path, "sweep", "pg.yaml")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
@@ -131,7 +124,7 @@ def test_nobody_listening_is_one_line(tmp_path):
 
 def test_a_missing_driver_names_the_extra(tmp_path):
     """The driver hidden from this one process (it is installed here, for the tests above)."""
-    (tmp_path / "pg.yaml").write_text(SWEEP.format(uri=uri(9)))
+    (tmp_path / "pg.yaml").write_text(sweep_yaml(uri(9)))
     script = (
         "import sys; sys.modules['psycopg'] = sys.modules['psycopg2'] = None; "
         "from kinfuse_ray.cli import main; sys.exit(main())"

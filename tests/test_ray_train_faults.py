@@ -9,12 +9,23 @@ import signal
 import psutil
 import pytest
 
-from .helpers import TWO_WORKERS, base_runs, run_cli, runs_of, start_sweep, wait_for
+from .helpers import (
+    TWO_WORKERS,
+    TWO_WORKERS_SETTINGS,
+    base_runs,
+    micro_sweep_yaml,
+    run_cli,
+    runs_of,
+    start_sweep,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.full]
 
 # Long enough a base run (about 8 evaluations, each a checkpoint) to be killed in the middle.
-LONGER = TWO_WORKERS.replace("base_tokens: 60000", "base_tokens: 120000")
+LONGER = micro_sweep_yaml(
+    **{**TWO_WORKERS_SETTINGS, "train": {**TWO_WORKERS_SETTINGS["train"], "base_tokens": 120000}}
+)
 
 
 def registered_checkpoint(tmp_path, name: str, phase: str):
@@ -109,9 +120,7 @@ def test_trials_run_side_by_side_once_a_node_joins(tmp_path):
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     try:
-        text = TWO_WORKERS.replace("name: ddp", "name: grow").replace(
-            "ratios: [0.5]", "ratios: [0.3, 0.6]"
-        )
+        text = micro_sweep_yaml(**{**TWO_WORKERS_SETTINGS, "name": "grow", "ratios": [0.3, 0.6]})
         proc, log = start_sweep(tmp_path, text, "--set", f"ray.address={cluster.address}")
         wait_for(lambda: "output in" in log.read_text(), proc)
         cluster.add_node(num_cpus=2)

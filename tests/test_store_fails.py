@@ -11,19 +11,13 @@ from urllib.parse import urlsplit
 import pytest
 from mlflow.tracking import MlflowClient
 
-from .helpers import mlflow_server
+from .helpers import micro_sweep_yaml, mlflow_server
 
-SWEEP = """
-name: blip
-seed: 1
-ladder:
-  - {{name: a, hidden_size: 24, n_layers: 1, n_heads: 2}}
-ratios: [0.5]
-data: {{n_general_facts: 20, n_domain_facts: 40, vocab_size: 512, seq_len: 64}}
-train: {{base_tokens: 60000, tokens: 15000, batch_size: 8}}
-eval: {{every_tokens: 15000, acquisition_probes: 20, val_sequences: 2}}
-mlflow: {{tracking_uri: '{url}'}}
-"""
+
+def sweep_yaml(url: str) -> str:
+    return micro_sweep_yaml(name="blip", train={"base_tokens": 60000}, mlflow={"tracking_uri": url})
+
+
 # A store that stays away: give up after one quick retry (the user's settings win over the
 # sweep's patient defaults).
 QUICK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -42,7 +36,7 @@ def sweep(tmp_path, *args):
 def test_a_tracking_server_lost_midway_is_one_line_and_resume_finishes(tmp_path):
     store = f"sqlite:///{tmp_path / 'server.db'}"
     with mlflow_server(store, tmp_path) as url:
-        (tmp_path / "blip.yaml").write_text(SWEEP.format(url=url))
+        (tmp_path / "blip.yaml").write_text(sweep_yaml(url))
         proc = sweep(tmp_path)
         deadline = time.monotonic() + 300
         while not any((tmp_path / "runs" / ".kinfuse-base").glob("*")):  # base run saving

@@ -12,14 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from kinfuse_ray.config import BUNDLED_DATA, DataConfig, EvalConfig
-from kinfuse_ray.data import (
-    build_bundle,
-    corpus_tokenizer,
-    map_tokens,
-    paragraphs,
-    tokenize_to_file,
-)
+from kinfuse_ray.corpus import paragraphs
+from kinfuse_ray.data import build_bundle, corpus_tokenizer
 from kinfuse_ray.knowledge import load_templates, load_triples
+from kinfuse_ray.tokens import map_tokens, tokenize_to_file
 
 from .helpers import kinfuse
 
