@@ -194,8 +194,13 @@ class BaseStore:
             folder.rename(folder.with_name(f"{folder.name}.unreadable-{int(time.time())}"))
             return None
 
-    def remove(self, entry: Entry) -> None:
-        shutil.rmtree(entry.folder)
+    def prune(self, needed: set[str]) -> list[Entry]:
+        """Delete every complete or abandoned run whose key is not `needed` (never one being
+        written); returns those deleted."""
+        unneeded = [e for e in self.entries() if e.key not in needed and not e.staging]
+        for entry in unneeded:
+            shutil.rmtree(entry.folder)
+        return unneeded
 
 
 def _entry(folder: Path) -> Entry:

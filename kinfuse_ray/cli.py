@@ -79,23 +79,17 @@ def _plan(args: argparse.Namespace) -> None:
     from kinfuse_ray.config import load_sweep
     from kinfuse_ray.plan import plan_budget_exponent, plan_sweep
     from kinfuse_ray.presentation import describe_budget_plan, describe_plan
+    from kinfuse_ray.tokens import planned_vocab_size
 
     sweep = load_sweep(args.sweep_file, args.set)
-    vocab, note = sweep.data.vocab_size, ""
-    tokenizer = sweep.data.tokenizer and sweep.data.tokenizer / "tokenizer.json"
-    if tokenizer and tokenizer.is_file():
-        from tokenizers import Tokenizer
-
-        vocab = max(vocab, Tokenizer.from_file(str(tokenizer)).get_vocab_size())
-    elif tokenizer:
-        note = f"note: {tokenizer} is not readable here; assuming data.vocab_size {vocab:,}\n"
+    vocab, note = planned_vocab_size(sweep.data)
     budgets = sweep.budgets or [sweep.train.tokens]
     # Refuses a rung that does not fit.
     plan = plan_sweep(
         sweep.name, list(sweep.rungs.values()), vocab, ratios=sweep.ratios,
         precision=sweep.search.precision, budgets=budgets, mfu=args.mfu,
     )  # fmt: skip
-    print(note + describe_plan(plan))
+    print((f"note: {note}\n" if note else "") + describe_plan(plan))
     if sweep.budgets:
         scatter = args.scatter
         if args.law_file:
@@ -240,10 +234,8 @@ def _store(args: argparse.Namespace) -> None:
     entries = store.entries()
     print(describe_store(store.root, entries, needed))
     if args.delete:
-        unneeded = [e for e in entries if e.key not in needed and not e.staging]
-        for entry in unneeded:
-            store.remove(entry)
-        print(f"deleted {len(unneeded)} base runs ({sum(e.bytes for e in unneeded) / 1e6:.1f} MB)")
+        gone = store.prune(needed)
+        print(f"deleted {len(gone)} base runs ({sum(e.bytes for e in gone) / 1e6:.1f} MB)")
 
 
 def _forecasts(args: argparse.Namespace) -> None:

@@ -7,6 +7,7 @@ import time
 
 from ray import tune
 
+from kinfuse_ray.presentation import describe_trial_end, describe_trial_restart
 from kinfuse_ray.progress import Progress
 from kinfuse_ray.spec import TrialSpec
 
@@ -38,21 +39,12 @@ class ConsoleProgress(tune.Callback):
         self.progress.start(TrialSpec.of(trial))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        key = TrialSpec.of(trial).key
-        print(f"  trial {key} failed; restarting from its last checkpoint", flush=True)
+        print(describe_trial_restart(TrialSpec.of(trial)), flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         spec, result = TrialSpec.of(trial), trial.last_result or {}
-        seconds = result.get("time_total_s", 0.0)
-        self.progress.finish(spec, seconds)
-        ended = "recorded earlier" if result.get("replayed") else f"{seconds:.0f} s"
-        print(
-            f"  {spec.phase:<6} {spec.size:<10} r={spec.ratio:<5g} "
-            f"retention {result.get('retention', float('nan')):.2f}  "
-            f"acquisition {result.get('acquisition', float('nan')):.2f}  "
-            f"{'stopped early  ' if result.get('stopped_early') else ''}({ended})",
-            flush=True,
-        )
+        self.progress.finish(spec, result.get("time_total_s", 0.0))
+        print(describe_trial_end(spec, result), flush=True)
 
     def on_step_end(self, iteration, trials, **info):
         if time.monotonic() - self.printed_at >= self.every:

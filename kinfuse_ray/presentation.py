@@ -7,11 +7,14 @@ holds at the stated confidence.
 
 from __future__ import annotations
 
+import math
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 from kinfuse_ray.analysis import Confirmation, Forecast, Summary, score_forecasts
 from kinfuse_ray.base_store import Entry
+from kinfuse_ray.collapse import CollapsePoint
 from kinfuse_ray.law import InfusionLaw, Prediction, spans_budgets
 from kinfuse_ray.plan import GIB, TIGHT_ABOVE, BudgetPlan, SweepPlan
 from kinfuse_ray.spec import Phase, TrialSpec
@@ -477,3 +480,70 @@ def describe_forecasts(forecasts: list[Forecast], where: str) -> str:
             f"{score.mean_abs_error:.3f}"
         )
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SizeProgress:
+    """One size of a running sweep (`progress.Progress.sizes`)."""
+
+    size: str
+    base: str | None  # its base run "pending" or "running"; None: done or not needed
+    done: int
+    running: int
+    pending: int
+    collapse: CollapsePoint | None  # the collapse rule on its results so far
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def describe_progress(elapsed: float, left: float | None, sizes: list[SizeProgress]) -> str:
+    """The live progress table a sweep prints now and then."""
+    # The fit and records after the last trial (seconds to a minute) are not in the estimate.
+    eta = (
+        "estimating time left"
+        if left is None
+        else f"about {duration(left)} of training left, then the fit"
+    )
+    lines = [f"progress: {duration(elapsed)} elapsed, {eta}"]
+    width = max(len(s.size) for s in sizes)
+    for s in sizes:
+        if s.base is not None:
+            lines.append(f"  {s.size:<{width}}  base run {s.base}")
+            continue
+        lines.append(
+            f"  {s.size:<{width}}  {s.done} done, {s.running} running, {s.pending} pending;"
+            f" {_bracket(s.collapse)}"
+        )
+    return "\n".join(lines)
+
+
+def _bracket(found: CollapsePoint | None) -> str:
+    if found is None:
+        return "r* not yet bracketed"
+    if not found.found:
+        return f"{found.outcome.value} so far"
+    lo, hi = found.bracket
+    return f"r* {found.ratio:.3f} in [{lo:g}, {hi:g}]"
+
+
+def describe_trial_end(trial: TrialSpec, result: dict) -> str:
+    """The line a sweep prints as a trial ends."""
+    seconds = result.get("time_total_s", 0.0)
+    ended = "recorded earlier" if result.get("replayed") else f"{seconds:.0f} s"
+    stopped = "stopped early  " if result.get("stopped_early") else ""
+    return (
+        f"  {trial.phase:<6} {trial.size:<10} r={trial.ratio:<5g} "
+        f"retention {result.get('retention', math.nan):.2f}  "
+        f"acquisition {result.get('acquisition', math.nan):.2f}  {stopped}({ended})"
+    )
+
+
+def describe_trial_restart(trial: TrialSpec) -> str:
+    return f"  trial {trial.key} failed; restarting from its last checkpoint"

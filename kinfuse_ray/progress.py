@@ -1,5 +1,6 @@
 """Live progress of a sweep: per size, trials done, running and pending, the collapse bracket so
-far, the elapsed time and an estimate of the time left.
+far, the elapsed time and an estimate of the time left (`presentation.describe_progress` writes
+it out).
 
 Bookkeeping of starts, ends and durations, fed by the sweep's console callback, over a
 read-only view of the searcher: done, pending and the bracket are read from the searcher's own
@@ -13,17 +14,9 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
+from kinfuse_ray.presentation import SizeProgress, describe_progress
 from kinfuse_ray.search import LadderSearch, RatioStrategy
 from kinfuse_ray.spec import Phase, TrialSpec
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _mean(values: list[float]) -> float:
@@ -100,33 +93,19 @@ class Progress:
             longest = max(longest, 0.5 * mean if running else 0.0)
         return max(work / self.slots, longest)
 
-    def _bracket(self, size: str) -> str:
-        found = self.strategies[size].collapse()
-        if found is None:
-            return "r* not yet bracketed"
-        if not found.found:
-            return f"{found.outcome.value} so far"
-        lo, hi = found.bracket
-        return f"r* {found.ratio:.3f} in [{lo:g}, {hi:g}]"
+    def sizes(self) -> list[SizeProgress]:
+        """Each size's state now, in ladder order."""
+        rows = []
+        for size in self.strategies:
+            base = None
+            if size in self.base_pending:
+                base = "running" if size in self.base_running else "pending"
+            done, running, pending = self.counts(size)
+            collapse = self.strategies[size].collapse()
+            rows.append(SizeProgress(size, base, done, running, pending, collapse))
+        return rows
 
     def render(self) -> str:
-        left = self.remaining_seconds()
-        # The fit and records after the last trial (seconds to a minute) are not in the estimate.
-        eta = (
-            "estimating time left"
-            if left is None
-            else f"about {_duration(left)} of training left, then the fit"
+        return describe_progress(
+            self.clock() - self.started_at, self.remaining_seconds(), self.sizes()
         )
-        lines = [f"progress: {_duration(self.clock() - self.started_at)} elapsed, {eta}"]
-        width = max(len(s) for s in self.strategies)
-        for size in self.strategies:
-            if size in self.base_pending:
-                state = "base run running" if size in self.base_running else "base run pending"
-                lines.append(f"  {size:<{width}}  {state}")
-                continue
-            done, running, pending = self.counts(size)
-            lines.append(
-                f"  {size:<{width}}  {done} done, {running} running, {pending} pending;"
-                f" {self._bracket(size)}"
-            )
-        return "\n".join(lines)

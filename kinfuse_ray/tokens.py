@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from kinfuse_ray.config import DataConfig
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.files import atomic_path, write_text_atomic
 
@@ -192,3 +193,17 @@ def pretokenized(path: Path, tokenizer: Tokenizer) -> Path:
 def encode(tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
     """Token ids of each text, as int32 arrays."""
     return [np.asarray(e.ids, dtype=np.int32) for e in tokenizer.encode_batch(texts)]
+
+
+def planned_vocab_size(data: DataConfig) -> tuple[int, str]:
+    """The vocabulary a plan counts the embeddings of: the sweep's tokenizer's, where this
+    machine can read it, else `data.vocab_size`; and a note when it cannot ("" when it can)."""
+    file = data.tokenizer and data.tokenizer / "tokenizer.json"
+    if file and file.is_file():
+        return max(data.vocab_size, Tokenizer.from_file(str(file)).get_vocab_size()), ""
+    if file:
+        return (
+            data.vocab_size,
+            f"{file} is not readable here; assuming data.vocab_size {data.vocab_size:,}",
+        )
+    return data.vocab_size, ""

@@ -48,14 +48,19 @@ ONE_TRIAL = {
 }
 
 
-def micro_sweep_yaml(**overrides) -> str:
-    """`ONE_TRIAL` as a sweep file, with `overrides` merged in section by section, e.g.
-    `micro_sweep_yaml(name="pg", train={"workers": 2}, mlflow={"tracking_uri": uri})`."""
+def micro_sweep(**overrides) -> dict:
+    """`ONE_TRIAL` with `overrides` merged in section by section, e.g.
+    `micro_sweep(name="pg", train={"workers": 2}, mlflow={"tracking_uri": uri})`."""
     raw = copy.deepcopy(ONE_TRIAL)
     for key, value in overrides.items():
         merge = isinstance(value, dict) and isinstance(raw.get(key), dict)
         raw[key] = {**raw[key], **value} if merge else value
-    return yaml.safe_dump(raw, sort_keys=False)
+    return raw
+
+
+def micro_sweep_yaml(**overrides) -> str:
+    """`micro_sweep(**overrides)` as a sweep file."""
+    return yaml.safe_dump(micro_sweep(**overrides), sort_keys=False)
 
 
 # A trial as a two-worker Ray Train DDP run (cpus_per_trial is per worker).

@@ -10,15 +10,14 @@ from kinfuse_ray.mixing import Stream
 from kinfuse_ray.spec import Phase, TrialSpec
 from kinfuse_ray.trial import run_trial
 
-SWEEP = {
-    "name": "det",
-    "seed": 3,
-    "ladder": [{"name": "a", "hidden_size": 24, "n_layers": 1, "n_heads": 2}],
-    "ratios": [0.5],
-    "data": {"n_general_facts": 20, "n_domain_facts": 40, "vocab_size": 512, "seq_len": 64},
-    "train": {"schedule": "scratch", "tokens": 20_000, "batch_size": 8},
-    "eval": {"every_tokens": 5_000, "acquisition_probes": 40, "val_sequences": 4},
-}
+from .helpers import micro_sweep
+
+SWEEP = micro_sweep(
+    name="det",
+    seed=3,
+    train={"schedule": "scratch", "tokens": 20_000},
+    eval={"every_tokens": 5_000, "acquisition_probes": 40, "val_sequences": 4},
+)
 TRIAL = TrialSpec(Phase.infuse, "a", 0.5)
 
 

@@ -50,3 +50,23 @@ print(len(kinfuse_ray.__all__))
         import kinfuse_ray
 
         kinfuse_ray.nothing  # noqa: B018
+
+
+def test_kinfuse_help_pulls_in_no_framework():
+    """`kinfuse --help` (and every subcommand's) answers without importing scipy, torch, Ray or
+    MLflow: the parser names the law's forms from the schema, not from the law."""
+    code = """
+import sys
+from kinfuse_ray.cli import build_parser
+parser = build_parser()
+for command in ("sweep", "plan", "fit", "predict", "store", "forecasts", "knowledge"):
+    try:
+        parser.parse_args([command, "--help"])
+    except SystemExit:
+        pass
+heavy = {"torch", "scipy", "ray", "mlflow"} & set(sys.modules)
+assert not heavy, f"kinfuse --help pulled in {heavy}"
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--law {auto,power_n,power_nd,power_n_sat,power_nd_sat}" in proc.stdout

@@ -86,6 +86,27 @@ def test_the_driver_reaches_into_actor_code_only_to_submit_it(module):
     assert reached <= SUBMITS.get(module, set()), f"{module} imports in-actor {sorted(reached)}"
 
 
+def takes_the_whole_sweep(path: Path) -> list[str]:
+    """Functions in `path` with a parameter typed `SweepConfig` (or a list of them) or named
+    `sweep`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            args = node.args
+            for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
+                annotation = ast.unparse(arg.annotation) if arg.annotation else ""
+                if "SweepConfig" in annotation or arg.arg == "sweep":
+                    found.append(f"{path.stem}.{node.name}({arg.arg})")
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH.keys() - LAYERS["top"] - {"config"}))
+def test_below_the_top_no_function_takes_the_whole_sweep(module):
+    """Each layer receives the sections it uses (a `Rung`, `TrainConfig`, an output folder),
+    never the whole sweep configuration; `config` itself projects them."""
+    assert takes_the_whole_sweep(PACKAGE / f"{module}.py") == []
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import loop in `graph` (module -> modules it imports), or None."""
     state: dict[str, str] = {}
@@ -119,3 +140,5 @@ def test_the_checks_can_fail(tmp_path):
     assert imports(tmp_path / "pkg.py") == ({"low"}, {"torch"})
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+    (tmp_path / "wide.py").write_text("def f(x, *, cfg: 'SweepConfig'):\n    pass\n")
+    assert takes_the_whole_sweep(tmp_path / "wide.py") == ["wide.f(cfg)"]
