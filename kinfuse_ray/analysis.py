@@ -169,6 +169,11 @@ class Forecast:
     def to_dict(self) -> dict:
         return {**asdict(self), "rows": [c.to_dict() for c in self.rows]}
 
+    def record(self) -> dict:
+        """What its sweep's parent run holds (the run itself says where and when)."""
+        where = ("study", "run_id", "start_time")
+        return {k: v for k, v in self.to_dict().items() if k not in where}
+
     @classmethod
     def from_dict(cls, raw: dict) -> Forecast:
         fields = set(Confirmation.__dataclass_fields__)

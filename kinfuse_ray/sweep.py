@@ -344,4 +344,4 @@ def _record(summary: Summary, out: Path, tracker: Tracker, parent: str) -> None:
     tracker.log_metrics(parent, summary.parent_metrics(), step=0)
     tracker.describe(parent, describe_headline(summary))
     if summary.forecast is not None:
-        tracker.set_tags(parent, {FORECAST_TAG: json.dumps(summary.forecast.to_dict())})
+        tracker.set_tags(parent, {FORECAST_TAG: json.dumps(summary.forecast.record())})

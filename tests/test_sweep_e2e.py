@@ -166,6 +166,16 @@ def test_a_confirmation_run_trains_the_target_and_records_the_forecast(confirm_s
     listed = kinfuse(tmp_path, "forecasts")
     assert listed.returncode == 0, listed.stderr
     assert "confirm" in listed.stdout and "1 confirmed forecasts, 2 predictions" in listed.stdout
+    # The same forecast from Python: a typed record, scored by the one function the table uses.
+    from kinfuse_ray.analysis import score_forecasts
+    from kinfuse_ray.records import confirmed_forecasts
+
+    (found,) = confirmed_forecasts(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert (found.study, found.target, found.run_id) == ("confirm", "big", parent.info.run_id)
+    assert [r.ratio for r in found.rows] == [row["ratio"] for row in rows]
+    score = score_forecasts([found])
+    assert (score.forecasts, score.predictions) == (1, 2)
+    assert score.inside == sum(bool(row["covered"]) for row in rows)
 
 
 @pytest.mark.full
