@@ -547,3 +547,28 @@ def describe_trial_end(trial: TrialSpec, result: dict) -> str:
 
 def describe_trial_restart(trial: TrialSpec) -> str:
     return f"  trial {trial.key} failed; restarting from its last checkpoint"
+
+
+def say(line: str) -> None:
+    """A sweep's status line, as it happens."""
+    print(f"kinfuse: {line}", flush=True)
+
+
+def describe_start(resume: bool, sizes: int, strategy: str, ratios: int, out: Path) -> str:
+    resuming = "resuming, " if resume else ""
+    return f"{resuming}{sizes} sizes, {strategy} search over {ratios} ratios; output in {out}"
+
+
+def describe_base_to_train(size: str, why: str) -> str:
+    return f"{size}: base run to train: {why}"
+
+
+def describe_base_reused(size: str, key: str) -> str:
+    return f"{size}: base run reused from the shared store ({key})"
+
+
+def describe_budget_part(name: str, tokens: int, finished: bool) -> str:
+    """A budget of a size x budget ladder, as the ladder starts it (or keeps it, `finished`)."""
+    if finished:
+        return f"{name} finished before: its trials are kept"
+    return f"{tokens:,} tokens per trial: sweep {name}"

@@ -27,7 +27,7 @@ from kinfuse_ray.base_store import (
     rung_bundle,
 )  # fmt: skip
 from kinfuse_ray.cluster import connect_ray, trainer_capacity, trial_slots
-from kinfuse_ray.config import Schedule, SweepConfig
+from kinfuse_ray.config import Rung, Schedule, SweepConfig
 from kinfuse_ray.console import ConsoleProgress
 from kinfuse_ray.data import DataBundle, build_bundle
 from kinfuse_ray.errors import KinfuseError
@@ -46,7 +46,16 @@ from kinfuse_ray.output import (
 )  # fmt: skip
 from kinfuse_ray.plan import SweepPlan, check_trainable, plan_sweep
 from kinfuse_ray.plots import plot_budgets, plot_decision, plot_law, plot_retention
-from kinfuse_ray.presentation import describe_answer, describe_headline, describe_summary
+from kinfuse_ray.presentation import (
+    describe_answer,
+    describe_base_reused,
+    describe_base_to_train,
+    describe_budget_part,
+    describe_headline,
+    describe_start,
+    describe_summary,
+    say,
+)
 from kinfuse_ray.progress import Progress
 from kinfuse_ray.provenance import describe as describe_provenance
 from kinfuse_ray.provenance import pin_cpu_kernels
@@ -76,7 +85,7 @@ def run_sweep(
         )
     started = time.monotonic()
     if note := pin_cpu_kernels(sweep.train.cpu_kernels):
-        print(f"kinfuse: {note}", flush=True)
+        say(note)
     # Trials run in their own working directories: pin the output folder to an absolute path.
     sweep = sweep.model_copy(update={"output_dir": sweep.out})
     if resume:
@@ -146,9 +155,9 @@ def _run_budgets(
     parts = [sweep.at_budget(tokens) for tokens in sweep.budgets]
     for part in parts:
         if resume and (part.out / SUMMARY_FILE).exists():
-            print(f"kinfuse: {part.name} finished before: its trials are kept", flush=True)
+            say(describe_budget_part(part.name, part.train.tokens, finished=True))
             continue
-        print(f"kinfuse: {part.train.tokens:,} tokens per trial: sweep {part.name}", flush=True)
+        say(describe_budget_part(part.name, part.train.tokens, finished=False))
         again = resume and (part.out / SWEEP_FILE).exists()
         run_sweep(part, sweep_file=sweep_file, resume=again, progress_every=progress_every)
     # Every budget's trials as recorded: those run now and those a resumed ladder kept.
@@ -182,23 +191,12 @@ def _run_trials(
     experiment mirrored to MLflow; base runs the shared store holds are reused."""
     every = sweep.rungs
     rungs = {name: rung for name, rung in every.items() if not only or name in only}
-    reused, base = {}, []
+    reused = {}
     if sweep.train.schedule is Schedule.continued:
         store = BaseStore.beside(sweep.out)
-        for name, rung in rungs.items():
-            inputs = base_inputs(rung, rung_bundle(rung, bundle))
-            key = key_of(inputs)
-            found = store.stored(rung, inputs)
-            if found is None:
-                base.append(name)
-                if not resume:
-                    print(
-                        f"kinfuse: {name}: base run to train: {store.why_not(inputs)}", flush=True
-                    )
-                continue
-            reused[name] = found
-            if record_reused_base(tracker, parent, rung, found, key):
-                print(f"kinfuse: {name}: base run reused from the shared store ({key})", flush=True)
+        reused = _reuse_base_runs(rungs, store, bundle, tracker, parent, quiet=resume)
+    base = [name for name in rungs if sweep.train.schedule is Schedule.continued
+            and name not in reused]  # fmt: skip
     slots = trial_slots(sweep.train, sweep.ray.concurrent_trials)
 
     def fresh() -> tuple[LadderSearch, list]:
@@ -214,11 +212,7 @@ def _run_trials(
         progress = ConsoleProgress(Progress(search, base, slots), progress_every)
         return search, [MlflowTrials(tracker, parent, sweep.name, every), progress]
 
-    print(
-        f"kinfuse: {'resuming, ' if resume else ''}{len(rungs)} sizes, "
-        f"{sweep.search.strategy} search over {len(sweep.ratios)} ratios; output in {sweep.out}",
-        flush=True,
-    )
+    say(describe_start(resume, len(rungs), sweep.search.strategy, len(sweep.ratios), sweep.out))
     finished = run_experiment(
         sweep.trials, sweep.train, slots=slots, bundle_ref=bundle_ref, fresh=fresh,
         resume=resume,
@@ -232,6 +226,32 @@ def _run_trials(
     ]  # fmt: skip
     ran_base = {t.size for t in ran if t.phase is Phase.base}
     return [*ran, *(found for s, found in reused.items() if s not in ran_base)]
+
+
+def _reuse_base_runs(
+    rungs: dict[str, Rung],
+    store: BaseStore,
+    bundle: DataBundle,
+    tracker: Tracker,
+    parent: str,
+    *,
+    quiet: bool,
+) -> dict[str, TrialResult]:
+    """The base runs of `rungs` the shared store holds, each recorded as a child run of the
+    sweep's (once); for the others, why none fits (unless `quiet`: a resumed sweep said so)."""
+    reused = {}
+    for name, rung in rungs.items():
+        inputs = base_inputs(rung, rung_bundle(rung, bundle))
+        found = store.stored(rung, inputs)
+        if found is None:
+            if not quiet:
+                say(describe_base_to_train(name, store.why_not(inputs)))
+            continue
+        reused[name] = found
+        key = key_of(inputs)
+        if record_reused_base(tracker, parent, rung, found, key):
+            say(describe_base_reused(name, key))
+    return reused
 
 
 def _summarise(
