@@ -264,7 +264,8 @@ def _knowledge(args: argparse.Namespace) -> None:
         from kinfuse_ray.cluster import ray_session
 
         # "local": a new instance of our own; "auto": the one `ray start` made here; HOST:PORT
-        with ray_session(RayConfig(address="" if args.ray == "local" else args.ray)):
+        address = "" if args.ray == "local" else args.ray
+        with ray_session(RayConfig(address=address), setting="--ray"):
             found = extract(args.dump, properties, parallel=True, **options)
     else:
         found = extract(args.dump, properties, **options)

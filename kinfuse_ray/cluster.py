@@ -17,9 +17,12 @@ from kinfuse_ray.config import RayConfig, TrainConfig
 from kinfuse_ray.errors import KinfuseError
 
 
-def connect_ray(cluster: RayConfig, cpu_kernels: str | None = None) -> bool:
+def connect_ray(
+    cluster: RayConfig, cpu_kernels: str | None = None, setting: str = "ray.address"
+) -> bool:
     """Join the configured cluster (`cluster.address`) or start a local instance; True if we
-    started it. `cpu_kernels`: the kernels every worker's torch is to use."""
+    started it. `cpu_kernels`: the kernels every worker's torch is to use; `setting`: where the
+    address came from, as errors name it."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines instead
     # Snapshots forced by CheckpointConfig(num_to_keep) are cheap here (a small experiment
     # state); Tune's warning about their frequency is noise.
@@ -30,7 +33,7 @@ def connect_ray(cluster: RayConfig, cpu_kernels: str | None = None) -> bool:
     if ray.is_initialized():
         return False
     if cluster.address:
-        _check_reachable(cluster.address)
+        _check_reachable(cluster.address, setting)
     else:  # our own instance: Ray's notice that it turned on token auth (a token exists) is noise
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
             logging.ERROR
@@ -49,15 +52,17 @@ def connect_ray(cluster: RayConfig, cpu_kernels: str | None = None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"'{cluster.address}'" if cluster.address else "a local instance"
         raise KinfuseError(
-            f"ray.address: cannot connect to {where} ({str(exc).splitlines()[0]})"
+            f"{setting}: cannot connect to {where} ({str(exc).splitlines()[0]})"
         ) from None
     return True
 
 
 @contextlib.contextmanager
-def ray_session(cluster: RayConfig, cpu_kernels: str | None = None) -> Iterator[None]:
+def ray_session(
+    cluster: RayConfig, cpu_kernels: str | None = None, setting: str = "ray.address"
+) -> Iterator[None]:
     """Ray connected (`connect_ray`) while open; an instance started here is shut down after."""
-    started = connect_ray(cluster, cpu_kernels)
+    started = connect_ray(cluster, cpu_kernels, setting)
     try:
         yield
     finally:
@@ -65,7 +70,7 @@ def ray_session(cluster: RayConfig, cpu_kernels: str | None = None) -> Iterator[
             ray.shutdown()
 
 
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+def _check_reachable(address: str, setting: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds, not minutes of ray.init retries, when a cluster address does not answer."""
     if address == "auto":
         return
@@ -73,10 +78,10 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except ValueError:
-        raise KinfuseError(f"ray.address: '{address}' is not host:port") from None
+        raise KinfuseError(f"{setting}: '{address}' is not host:port") from None
     except OSError as exc:
         raise KinfuseError(
-            f"ray.address: cannot connect to '{address}' ({exc.strerror or 'timed out'})"
+            f"{setting}: cannot connect to '{address}' ({exc.strerror or 'timed out'})"
         ) from None
 
 
