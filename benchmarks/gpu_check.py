@@ -215,7 +215,7 @@ def check_rung(sweep, bundle, size, dist: Dist, out: Path, cadence: int) -> list
     base = Recorder(out / f"{size.name}-base-mid", save_at=0)
     trial(TrialSpec(Phase.base, size.name, 0.0), sweep=sweep, bundle=bundle, report=base, dist=dist)
     base_s = time.perf_counter() - began
-    cfg = sweep.train_for(size.name)
+    cfg = sweep.rungs[size.name].train
     estimate = training_memory(
         size, bundle.vocab_size, bundle.seq_len, cfg.micro_batch_size or cfg.batch_size,
         parallelism=cfg.parallelism, gpu=dist.device.type == "cuda",
@@ -304,7 +304,7 @@ def check_memory(sweep, bundle, name: str, dist: Dist, steps: int, ladder_train)
     gathered one at a time), its peak beside the plan's estimate for one GPU; the same
     difference carried to the ladder's worker count. Fails when the plan underestimates by more
     than its margin (plan.TIGHT_ABOVE) leaves room for."""
-    size, cfg = sweep.size(name), sweep.train_for(name)
+    size, cfg = sweep.size(name), sweep.rungs[name].train
     micro = cfg.micro_batch_size or cfg.batch_size
     tokens = steps * micro * bundle.seq_len
     probe = sweep.model_copy(

@@ -27,7 +27,7 @@ def measure(sweep, size, device: torch.device, steps: int, warmup: int, compile_
     seq, micro = sweep.data.seq_len, sweep.train.micro_batch_size or sweep.train.batch_size
     torch.manual_seed(0)
     model = build_model(size, vocab, seq).to(device)
-    optimizer = make_optimizer(model, sweep.train_for(size.name))
+    optimizer = make_optimizer(model, sweep.rungs[size.name].train)
     step_model = torch.compile(model) if compile_model else model
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
     batch = torch.from_numpy(np.random.default_rng(0).integers(0, vocab, (micro, seq))).to(device)

@@ -470,7 +470,7 @@ class SweepConfig(Strict):
             size.name: Rung(
                 size=size, n_params=self.n_params[size.name],
                 knowledge_load=self.knowledge_load(self.n_params[size.name]),
-                train=self.train_for(size.name), eval=self.eval, seed=self.seed,
+                train=self._train_for(size.name), eval=self.eval, seed=self.seed,
                 general_fact_share=self.data.general_fact_share, seq_len=self.data.seq_len,
             )
             for size in self.ladder
@@ -496,7 +496,7 @@ class SweepConfig(Strict):
             )
         return TargetPoint(target.size.name, self.target_n_params, self.target_tokens, notes)
 
-    def train_for(self, size: str) -> TrainConfig:
+    def _train_for(self, size: str) -> TrainConfig:
         """The training settings of one rung: its own learning rate, parallelism and activation
         checkpointing, where it sets them."""
         rung = self.size(size)
