@@ -120,9 +120,10 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 300):
 
 
 @contextlib.contextmanager
-def mlflow_server(store_uri: str, cwd: Path, port: int | None = None):
+def mlflow_server(store_uri: str, cwd: Path, port: int | None = None, stop: int = signal.SIGTERM):
     """A real `mlflow server` on 127.0.0.1 and `port` (default: a free one); yields its URL,
-    stops it by PID."""
+    then sends `stop` to it and its workers. SIGTERM shuts it down gracefully: it goes on
+    answering for seconds while it drains; SIGKILL takes it away at once, as a crash does."""
     if port is None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -147,7 +148,7 @@ def mlflow_server(store_uri: str, cwd: Path, port: int | None = None):
             time.sleep(1)
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers, by process group
+        os.killpg(server.pid, stop)  # the server and its workers, by process group
         server.wait(timeout=30)
 
 
