@@ -30,16 +30,21 @@ class Progress:
         base_pending: list[str],
         slots: int,
         clock=time.monotonic,
+        *,
+        stored_base_seconds: dict[str, float] | None = None,
     ):
         """`search` the sweep's searcher (read, never written); `base_pending` the sizes whose
-        base run is still to do; `slots` trials run at once."""
+        base run is still to do; `slots` trials run at once; `stored_base_seconds` what the
+        base runs reused from the store took when they ran (by size), so that a size's trials
+        are costed by its own size before one of them has finished."""
         self.search, self.slots, self.clock = search, max(1, slots), clock
         self.started_at = clock()
         self.base_pending = set(base_pending)
         self.running: dict[str, set[float]] = defaultdict(set)
         self.base_running: set[str] = set()
         self.seconds: dict[str, list[float]] = defaultdict(list)  # finished infusion trials
-        self.base_seconds: dict[str, float] = {}  # finished base runs, by size
+        # Finished base runs' times, by size (a store's older record may have none: 0).
+        self.base_seconds = {s: t for s, t in (stored_base_seconds or {}).items() if t > 0}
 
     def start(self, trial: TrialSpec) -> None:
         if trial.phase is Phase.base:

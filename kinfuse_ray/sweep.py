@@ -209,8 +209,10 @@ def _run_trials(
         n_params = {name: rung.n_params for name, rung in rungs.items()}
         capacity = trainer_capacity(sweep.train, sweep.ray.concurrent_trials)
         search = LadderSearch(strategies, n_params, sweep.train.tokens, base, capacity)
-        progress = ConsoleProgress(Progress(search, base, slots), progress_every)
-        return search, [MlflowTrials(tracker, parent, sweep.name, every), progress]
+        took = {size: found.seconds for size, found in reused.items()}
+        progress = Progress(search, base, slots, stored_base_seconds=took)
+        return search, [MlflowTrials(tracker, parent, sweep.name, every),
+                        ConsoleProgress(progress, progress_every)]  # fmt: skip
 
     say(describe_start(resume, len(rungs), sweep.search.strategy, len(sweep.ratios), sweep.out))
     finished = run_experiment(

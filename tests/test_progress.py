@@ -63,6 +63,23 @@ def test_counts_brackets_and_time_left_follow_the_trials():
     assert progress.counts("b") == (4, 0, 2)
 
 
+def test_reused_base_runs_cost_their_sizes_trials_from_the_start():
+    """A sweep whose base runs all come from the store (a budget ladder's later budgets): their
+    stored times scale each size's trials, as a base run trained here would."""
+    ratios = [0.2, 0.5, 0.8, 0.95]
+    strategies = {size: GridRatios(ratios) for size in ("a", "b")}
+    search = LadderSearch(strategies, {"a": 1, "b": 2}, 100, base=[])
+    stored = {"a": 10.0, "b": 40.0}
+    progress = Progress(search, base_pending=[], slots=1, stored_base_seconds=stored)
+    assert progress.remaining_seconds() == 40 * 8  # nothing measured yet: the largest base run
+    for r in ratios:
+        finished(search, progress, TrialSpec(Phase.infuse, "a", r), 1.0, seconds=5)
+    # b's base run took 4x a's: its 4 trials are costed at 4 x 5 s, not at a's 5 s.
+    assert progress.remaining_seconds() == 4 * 20
+    without = Progress(search, base_pending=[], slots=1, stored_base_seconds={"a": 0.0})
+    assert without.remaining_seconds() is None  # a stored time of 0 (unknown) is no estimate
+
+
 def test_a_restored_searcher_is_what_the_restored_progress_reads(tmp_path):
     """Tune pickles the searcher and the callbacks together and restores the searcher's state in
     place: the progress unpickled with it reads the restored brackets, not the pickled ones."""
