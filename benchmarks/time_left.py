@@ -31,7 +31,9 @@ from kinfuse_ray.provenance import describe  # noqa: E402
 ESTIMATE = re.compile(
     r"^progress: (?:(\d+)m)?(\d+)s elapsed, about (?:(\d+)h)?(?:(\d+)m)?(\d+)s of training left"
 )
-BUDGET = re.compile(r"^[\d,]+ tokens per trial: sweep (\S+)$")  # a budget of a ladder starts
+BUDGET = re.compile(
+    r"^kinfuse: [\d,]+ tokens per trial: sweep (\S+)$"
+)  # a budget of a ladder starts
 
 
 def seconds(*parts: str | None) -> int:
