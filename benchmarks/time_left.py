@@ -31,9 +31,8 @@ from kinfuse_ray.provenance import describe  # noqa: E402
 ESTIMATE = re.compile(
     r"^progress: (?:(\d+)m)?(\d+)s elapsed, about (?:(\d+)h)?(?:(\d+)m)?(\d+)s of training left"
 )
-BUDGET = re.compile(
-    r"^kinfuse: [\d,]+ tokens per trial: sweep (\S+)$"
-)  # a budget of a ladder starts
+# A budget of a ladder starts (presentation.describe_budget_part, as `say` writes it).
+BUDGET = re.compile(r"^kinfuse: [\d,]+ tokens per trial: sweep (\S+)$")
 
 
 def seconds(*parts: str | None) -> int:
