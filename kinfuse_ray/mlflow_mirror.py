@@ -78,14 +78,19 @@ def record_reused_base(
     tracker: Tracker, parent: str, rung: Rung, base: TrialResult, key: str
 ) -> bool:
     """A base run taken from the shared store, as a finished child run with its final metrics,
-    so MLflow holds every trial the sweep's analysis used. False: the sweep has that run already
-    (its own, or recorded before it was interrupted)."""
+    so MLflow holds every trial the sweep's analysis used. False: the sweep has that run
+    finished already (its own, or recorded before it was interrupted); one an interrupted sweep
+    left open is finished now."""
     trial = TrialSpec(Phase.base, base.size, 0.0)
-    if trial.key in tracker.child_runs(parent):
+    earlier = tracker.child_runs(parent).get(trial.key)
+    if earlier is not None and earlier.info.status == "FINISHED":
         return False
-    params = {**trial_params(rung, trial), **exposure_params(base.__dict__)}
-    tags = {"kinfuse.phase": trial.phase.value, TRIAL_TAG: trial.key, REUSED_TAG: key}
-    run = tracker.start_run(trial.key, params, tags, parent)
+    if earlier is None:
+        params = {**trial_params(rung, trial), **exposure_params(base.__dict__)}
+        tags = {"kinfuse.phase": trial.phase.value, TRIAL_TAG: trial.key, REUSED_TAG: key}
+        run = tracker.start_run(trial.key, params, tags, parent)
+    else:
+        run = earlier.info.run_id
     metrics = {
         "retention": base.retention, "acquisition": base.acquisition, "val_loss": base.val_loss,
         "tokens_per_s": base.tokens_per_s, "tokens": base.tokens_trained, "stopped_early": 0,
@@ -152,9 +157,20 @@ class MlflowTrials(tune.Callback):
 
     def on_experiment_end(self, trials, **info):
         self._raise_store_error()
+        for trial in trials:
+            if trial.status == "TERMINATED" and TrialSpec.of(trial).key not in self.finished:
+                # It ended while the store was down, and Tune saved it as ended before that
+                # failure stopped the sweep: the resumed experiment never completes it again.
+                self._start(trial)
+                self._log_result(trial, trial.last_result or {})
+                self._complete(trial)
 
     @_until_the_store_fails
     def on_trial_start(self, iteration, trials, trial, **info):
+        self._start(trial)
+        self.started[TrialSpec.of(trial).key] = time.time()
+
+    def _start(self, trial) -> None:
         spec = TrialSpec.of(trial)
         if spec.key in self.finished:
             return
@@ -165,20 +181,24 @@ class MlflowTrials(tune.Callback):
                     "mlflow.note.content": describe_trial_run(spec)}  # fmt: skip
             params = trial_params(self.rungs[spec.size], spec)
             self.runs[spec.key] = self.tracker.start_run(spec.key, params, tags, self.parent)
-        self.started[spec.key] = time.time()
 
     @_until_the_store_fails
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        key = TrialSpec.of(trial).key
-        if key in self.finished:
+        if TrialSpec.of(trial).key not in self.finished:
+            self._log_result(trial, result)
+
+    def _log_result(self, trial, result: dict) -> None:
+        if not result:
             return
+        key = TrialSpec.of(trial).key
         run = self.runs[key]
         metrics = {k: result[k] for k in STEP_METRICS if k in result}
         if result.get("training_iteration") == 1:
             self.tracker.log_params(run, exposure_params(result))
-            # From Tune scheduling the trial to its first training step: process, Ray Train
-            # worker group and data set-up.
-            metrics["startup_s"] = result["first_step_at"] - self.started[key]
+            if key in self.started:
+                # From Tune scheduling the trial to its first training step: process, Ray
+                # Train worker group and data set-up.
+                metrics["startup_s"] = result["first_step_at"] - self.started[key]
         if "resumed_at_tokens" in result:
             self.tracker.set_tags(run, {"kinfuse.resumed_at_tokens": result["resumed_at_tokens"]})
         self.tracker.log_metrics(run, metrics, step=int(result["tokens"]))
@@ -191,6 +211,9 @@ class MlflowTrials(tune.Callback):
 
     @_until_the_store_fails
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self._complete(trial)
+
+    def _complete(self, trial) -> None:
         spec = TrialSpec.of(trial)
         if spec.key in self.finished:
             return

@@ -119,6 +119,11 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 300):
     raise AssertionError("timed out waiting for the sweep")
 
 
+# No job runner beside the tracking server (MLflow's GenAI jobs, which no test uses): with one,
+# every server leaves a queue folder in /dev/shm that nothing removes.
+NO_JOB_RUNNER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 @contextlib.contextmanager
 def mlflow_server(store_uri: str, cwd: Path, port: int | None = None, stop: int = signal.SIGTERM):
     """A real `mlflow server` on 127.0.0.1 and `port` (default: a free one); yields its URL,
@@ -133,6 +138,7 @@ def mlflow_server(store_uri: str, cwd: Path, port: int | None = None, stop: int 
         [str(mlflow), "server", "--backend-store-uri", store_uri, "--host", "127.0.0.1",
          "--port", str(port)],
         cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, **NO_JOB_RUNNER},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

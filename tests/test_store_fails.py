@@ -3,6 +3,7 @@ its workers): the sweep ends with one line naming the store, and once the server
 closes what was left open and finishes with one run per trial."""
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from mlflow.tracking import MlflowClient
+
+from kinfuse_ray.tracking import TRIAL_TAG
 
 from .helpers import micro_sweep_yaml, mlflow_server
 
@@ -60,39 +63,115 @@ def test_a_tracking_server_lost_midway_is_one_line_and_resume_finishes(tmp_path)
     client = MlflowClient(tracking_uri=store)
     found = client.search_runs([client.get_experiment_by_name("blip").experiment_id])
     assert sorted(r.info.run_name for r in found) == ["base-a-r0", "blip", "infuse-a-r0.5"]
-    assert {r.info.status for r in found} == {"FINISHED"}
+    statuses = {r.info.run_name: r.info.status for r in found}
+    assert set(statuses.values()) == {"FINISHED"}, statuses
     assert not (tmp_path / "mlflow.db").exists()
+
+
+class Mirror:
+    """A sweep's MLflow mirror on a real sqlite store whose file can be taken away and put back
+    (every write fails in the database layer while it is gone)."""
+
+    def __init__(self, tmp_path):
+        from kinfuse_ray.config import SweepConfig
+        from kinfuse_ray.mlflow_mirror import MlflowTrials
+        from kinfuse_ray.tracking import Tracker
+
+        sweep = SweepConfig.model_validate(
+            {"name": "race", "ladder": [{"name": "a", "hidden_size": 24, "n_layers": 1,
+                                         "n_heads": 2}], "ratios": [0.5],
+             "output_dir": str(tmp_path / "out")}
+        )  # fmt: skip
+        self.db, self.away = tmp_path / "store.db", tmp_path / "store.db.away"
+        self.tracker = Tracker(f"sqlite:///{self.db}", "race")
+        self.parent = self.tracker.start_run("race", {})
+        self.rung = sweep.rungs["a"]
+        self.mirror = MlflowTrials(self.tracker, self.parent, sweep.name, sweep.rungs)
+
+    def fail(self):
+        self.db.rename(self.away)
+        self.db.mkdir()
+
+    def come_back(self):
+        self.db.rmdir()
+        self.away.rename(self.db)
+
+    def runs(self) -> dict:
+        """Each child run's status and last retention, by name."""
+        runs = self.tracker.child_runs(self.parent).values()
+        return {r.info.run_name: (r.info.status, r.data.metrics.get("retention")) for r in runs}
+
+
+def trial(phase, size: str, ratio: float, status: str = "RUNNING", **last_result):
+    from types import SimpleNamespace
+
+    from kinfuse_ray.spec import TrialSpec
+
+    config = TrialSpec(phase, size, ratio).to_config()
+    return SimpleNamespace(config=config, last_result=last_result, status=status)
 
 
 def test_a_store_failing_while_a_trial_run_closes_is_raised_at_the_next_step(tmp_path):
     """The race that once printed Tune's traceback: the store fails inside a trial's completion
     hook (which Tune wraps in a traceback-logging handler). The mirror keeps the failure and
     raises it at Tune's next step, where it reaches the sweep's one-line handler."""
-    from types import SimpleNamespace
+    from kinfuse_ray.spec import Phase
+    from kinfuse_ray.tracking import store_failure
 
-    from kinfuse_ray.config import SweepConfig
-    from kinfuse_ray.mlflow_mirror import MlflowTrials
-    from kinfuse_ray.spec import Phase, TrialSpec
-    from kinfuse_ray.tracking import Tracker, store_failure
-
-    sweep = SweepConfig.model_validate(
-        {"name": "race", "ladder": [{"name": "a", "hidden_size": 24, "n_layers": 1,
-                                     "n_heads": 2}], "ratios": [0.5],
-         "output_dir": str(tmp_path / "out")}
-    )  # fmt: skip
-    db = tmp_path / "store.db"
-    tracker = Tracker(f"sqlite:///{db}", "race")
-    parent = tracker.start_run("race", {})
-    mirror = MlflowTrials(tracker, parent, sweep.name, sweep.rungs)
-    trial = SimpleNamespace(config=TrialSpec(Phase.infuse, "a", 0.5).to_config(), last_result={})
-    mirror.on_trial_start(0, [trial], trial)
-    db.unlink()
-    db.mkdir()  # the store's file is gone: every write now fails in the database layer
-    mirror.on_trial_complete(1, [trial], trial)  # must not raise inside Tune's handler
-    mirror.on_trial_result(1, [trial], trial, {"tokens": 1})  # nothing more is written
+    store = Mirror(tmp_path)
+    infuse = trial(Phase.infuse, "a", 0.5)
+    store.mirror.on_trial_start(0, [infuse], infuse)
+    store.fail()
+    store.mirror.on_trial_complete(1, [infuse], infuse)  # must not raise inside Tune's handler
+    store.mirror.on_trial_result(1, [infuse], infuse, {"tokens": 1})  # nothing more is written
     with pytest.raises(Exception) as raised:
-        mirror.on_step_begin(2, [trial])
+        store.mirror.on_step_begin(2, [infuse])
     assert store_failure(raised.value)
     with pytest.raises(Exception) as again:
-        mirror.on_experiment_end([trial])
+        store.mirror.on_experiment_end([infuse])
     assert again.value is raised.value
+
+
+def test_a_trial_that_ended_while_the_store_was_down_is_finished_by_the_resumed_sweep(tmp_path):
+    """Tune saves a trial as ended before the failing store stops the sweep (the failure is
+    raised at its next step), so the resumed experiment never completes that trial again: the
+    resumed mirror finishes its run from the trial's last result at the experiment's end (CI
+    once found such a run left RUNNING)."""
+    from kinfuse_ray.spec import Phase
+
+    store = Mirror(tmp_path)
+    base = trial(Phase.base, "a", 0.0, "TERMINATED", tokens=900, retention=0.75)
+    store.mirror.on_trial_start(0, [base], base)
+    store.fail()
+    store.mirror.on_trial_result(1, [base], base, base.last_result)
+    store.mirror.on_trial_complete(1, [base], base)
+    store.come_back()
+    assert store.runs() == {"base-a-r0": ("RUNNING", None)}
+
+    resumed = pickle.loads(pickle.dumps(store.mirror))  # as Tune restores its callbacks
+    infuse = trial(Phase.infuse, "a", 0.5, "TERMINATED", tokens=900, retention=0.5)
+    for hook in (resumed.on_trial_start, resumed.on_trial_complete):
+        hook(2, [base, infuse], infuse)  # the resumed experiment's own trial, mirrored as usual
+    resumed.on_experiment_end([base, infuse])
+    assert store.runs() == {"base-a-r0": ("FINISHED", 0.75), "infuse-a-r0.5": ("FINISHED", None)}
+
+
+def test_a_reused_base_run_an_interrupted_sweep_left_open_is_finished_once(tmp_path):
+    """A base run from the shared store, recorded as the store failed: the resumed sweep finishes
+    that run (with the base run's metrics) instead of passing over it or opening a second."""
+    from kinfuse_ray.mlflow_mirror import record_reused_base
+    from kinfuse_ray.spec import Phase, TrialResult
+
+    store = Mirror(tmp_path)
+    base = TrialResult(
+        phase=Phase.base, size="a", n_params=store.rung.n_params, ratio=0.0, tokens=900,
+        tokens_trained=900, retention=0.75, acquisition=0.1, val_loss=3.0,
+        exposures_per_fact=0.0, tokens_per_s=100.0, stopped_early=False, seconds=5.0,
+    )  # fmt: skip
+    tracker = store.tracker
+    open_run = tracker.start_run("base-a-r0", {}, {TRIAL_TAG: "base-a-r0"}, store.parent)
+    assert store.runs() == {"base-a-r0": ("RUNNING", None)}
+    assert record_reused_base(tracker, store.parent, store.rung, base, "key")
+    assert store.runs() == {"base-a-r0": ("FINISHED", 0.75)}
+    assert list(tracker.child_runs(store.parent).values())[0].info.run_id == open_run
+    assert not record_reused_base(tracker, store.parent, store.rung, base, "key")
