@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kinfuse_ray.files import PROGRESS
+from kinfuse_ray.provenance import pinned_path
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def key_inputs(rung: Rung, facts: DataBundle, kernels: dict[str, str]) -> dict[s
 def pinned_kernels(rung: Rung, here: dict[str, str]) -> dict[str, str]:
     """The kernels `rung`'s trials train on: those its sweep pins, else `here`'s."""
     pinned = rung.train.cpu_kernels
-    return {**here, "cpu": pinned.upper()} if pinned else here
+    return {**here, "cpu": pinned_path(pinned)} if pinned else here
 
 
 def key_of(inputs: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ import ray
 
 from kinfuse_ray.config import RayConfig, TrainConfig
 from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.provenance import kernel_env
 
 
 def connect_ray(
@@ -33,7 +34,7 @@ def connect_ray(
     if ray.is_initialized():
         return False
     if cluster.address:
-        _check_reachable(cluster.address, setting)
+        check_reachable(cluster.address, setting)
     else:  # our own instance: Ray's notice that it turned on token auth (a token exists) is noise
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
             logging.ERROR
@@ -47,7 +48,7 @@ def connect_ray(
             logging_level=logging.WARNING,
             configure_logging=True,
             # A cluster's workers do not inherit this process's environment: pass the kernels.
-            runtime_env={"env_vars": {"ATEN_CPU_CAPABILITY": cpu_kernels}} if cpu_kernels else None,
+            runtime_env={"env_vars": kernel_env(cpu_kernels)} if cpu_kernels else None,
         )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"'{cluster.address}'" if cluster.address else "a local instance"
@@ -70,7 +71,7 @@ def ray_session(
             ray.shutdown()
 
 
-def _check_reachable(address: str, setting: str, timeout_s: float = 5.0) -> None:
+def check_reachable(address: str, setting: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds, not minutes of ray.init retries, when a cluster address does not answer."""
     if address == "auto":
         return

@@ -177,10 +177,13 @@ class TrainConfig(Strict):
     gpu: str | None = None
     # Dense bf16 peak FLOP/s per GPU in TFLOP/s, for MFU on a GPU the built-in table lacks.
     peak_tflops: float | None = Field(default=None, gt=0)
-    # The CPU kernels torch uses (ATEN_CPU_CAPABILITY), pinned so that a CPU sweep's numbers
-    # are the same on every CPU that has them: AVX-512 kernels sum in another order than AVX2,
-    # and one flipped probe can move a collapse point. None: torch's own choice.
-    cpu_kernels: Literal["default", "avx2", "avx512"] | None = None
+    # The CPU math a sweep's numbers come from, pinned so that they are the same on other CPUs:
+    # AVX-512 kernels sum in another order than AVX2, oneMKL picks its own path by CPU vendor,
+    # and one flipped probe can move a collapse point. `portable`: one numeric path on every x86
+    # CPU (torch's AVX2 kernels, oneMKL's vendor-independent branch; matrix products about 2x
+    # slower); `default`/`avx2`/`avx512`: torch's own kernels only (ATEN_CPU_CAPABILITY), the
+    # same on CPUs of one vendor. None: whatever the CPU picks. See provenance.CPU_KERNEL_ENV.
+    cpu_kernels: Literal["portable", "default", "avx2", "avx512"] | None = None
 
     @model_validator(mode="after")
     def _batch_splits_over_workers(self) -> TrainConfig:

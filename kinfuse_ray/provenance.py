@@ -1,8 +1,9 @@
-"""What produced a number: the code's commit, the torch version and the kernels it ran on.
+"""What produced a number: the code's commit, the torch version and the CPU math it ran on.
 
-The same seed gives other numbers under another torch version or other CPU kernels (AVX-512
-sums in another order than AVX2), so every number a script prints for the docs carries this
-line, and the base-run store keys on the kernels (`base_store.key_inputs`).
+The same seed gives other numbers under another torch version or another numeric path: torch's
+own kernels (AVX-512 sums in another order than AVX2) and oneMKL's matrix products, which pick
+their code path by CPU vendor and model. So every number a script prints for the docs carries
+this line, and the base-run store keys on the numeric path (`base_store.key_inputs`).
 """
 
 from __future__ import annotations
@@ -16,33 +17,84 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 CODE = ("kinfuse_ray", "sweeps", "benchmarks", "scripts")  # what decides a number
 
 
+# What each `train.cpu_kernels` setting puts in the environment before torch loads (Ray
+# workers get the same through the runtime env). `portable` is one numeric path on every x86
+# CPU: torch's AVX2 kernels, oneMKL's COMPATIBLE branch (the one its conditional numerical
+# reproducibility gives the same results on Intel and other vendors' CPUs; its AVX2 branch is
+# Intel-only and falls back to the CPU's own path elsewhere) and oneDNN capped at AVX2.
+CPU_KERNEL_ENV: dict[str, dict[str, str]] = {
+    "default": {"ATEN_CPU_CAPABILITY": "default"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512"},
+    "portable": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE",
+                 "ONEDNN_MAX_CPU_ISA": "AVX2"},
+}  # fmt: skip
+
+
+def kernel_env(wanted: str | None) -> dict[str, str]:
+    """The environment that pins `wanted` (a `train.cpu_kernels` value; None: nothing)."""
+    return dict(CPU_KERNEL_ENV[wanted]) if wanted else {}
+
+
+def numeric_path(capability: str, mkl_branch: str | None) -> str:
+    """The name of a numeric path: torch's kernels, and oneMKL's branch where one is pinned
+    (AVX2, AVX2/mkl-compatible)."""
+    return capability.upper() + (f"/mkl-{mkl_branch.lower()}" if mkl_branch else "")
+
+
 def kernels() -> dict[str, str]:
-    """The torch version and the CPU kernels torch picked (ATEN_CPU_CAPABILITY sets them)."""
+    """The torch version and the numeric path this process runs: the CPU kernels torch picked
+    (ATEN_CPU_CAPABILITY sets them) and oneMKL's pinned branch (MKL_CBWR), if any."""
     import torch  # here, not above: the base store's listing reads provenance without torch
 
-    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
+    capability = torch.backends.cpu.get_cpu_capability()
+    return {"torch": torch.__version__, "cpu": numeric_path(capability, os.environ.get("MKL_CBWR"))}
+
+
+def pinned_path(wanted: str) -> str:
+    """The numeric path a `train.cpu_kernels` setting pins, as `kernels()` names it."""
+    env = CPU_KERNEL_ENV[wanted]
+    return numeric_path(env["ATEN_CPU_CAPABILITY"], env.get("MKL_CBWR"))
 
 
 def pin_cpu_kernels(wanted: str | None) -> str | None:
-    """Make torch use the CPU kernels `wanted` (`train.cpu_kernels`) in this process and in the
-    Ray workers it starts (they inherit the environment); call before torch is imported. Returns
-    a one-line note where torch uses other kernels (imported earlier, or a CPU without them)."""
+    """Pin the numeric path `wanted` (`train.cpu_kernels`) in this process and in the Ray
+    workers it starts (they inherit the environment); call before torch is imported. Returns
+    a one-line note where torch runs another path (imported earlier, or a CPU without it)."""
     if wanted is None:
         return None
+    env = kernel_env(wanted)
     if "torch" not in sys.modules:
-        os.environ["ATEN_CPU_CAPABILITY"] = wanted
-    used = kernels()["cpu"]
-    if used.lower() == wanted:
+        os.environ.update(env)
+    used, path = kernels()["cpu"], pinned_path(wanted)
+    if used == path:
         return None
+    unset = " ".join(f"{k}={v}" for k, v in env.items() if os.environ.get(k) != v)
     why = (
-        f"torch was imported before the sweep could set them: set ATEN_CPU_CAPABILITY={wanted}"
-        if os.environ.get("ATEN_CPU_CAPABILITY") != wanted
+        f"torch was imported before the sweep could set them: set {unset}"
+        if unset
         else "this CPU lacks them"
     )
     return (
-        f"train.cpu_kernels: torch uses {used} kernels, not {wanted} ({why}); "
+        f"train.cpu_kernels: torch runs {used}, not {path} ({why}); "
         "numbers may differ from a run on those"
     )
+
+
+def cpu_model() -> str:
+    """This machine's CPU: vendor, model and widest vector instructions (from /proc/cpuinfo;
+    "unknown CPU" where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    info: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    flags = set(info.get("flags", "").split())
+    widest = next((isa for isa in ("avx512f", "avx2", "sse4_2") if isa in flags), "sse2")
+    return f"{info.get('vendor_id', '?')} {info.get('model name', '?')} ({widest})"
 
 
 def commit() -> str:

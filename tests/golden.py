@@ -6,12 +6,14 @@ writes. Two files under tests/golden/:
   rows at a few ratios). Integer work only: exact on every CPU, and a change to data, draws,
   seeds or batch order fails in seconds.
 - sweep.json: the quickstart's outcomes through the real CLI on fresh caches and a fresh base
-  store, under the kernels its sweep file pins (avx2): per-trial retention and acquisition
-  (probe counts), tokens trained and early stops exactly, validation loss to 1e-9 relative,
-  each size's r* and the recommendation to 3 decimals.
+  store, on the numeric path its sweep file pins (`portable`: torch's AVX2 kernels, oneMKL's
+  vendor-independent branch): per-trial retention and acquisition (probe counts), tokens
+  trained and early stops exactly, validation loss to 1e-9 relative, each size's r* and the
+  recommendation to 3 decimals.
 
-Both record the library versions (and sweep.json the CPU kernels) they were pinned with; a
-mismatch is reported in one line before any comparison.
+Both record the library versions (and sweep.json the numeric path and the CPUs it was pinned
+on) they were pinned with; a version mismatch is reported in one line before any comparison,
+and any difference names this machine's CPU beside the pinned ones.
 """
 
 from __future__ import annotations
@@ -87,8 +89,11 @@ def data_digests() -> dict:
 def run_quickstart(workdir: Path) -> subprocess.CompletedProcess:
     """`kinfuse sweep sweeps/quickstart.yaml` as a user runs it, in `workdir` (its MLflow
     store, outputs and base store there) with fresh tokenizer and token caches."""
-    env = {**os.environ, "KINFUSE_CACHE": str(workdir / "cache")}
-    env.pop("ATEN_CPU_CAPABILITY", None)  # the sweep file pins the kernels itself
+    from kinfuse_ray.provenance import CPU_KERNEL_ENV
+
+    pinning = {name for env in CPU_KERNEL_ENV.values() for name in env}
+    env = {k: v for k, v in os.environ.items() if k not in pinning}  # the sweep file pins them
+    env["KINFUSE_CACHE"] = str(workdir / "cache")
     return subprocess.run(
         [sys.executable, "-m", "kinfuse_ray.cli", "sweep", str(QUICKSTART),
          "--output-dir", str(workdir / "runs" / "quickstart")],
@@ -98,10 +103,13 @@ def run_quickstart(workdir: Path) -> subprocess.CompletedProcess:
 
 def sweep_outcomes(summary: dict) -> dict:
     """What of a quickstart's summary.json is pinned (see the module docstring)."""
+    from kinfuse_ray.provenance import cpu_model
+
     rec = summary["recommendation"]
     return {
         "versions": versions(SWEEP_LIBRARIES),
         "kernels": re.search(r"CPU kernels (\S+)", summary["provenance"]).group(1),
+        "cpus": [cpu_model()],
         "trials": {
             f"{t['phase']} {t['size']} {t['ratio']}": {
                 "retention": t["retention"], "acquisition": t["acquisition"],
@@ -144,6 +152,9 @@ def compare_outcomes(pinned: dict, found: dict) -> list[str]:
     for field in ("collapse_ratio", "target_collapse_ratio", "keep_interval", "recommended_ratio"):
         if pinned[field] != found[field]:
             out.append(f"{field}: {found[field]} (pinned {pinned[field]})")
+    here = found["cpus"][0]
+    if out:  # which CPUs, beside any difference: a numeric path another vendor does not share
+        out.insert(0, f"on {here}; pinned on {'; '.join(pinned.get('cpus', ['?']))}")
     return out
 
 

@@ -1,16 +1,24 @@
 """The same sweep file and seed give the same data stream and, on CPU, the same metrics; a trial
 resumed from a mid-run state ends exactly where an uninterrupted one does."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 
 from kinfuse_ray.checkpoint import read_progress
 from kinfuse_ray.config import parse_sweep
 from kinfuse_ray.data import build_bundle
 from kinfuse_ray.mixing import Stream
+from kinfuse_ray.provenance import CPU_KERNEL_ENV
 from kinfuse_ray.spec import Phase, TrialSpec
 from kinfuse_ray.trial import run_trial
 
 from .helpers import micro_sweep
+
+pytestmark = pytest.mark.unit
 
 SWEEP = micro_sweep(
     name="det",
@@ -108,3 +116,33 @@ def test_flops_per_token_counts_the_matmuls():
     assert 80e6 < n < 90e6  # a GPT-2-small-like body with a SwiGLU MLP
     flops = flops_per_token(size, 50_000, 2048)
     assert flops == 6 * (n + 50_000 * 768) + 12 * 12 * 768 * 2048
+
+
+# A matrix product's bits and the path the process names, in a fresh process pinned to `path`.
+PRODUCT = """
+import hashlib, sys
+from kinfuse_ray.provenance import kernels, pin_cpu_kernels
+note = pin_cpu_kernels(sys.argv[1] if sys.argv[1] != "none" else None)
+import torch
+torch.manual_seed(0)
+product = torch.randn(256, 384) @ torch.randn(384, 512)
+print(hashlib.sha256(product.numpy().tobytes()).hexdigest()[:16], kernels()["cpu"], note)
+"""
+
+
+def product_on(path: str) -> list[str]:
+    pinning = {name for env in CPU_KERNEL_ENV.values() for name in env}
+    env = {k: v for k, v in os.environ.items() if k not in pinning}
+    proc = subprocess.run([sys.executable, "-c", PRODUCT, path], env=env, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    return proc.stdout.split()
+
+
+def test_the_portable_path_reaches_onemkl_and_is_named():
+    """`cpu_kernels: portable` is set before torch loads and reaches oneMKL: the matrix product
+    takes its COMPATIBLE branch (other bits than the CPU's own path on any CPU with AVX2), and the
+    path is named so in provenance and in the base runs' keys."""
+    portable, own = product_on("portable"), product_on("none")
+    assert portable[1:] == ["AVX2/mkl-compatible", "None"]
+    assert portable[0] != own[0] and "/mkl-" not in own[1]
+    assert product_on("portable")[0] == portable[0]  # and it is deterministic
