@@ -12,13 +12,25 @@ SYSTEM_STAMP := $(VENV)/.system-packages
 # shellcheck (every shell script).
 SYSTEM_PACKAGES := chromium chromium-driver openssh-server rsync postgresql shellcheck
 
-.PHONY: quickstart test test-all lint bench
+.PHONY: quickstart test test-all lint bench relock
 
-$(STAMP): pyproject.toml
+# Installed = tested: every package at the version constraints.txt locks.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet --constraint constraints.txt --upgrade pip
+	$(VENV)/bin/pip install --quiet --constraint constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# A new lock: a fresh environment at the newest versions pyproject.toml allows, frozen into
+# constraints.txt (torch without its local "+cpu" label, so a CUDA build of it satisfies the
+# lock too), then the golden outcomes re-pinned with it. Review both diffs before committing.
+relock:
+	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip && $(VENV)/bin/pip install --quiet -e '.[dev]'
+	{ head -2 constraints.txt; $(VENV)/bin/pip freeze --all --exclude-editable \
+	  | grep -v -E '^(setuptools|wheel)==' | sed -E 's/^(torch==[^+]+)\+.*$$/\1/'; } > constraints.new
+	mv constraints.new constraints.txt && touch $(STAMP)
+	$(VENV)/bin/python scripts/pin_golden.py
 
 $(SYSTEM_STAMP): Makefile
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
