@@ -26,7 +26,7 @@ from kinfuse_ray.base_store import (
     pinned_kernels,
     rung_bundle,
 )  # fmt: skip
-from kinfuse_ray.cluster import connect_ray, trainer_capacity, trial_slots
+from kinfuse_ray.cluster import check_reachable, connect_ray, trainer_capacity, trial_slots
 from kinfuse_ray.config import Rung, Schedule, SweepConfig
 from kinfuse_ray.console import ConsoleProgress
 from kinfuse_ray.data import DataBundle, build_bundle
@@ -95,14 +95,19 @@ def run_sweep(
     check_trainable(rungs, sweep.data.vocab_size, on_cluster=bool(sweep.ray.address))
     check_creatable(sweep.out, _plan(sweep).storage_bytes)
     bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
+    # The cluster's address, then the store, then Ray: a wrong address or tracking URI fails in
+    # a second, not after a local Ray instance has started (about 10 s), and a wrong address
+    # before the store is written to.
+    if sweep.ray.address:
+        check_reachable(sweep.ray.address, "ray.address")
+    tracker = Tracker(sweep.mlflow.tracking_uri, sweep.experiment)
     started_ray = connect_ray(sweep.ray, sweep.train.cpu_kernels)
     # SIGTERM (a scheduler, `kill`) ends the sweep as Ctrl-C does. Set after ray.init, which
     # installs a handler of its own; only the main thread may.
     main = threading.current_thread() is threading.main_thread()
     before = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
-    parent = claim = tracker = None
+    parent = claim = None
     try:
-        tracker = Tracker(sweep.mlflow.tracking_uri, sweep.experiment)
         claim = claim_output(sweep.out)  # held while this sweep runs: one sweep per folder
         parent = _open_run(tracker, sweep, resume=resume, sweep_file=sweep_file)
         if not resume:
