@@ -1,7 +1,11 @@
 """Fixtures: the bundled data, and one real micro sweep and one real two-worker sweep per test
-session, shared by the tests that only read what they wrote."""
+session, shared by the tests that only read what they wrote. The tiers: every test carries
+exactly one of `unit`, `slow`, `full` (pyproject.toml says what each is), and the run ends with
+the wall time each tier took."""
 
 import os
+import time
+from collections import defaultdict
 
 import pytest
 
@@ -63,3 +67,47 @@ def pytest_sessionfinish(session, exitstatus):
             reporter.write_line(f"  {report.nodeid}: {report.longrepr[-1]}")
         if exitstatus == 0:
             session.exitstatus = 1
+
+
+TIERS = ("unit", "slow", "full")
+_tier_seconds: dict[str, float] = defaultdict(float)
+_tier_tests: dict[str, set[str]] = defaultdict(set)
+
+
+def tier_of(item) -> str | None:
+    """`item`'s one tier, or None where it carries none or several."""
+    found = {mark.name for mark in item.iter_markers() if mark.name in TIERS}
+    return found.pop() if len(found) == 1 else None
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test without exactly one tier is an error before anything runs: `-m` selects by tier,
+    and a test in none (or two) would run in the wrong one, or in none."""
+    wrong = [item.nodeid for item in items if tier_of(item) is None]
+    if wrong:
+        raise pytest.UsageError(
+            f"{len(wrong)} test(s) without exactly one tier of {', '.join(TIERS)}: "
+            + ", ".join(wrong[:10])
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    started = time.monotonic()
+    try:
+        return (yield)
+    finally:  # set-up, call and tear-down, shared fixtures' set-up included
+        _tier_seconds[tier_of(item)] += time.monotonic() - started
+        _tier_tests[tier_of(item)].add(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _tier_seconds:
+        terminalreporter.write_line(
+            "wall time by tier: "
+            + "; ".join(
+                f"{tier} {len(_tier_tests[tier])} tests {_tier_seconds[tier]:.0f} s"
+                for tier in TIERS
+                if tier in _tier_seconds
+            )
+        )

@@ -119,6 +119,25 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 300):
     raise AssertionError("timed out waiting for the sweep")
 
 
+@contextlib.contextmanager
+def held(proc: subprocess.Popen):
+    """Every process `proc` started (its local Ray instance: GCS, raylet, trial workers) stopped
+    with SIGSTOP while open, and continued after: the sweep cannot move on, however fast the
+    machine, so what the test does meanwhile never races its end. `proc` itself still runs
+    and takes signals."""
+    import psutil
+
+    family = psutil.Process(proc.pid).children(recursive=True)
+    for child in family:
+        child.suspend()
+    try:
+        yield
+    finally:
+        for child in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.resume()
+
+
 # No job runner beside the tracking server (MLflow's GenAI jobs, which no test uses): with one,
 # every server leaves a queue folder in /dev/shm that nothing removes.
 NO_JOB_RUNNER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

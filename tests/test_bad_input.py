@@ -11,6 +11,8 @@ from kinfuse_ray import cli
 
 from .helpers import kinfuse
 
+pytestmark = pytest.mark.unit
+
 GOOD = """\
 name: bad
 ladder:

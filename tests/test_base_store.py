@@ -34,6 +34,7 @@ def sweep(tmp_path, **train) -> SweepConfig:
     })  # fmt: skip
 
 
+@pytest.mark.unit
 def test_every_setting_is_in_the_key_or_named_as_not_deciding_a_base_run():
     """A new setting must be placed: in the key, or out of it with a reason."""
     for section, model, keyed in (
@@ -46,6 +47,7 @@ def test_every_setting_is_in_the_key_or_named_as_not_deciding_a_base_run():
         assert not set(keyed) & set(NOT_IN_KEY[section]), section
 
 
+@pytest.mark.unit
 def test_another_torch_or_other_kernels_or_another_training_version_is_another_key(
     tmp_path, bundle, monkeypatch
 ):
@@ -71,6 +73,7 @@ def test_another_torch_or_other_kernels_or_another_training_version_is_another_k
     )
 
 
+@pytest.mark.unit
 def test_a_corpus_rewritten_under_the_same_name_is_another_key(tmp_path, bundle, monkeypatch):
     monkeypatch.setenv("KINFUSE_CACHE", str(tmp_path / "cache"))
     corpus = tmp_path / "corpus.npy"
@@ -96,6 +99,7 @@ def stored_run(store: BaseStore, inputs: dict) -> None:
     (folder / PROGRESS).write_text(json.dumps({"metrics": metrics}))
 
 
+@pytest.mark.unit
 def test_a_run_made_with_other_kernels_is_not_reused_and_the_sweep_is_told_why(tmp_path, bundle):
     s = sweep(tmp_path)
     rung = rung_bundle(s.rungs["a"], bundle)

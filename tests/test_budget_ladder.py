@@ -10,6 +10,8 @@ import pytest
 
 from .helpers import MICRO, MICRO_RATIOS, kinfuse, run_cli, runs_of
 
+pytestmark = pytest.mark.full
+
 BUDGETS = (50_000, 100_000)
 LADDER = (
     MICRO.replace(f"ratios: {list(MICRO_RATIOS)}", f"ratios: {[0, *MICRO_RATIOS]}")
@@ -18,7 +20,6 @@ LADDER = (
 )
 
 
-@pytest.mark.full
 def test_a_size_by_budget_ladder_runs_from_one_file_and_fits_one_law(tmp_path):
     assert "budgets:" in LADDER and "ratios: [0, " in LADDER and "tokens: 200000" in LADDER
     proc = run_cli(tmp_path, LADDER)

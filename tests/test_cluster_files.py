@@ -12,6 +12,7 @@ from .helpers import REPO
 CLUSTER_FILES = [REPO / "cluster.yaml", *sorted((REPO / "clusters").glob("*.yaml"))]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("path", CLUSTER_FILES, ids=lambda p: p.name)
 def test_cluster_file_is_valid(path):
     config = yaml.safe_load(path.read_text())
@@ -22,6 +23,7 @@ def test_cluster_file_is_valid(path):
     assert "--dashboard-host=127.0.0.1" in commands
 
 
+@pytest.mark.unit
 def test_the_schema_check_rejects_a_misspelt_field():
     config = yaml.safe_load((REPO / "cluster.yaml").read_text())
     config["available_node_types"]["gpu_worker"]["max_wrokers"] = 2
@@ -29,6 +31,7 @@ def test_the_schema_check_rejects_a_misspelt_field():
         validate_config(prepare_config(config))
 
 
+@pytest.mark.unit
 def test_the_aws_gpu_workers_fit_the_gpu_ladders_trials():
     """One GPU node holds one trial of sweeps/gpu_ladder.yaml on the GPU `kinfuse plan` sized
     it for, and the sweep keeps as many trials in flight as the cluster can have nodes."""

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from .helpers import REPO, micro_sweep_yaml
 
-pytestmark = [pytest.mark.slow, pytest.mark.full]
+pytestmark = pytest.mark.full
 
 SSHD = Path("/usr/sbin/sshd")
 PORTS = (22, 6379, 8265, 5000)  # SSH, and what the cluster file's head listens on

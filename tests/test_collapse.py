@@ -3,6 +3,8 @@ import pytest
 
 from kinfuse_ray.collapse import Outcome, best_safe_ratio, detect_collapse
 
+pytestmark = pytest.mark.unit
+
 RATIOS = np.array([0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95])
 
 

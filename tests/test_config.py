@@ -5,6 +5,8 @@ from kinfuse_ray.errors import KinfuseError
 
 from .helpers import REPO, kinfuse
 
+pytestmark = pytest.mark.unit
+
 GOOD = """
 name: t
 ladder:

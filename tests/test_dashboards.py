@@ -21,6 +21,7 @@ def queried_metrics(dashboard: dict) -> set[str]:
     return {m for expr in exprs for m in re.findall(r"\bray_[a-zA-Z_:][a-zA-Z0-9_:]*", expr)}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_every_panel_queries_an_exported_metric(path):
     dashboard = json.loads(path.read_text())
@@ -29,6 +30,7 @@ def test_every_panel_queries_an_exported_metric(path):
     assert queried and queried <= exported_names(), queried - exported_names()
 
 
+@pytest.mark.unit
 def test_every_exported_metric_is_on_a_dashboard():
     """Nothing a trial publishes goes unseen (and the dashboards folder is not empty)."""
     shown = set().union(*(queried_metrics(json.loads(p.read_text())) for p in DASHBOARDS))

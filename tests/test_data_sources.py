@@ -16,6 +16,8 @@ from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.knowledge import load_templates, load_triples, render
 from kinfuse_ray.tokens import EOS, tokenize_to_file, train_tokenizer
 
+pytestmark = pytest.mark.unit
+
 DOCS = [f"Document {i}: the quick brown fox jumps over the lazy dog {i} times." for i in range(400)]
 
 

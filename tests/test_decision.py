@@ -6,6 +6,8 @@ from scipy.special import expit, logit
 
 from kinfuse_ray.decision import DecisionCurves, decide
 
+pytestmark = pytest.mark.unit
+
 RNG = np.random.default_rng(0)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from .helpers import kinfuse, micro_sweep_yaml, runs_of, start_sweep
 
-pytestmark = [pytest.mark.slow, pytest.mark.full]
+pytestmark = pytest.mark.full
 
 SWEEP = micro_sweep_yaml(name="full", output_dir="disk/runs")
 

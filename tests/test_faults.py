@@ -12,9 +12,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .helpers import MICRO, MICRO_RATIOS, run_cli, runs_of, start_sweep, wait_for
-
-pytestmark = pytest.mark.slow
+from .helpers import (
+    MICRO,
+    MICRO_RATIOS,
+    held,
+    micro_sweep_yaml,
+    run_cli,
+    runs_of,
+    start_sweep,
+    wait_for,
+)
 
 KEYS = {f"base-{s}-r0" for s in "abc"} | {f"infuse-{s}-r{r:g}" for s in "abc" for r in MICRO_RATIOS}
 
@@ -33,13 +40,13 @@ def trial_results(tmp_path: Path) -> dict:
     }
 
 
-def assert_one_finished_run_per_trial(tmp_path: Path) -> dict:
+def assert_one_finished_run_per_trial(tmp_path: Path, keys: set[str] = KEYS) -> dict:
     _, runs = runs_of(tmp_path)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    keys = [c.data.tags["kinfuse.trial"] for c in children]
-    assert sorted(keys) == sorted(KEYS), "one child run per trial, none twice"
+    found = [c.data.tags["kinfuse.trial"] for c in children]
+    assert sorted(found) == sorted(keys), "one child run per trial, none twice"
     assert {c.info.status for c in children} == {"FINISHED"}
     return {c.data.tags["kinfuse.trial"]: c for c in children}
 
@@ -112,18 +119,26 @@ def test_killed_trial_workers_recover_from_their_last_checkpoint(tmp_path, micro
     assert trial_results(tmp_path) == pytest.approx(trial_results(baseline_dir), abs=1e-6)
 
 
+# One rung, a base run and three infusion trials of seconds each: enough to interrupt midway.
+SHORT = micro_sweep_yaml(ratios=[0.3, 0.6, 0.9])
+SHORT_KEYS = {"base-a-r0"} | {f"infuse-a-r{r:g}" for r in (0.3, 0.6, 0.9)}
+
+
+@pytest.mark.slow
 def test_interrupted_sweeps_say_how_to_resume_and_hold_their_folder(tmp_path):
     """While a sweep runs, a second one of the same folder is refused, naming the first; Ctrl-C
     ends the first with its runs KILLED (none RUNNING) and the exact command that resumes it,
-    and that command finishes with one run per trial."""
-    proc, log = start_sweep(tmp_path, MICRO)
+    and that command finishes with one run per trial. The sweep is held (its Ray processes
+    stopped) from its first finished trial until the Ctrl-C, so it cannot end first."""
+    proc, log = start_sweep(tmp_path, SHORT)
     wait_for(lambda: finished_trials(log) >= 1, proc)
-    second = run_cli(tmp_path, MICRO)
-    assert second.returncode == 2
-    refusal = second.stderr.strip().splitlines()[-1]
-    assert "is in use by a running sweep" in refusal and f"PID {proc.pid}," in refusal
-
-    proc.send_signal(signal.SIGINT)
+    with held(proc):
+        second = run_cli(tmp_path, SHORT)
+        assert second.returncode == 2
+        refusal = second.stderr.strip().splitlines()[-1]
+        assert "is in use by a running sweep" in refusal and f"PID {proc.pid}," in refusal
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1)  # the driver takes the interrupt before its trials can move on
     assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
     last = log.read_text().strip().splitlines()[-1]
     assert last == "kinfuse: interrupted; carry on with: kinfuse sweep micro.yaml --resume"
@@ -131,6 +146,6 @@ def test_interrupted_sweeps_say_how_to_resume_and_hold_their_folder(tmp_path):
     statuses = {r.info.status for r in runs}
     assert "RUNNING" not in statuses and "KILLED" in statuses
 
-    resumed = run_cli(tmp_path, MICRO, "--resume")
+    resumed = run_cli(tmp_path, SHORT, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert_one_finished_run_per_trial(tmp_path)
+    assert_one_finished_run_per_trial(tmp_path, SHORT_KEYS)

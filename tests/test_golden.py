@@ -14,6 +14,7 @@ from tests import golden
 from .helpers import REPO
 
 
+@pytest.mark.unit
 def test_the_quickstart_data_is_what_was_pinned():
     pinned = golden.read("data.json")
     found = golden.data_digests()

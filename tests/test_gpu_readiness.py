@@ -30,6 +30,7 @@ def forward_sizes(model: torch.nn.Module) -> list[int]:
     return seen
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("batch_tokens", [256, 4096])
 def test_evaluation_passes_never_exceed_the_batch_budget(bundle, batch_tokens):
     """Whatever the number of probes and validation sequences, no forward pass holds more than
@@ -48,6 +49,7 @@ def test_evaluation_passes_never_exceed_the_batch_budget(bundle, batch_tokens):
     assert metrics == pytest.approx(at_once, rel=1e-5)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("device_name", "peak"),
     [
@@ -64,12 +66,14 @@ def test_peak_flops_match_exact_device_names(device_name, peak):
     assert peak_flops(device_name) == peak
 
 
+@pytest.mark.unit
 def test_a_configured_peak_wins_and_every_gpu_has_a_name():
     assert peak_flops("NVIDIA GeForce RTX 4090", override_tflops=165.0) == 165e12
     names = [name for gpu in GPUS.values() for name in gpu.device_names]
     assert len(names) == len(set(names))
 
 
+@pytest.mark.unit
 def test_training_runs_without_ray_or_mlflow(tmp_path):
     """A bare GPU box has torch and transformers but no Ray or MLflow: the trial code must
     import and train a step without them (the GPU check relies on it)."""
@@ -103,6 +107,7 @@ print("tokens", int(final["tokens"]))
     assert "tokens 2048" in proc.stdout
 
 
+@pytest.mark.unit
 def test_a_checkpoint_folder_reloads_weights_and_optimizer_state_exactly(tmp_path):
     """A checkpoint folder written by one model loads into a fresh one exactly (weights and
     optimizer state), whatever device the fresh model lives on."""
@@ -129,6 +134,7 @@ def test_a_checkpoint_folder_reloads_weights_and_optimizer_state_exactly(tmp_pat
     assert torch.equal(state["exp_avg_sq"], fresh_state["exp_avg_sq"])
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "shape",
     [
@@ -148,6 +154,7 @@ def test_parameters_counted_from_the_shape_match_the_real_model(shape):
     assert count.total == sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.unit
 def test_a_bare_cuda_device_gets_an_index(monkeypatch):
     """`--device cuda` (the GPU check's default) names no index; set_device and a process
     group's device_id refuse that, so it resolves to the local rank, else CUDA's current one."""

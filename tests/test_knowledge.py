@@ -6,6 +6,8 @@ from kinfuse_ray.config import DataConfig
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.knowledge import load_templates, load_triples, make_probes, object_pools
 
+pytestmark = pytest.mark.unit
+
 BUNDLED = DataConfig()
 
 

@@ -12,6 +12,8 @@ from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.law import InfusionLaw, SizeCurve, point_law, select_law
 from kinfuse_ray.presentation import describe_prediction
 
+pytestmark = pytest.mark.unit
+
 RATIOS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998)
 SIZES = (1e4, 3e4, 1e5, 3e5, 1e6, 3e6)
 N0 = 1e5

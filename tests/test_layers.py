@@ -13,6 +13,8 @@ import pytest
 
 from .helpers import REPO
 
+pytestmark = pytest.mark.unit
+
 LAYERS = {
     "schema": {"errors", "files", "spec", "hardware", "config", "plan"},
     "science": {"collapse", "decision", "law", "mixing", "knowledge", "analysis"},

@@ -9,6 +9,8 @@ from kinfuse_ray.model import build_model
 from kinfuse_ray.parallel import Dist
 from kinfuse_ray.train import evaluate
 
+pytestmark = pytest.mark.unit
+
 TINY = ModelSize(name="t", hidden_size=32, n_layers=1, n_heads=2)
 
 

@@ -3,6 +3,8 @@ import pytest
 
 from kinfuse_ray.mixing import BLOCK, FactStream, Stream
 
+pytestmark = pytest.mark.unit
+
 SEQ_LEN = 128
 
 

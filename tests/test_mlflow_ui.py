@@ -9,7 +9,7 @@ import pytest
 
 from .helpers import mlflow_server, runs_of
 
-pytestmark = [pytest.mark.slow, pytest.mark.full]
+pytestmark = pytest.mark.full
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 

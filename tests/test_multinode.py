@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from .helpers import TWO_WORKERS_SETTINGS, kinfuse, micro_sweep_yaml, mlflow_server
 
-pytestmark = [pytest.mark.slow, pytest.mark.full]
+pytestmark = pytest.mark.full
 
 
 @pytest.fixture

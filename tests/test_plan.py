@@ -16,6 +16,8 @@ from kinfuse_ray.plan import (
 
 from .helpers import REPO, kinfuse
 
+pytestmark = pytest.mark.unit
+
 GPU_LADDER = REPO / "sweeps" / "gpu_ladder.yaml"
 
 

@@ -17,7 +17,6 @@ from .helpers import kinfuse, micro_sweep_yaml
 
 PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.full,
     pytest.mark.skipif(
         not PG_BIN, reason="Debian's postgresql is not installed (make test-all does)"

@@ -3,9 +3,13 @@ read from the searcher (which the progress never writes to)."""
 
 import pickle
 
+import pytest
+
 from kinfuse_ray.progress import Progress
 from kinfuse_ray.search import BisectRatios, GridRatios, LadderSearch
 from kinfuse_ray.spec import Phase, TrialSpec
+
+pytestmark = pytest.mark.unit
 
 
 class Clock:

@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from .helpers import base_runs
 
-pytestmark = [pytest.mark.slow, pytest.mark.full]
+pytestmark = pytest.mark.full
 
 
 def test_two_worker_trials_stay_in_sync_and_reach_mlflow(two_worker_sweep):

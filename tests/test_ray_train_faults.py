@@ -20,7 +20,7 @@ from .helpers import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.full]
+pytestmark = pytest.mark.full
 
 # Long enough a base run (about 8 evaluations, each a checkpoint) to be killed in the middle.
 LONGER = micro_sweep_yaml(

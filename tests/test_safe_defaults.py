@@ -4,9 +4,12 @@ user-supplied is unpickled, and the servers the project starts listen on 127.0.0
 
 import ast
 
+import pytest
 import yaml
 
 from .helpers import REPO
+
+pytestmark = pytest.mark.unit
 
 SOURCES = sorted((REPO / "kinfuse_ray").glob("*.py"))
 

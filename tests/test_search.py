@@ -8,6 +8,8 @@ import pytest
 from kinfuse_ray.search import BisectRatios, GridRatios, LadderSearch
 from kinfuse_ray.train import CollapseWatch
 
+pytestmark = pytest.mark.unit
+
 COARSE = [0.2, 0.4, 0.6, 0.8, 0.95]
 
 

@@ -35,7 +35,6 @@ def sweep(tmp_path, *args):
     )  # fmt: skip
 
 
-@pytest.mark.slow
 @pytest.mark.full
 def test_a_tracking_server_lost_midway_is_one_line_and_resume_finishes(tmp_path):
     store = f"sqlite:///{tmp_path / 'server.db'}"
@@ -111,6 +110,7 @@ def trial(phase, size: str, ratio: float, status: str = "RUNNING", **last_result
     return SimpleNamespace(config=config, last_result=last_result, status=status)
 
 
+@pytest.mark.unit
 def test_a_store_failing_while_a_trial_run_closes_is_raised_at_the_next_step(tmp_path):
     """The race that once printed Tune's traceback: the store fails inside a trial's completion
     hook (which Tune wraps in a traceback-logging handler). The mirror keeps the failure and
@@ -132,6 +132,7 @@ def test_a_store_failing_while_a_trial_run_closes_is_raised_at_the_next_step(tmp
     assert again.value is raised.value
 
 
+@pytest.mark.unit
 def test_a_trial_that_ended_while_the_store_was_down_is_finished_by_the_resumed_sweep(tmp_path):
     """Tune saves a trial as ended before the failing store stops the sweep (the failure is
     raised at its next step), so the resumed experiment never completes that trial again: the
@@ -156,6 +157,7 @@ def test_a_trial_that_ended_while_the_store_was_down_is_finished_by_the_resumed_
     assert store.runs() == {"base-a-r0": ("FINISHED", 0.75), "infuse-a-r0.5": ("FINISHED", None)}
 
 
+@pytest.mark.unit
 def test_a_reused_base_run_an_interrupted_sweep_left_open_is_finished_once(tmp_path):
     """A base run from the shared store, recorded as the store failed: the resumed sweep finishes
     that run (with the base run's metrics) instead of passing over it or opening a second."""

@@ -16,11 +16,10 @@ from kinfuse_ray.data import build_bundle
 
 from .helpers import MICRO, MICRO_RATIOS, REPO, base_runs, kinfuse, run_cli, runs_of
 
-pytestmark = pytest.mark.slow
-
 N_TRIALS = 3 * len(MICRO_RATIOS)
 
 
+@pytest.mark.slow
 def test_micro_sweep_records_every_trial_and_writes_the_summary(micro_sweep):
     tmp_path, proc = micro_sweep
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -64,6 +63,7 @@ def test_micro_sweep_records_every_trial_and_writes_the_summary(micro_sweep):
     assert {"law.json", "collapse_vs_size.png"} <= artifacts
 
 
+@pytest.mark.slow
 def test_the_micro_ladder_collapses_later_as_size_grows(micro_sweep):
     """The phenomenon itself, at micro scale: every size collapses and r* rises with N."""
     tmp_path, _ = micro_sweep
@@ -77,6 +77,7 @@ def test_the_micro_ladder_collapses_later_as_size_grows(micro_sweep):
     assert 0 < rec["recommended_ratio"] < rec["ratio"] < 1
 
 
+@pytest.mark.slow
 def test_law_from_mlflow_matches_the_sweep_and_the_cli_predicts(micro_sweep):
     from kinfuse_ray.records import fit_recorded
 
@@ -228,6 +229,7 @@ ONE_TRIAL = "\n".join(
 )
 
 
+@pytest.mark.slow
 def test_a_failing_sweep_leaves_no_run_open(tmp_path):
     """A corrupt base checkpoint in the shared store makes the infusion trial fail (after
     Tune's retries): the sweep exits non-zero with one line, and every MLflow run it opened

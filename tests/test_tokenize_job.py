@@ -19,7 +19,7 @@ from kinfuse_ray.tokens import map_tokens, tokenize_to_file
 
 from .helpers import kinfuse
 
-pytestmark = [pytest.mark.slow, pytest.mark.full]
+pytestmark = pytest.mark.full
 
 
 def test_sharded_tokenization_matches_the_single_process_one(tmp_path):

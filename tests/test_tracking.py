@@ -6,6 +6,8 @@ from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.records import load_trials
 from kinfuse_ray.tracking import OUTPUT_TAG, TRIAL_TAG, Tracker
 
+pytestmark = pytest.mark.unit
+
 
 def record_sweep(tracker: Tracker, ratios: list[float], retention: float) -> None:
     parent = tracker.start_run("sweep", {}, {OUTPUT_TAG: "runs/study"})

@@ -97,6 +97,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["dump.json", "dump.json.gz", "dump.json.bz2"])
 def test_the_json_dump_becomes_triples_with_provenance(tmp_path, name):
     found = extract(json_dump(tmp_path / name), {"P19": "born_in", "P27": "citizen_of"})
@@ -111,11 +112,13 @@ def test_the_json_dump_becomes_triples_with_provenance(tmp_path, name):
     }
 
 
+@pytest.mark.unit
 def test_the_truthy_ntriples_dump_gives_the_same_triples(tmp_path):
     found = extract(nt_dump(tmp_path / "truthy.nt.bz2"), {"P19": "born_in", "P27": "citizen_of"})
     assert {(t["subject"], t["relation"], t["object"]) for t in found.triples} == EXPECTED
 
 
+@pytest.mark.unit
 def test_the_command_writes_a_triples_file_the_project_reads(tmp_path):
     json_dump(tmp_path / "dump.json.gz")
     proc = kinfuse(tmp_path, "knowledge", "dump.json.gz", "--properties", PROPS, "--out", "f.jsonl")
@@ -129,6 +132,7 @@ def test_the_command_writes_a_triples_file_the_project_reads(tmp_path):
     assert {(t.subject, t.relation, t.object) for t in triples} == EXPECTED
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("dump", ["json", "nt"])
 def test_a_malformed_line_is_named_or_counted_when_asked(tmp_path, dump):
     if dump == "json":
@@ -147,6 +151,7 @@ def test_a_malformed_line_is_named_or_counted_when_asked(tmp_path, dump):
     assert "kept 3 triples" in skipped.stdout and "1 malformed lines skipped" in skipped.stdout
 
 
+@pytest.mark.unit
 def test_bad_arguments_are_one_line(tmp_path):
     json_dump(tmp_path / "d.json")
     for args, message in [
@@ -161,7 +166,6 @@ def test_bad_arguments_are_one_line(tmp_path):
     assert "not a Wikidata dump" in proc.stderr
 
 
-@pytest.mark.slow
 @pytest.mark.full
 def test_on_ray_data_the_same_triples_come_out(tmp_path):
     """The dump parsed on a local Ray instance (Ray Data, as on a cluster) gives the same file;

@@ -21,6 +21,8 @@ from kinfuse_ray.mixing import Stream
 
 from .helpers import REPO
 
+pytestmark = pytest.mark.unit
+
 WORLD = BUNDLED_DATA / "knowledge" / "world"
 
 
