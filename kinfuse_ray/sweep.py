@@ -26,7 +26,13 @@ from kinfuse_ray.base_store import (
     pinned_kernels,
     rung_bundle,
 )  # fmt: skip
-from kinfuse_ray.cluster import check_reachable, connect_ray, trainer_capacity, trial_slots
+from kinfuse_ray.cluster import (
+    check_reachable,
+    connect_ray,
+    ray_session,
+    trainer_capacity,
+    trial_slots,
+)
 from kinfuse_ray.config import Rung, Schedule, SweepConfig
 from kinfuse_ray.console import ConsoleProgress
 from kinfuse_ray.data import DataBundle, build_bundle
@@ -158,13 +164,19 @@ def _run_budgets(
     sweep = sweep.model_copy(update={"output_dir": sweep.out})
     check_creatable(sweep.out, _plan(sweep).storage_bytes)
     parts = [sweep.at_budget(tokens) for tokens in sweep.budgets]
+    to_run = [part for part in parts if not (resume and (part.out / SUMMARY_FILE).exists())]
     for part in parts:
-        if resume and (part.out / SUMMARY_FILE).exists():
+        if part not in to_run:
             say(describe_budget_part(part.name, part.train.tokens, finished=True))
-            continue
-        say(describe_budget_part(part.name, part.train.tokens, finished=False))
-        again = resume and (part.out / SWEEP_FILE).exists()
-        run_sweep(part, sweep_file=sweep_file, resume=again, progress_every=progress_every)
+    if to_run:
+        # The budgets' sweeps share one Ray session: a local instance starts once, not per budget.
+        if note := pin_cpu_kernels(sweep.train.cpu_kernels):
+            say(note)
+        with ray_session(sweep.ray, sweep.train.cpu_kernels):
+            for part in to_run:
+                say(describe_budget_part(part.name, part.train.tokens, finished=False))
+                again = resume and (part.out / SWEEP_FILE).exists()
+                run_sweep(part, sweep_file=sweep_file, resume=again, progress_every=progress_every)
     # Every budget's trials as recorded: those run now and those a resumed ladder kept.
     recorded = load_trials(sweep.mlflow.tracking_uri, [part.experiment for part in parts])
     summary = _summarise(sweep, recorded.trials, recorded.base, time.monotonic() - started)
