@@ -44,11 +44,16 @@ $(SYSTEM_STAMP): Makefile
 quickstart: $(STAMP)
 	$(VENV)/bin/kinfuse sweep sweeps/quickstart.yaml
 
+# The everyday tiers (unit and slow) on two workers, every test that starts Ray on the same one
+# (tests/conftest.py); the full tier after them, one test at a time, each tier with its wall time.
+EVERYDAY := $(VENV)/bin/pytest -m "not full" -n 2 --dist loadgroup --durations=15
+
 test: $(STAMP)
-	$(VENV)/bin/pytest -m "not full" --durations=15
+	$(EVERYDAY)
 
 test-all: $(STAMP) $(SYSTEM_STAMP)
-	$(VENV)/bin/pytest --durations=40
+	status=0; $(EVERYDAY) || status=$$?; \
+	$(VENV)/bin/pytest -m full --durations=40 || status=$$?; exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -70,41 +70,56 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 TIERS = ("unit", "slow", "full")
+_started = time.monotonic()
 _tier_seconds: dict[str, float] = defaultdict(float)
 _tier_tests: dict[str, set[str]] = defaultdict(set)
 
 
-def tier_of(item) -> str | None:
-    """`item`'s one tier, or None where it carries none or several."""
-    found = {mark.name for mark in item.iter_markers() if mark.name in TIERS}
-    return found.pop() if len(found) == 1 else None
+def tiers_of(keywords) -> set[str]:
+    return {tier for tier in TIERS if tier in keywords}
 
 
+@pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config, items):
     """A test without exactly one tier is an error before anything runs: `-m` selects by tier,
-    and a test in none (or two) would run in the wrong one, or in none."""
-    wrong = [item.nodeid for item in items if tier_of(item) is None]
+    and a test in none (or two) would run in the wrong one, or in none. Under pytest-xdist
+    (`make test` runs two workers) the tests that start Ray run one after another on one worker
+    (marked here, before xdist groups them; checked after): two Ray instances on one host
+    confuse each other's clean-up."""
+    marked = {item.nodeid: tiers_of({m.name for m in item.iter_markers()}) for item in items}
+    wrong = [nodeid for nodeid, tiers in marked.items() if len(tiers) != 1]
     if wrong:
         raise pytest.UsageError(
             f"{len(wrong)} test(s) without exactly one tier of {', '.join(TIERS)}: "
             + ", ".join(wrong[:10])
         )
+    for item in items:
+        if marked[item.nodeid] != {"unit"}:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+    result = yield
+    grouping = config.getvalue("loadgroup") if hasattr(config.option, "loadgroup") else False
+    lost = [item.nodeid for item in items if grouping and item.get_closest_marker("xdist_group")
+            and not item.nodeid.endswith("@ray")]  # fmt: skip
+    if lost:
+        raise pytest.UsageError(
+            f"pytest-xdist did not group {len(lost)} test(s) that start Ray onto one worker "
+            f"(e.g. {lost[0]}): two would run at once; see pyproject.toml's pin of pytest"
+        )
+    return result
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    started = time.monotonic()
-    try:
-        return (yield)
-    finally:  # set-up, call and tear-down, shared fixtures' set-up included
-        _tier_seconds[tier_of(item)] += time.monotonic() - started
-        _tier_tests[tier_of(item)].add(item.nodeid)
+def pytest_runtest_logreport(report):
+    """Each test's set-up, call and tear-down time, by tier (in the controller under xdist)."""
+    for tier in tiers_of(report.keywords):
+        _tier_seconds[tier] += report.duration
+        _tier_tests[tier].add(report.nodeid)
 
 
 def pytest_terminal_summary(terminalreporter):
     if _tier_seconds:
         terminalreporter.write_line(
-            "wall time by tier: "
+            f"wall time {time.monotonic() - _started:.0f} s; test time by tier (set-up, call "
+            "and tear-down, shared fixtures in the first test that used them): "
             + "; ".join(
                 f"{tier} {len(_tier_tests[tier])} tests {_tier_seconds[tier]:.0f} s"
                 for tier in TIERS

@@ -1,6 +1,6 @@
-"""Faults, for real: the micro sweep's driver killed by PID and resumed, its trial workers killed
-by PID mid-training. Each ends with the same results as the uninterrupted micro sweep and with
-exactly one finished MLflow run per trial."""
+"""Faults, for real: a small sweep's driver killed by PID and resumed, its trial workers killed
+by PID mid-training, Ctrl-C and a second sweep of the same folder. Each ends with the same
+results as the uninterrupted sweep and with exactly one finished MLflow run per trial."""
 
 import json
 import os
@@ -12,18 +12,26 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .helpers import (
-    MICRO,
-    MICRO_RATIOS,
-    held,
-    micro_sweep_yaml,
-    run_cli,
-    runs_of,
-    start_sweep,
-    wait_for,
-)
+from .helpers import held, micro_sweep_yaml, run_cli, runs_of, start_sweep, wait_for
 
-KEYS = {f"base-{s}-r0" for s in "abc"} | {f"infuse-{s}-r{r:g}" for s in "abc" for r in MICRO_RATIOS}
+# Two rungs at three ratios (8 trials of seconds each); base runs of 12 evaluations, so that a
+# worker killed after the second is killed mid-run.
+RATIOS = (0.3, 0.6, 0.9)
+SMALL = micro_sweep_yaml(
+    ladder=[{"name": "a", "hidden_size": 24, "n_layers": 1, "n_heads": 2},
+            {"name": "b", "hidden_size": 32, "n_layers": 1, "n_heads": 2}],
+    ratios=list(RATIOS), train={"base_tokens": 60000}, eval={"every_tokens": 5000},
+)  # fmt: skip
+KEYS = {f"base-{s}-r0" for s in "ab"} | {f"infuse-{s}-r{r:g}" for s in "ab" for r in RATIOS}
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory):
+    """The uninterrupted run of SMALL the faulted ones are compared with."""
+    tmp_path = tmp_path_factory.mktemp("small")
+    proc = run_cli(tmp_path, SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp_path
 
 
 def finished_trials(log: Path) -> int:
@@ -52,13 +60,13 @@ def assert_one_finished_run_per_trial(tmp_path: Path, keys: set[str] = KEYS) -> 
 
 
 @pytest.mark.full
-def test_driver_killed_at_a_random_point_then_resumed(tmp_path, micro_sweep):
+def test_driver_killed_at_a_random_point_then_resumed(tmp_path, small_sweep):
     seed = int(os.environ.get("KINFUSE_KILL_SEED") or random.randrange(2**32))
     # pytest shows it when the test fails: KINFUSE_KILL_SEED=<seed> replays the same kill point
     print(f"kill point seed: {seed}")
     rng = random.Random(seed)
     kill_after = rng.randint(1, len(KEYS) - 3)  # finished trials; then a random delay
-    proc, log = start_sweep(tmp_path, MICRO)
+    proc, log = start_sweep(tmp_path, SMALL)
     wait_for(lambda: finished_trials(log) >= kill_after, proc)
     time.sleep(rng.uniform(0, 2))
     family = psutil.Process(proc.pid).children(recursive=True)
@@ -77,36 +85,36 @@ def test_driver_killed_at_a_random_point_then_resumed(tmp_path, micro_sweep):
     }
     assert any(r.info.status == "RUNNING" for r in runs), "killed mid-sweep, runs still open"
 
-    resumed = run_cli(tmp_path, MICRO, "--resume")
+    resumed = run_cli(tmp_path, SMALL, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout
     after = assert_one_finished_run_per_trial(tmp_path)
     # Trials finished before the kill were not rerun: their runs were not touched again.
     assert {key: after[key].info.end_time for key in before} == before
     # The resumed sweep found what the uninterrupted one found, trial by trial.
-    baseline_dir, _ = micro_sweep
-    assert trial_results(tmp_path) == pytest.approx(trial_results(baseline_dir), abs=1e-6)
+    assert trial_results(tmp_path) == pytest.approx(trial_results(small_sweep), abs=1e-6)
 
-    again = run_cli(tmp_path, MICRO, "--resume")
+    again = run_cli(tmp_path, SMALL, "--resume")
     assert again.returncode == 2 and "nothing to resume" in again.stderr
 
 
 @pytest.mark.full
-def test_killed_trial_workers_recover_from_their_last_checkpoint(tmp_path, micro_sweep):
-    proc, log = start_sweep(tmp_path, MICRO)
+def test_killed_trial_workers_recover_from_their_last_checkpoint(tmp_path, small_sweep):
+    proc, log = start_sweep(tmp_path, SMALL)
     experiment = tmp_path / "runs" / "micro" / "ray" / "micro"
 
-    # A base run checkpoints 7 times; once the second is on disk the driver has registered the
-    # first, and most of the run is still to do: kill then.
+    # A base run checkpoints 12 times; once the second is on disk the driver has registered the
+    # first, and most of the run is still to do: kill then, with the sweep held meanwhile.
     wait_for(lambda: list(experiment.glob("*phase=base*/checkpoint_000001")), proc)
-    workers = [
-        p
-        for p in psutil.Process(proc.pid).children(recursive=True)
-        if "ImplicitFunc" in " ".join(p.cmdline())  # Tune's trial actors
-    ]
-    assert workers
-    for worker in workers:
-        worker.kill()
+    with held(proc):
+        workers = [
+            p
+            for p in psutil.Process(proc.pid).children(recursive=True)
+            if "ImplicitFunc" in " ".join(p.cmdline())  # Tune's trial actors
+        ]
+        assert workers
+        for worker in workers:
+            worker.kill()
     assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
 
     runs = assert_one_finished_run_per_trial(tmp_path)
@@ -115,12 +123,12 @@ def test_killed_trial_workers_recover_from_their_last_checkpoint(tmp_path, micro
         float(r.data.tags.get("kinfuse.resumed_at_tokens", 0)) > 0 for r in restarted
     )
     assert "restarting from its last checkpoint" in log.read_text()
-    baseline_dir, _ = micro_sweep
-    assert trial_results(tmp_path) == pytest.approx(trial_results(baseline_dir), abs=1e-6)
+    assert trial_results(tmp_path) == pytest.approx(trial_results(small_sweep), abs=1e-6)
 
 
-# One rung, a base run and three infusion trials of seconds each: enough to interrupt midway.
-SHORT = micro_sweep_yaml(ratios=[0.3, 0.6, 0.9])
+# One rung, a base run and three infusion trials of about a second each: once the base run has
+# finished, the trials still take seconds, far longer than the test takes to hold the sweep.
+SHORT = micro_sweep_yaml(ratios=[0.3, 0.6, 0.9], train={"tokens": 60000})
 SHORT_KEYS = {"base-a-r0"} | {f"infuse-a-r{r:g}" for r in (0.3, 0.6, 0.9)}
 
 

@@ -169,30 +169,6 @@ def test_a_bare_cuda_device_gets_an_index(monkeypatch):
     assert resolve_device("cpu") == torch.device("cpu")
 
 
-@pytest.mark.full
-def test_the_gpu_check_runs_its_real_entry_point_without_scipy_ray_or_mlflow(tmp_path):
-    """The GPU box has torch and transformers, and pydantic from wheels: nothing else. The
-    check's own entry point runs (on CPU, gloo) with scipy, Ray, MLflow, Optuna and datasets
-    unimportable, and prints a line per rung and one for the rung whose memory it measures."""
-    script = f"""
-import runpy, sys
-for name in ("scipy", "ray", "mlflow", "optuna", "datasets"):
-    sys.modules[name] = None  # any import of them fails
-sys.argv = ["gpu_check.py", "--device", "cpu", "--tiny", "--steps", "8", "--batch-size", "8",
-            "--memory-rung", "t2", "--out", {str(tmp_path)!r}]
-runpy.run_path({str(REPO / "benchmarks" / "gpu_check.py")!r}, run_name="__main__")
-"""
-    proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-        env={"KINFUSE_CACHE": str(tmp_path / "cache"), "PATH": ""},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "all checks passed" in proc.stdout
-    assert "t1 " in proc.stdout and "t2 " in proc.stdout and "fsdp" in proc.stdout
-    assert "memory   t2 (ddp, micro-batch 4 x 128, 3 steps" in proc.stdout
-    assert "checkpoints " in proc.stdout and "at the ladder's every" in proc.stdout
-
-
 def _closure(names: list[str]) -> set[str]:
     """The installed distributions `names` need, theirs included (markers for this platform)."""
     from importlib.metadata import PackageNotFoundError, distribution
@@ -222,7 +198,8 @@ def test_the_gpu_check_runs_in_a_bare_virtualenv(tmp_path):
     """As on the GPU box: a fresh virtualenv that holds torch and transformers (and what they
     need) but no scipy, Ray, MLflow or pydantic; pydantic arrives as the wheels
     scripts/gpu_wheels.sh downloads, installed as benchmarks/gpu_check.sh installs them. The
-    check's real entry point then runs its whole path on CPU."""
+    check's real entry point then runs its whole path on CPU (gloo), the memory probe too, with
+    scipy, Ray, MLflow, Optuna and datasets absent."""
     from importlib.metadata import distribution
 
     bare = tmp_path / "bare"
@@ -251,8 +228,13 @@ def test_the_gpu_check_runs_in_a_bare_virtualenv(tmp_path):
     )  # fmt: skip
     assert absent.stdout.strip() == "[]"
     proc = subprocess.run(
-        [python, REPO / "benchmarks" / "gpu_check.py", "--device", "cpu", "--tiny"],
+        [python, REPO / "benchmarks" / "gpu_check.py", "--device", "cpu", "--tiny", "--steps", "8",
+         "--batch-size", "8", "--memory-rung", "t2", "--out", tmp_path / "out"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "gpu_check: all checks passed" in proc.stdout, proc.stdout[-2000:]
+    # A line per rung (DDP and FSDP), the memory probe's rung, the checkpoint and eval shares.
+    assert "t1 " in proc.stdout and "t2 " in proc.stdout and "fsdp" in proc.stdout
+    assert "memory   t2 (ddp, micro-batch 4 x 128, 3 steps" in proc.stdout
+    assert "checkpoints " in proc.stdout and "at the ladder's every" in proc.stdout

@@ -229,7 +229,7 @@ ONE_TRIAL = "\n".join(
 )
 
 
-@pytest.mark.slow
+@pytest.mark.full  # Tune's retries of the failing trial take half a minute
 def test_a_failing_sweep_leaves_no_run_open(tmp_path):
     """A corrupt base checkpoint in the shared store makes the infusion trial fail (after
     Tune's retries): the sweep exits non-zero with one line, and every MLflow run it opened
