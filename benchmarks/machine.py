@@ -1,10 +1,10 @@
 """The machine a time was measured on, in one line: the CPU's vendor, model and widest vector
 instructions, and two speed figures that make runs on different machines comparable: fp32
-matrix products (GFLOP/s on 2 threads, on the CPU's own math path and on the `portable` path the
-shipped sweeps pin) and the bare training step on the quickstart's smallest rung (tokens/s on 1
-thread, portable path, as a trial trains it; benchmarks/throughput.py's loop).
+matrix products (GFLOP/s on 2 threads) and the bare training step on the quickstart's smallest
+rung (tokens/s on 1 thread, as a trial trains it; benchmarks/throughput.py's loop), each on the
+CPU's own math path and on the `portable` path the shipped sweeps pin, measured side by side.
 
-    .venv/bin/python benchmarks/machine.py     # about 20 s; .ci/run prints it before the tests
+    .venv/bin/python benchmarks/machine.py     # about 30 s; .ci/run prints it before the tests
 """
 
 from __future__ import annotations
@@ -53,33 +53,32 @@ def training_tokens_per_s() -> float:
     return tokens_per_s
 
 
-def measured(path: str | None, training: bool) -> dict:
+def measured(path: str | None) -> dict:
     """The figures in a fresh process on `path` (a `train.cpu_kernels` value; None: the CPU's own
     choice): the environment must be set before torch loads."""
     env = {**os.environ, **kernel_env(path)}
-    args = [sys.executable, __file__, "--measure"] + (["--training"] if training else [])
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
+    proc = subprocess.run([sys.executable, __file__, "--measure"], env=env, capture_output=True,
+                          text=True, check=True)  # fmt: skip
     return json.loads(proc.stdout)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--training", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         import torch
 
         found = {"gflops": matmul_gflops(), "path": torch.backends.cpu.get_cpu_capability()}
-        if args.training:
-            found["tokens_per_s"] = training_tokens_per_s()
+        found["tokens_per_s"] = training_tokens_per_s()
         print(json.dumps(found))
         return
-    own, portable = measured(None, training=False), measured("portable", training=True)
+    own, portable = measured(None), measured("portable")
     print(
         f"machine: {cpu_model()}, {os.cpu_count()} CPUs; fp32 matmul {own['gflops']:.0f} GFLOP/s "
-        f"({own['path']}, 2 threads), {portable['gflops']:.0f} on the portable path; quickstart's "
-        f"smallest rung trains {portable['tokens_per_s']:,.0f} tokens/s (portable, 1 thread)"
+        f"on 2 threads ({own['path']}), {portable['gflops']:.0f} portable; the quickstart's "
+        f"smallest rung trains {own['tokens_per_s']:,.0f} tokens/s on 1 thread, "
+        f"{portable['tokens_per_s']:,.0f} portable"
     )
 
 

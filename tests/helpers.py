@@ -120,14 +120,15 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 300):
 
 
 @contextlib.contextmanager
-def held(proc: subprocess.Popen):
+def held(proc: subprocess.Popen, itself: bool = False):
     """Every process `proc` started (its local Ray instance: GCS, raylet, trial workers) stopped
     with SIGSTOP while open, and continued after: the sweep cannot move on, however fast the
     machine, so what the test does meanwhile never races its end. `proc` itself still runs
-    and takes signals."""
+    and takes signals; with `itself`, only `proc` is stopped (a driver on a cluster of its own
+    that starts no trial meanwhile)."""
     import psutil
 
-    family = psutil.Process(proc.pid).children(recursive=True)
+    family = [psutil.Process(proc.pid)] if itself else psutil.Process(proc.pid).children(True)
     for child in family:
         child.suspend()
     try:

@@ -13,6 +13,7 @@ from .helpers import (
     TWO_WORKERS,
     TWO_WORKERS_SETTINGS,
     base_runs,
+    held,
     micro_sweep_yaml,
     run_cli,
     runs_of,
@@ -123,7 +124,8 @@ def test_trials_run_side_by_side_once_a_node_joins(tmp_path):
         text = micro_sweep_yaml(**{**TWO_WORKERS_SETTINGS, "name": "grow", "ratios": [0.3, 0.6]})
         proc, log = start_sweep(tmp_path, text, "--set", f"ray.address={cluster.address}")
         wait_for(lambda: "output in" in log.read_text(), proc)
-        cluster.add_node(num_cpus=2)
+        with held(proc, itself=True):  # joins while the sweep waits, however fast its trials
+            cluster.add_node(num_cpus=2)
         assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
     finally:
         cluster.shutdown()
