@@ -137,16 +137,17 @@ def test_interrupted_sweeps_say_how_to_resume_and_hold_their_folder(tmp_path):
     """While a sweep runs, a second one of the same folder is refused, naming the first; Ctrl-C
     ends the first with its runs KILLED (none RUNNING) and the exact command that resumes it,
     and that command finishes with one run per trial. The sweep is held (its Ray processes
-    stopped) from its first finished trial until the Ctrl-C, so it cannot end first."""
+    stopped) from its first finished trial while the second one runs, so it cannot end first;
+    the Ctrl-C comes the moment it is let go, with seconds of trials and its fit still ahead.
+    (A Ctrl-C while Ray is stopped can be lost inside a blocked Ray call: seen once.)"""
     proc, log = start_sweep(tmp_path, SHORT)
     wait_for(lambda: finished_trials(log) >= 1, proc)
     with held(proc):
         second = run_cli(tmp_path, SHORT)
-        assert second.returncode == 2
-        refusal = second.stderr.strip().splitlines()[-1]
-        assert "is in use by a running sweep" in refusal and f"PID {proc.pid}," in refusal
-        proc.send_signal(signal.SIGINT)
-        time.sleep(1)  # the driver takes the interrupt before its trials can move on
+    assert second.returncode == 2
+    refusal = second.stderr.strip().splitlines()[-1]
+    assert "is in use by a running sweep" in refusal and f"PID {proc.pid}," in refusal
+    proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
     last = log.read_text().strip().splitlines()[-1]
     assert last == "kinfuse: interrupted; carry on with: kinfuse sweep micro.yaml --resume"
