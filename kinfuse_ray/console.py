@@ -1,8 +1,10 @@
 """What a sweep prints while it runs: a line per finished trial and, every `every` seconds, the
-live progress table (`progress.Progress`)."""
+live progress table (`progress.Progress`); and how it takes Ctrl-C (`interrupt`)."""
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 
 from ray import tune
@@ -10,6 +12,17 @@ from ray import tune
 from kinfuse_ray.presentation import describe_trial_end, describe_trial_restart
 from kinfuse_ray.progress import Progress
 from kinfuse_ray.spec import TrialSpec
+
+# Set by Ctrl-C or SIGTERM in the driver. The KeyboardInterrupt they raise can be swallowed inside
+# a blocking Ray call (seen: a sweep ran to its end, exit 0, after a Ctrl-C), so the flag stays
+# and the next Tune step raises it again (`ConsoleProgress.on_step_begin`).
+INTERRUPTED = threading.Event()
+
+
+def interrupt(signum: int, frame) -> None:
+    """The driver's handler for Ctrl-C and SIGTERM (`sweep.run_sweep` installs it)."""
+    INTERRUPTED.set()
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 class ConsoleProgress(tune.Callback):
@@ -26,6 +39,8 @@ class ConsoleProgress(tune.Callback):
         self.printed_at = time.monotonic()
 
     def on_step_begin(self, iteration, trials, **info):
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt("interrupted")
         if self.caught_up:
             return
         self.caught_up = True

@@ -34,7 +34,7 @@ from kinfuse_ray.cluster import (
     trial_slots,
 )
 from kinfuse_ray.config import Rung, Schedule, SweepConfig
-from kinfuse_ray.console import ConsoleProgress
+from kinfuse_ray.console import INTERRUPTED, ConsoleProgress, interrupt
 from kinfuse_ray.data import DataBundle, build_bundle
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.files import write_text_atomic
@@ -108,10 +108,14 @@ def run_sweep(
         check_reachable(sweep.ray.address, "ray.address")
     tracker = Tracker(sweep.mlflow.tracking_uri, sweep.experiment)
     started_ray = connect_ray(sweep.ray, sweep.train.cpu_kernels)
-    # SIGTERM (a scheduler, `kill`) ends the sweep as Ctrl-C does. Set after ray.init, which
-    # installs a handler of its own; only the main thread may.
+    # Ctrl-C and SIGTERM (a scheduler, `kill`) end the sweep alike, and are not lost in a Ray
+    # call (console.interrupt). Set after ray.init, which installs a handler of its own; only the
+    # main thread may.
     main = threading.current_thread() is threading.main_thread()
-    before = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
+    INTERRUPTED.clear()
+    before = (
+        {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    )
     parent = claim = None
     try:
         claim = claim_output(sweep.out)  # held while this sweep runs: one sweep per folder
@@ -145,8 +149,8 @@ def run_sweep(
             raise
         raise told from None
     finally:
-        if before is not None:
-            signal.signal(signal.SIGTERM, before)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
         if claim is not None:
             claim.close()  # releases the lock
         if started_ray:
