@@ -29,6 +29,9 @@ CPU_KERNEL_ENV: dict[str, dict[str, str]] = {
     "portable": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE",
                  "ONEDNN_MAX_CPU_ISA": "AVX2"},
 }  # fmt: skip
+# Every variable a setting may set: a process that is to follow the sweep file's own pin (a
+# golden run, a test's fresh process) starts without any of them.
+PINNING_VARIABLES = frozenset(name for env in CPU_KERNEL_ENV.values() for name in env)
 
 
 def kernel_env(wanted: str | None) -> dict[str, str]:

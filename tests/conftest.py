@@ -97,7 +97,7 @@ def pytest_collection_modifyitems(config, items):
         if marked[item.nodeid] != {"unit"}:
             item.add_marker(pytest.mark.xdist_group("ray"))
     result = yield
-    grouping = config.getvalue("loadgroup") if hasattr(config.option, "loadgroup") else False
+    grouping = getattr(config.option, "loadgroup", False)  # set in xdist's workers only
     lost = [item.nodeid for item in items if grouping and item.get_closest_marker("xdist_group")
             and not item.nodeid.endswith("@ray")]  # fmt: skip
     if lost:

@@ -89,10 +89,9 @@ def data_digests() -> dict:
 def run_quickstart(workdir: Path) -> subprocess.CompletedProcess:
     """`kinfuse sweep sweeps/quickstart.yaml` as a user runs it, in `workdir` (its MLflow
     store, outputs and base store there) with fresh tokenizer and token caches."""
-    from kinfuse_ray.provenance import CPU_KERNEL_ENV
+    from kinfuse_ray.provenance import PINNING_VARIABLES
 
-    pinning = {name for env in CPU_KERNEL_ENV.values() for name in env}
-    env = {k: v for k, v in os.environ.items() if k not in pinning}  # the sweep file pins them
+    env = {k: v for k, v in os.environ.items() if k not in PINNING_VARIABLES}  # the file pins them
     env["KINFUSE_CACHE"] = str(workdir / "cache")
     return subprocess.run(
         [sys.executable, "-m", "kinfuse_ray.cli", "sweep", str(QUICKSTART),
@@ -152,9 +151,8 @@ def compare_outcomes(pinned: dict, found: dict) -> list[str]:
     for field in ("collapse_ratio", "target_collapse_ratio", "keep_interval", "recommended_ratio"):
         if pinned[field] != found[field]:
             out.append(f"{field}: {found[field]} (pinned {pinned[field]})")
-    here = found["cpus"][0]
     if out:  # which CPUs, beside any difference: a numeric path another vendor does not share
-        out.insert(0, f"on {here}; pinned on {'; '.join(pinned.get('cpus', ['?']))}")
+        out.insert(0, f"on {found['cpus'][0]}; pinned on {'; '.join(pinned.get('cpus', ['?']))}")
     return out
 
 

@@ -12,7 +12,7 @@ from kinfuse_ray.checkpoint import read_progress
 from kinfuse_ray.config import parse_sweep
 from kinfuse_ray.data import build_bundle
 from kinfuse_ray.mixing import Stream
-from kinfuse_ray.provenance import CPU_KERNEL_ENV
+from kinfuse_ray.provenance import PINNING_VARIABLES
 from kinfuse_ray.spec import Phase, TrialSpec
 from kinfuse_ray.trial import run_trial
 
@@ -131,8 +131,7 @@ print(hashlib.sha256(product.numpy().tobytes()).hexdigest()[:16], kernels()["cpu
 
 
 def product_on(path: str) -> list[str]:
-    pinning = {name for env in CPU_KERNEL_ENV.values() for name in env}
-    env = {k: v for k, v in os.environ.items() if k not in pinning}
+    env = {k: v for k, v in os.environ.items() if k not in PINNING_VARIABLES}
     proc = subprocess.run([sys.executable, "-c", PRODUCT, path], env=env, capture_output=True,
                           text=True, check=True)  # fmt: skip
     return proc.stdout.split()
