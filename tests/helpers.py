@@ -107,15 +107,16 @@ def start_sweep(tmp_path: Path, text: str, *args: str) -> tuple[subprocess.Popen
     return proc, log
 
 
-def wait_for(condition, proc: subprocess.Popen, timeout: float = 300):
-    """Poll `condition` until it returns something truthy; fail if the sweep ends first."""
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 300, every: float = 0.2):
+    """Poll `condition` every `every` seconds until it returns something truthy; fail if the
+    sweep ends first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = condition()
         if found:
             return found
         assert proc.poll() is None, "the sweep ended before the fault could be injected"
-        time.sleep(0.2)
+        time.sleep(every)
     raise AssertionError("timed out waiting for the sweep")
 
 

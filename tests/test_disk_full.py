@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import kinfuse, micro_sweep_yaml, runs_of, start_sweep
+from .helpers import held, kinfuse, micro_sweep_yaml, runs_of, start_sweep
 
 pytestmark = pytest.mark.full
 
@@ -49,7 +49,8 @@ def test_a_disk_filling_up_midway_ends_in_one_line_and_resumes(tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.2)
         filler = disk / "filler"
-        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
+        with held(proc):  # the disk fills while the sweep waits, however fast its trials
+            subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
         assert proc.wait(timeout=600) == 2
         last = log.read_text().strip().splitlines()[-1]
         assert last == (

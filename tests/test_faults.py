@@ -6,7 +6,6 @@ import json
 import os
 import random
 import signal
-import time
 from pathlib import Path
 
 import psutil
@@ -64,14 +63,18 @@ def test_driver_killed_at_a_random_point_then_resumed(tmp_path, small_sweep):
     seed = int(os.environ.get("KINFUSE_KILL_SEED") or random.randrange(2**32))
     # pytest shows it when the test fails: KINFUSE_KILL_SEED=<seed> replays the same kill point
     print(f"kill point seed: {seed}")
-    rng = random.Random(seed)
-    kill_after = rng.randint(1, len(KEYS) - 3)  # finished trials; then a random delay
+    # The kill comes the moment the k-th trial's line is printed: the trial running beside it is
+    # then at an arbitrary point of its training, and at least three trials and the fit are still
+    # to do, so a fast machine cannot finish first (a random delay after the line could: trials
+    # of a third of a second finished the sweep before a 0.8 s delay ended).
+    kill_after = random.Random(seed).randint(1, len(KEYS) - 3)
     proc, log = start_sweep(tmp_path, SMALL)
-    wait_for(lambda: finished_trials(log) >= kill_after, proc)
-    time.sleep(rng.uniform(0, 2))
-    family = psutil.Process(proc.pid).children(recursive=True)
+    wait_for(lambda: finished_trials(log) >= kill_after, proc, every=0.01)
+    driver = psutil.Process(proc.pid)
+    driver.suspend()  # nothing it started may be reaped or end a run while it is being killed
+    family = driver.children(recursive=True)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL, "the sweep ended before it could be killed"
     for child in family:  # the local Ray instance dies with its driver; make sure of it
         if child.is_running():
             child.kill()
@@ -83,7 +86,7 @@ def test_driver_killed_at_a_random_point_then_resumed(tmp_path, small_sweep):
         for r in runs
         if r.info.status == "FINISHED" and "kinfuse.trial" in r.data.tags
     }
-    assert any(r.info.status == "RUNNING" for r in runs), "killed mid-sweep, runs still open"
+    assert any(r.info.status == "RUNNING" for r in runs), "killed mid-sweep: its runs are left open"
 
     resumed = run_cli(tmp_path, SMALL, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -105,7 +108,7 @@ def test_killed_trial_workers_recover_from_their_last_checkpoint(tmp_path, small
 
     # A base run checkpoints 12 times; once the second is on disk the driver has registered the
     # first, and most of the run is still to do: kill then, with the sweep held meanwhile.
-    wait_for(lambda: list(experiment.glob("*phase=base*/checkpoint_000001")), proc)
+    wait_for(lambda: list(experiment.glob("*phase=base*/checkpoint_000001")), proc, every=0.01)
     with held(proc):
         workers = [
             p

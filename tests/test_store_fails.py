@@ -2,6 +2,7 @@
 its workers): the sweep ends with one line naming the store, and once the server is back `--resume`
 closes what was left open and finishes with one run per trial."""
 
+import contextlib
 import os
 import pickle
 import signal
@@ -15,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from kinfuse_ray.tracking import TRIAL_TAG
 
-from .helpers import micro_sweep_yaml, mlflow_server
+from .helpers import held, micro_sweep_yaml, mlflow_server
 
 
 def sweep_yaml(url: str) -> str:
@@ -40,13 +41,17 @@ def test_a_tracking_server_lost_midway_is_one_line_and_resume_finishes(tmp_path)
     store = f"sqlite:///{tmp_path / 'server.db'}"
     # Killed, not stopped: a server draining gracefully answers for seconds, time enough for
     # this small sweep to finish (it did, once, in CI).
-    with mlflow_server(store, tmp_path, stop=signal.SIGKILL) as url:
+    with (
+        contextlib.ExitStack() as release,
+        mlflow_server(store, tmp_path, stop=signal.SIGKILL) as url,
+    ):
         (tmp_path / "blip.yaml").write_text(sweep_yaml(url))
         proc = sweep(tmp_path)
         deadline = time.monotonic() + 300
         while not any((tmp_path / "runs" / ".kinfuse-base").glob("*")):  # base run saving
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.2)
+        release.enter_context(held(proc))  # the sweep waits until the server is gone
     # The server is gone while the base run saves.
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 2 and "Traceback" not in err, out[-2000:] + err[-3000:]
