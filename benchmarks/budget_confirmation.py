@@ -35,8 +35,8 @@ def main() -> None:
     (curve,) = size_curves(recorded.trials, EvalConfig(), recorded.base)
     n, d = curve.n_params, curve.tokens
     p = law.predict(n, d)
-    measured = curve.collapse(law.threshold)
-    fitted = [(c.n_params, c.tokens) for c in law.curves_]
+    measured = curve.collapse(law.settings.threshold)
+    fitted = [(c.n_params, c.tokens) for c in law.curves]
     print(describe())
     print(
         f"law {law.form} over {len(fitted)} (size, budget) curves, N up to "
@@ -51,7 +51,7 @@ def main() -> None:
     else:
         result = f"measured: {measured.outcome.value} ({bracket})"
     print(
-        f"collapse r*: forecast {p.ratio:.3f} ({law.confidence:.0%} interval {lo:.3f}-{hi:.3f}); "
+        f"collapse r*: forecast {p.ratio:.3f} ({law.forecast.confidence:.0%} interval {lo:.3f}-{hi:.3f}); "
         + result
     )
     rows = confirmation_rows(law, p, recorded.trials + recorded.base)

@@ -23,20 +23,16 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from kinfuse_ray.analysis import law_options, size_curves  # noqa: E402
+from kinfuse_ray.analysis import size_curves  # noqa: E402
 from kinfuse_ray.config import EvalConfig, PredictConfig  # noqa: E402
-from kinfuse_ray.law import (  # noqa: E402
-    HOLD_OUT,
-    HeldOut,
-    HeldValue,
-    leave_one_size_out,
-    spans_budgets,
-)
+from kinfuse_ray.law import HeldOut, HeldValue, from_sweep, leave_one_size_out, spans_budgets  # noqa: E402
+from kinfuse_ray.law.select import HOLD_OUT  # noqa: E402
 from kinfuse_ray.provenance import describe  # noqa: E402
 from kinfuse_ray.records import load_trials  # noqa: E402
 
@@ -84,12 +80,9 @@ def main() -> None:
 
 def calibrate(args: argparse.Namespace, hold_out: str) -> None:
     evals = EvalConfig()
-    options = {
-        **law_options(evals, PredictConfig()),
-        "method": args.method,
-        "n_bootstrap": args.bootstrap,
-        "confidence": args.confidence,
-    }
+    settings, forecast = from_sweep(evals, PredictConfig())
+    settings = replace(settings, form=args.form, method=args.method, n_bootstrap=args.bootstrap)
+    forecast = replace(forecast, confidence=args.confidence)
     print(describe())
     started = time.monotonic()
     held: list[HeldOut] = []
@@ -98,7 +91,7 @@ def calibrate(args: argparse.Namespace, hold_out: str) -> None:
         recorded = load_trials(args.tracking_uri, [name])
         curves = size_curves(recorded.trials, evals, recorded.base)
         budgets = budgets or spans_budgets(curves)
-        found = leave_one_size_out(curves, args.form, hold_out, **options)
+        found = leave_one_size_out(curves, settings, forecast, hold_out)
         held += found
         print(f"{name}: " + "; ".join(
             f"{h.size} r* {h.measured:.3f} law {h.predicted:.3f} ({h.interval[0]:.3f}-"

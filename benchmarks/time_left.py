@@ -31,7 +31,7 @@ from kinfuse_ray.provenance import describe  # noqa: E402
 ESTIMATE = re.compile(
     r"^progress: (?:(\d+)m)?(\d+)s elapsed, about (?:(\d+)h)?(?:(\d+)m)?(\d+)s of training left"
 )
-# A budget of a ladder starts (presentation.describe_budget_part, as `say` writes it).
+# A budget of a ladder starts (console.describe_budget_part, as `say` writes it).
 BUDGET = re.compile(r"^kinfuse: [\d,]+ tokens per trial: sweep (\S+)$")
 
 

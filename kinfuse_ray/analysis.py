@@ -12,7 +12,16 @@ from kinfuse_ray.collapse import CollapsePoint, best_safe_ratio
 from kinfuse_ray.config import EvalConfig, PredictConfig, TargetPoint
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.files import write_json_atomic
-from kinfuse_ray.law import InfusionLaw, Prediction, SizeCurve, select_law, spans_budgets
+from kinfuse_ray.law import (
+    InfusionLaw,
+    Prediction,
+    SizeCurve,
+    curve_name,
+    from_sweep,
+    select_law,
+    size_curve,
+    spans_budgets,
+)
 from kinfuse_ray.spec import Phase, TrialResult
 
 
@@ -242,9 +251,6 @@ def size_curves(
     budgets = spans_budgets(trials)  # then a curve is named by size and budget
     out = []
     for (size, n_params, tokens), mine in sorted(groups.items(), key=lambda kv: kv[0][1:]):
-        # A canonical order: the same trials give the same curve (and bootstrap) wherever they
-        # were read from, the sweep's own results or MLflow.
-        mine = sorted(mine, key=lambda t: (t.ratio, t.retention, t.acquisition))
         reference = [t.retention for t in mine if t.ratio == 0]
         mine = [t for t in mine if t.ratio > 0]
         if not mine:
@@ -252,22 +258,15 @@ def size_curves(
         bases = reference or [
             b.retention for b in base if b.size == size and b.n_params == n_params
         ]
-        ratios = sorted({t.ratio for t in mine})
-        low = [np.mean([t.retention for t in mine if t.ratio == r]) for r in ratios]
-        plateau = float(np.mean(bases)) if bases else float(np.median(low[: evals.plateau_points]))
-        out.append(
-            SizeCurve(
-                f"{size}-d{tokens}" if budgets else size,
-                float(n_params),
-                float(tokens),
-                tuple(t.ratio for t in mine),
-                tuple(t.retention for t in mine),
-                tuple(t.acquisition for t in mine),
-                plateau,
-                _rate([t.exposures_per_fact / (t.ratio * t.tokens) for t in mine if t.ratio > 0]),
-                _rate([t.general_exposures_per_fact / ((1 - t.ratio) * t.tokens) for t in mine]),
-            )
-        )
+        out.append(size_curve(
+            curve_name(size, tokens, budgets), n_params, tokens,
+            [(t.ratio, t.retention, t.acquisition) for t in mine],
+            float(np.mean(bases)) if bases else None, evals.plateau_points,
+            domain_per_token=_rate([t.exposures_per_fact / (t.ratio * t.tokens) for t in mine]),
+            general_per_token=_rate(
+                [t.general_exposures_per_fact / ((1 - t.ratio) * t.tokens) for t in mine]
+            ),
+        ))  # fmt: skip
     return out
 
 
@@ -296,22 +295,6 @@ def size_results(
     return out
 
 
-def law_options(evals: EvalConfig, predict: PredictConfig, seed: int = 0) -> dict:
-    """The estimator's settings from a sweep's eval and predict sections (one place, for sweeps
-    and `kinfuse fit`)."""
-    return dict(
-        method=predict.method,
-        threshold=evals.collapse_threshold,
-        confidence=predict.confidence,
-        tolerance=evals.plateau_tolerance,
-        tolerances=tuple(predict.tolerances),
-        acquisition_target=predict.acquisition_target,
-        rule=predict.rule,
-        n_bootstrap=predict.bootstrap,
-        seed=seed,
-    )
-
-
 def summarise(
     trials: list[TrialResult],
     *,
@@ -326,11 +309,11 @@ def summarise(
     """Sweep `name`'s answer from its trials (`base`: its base runs): each size's collapse with
     `evals`' rule, the law `predict` asks for, and the forecast for `target`."""
     curves = size_curves(trials, evals, base)
-    options = law_options(evals, predict, seed)
-    sizes = size_results(curves, evals, options["acquisition_target"])
+    settings, forecast_settings = from_sweep(evals, predict, seed)
+    sizes = size_results(curves, evals, settings.acquisition_target)
     summary = Summary(name, sizes, trials, wall_seconds=wall_seconds, base_runs=list(base))
     try:
-        summary.law, ranked = select_law(curves, predict.law, **options)
+        summary.law, ranked = select_law(curves, settings=settings, forecast=forecast_settings)
     except KinfuseError as exc:
         summary.law_note = str(exc)
         return summary

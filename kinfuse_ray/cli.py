@@ -118,16 +118,16 @@ def _tokenize(args: argparse.Namespace) -> None:
     print(f"{tokens:,} tokens in {folder}{speed}; sweeps of this corpus now read these shards")
 
 
+# The law settings the command line can change, by settings field (FitSettings or
+# ForecastSettings) and flag.
+LAW_FLAGS = {"form": "--law", "method": "--method", "threshold": "--threshold",
+             "confidence": "--confidence", "tolerance": "--tolerance",
+             "acquisition_target": "--acquisition-target"}  # fmt: skip
+
+
 def _overrides(args: argparse.Namespace) -> dict:
     """Law settings given on the command line (None: the sweep's own)."""
-    return {
-        "form": args.law,
-        "method": args.method,
-        "threshold": args.threshold,
-        "confidence": args.confidence,
-        "tolerance": args.tolerance,
-        "acquisition_target": args.acquisition_target,
-    }
+    return {name: getattr(args, name) for name in LAW_FLAGS}
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
@@ -184,13 +184,12 @@ def _predict(args: argparse.Namespace) -> None:
 
         _refuse_with_law_file(args)
         law = InfusionLaw.load(args.law_file)
-        for name in ("confidence", "tolerance"):  # settings of the prediction, not of the fit
-            if (value := getattr(args, name)) is not None:
-                _say(
-                    args,
-                    f"note: --{name} {value:g} overrides the law file's {getattr(law, name):g}",
-                )
-                setattr(law, name, value)
+        changes = {"confidence": args.confidence, "tolerance": args.tolerance}
+        for name, value in changes.items():  # settings of the forecast, not of the fit
+            if value is not None:
+                before = getattr(law.forecast, name)
+                _say(args, f"note: --{name} {value:g} overrides the law file's {before:g}")
+        law = law.with_forecast(**{k: v for k, v in changes.items() if v is not None})
         _say(args, describe_law(law))
     elif args.experiment:
         law, _ = _fit_recorded(args)
@@ -209,9 +208,10 @@ def _refuse_with_law_file(args: argparse.Namespace) -> None:
     """A law file is already fitted: options that only a fit reads cannot apply to it."""
     if args.experiment:
         raise KinfuseError("give --law-file or --experiment, not both")
-    fitted = {"threshold": "--threshold", "law": "--law", "method": "--method",
-              "acquisition_target": "--acquisition-target"}  # fmt: skip
-    given = [flag for name, flag in fitted.items() if getattr(args, name) is not None]
+    from kinfuse_ray.law.settings import FIT_ONLY
+
+    given = [flag for name, flag in LAW_FLAGS.items()
+             if name in FIT_ONLY and getattr(args, name) is not None]  # fmt: skip
     if given:
         raise KinfuseError(
             f"{', '.join(given)} cannot apply to --law-file (the law was fitted with its own); "
@@ -316,7 +316,7 @@ def _add_law_source(parser: argparse.ArgumentParser) -> None:
         "law settings", "default: the sweep's own, as recorded on its parent run"
     )
     law.add_argument("--threshold", type=_share, help="collapse threshold (x plateau)")
-    law.add_argument("--law", choices=["auto", *LAW_FORMS])
+    law.add_argument("--law", dest="form", choices=["auto", *LAW_FORMS])
     law.add_argument("--method", choices=LAW_METHODS)
     law.add_argument("--confidence", type=_share)
     law.add_argument("--tolerance", type=_share, help="retention kept at the recommended ratio")

@@ -29,13 +29,15 @@ from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.hardware import GPUS
 from kinfuse_ray.spec import Phase
 
-BUNDLED_DATA = Path(__file__).parent / "data"
+BUNDLED_DATA = Path(__file__).parent / "bundled"
 
 Parallelism = Literal["ddp", "fsdp"]
 # The law's forms and fitting methods (kinfuse_ray/law.py): the one vocabulary the sweep file,
 # the law and the command line share.
 LawForm = Literal["power_n", "power_nd", "power_n_sat", "power_nd_sat"]
 LawMethod = Literal["joint", "points"]
+# How a decision picks one ratio (kinfuse_ray/decision.py).
+Rule = Literal["retention_first", "balanced", "domain_first"]
 LAW_FORMS: tuple[str, ...] = get_args(LawForm)
 LAW_METHODS: tuple[str, ...] = get_args(LawMethod)
 Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -88,9 +90,11 @@ class ModelSize(Strict):
         non_embedding = self.n_layers * per_layer + h  # + the final norm
         return ParamCount(non_embedding + vocab_size * h, non_embedding, per_layer)
 
-    def non_embedding_params(self, vocab_size: int, seq_len: int) -> int:
-        """Parameters outside the token embedding and LM head: the N of the scaling law."""
-        return self.param_count(vocab_size).non_embedding
+    @property
+    def non_embedding_params(self) -> int:
+        """Parameters outside the token embedding and LM head: the N of the scaling law (the
+        vocabulary does not enter it)."""
+        return self.param_count(0).non_embedding
 
 
 def _bundled(value: object) -> object:
@@ -264,7 +268,7 @@ class PredictConfig(Strict):
     # How one ratio is picked: retention_first, the largest ratio that keeps retention at the
     # tolerance with `confidence`; balanced, where P(keeps) and P(learns) are jointly highest;
     # domain_first, the smallest ratio that learns the domain with `confidence`.
-    rule: Literal["retention_first", "balanced", "domain_first"] = "retention_first"
+    rule: Rule = "retention_first"
     # Retention kept (share of plateau) for the table of ratios; eval.plateau_tolerance picks
     # the recommended one.
     tolerances: list[Share] = Field(default=[0.95, 0.9, 0.8], min_length=1)
@@ -435,10 +439,7 @@ class SweepConfig(Strict):
     @property
     def n_params(self) -> dict[str, int]:
         """Non-embedding parameter count of every ladder rung, by name."""
-        return {
-            size.name: size.non_embedding_params(self.data.vocab_size, self.data.seq_len)
-            for size in self.ladder
-        }
+        return {size.name: size.non_embedding_params for size in self.ladder}
 
     def knowledge_load(self, n_params: int) -> tuple[int | None, int | None]:
         """(general, domain) facts a model of `n_params` learns (None: every fact in the file);
@@ -451,7 +452,7 @@ class SweepConfig(Strict):
     @property
     def target_n_params(self) -> int | None:
         target = self.predict.target
-        return target and target.size.non_embedding_params(self.data.vocab_size, self.data.seq_len)
+        return target and target.size.non_embedding_params
 
     @property
     def target_tokens(self) -> int:

@@ -26,13 +26,14 @@ Pure functions over arrays: no I/O, no prose (kinfuse_ray/presentation.py writes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 from scipy.special import expit
 
-Rule = Literal["retention_first", "balanced", "domain_first"]
-RULES: tuple[str, ...] = ("retention_first", "balanced", "domain_first")
+from kinfuse_ray.config import Rule
+
+RULES: tuple[str, ...] = get_args(Rule)
 MAX_WIDTH_LOGITS = 2.0  # a keep ratio known only within an odds factor of e^2 = 7.4 is no answer
 MIN_C_STAR = 0.6  # below this, no ratio is more likely than not by a margin to do both
 GRID = expit(np.linspace(-6.0, 6.0, 481))  # 0.0025 to 0.9975, even in logit

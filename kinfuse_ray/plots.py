@@ -78,7 +78,7 @@ def plot_law(
     """Collapse point and acquisition threshold against size on a logit axis (both bounds of the
     infusion window), each law with its interval band, the leave-one-size-out predictions and the
     target's forecast with its recommended ratio."""
-    sizes = [c.n_params for c in law.curves_]
+    sizes = [c.n_params for c in law.curves]
     top = max(max(sizes), prediction.n_params if prediction else 0)
     grid = np.geomspace(min(sizes) / 1.5, top * 1.5, 40)
     preds = [law.predict(x) for x in grid]
@@ -90,18 +90,18 @@ def plot_law(
         label=f"collapse point r*: {law.form} ({law.method} fit)",
     )
     ax.fill_between(grid, [p.interval[0] for p in preds], [p.interval[1] for p in preds],
-                    color="C0", alpha=0.15, label=f"{law.confidence:.0%} prediction interval")  # fmt: skip
-    by_name = {c.name: c for c in law.curves_}
-    ax.plot([by_name[s].n_params for s in law.measured_], list(law.measured_.values()), "o",
+                    color="C0", alpha=0.15, label=f"{law.forecast.confidence:.0%} prediction interval")  # fmt: skip
+    by_name = {c.name: c for c in law.curves}
+    ax.plot([by_name[s].n_params for s in law.measured], list(law.measured.values()), "o",
             color="C0", label="measured r* (detector)")  # fmt: skip
-    for i, h in enumerate(law.held_out_):
+    for i, h in enumerate(law.held_out):
         ax.errorbar([h.n_params], [h.predicted], yerr=[[h.predicted - h.interval[0]], [h.interval[1] - h.predicted]],
                     fmt="s", mfc="none", color="C2", capsize=3,
                     label="leave-one-size-out prediction" if i == 0 else None)  # fmt: skip
-    thresholds = law.acquisition_.get("thresholds", {})
+    thresholds = law.acquisition.thresholds
     if thresholds:
         ax.plot([v[0] for v in thresholds.values()], [v[2] for v in thresholds.values()], "^",
-                color="C1", label=f"learns the domain (acquisition {law.acquisition_target:.2f})")  # fmt: skip
+                color="C1", label=f"learns the domain (acquisition {law.settings.acquisition_target:.2f})")  # fmt: skip
     if preds[0].acquisition_threshold is not None:
         ax.plot(grid, [p.acquisition_threshold for p in preds], color="C1", ls="--")
         ax.fill_between(grid, [p.acquisition_interval[0] for p in preds],
@@ -138,10 +138,10 @@ def plot_budgets(
 ) -> Path:
     """A law over (N, D): r* against N at each budget and against D at each size, the law's
     lines through the measured collapse points, the target's forecast starred in both."""
-    budgets = sorted({c.tokens for c in law.curves_})
-    sizes = sorted({c.n_params for c in law.curves_})
-    points = [(c.n_params, c.tokens, law.measured_[c.name]) for c in law.curves_
-              if c.name in law.measured_]  # fmt: skip
+    budgets = sorted({c.tokens for c in law.curves})
+    sizes = sorted({c.n_params for c in law.curves})
+    points = [(c.n_params, c.tokens, law.measured[c.name]) for c in law.curves
+              if c.name in law.measured]  # fmt: skip
     fig, (by_n, by_d) = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
     axes = ((by_n, budgets, sizes, 0, "budget D {:,.0f} tokens"),
             (by_d, sizes, budgets, 1, "size N {:,.0f}"))  # fmt: skip

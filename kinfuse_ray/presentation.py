@@ -7,14 +7,11 @@ holds at the stated confidence.
 
 from __future__ import annotations
 
-import math
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 from kinfuse_ray.analysis import Confirmation, Forecast, Summary, score_forecasts
 from kinfuse_ray.base_store import Entry
-from kinfuse_ray.collapse import CollapsePoint
 from kinfuse_ray.law import InfusionLaw, Prediction, spans_budgets
 from kinfuse_ray.plan import GIB, TIGHT_ABOVE, BudgetPlan, SweepPlan
 from kinfuse_ray.spec import Phase, TrialSpec
@@ -31,17 +28,30 @@ NARROWING = {
 }
 
 
+def _curves_label(budgets: bool) -> str:
+    """What the law's points are: sizes, or (size, budget) curves on a size x budget ladder."""
+    return "(size, budget) curves" if budgets else "sizes"
+
+
+def _held_out_label(budgets: bool) -> str:
+    return "leave-one-(size, budget)-out" if budgets else "leave-one-size-out"
+
+
+def _target_label(target: str, p: Prediction) -> str:
+    return f"{target} ({p.n_params:,.0f} non-embedding params, {p.tokens:,.0f} tokens)"
+
+
 def describe_law(law: InfusionLaw) -> str:
     """A few lines: the law, its parameters, how r* moves over the top sizes, the held-out check."""
-    n, d = [c.n_params for c in law.curves_], [c.tokens for c in law.curves_]
-    conf = f"{law.confidence:.0%}"
-    budgets = spans_budgets(law.curves_)  # one curve per (size, budget)
-    curves = "(size, budget) curves" if budgets else "sizes"
+    n, d = [c.n_params for c in law.curves], [c.tokens for c in law.curves]
+    conf = f"{law.forecast.confidence:.0%}"
+    budgets = spans_budgets(law.curves)  # one curve per (size, budget)
+    curves = _curves_label(budgets)
     tokens = f", D {min(d):,.0f} to {max(d):,.0f} tokens" if budgets else ""
     lines = [
-        f"law {law.form} ({law.method} fit), {len(law.curves_)} {curves} "
+        f"law {law.form} ({law.method} fit), {len(law.curves)} {curves} "
         f"(N {min(n):,.0f} to {max(n):,.0f}{tokens}), "
-        f"{sum(len(c.ratios) for c in law.curves_)} trials:"
+        f"{sum(len(c.ratios) for c in law.curves)} trials:"
     ]
     intervals = law.parameter_intervals()
     for name, value in law.parameters.items():
@@ -49,21 +59,21 @@ def describe_law(law: InfusionLaw) -> str:
         lines.append(f"  {name} = {value:+.3f}  ({conf} interval {lo:+.3f} to {hi:+.3f})")
     if "g_d" in intervals:
         lines.append(f"  budget: {describe_budget_exponent(*intervals['g_d'])}")
-    if law.top_slope_ is not None:
-        s = law.top_slope_
+    if law.top_slope is not None:
+        s = law.top_slope
         verdict = "moves" if s.moving else "is not shown to move (3 sizes: a test of little power)"
         lines.append(
             f"  r* over {', '.join(s.sizes)} {verdict}: slope of logit r* in log N "
             f"{s.slope:+.2f} ({conf} interval {s.interval[0]:+.2f} to {s.interval[1]:+.2f})"
         )
-    dof = len(law.size_residuals_) - len(law.params_)
+    dof = law.retention.degrees_of_freedom
     if dof <= 2:
         lines.append(
-            f"  note: {len(law.size_residuals_)} {curves} leave {dof} degree(s) of freedom for "
+            f"  note: {len(law.retention.size_residuals)} {curves} leave {dof} degree(s) of freedom for "
             "how far sizes scatter around the law, so intervals are wide: add sizes to narrow them"
         )
     summary = law.held_out_summary
-    held = "leave-one-(size, budget)-out" if budgets else "leave-one-size-out"
+    held = _held_out_label(budgets)
     if summary is None:
         lines.append("  held-out check: needs one more size")
     else:
@@ -212,10 +222,7 @@ def _prediction_with_warnings(p: Prediction) -> str:
 
 def describe_recommendation(p: Prediction, target: str) -> str:
     """The forecast for `target` as the command line prints it, warnings included."""
-    head = (
-        f"recommendation for {target} ({p.n_params:,.0f} non-embedding params, "
-        f"{p.tokens:,.0f} tokens):"
-    )
+    head = f"recommendation for {_target_label(target, p)}:"
     return "\n".join([head, textwrap.indent(_prediction_with_warnings(p), "  ")])
 
 
@@ -229,8 +236,7 @@ def describe_answer(summary: Summary) -> str:
             f"{c['law']} (held-out |log error| {c['held_out_log_error']})"
             for c in summary.law_comparison
         )
-        ladder = spans_budgets(summary.sizes)
-        held = "leave-one-(size, budget)-out" if ladder else "leave-one-size-out"
+        held = _held_out_label(spans_budgets(summary.sizes))
         parts.append(f"  forms compared by {held}, best first: {ranked}")
     if summary.recommendation:
         parts += ["", describe_recommendation(summary.recommendation, summary.target)]
@@ -290,9 +296,7 @@ def describe_headline(summary: Summary, width: int = 100) -> str:
     p, paragraphs = summary.recommendation, []
     if p is not None:
         d, conf = p.decision, f"{p.confidence:.0%}"
-        where = (
-            f"{summary.target} ({p.n_params:,.0f} non-embedding parameters, {p.tokens:,.0f} tokens)"
-        )
+        where = _target_label(summary.target, p)
         if d.informative and d.ratio is not None:
             learns = "" if d.p_learn is None else f", P(learns) {d.p_learn:.2f}"
             paragraphs.append(
@@ -312,18 +316,11 @@ def describe_headline(summary: Summary, width: int = 100) -> str:
     elif summary.law is None:
         paragraphs.append(f"No law fitted: {summary.law_note}")
     found = [f"{s.size} {s.collapse.ratio:.3f}" for s in summary.sizes if s.collapse.found]
-    curves = "(size, budget) curves" if spans_budgets(summary.sizes) else "sizes"
-    law = (
-        f"law {summary.law.form} over {len(summary.law.curves_)} {curves}; " if summary.law else ""
-    )
+    curves = _curves_label(spans_budgets(summary.sizes))
+    law = f"law {summary.law.form} over {len(summary.law.curves)} {curves}; " if summary.law else ""
     paragraphs.append(f"{law}collapse point per size: {', '.join(found) or 'none found'}.")
     if summary.confirmation:
-        checked = "; ".join(
-            f"at r = {c.ratio:.3f} ({c.role}) kept {c.measured:.2f} of its retention"
-            + ("" if c.predicted is None else
-               f", predicted {c.predicted:.2f} ({'inside' if c.covered else 'OUTSIDE'} its interval)")
-            for c in summary.confirmation
-        )  # fmt: skip
+        checked = "; ".join(describe_confirmation(c) for c in summary.confirmation)
         paragraphs.append(f"Confirmation, {summary.target} trained: {checked}.")
     paragraphs.append(
         "Full tables: answer.md; plots: retention_vs_ratio.png, collapse_vs_size.png, "
@@ -341,10 +338,8 @@ def describe_summary(summary: Summary) -> str:
         parts += ["## The law", "", "```", describe_law(summary.law), "```", ""]
     if summary.recommendation is not None:
         p = summary.recommendation
-        parts += [
-            f"## Recommendation for {summary.target} ({p.n_params:,.0f} non-embedding "
-            f"parameters, {p.tokens:,.0f} tokens)", "", "```", _prediction_with_warnings(p), "```",
-        ]  # fmt: skip
+        parts += [f"## Recommendation for {_target_label(summary.target, p)}", "", "```",
+                  _prediction_with_warnings(p), "```"]  # fmt: skip
     if summary.confirmation:
         parts += ["", f"## Confirmation: {summary.target} trained at the forecast's ratios", "",
                   "```", *(describe_confirmation(c) for c in summary.confirmation), "```"]  # fmt: skip
@@ -480,95 +475,3 @@ def describe_forecasts(forecasts: list[Forecast], where: str) -> str:
             f"{score.mean_abs_error:.3f}"
         )
     return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class SizeProgress:
-    """One size of a running sweep (`progress.Progress.sizes`)."""
-
-    size: str
-    base: str | None  # its base run "pending" or "running"; None: done or not needed
-    done: int
-    running: int
-    pending: int
-    collapse: CollapsePoint | None  # the collapse rule on its results so far
-
-
-def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def describe_progress(elapsed: float, left: float | None, sizes: list[SizeProgress]) -> str:
-    """The live progress table a sweep prints now and then."""
-    # The fit and records after the last trial (seconds to a minute) are not in the estimate.
-    eta = (
-        "estimating time left"
-        if left is None
-        else f"about {duration(left)} of training left, then the fit"
-    )
-    lines = [f"progress: {duration(elapsed)} elapsed, {eta}"]
-    width = max(len(s.size) for s in sizes)
-    for s in sizes:
-        if s.base is not None:
-            lines.append(f"  {s.size:<{width}}  base run {s.base}")
-            continue
-        lines.append(
-            f"  {s.size:<{width}}  {s.done} done, {s.running} running, {s.pending} pending;"
-            f" {_bracket(s.collapse)}"
-        )
-    return "\n".join(lines)
-
-
-def _bracket(found: CollapsePoint | None) -> str:
-    if found is None:
-        return "r* not yet bracketed"
-    if not found.found:
-        return f"{found.outcome.value} so far"
-    lo, hi = found.bracket
-    return f"r* {found.ratio:.3f} in [{lo:g}, {hi:g}]"
-
-
-def describe_trial_end(trial: TrialSpec, result: dict) -> str:
-    """The line a sweep prints as a trial ends."""
-    seconds = result.get("time_total_s", 0.0)
-    ended = "recorded earlier" if result.get("replayed") else f"{seconds:.0f} s"
-    stopped = "stopped early  " if result.get("stopped_early") else ""
-    return (
-        f"  {trial.phase:<6} {trial.size:<10} r={trial.ratio:<5g} "
-        f"retention {result.get('retention', math.nan):.2f}  "
-        f"acquisition {result.get('acquisition', math.nan):.2f}  {stopped}({ended})"
-    )
-
-
-def describe_trial_restart(trial: TrialSpec) -> str:
-    return f"  trial {trial.key} failed; restarting from its last checkpoint"
-
-
-def say(line: str) -> None:
-    """A sweep's status line, as it happens."""
-    print(f"kinfuse: {line}", flush=True)
-
-
-def describe_start(resume: bool, sizes: int, strategy: str, ratios: int, out: Path) -> str:
-    resuming = "resuming, " if resume else ""
-    return f"{resuming}{sizes} sizes, {strategy} search over {ratios} ratios; output in {out}"
-
-
-def describe_base_to_train(size: str, why: str) -> str:
-    return f"{size}: base run to train: {why}"
-
-
-def describe_base_reused(size: str, key: str) -> str:
-    return f"{size}: base run reused from the shared store ({key})"
-
-
-def describe_budget_part(name: str, tokens: int, finished: bool) -> str:
-    """A budget of a size x budget ladder, as the ladder starts it (or keeps it, `finished`)."""
-    if finished:
-        return f"{name} finished before: its trials are kept"
-    return f"{tokens:,} tokens per trial: sweep {name}"

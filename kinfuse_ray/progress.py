@@ -1,5 +1,5 @@
 """Live progress of a sweep: per size, trials done, running and pending, the collapse bracket so
-far, the elapsed time and an estimate of the time left (`presentation.describe_progress` writes
+far, the elapsed time and an estimate of the time left (`console.describe_progress` writes
 it out).
 
 Bookkeeping of starts, ends and durations, fed by the sweep's console callback, over a
@@ -13,10 +13,23 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
-from kinfuse_ray.presentation import SizeProgress, describe_progress
+from kinfuse_ray.collapse import CollapsePoint
 from kinfuse_ray.search import LadderSearch, RatioStrategy
 from kinfuse_ray.spec import Phase, TrialSpec
+
+
+@dataclass(frozen=True)
+class SizeProgress:
+    """One size of a running sweep (`progress.Progress.sizes`)."""
+
+    size: str
+    base: str | None  # its base run "pending" or "running"; None: done or not needed
+    done: int
+    running: int
+    pending: int
+    collapse: CollapsePoint | None  # the collapse rule on its results so far
 
 
 def _mean(values: list[float]) -> float:
@@ -110,7 +123,5 @@ class Progress:
             rows.append(SizeProgress(size, base, done, running, pending, collapse))
         return rows
 
-    def render(self) -> str:
-        return describe_progress(
-            self.clock() - self.started_at, self.remaining_seconds(), self.sizes()
-        )
+    def elapsed(self) -> float:
+        return self.clock() - self.started_at

@@ -12,10 +12,11 @@ from pathlib import Path
 import yaml
 from mlflow.tracking import MlflowClient
 
-from kinfuse_ray.analysis import Forecast, law_options, size_curves
+from kinfuse_ray.analysis import Forecast, size_curves
 from kinfuse_ray.config import EvalConfig, PredictConfig, SweepConfig, parse_sweep
 from kinfuse_ray.errors import KinfuseError
-from kinfuse_ray.law import InfusionLaw, select_law
+from kinfuse_ray.law import InfusionLaw, from_sweep, select_law
+from kinfuse_ray.law.settings import overridden
 from kinfuse_ray.output import SWEEP_FILE
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
 from kinfuse_ray.tracking import (
@@ -149,35 +150,29 @@ def fit_recorded(
     and are named in the notes returned, as is anything that falls back to a default."""
     recorded = load_trials(tracking_uri, experiments)
     sweep, notes = None, []
-    evals, form, options = EvalConfig(), "auto", law_options(EvalConfig(), PredictConfig())
+    evals = EvalConfig()
+    settings, forecast = from_sweep(evals, PredictConfig())
     if recorded.sweep_files:
         raw = recorded.sweep_files[0]
         try:
             sweep = parse_sweep(raw, f"{experiments[0]}'s sweep.yaml")
-            evals, form = sweep.eval, sweep.predict.law
-            options = law_options(evals, sweep.predict, sweep.seed)
+            evals = sweep.eval
+            settings, forecast = from_sweep(evals, sweep.predict, sweep.seed)
             notes.append(f"settings: sweep '{sweep.name}' as recorded on its parent run")
         except KinfuseError as exc:  # recorded by an older version of kinfuse
             with contextlib.suppress(ValueError):
                 evals = EvalConfig.model_validate(raw.get("eval") or {})
-                options = law_options(evals, PredictConfig())
+                settings, forecast = from_sweep(evals, PredictConfig())
             notes.append(f"settings: the recorded ones' eval section ({exc})")
     else:
         notes.append("settings: none recorded with these trials; the defaults")
-    for key, value in (overrides or {}).items():
-        if value is None or value == (form if key == "form" else options.get(key)):
-            continue
-        before = form if key == "form" else options.get(key, "the default")
-        notes.append(f"--{key.replace('_', '-')} {value} overrides the sweep's {before}")
-        if key == "form":
-            form = value
-        else:
-            options[key] = value
+    settings, forecast, changed = overridden(settings, forecast, overrides or {})
+    notes += changed
     # The ladder's trials only: a confirmation run's target is not a point of the law.
     rungs = {rung["name"] for raw in recorded.sweep_files for rung in raw.get("ladder", [])}
     trials, base = (
         [t for t in found if not rungs or t.size in rungs]
         for found in (recorded.trials, recorded.base)
     )
-    law, _ = select_law(size_curves(trials, evals, base), form, **options)
+    law, _ = select_law(size_curves(trials, evals, base), settings=settings, forecast=forecast)
     return law, sweep, notes

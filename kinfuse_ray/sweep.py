@@ -8,11 +8,13 @@ are reused, not retrained), analyse, and record the answer on the sweep's run.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -34,7 +36,16 @@ from kinfuse_ray.cluster import (
     trial_slots,
 )
 from kinfuse_ray.config import Rung, Schedule, SweepConfig
-from kinfuse_ray.console import INTERRUPTED, ConsoleProgress, interrupt
+from kinfuse_ray.console import (
+    INTERRUPTED,
+    ConsoleProgress,
+    describe_base_reused,
+    describe_base_to_train,
+    describe_budget_part,
+    describe_start,
+    interrupt,
+    say,
+)
 from kinfuse_ray.data import DataBundle, build_bundle
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.files import write_text_atomic
@@ -52,16 +63,7 @@ from kinfuse_ray.output import (
 )  # fmt: skip
 from kinfuse_ray.plan import SweepPlan, check_trainable, plan_sweep
 from kinfuse_ray.plots import plot_budgets, plot_decision, plot_law, plot_retention
-from kinfuse_ray.presentation import (
-    describe_answer,
-    describe_base_reused,
-    describe_base_to_train,
-    describe_budget_part,
-    describe_headline,
-    describe_start,
-    describe_summary,
-    say,
-)
+from kinfuse_ray.presentation import describe_answer, describe_headline, describe_summary
 from kinfuse_ray.progress import Progress
 from kinfuse_ray.provenance import describe as describe_provenance
 from kinfuse_ray.provenance import pin_cpu_kernels
@@ -116,45 +118,55 @@ def run_sweep(
     before = (
         {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     )
+    try:
+        with _parent_run(sweep, tracker, resume=resume, sweep_file=sweep_file) as parent:
+            run = TrialRunner(tracker, parent, bundle, ray.put(bundle), resume, progress_every)
+            results = run.trials(sweep)
+            trials = [t for t in results if t.phase is Phase.infuse]
+            if not trials:
+                raise KinfuseError(
+                    f"no infusion trial finished; the sweep's records are in {sweep.out}"
+                )
+            base_runs = [t for t in results if t.phase is Phase.base]
+            summary = _summarise(sweep, trials, base_runs, time.monotonic() - started)
+            rec = summary.recommendation
+            if sweep.predict.confirm and rec and rec.recommended_ratio is not None:
+                confirm = sweep.confirmation(rec.recommended_ratio, rec.ratio)
+                measured = run.trials(confirm, only=[sweep.predict.target.size.name])
+                summary.confirmation = confirmation_rows(summary.law, rec, measured)
+            _record(summary, sweep.out, tracker, parent)
+            return summary
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        if started_ray:
+            ray.shutdown()
+
+
+@contextlib.contextmanager
+def _parent_run(
+    sweep: SweepConfig, tracker: Tracker, *, resume: bool, sweep_file: Path | None
+) -> Iterator[str]:
+    """The sweep's MLflow parent run and its output folder, held while the body runs (one sweep
+    per folder), its settings saved first: ended FINISHED after the body, else KILLED (Ctrl-C,
+    SIGTERM) or FAILED, with the one line `_ended_by` chooses for a failing store or disk."""
     parent = claim = None
     try:
-        claim = claim_output(sweep.out)  # held while this sweep runs: one sweep per folder
+        claim = claim_output(sweep.out)
         parent = _open_run(tracker, sweep, resume=resume, sweep_file=sweep_file)
         if not resume:
             start_afresh(sweep.out)
         tracker.log_artifact(parent, save_settings(sweep.out, _settings(sweep)))
-        run_trials = functools.partial(
-            _run_trials, bundle=bundle, bundle_ref=ray.put(bundle), tracker=tracker,
-            parent=parent, resume=resume, progress_every=progress_every,
-        )  # fmt: skip
-        results = run_trials(sweep)
-        trials = [t for t in results if t.phase is Phase.infuse]
-        if not trials:
-            raise KinfuseError(
-                f"no infusion trial finished; the sweep's records are in {sweep.out}"
-            )
-        base_runs = [t for t in results if t.phase is Phase.base]
-        summary = _summarise(sweep, trials, base_runs, time.monotonic() - started)
-        rec = summary.recommendation
-        if sweep.predict.confirm and rec and rec.recommended_ratio is not None:
-            confirm = sweep.confirmation(rec.recommended_ratio, rec.ratio)
-            measured = run_trials(confirm, only=[sweep.predict.target.size.name])
-            summary.confirmation = confirmation_rows(summary.law, summary.recommendation, measured)
-        _record(summary, sweep.out, tracker, parent)
+        yield parent
         tracker.end_run(parent, "FINISHED")
-        return summary
     except BaseException as exc:
         told = _ended_by(exc, sweep.out, tracker, parent)
         if told is exc:
             raise
         raise told from None
     finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
         if claim is not None:
             claim.close()  # releases the lock
-        if started_ray:
-            ray.shutdown()
 
 
 def _run_budgets(
@@ -185,70 +197,68 @@ def _run_budgets(
     recorded = load_trials(sweep.mlflow.tracking_uri, [part.experiment for part in parts])
     summary = _summarise(sweep, recorded.trials, recorded.base, time.monotonic() - started)
     tracker = Tracker(sweep.mlflow.tracking_uri, sweep.experiment)
-    parent = _open_run(tracker, sweep, resume=False, sweep_file=sweep_file)
-    try:
+    with _parent_run(sweep, tracker, resume=False, sweep_file=sweep_file) as parent:
         tracker.set_tags(parent, {BUDGETS_TAG: ",".join(part.experiment for part in parts)})
-        tracker.log_artifact(parent, save_settings(sweep.out, _settings(sweep)))
         _record(summary, sweep.out, tracker, parent)
-    except BaseException:
-        tracker.end_run(parent, "FAILED")
-        raise
-    tracker.end_run(parent, "FINISHED")
     return summary
 
 
-def _run_trials(
-    sweep: SweepConfig,
-    only: list[str] | None = None,
-    *,
-    bundle: DataBundle,
-    bundle_ref: ray.ObjectRef,
-    tracker: Tracker,
-    parent: str,
-    resume: bool,
-    progress_every: float,
-) -> list[TrialResult]:
-    """Base runs and infusion trials of the ladder's sizes (`only` those, if given) as one Tune
-    experiment mirrored to MLflow; base runs the shared store holds are reused."""
-    every = sweep.rungs
-    rungs = {name: rung for name, rung in every.items() if not only or name in only}
-    reused = {}
-    if sweep.train.schedule is Schedule.continued:
-        store = BaseStore.beside(sweep.out)
-        reused = _reuse_base_runs(rungs, store, bundle, tracker, parent, quiet=resume)
-    base = [name for name in rungs if sweep.train.schedule is Schedule.continued
-            and name not in reused]  # fmt: skip
-    slots = trial_slots(sweep.train, sweep.ray.concurrent_trials)
+@dataclass(frozen=True)
+class TrialRunner:
+    """What every Tune experiment of one sweep run shares: the tracker and parent run its trials
+    are recorded under, the data (and its copy in Ray's object store), and how it runs."""
 
-    def fresh() -> tuple[LadderSearch, list]:
-        """The searcher, and the callbacks that mirror its trials to MLflow and show its
-        progress (a read-only view of it), for an experiment that starts now."""
-        plateaus = {size: found.retention for size, found in reused.items()}
-        strategies = ratio_strategies(
-            sweep.search, sweep.ratios, sweep.eval, sweep.seed, list(rungs), plateaus
-        )
-        n_params = {name: rung.n_params for name, rung in rungs.items()}
-        capacity = trainer_capacity(sweep.train, sweep.ray.concurrent_trials)
-        search = LadderSearch(strategies, n_params, sweep.train.tokens, base, capacity)
-        took = {size: found.seconds for size, found in reused.items()}
-        progress = Progress(search, base, slots, stored_base_seconds=took)
-        return search, [MlflowTrials(tracker, parent, sweep.name, every),
-                        ConsoleProgress(progress, progress_every)]  # fmt: skip
+    tracker: Tracker
+    parent: str
+    bundle: DataBundle
+    bundle_ref: ray.ObjectRef
+    resume: bool
+    progress_every: float
 
-    say(describe_start(resume, len(rungs), sweep.search.strategy, len(sweep.ratios), sweep.out))
-    finished = run_experiment(
-        sweep.trials, sweep.train, slots=slots, bundle_ref=bundle_ref, fresh=fresh,
-        resume=resume,
-    )  # fmt: skip
-    ran = [
-        TrialResult.from_metrics(
-            spec, metrics, n_params=every[spec.size].n_params,
-            tokens=every[spec.size].phase_tokens(spec.phase),
-        )
-        for spec, metrics in finished
-    ]  # fmt: skip
-    ran_base = {t.size for t in ran if t.phase is Phase.base}
-    return [*ran, *(found for s, found in reused.items() if s not in ran_base)]
+    def trials(self, sweep: SweepConfig, only: list[str] | None = None) -> list[TrialResult]:
+        """Base runs and infusion trials of the ladder's sizes (`only` those, if given) as one
+        Tune experiment mirrored to MLflow; base runs the shared store holds are reused."""
+        bundle, tracker, parent = self.bundle, self.tracker, self.parent
+        resume, progress_every = self.resume, self.progress_every
+        every = sweep.rungs
+        rungs = {name: rung for name, rung in every.items() if not only or name in only}
+        reused = {}
+        if sweep.train.schedule is Schedule.continued:
+            store = BaseStore.beside(sweep.out)
+            reused = _reuse_base_runs(rungs, store, bundle, tracker, parent, quiet=resume)
+        base = [name for name in rungs if sweep.train.schedule is Schedule.continued
+                and name not in reused]  # fmt: skip
+        slots = trial_slots(sweep.train, sweep.ray.concurrent_trials)
+
+        def fresh() -> tuple[LadderSearch, list]:
+            """The searcher, and the callbacks that mirror its trials to MLflow and show its
+            progress (a read-only view of it), for an experiment that starts now."""
+            plateaus = {size: found.retention for size, found in reused.items()}
+            strategies = ratio_strategies(
+                sweep.search, sweep.ratios, sweep.eval, sweep.seed, list(rungs), plateaus
+            )
+            n_params = {name: rung.n_params for name, rung in rungs.items()}
+            capacity = trainer_capacity(sweep.train, sweep.ray.concurrent_trials)
+            search = LadderSearch(strategies, n_params, sweep.train.tokens, base, capacity)
+            took = {size: found.seconds for size, found in reused.items()}
+            progress = Progress(search, base, slots, stored_base_seconds=took)
+            return search, [MlflowTrials(tracker, parent, sweep.name, every),
+                            ConsoleProgress(progress, progress_every)]  # fmt: skip
+
+        say(describe_start(resume, len(rungs), sweep.search.strategy, len(sweep.ratios), sweep.out))
+        finished = run_experiment(
+            sweep.trials, sweep.train, slots=slots, bundle_ref=self.bundle_ref, fresh=fresh,
+            resume=resume,
+        )  # fmt: skip
+        ran = [
+            TrialResult.from_metrics(
+                spec, metrics, n_params=every[spec.size].n_params,
+                tokens=every[spec.size].phase_tokens(spec.phase),
+            )
+            for spec, metrics in finished
+        ]  # fmt: skip
+        ran_base = {t.size for t in ran if t.phase is Phase.base}
+        return [*ran, *(found for s, found in reused.items() if s not in ran_base)]
 
 
 def _reuse_base_runs(
@@ -375,7 +385,7 @@ def _record(summary: Summary, out: Path, tracker: Tracker, parent: str) -> None:
             files.append(
                 plot_decision(summary.law, summary.recommendation, out / "decision.png", target)
             )
-        if spans_budgets(summary.law.curves_):
+        if spans_budgets(summary.law.curves):
             files.append(
                 plot_budgets(
                     summary.law, out / "collapse_vs_budget.png", summary.study,

@@ -30,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 
 VERSION = "3.0.2"
-OUT = Path(__file__).resolve().parents[1] / "kinfuse_ray" / "data" / "knowledge" / "world"
+OUT = Path(__file__).resolve().parents[1] / "kinfuse_ray" / "bundled" / "knowledge" / "world"
 CONTINENTS = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America",
               "OC": "Oceania", "SA": "South America", "AN": "Antarctica"}  # fmt: skip
 CITIES_PER_COUNTRY = 12

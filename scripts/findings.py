@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from kinfuse_ray.analysis import Summary, size_curves, size_results  # noqa: E402
 from kinfuse_ray.config import EvalConfig  # noqa: E402
 from kinfuse_ray.errors import KinfuseError  # noqa: E402
-from kinfuse_ray.law import InfusionLaw  # noqa: E402
+from kinfuse_ray.law import InfusionLaw, select_law  # noqa: E402
 from kinfuse_ray.plots import plot_law, plot_retention  # noqa: E402
 from kinfuse_ray.presentation import describe_law  # noqa: E402
 from kinfuse_ray.records import load_trials  # noqa: E402
@@ -93,7 +93,7 @@ def collapse_table(uri: str, study: str, seeds: list[str], evals: EvalConfig) ->
 
 def law_report(fitted, title: str, threshold: float = 0.5) -> InfusionLaw:
     """The default law (power_n, joint fit over every trial), fixed before looking."""
-    law = InfusionLaw(threshold=threshold, n_bootstrap=1000).fit(fitted)
+    law, _ = select_law(fitted, "power_n", threshold=threshold, n_bootstrap=1000)
     print(f"\n{title}:\n{describe_law(law)}")
     return law
 
@@ -165,8 +165,9 @@ def main() -> None:
         share = np.log([1 - s.collapse.ratio for s in found])
         print(f"slope of log(1 - r*) on log D: {np.polyfit(d, share, 1)[0]:+.3f}")
         print(f"plot: {budget_plot(found, args.out / 'budget_collapse_vs_tokens.png')}")
-        nd = InfusionLaw(form="power_nd", n_bootstrap=1000)
-        nd.fit(curves(uri, LADDER[:1] + BUDGETS, EvalConfig()))
+        nd, _ = select_law(
+            curves(uri, LADDER[:1] + BUDGETS, EvalConfig()), "power_nd", n_bootstrap=1000
+        )
         print(f"\nlaw in N and D on seed 0 + budgets:\n{describe_law(nd)}")
 
     section("quickstart", quickstart)

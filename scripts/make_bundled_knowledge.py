@@ -1,4 +1,4 @@
-"""Regenerate the bundled knowledge base in kinfuse_ray/data/knowledge/.
+"""Regenerate the bundled knowledge base in kinfuse_ray/bundled/knowledge/.
 
 Fictional people (so no fact can be known from the corpus), five relations, 40 objects per
 relation assigned round-robin in shuffled blocks so every object is used equally often in any
@@ -12,7 +12,7 @@ import json
 import random
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "kinfuse_ray" / "data" / "knowledge"
+OUT = Path(__file__).resolve().parents[1] / "kinfuse_ray" / "bundled" / "knowledge"
 
 FIRST = [
     "Adela",

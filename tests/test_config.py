@@ -39,8 +39,8 @@ def test_non_embedding_params_are_counted_from_the_model():
     # LLaMA layer: 4 h^2 attention + 3 h f SwiGLU + 2 h norms; plus the final norm.
     size = ModelSize(name="a", hidden_size=32, n_layers=2, n_heads=4)
     h, f = 32, size.ffn_size
-    assert size.non_embedding_params(2048, 128) == 2 * (4 * h * h + 3 * h * f + 2 * h) + h
-    assert size.non_embedding_params(512, 128) == size.non_embedding_params(4096, 128)
+    assert size.non_embedding_params == 2 * (4 * h * h + 3 * h * f + 2 * h) + h
+    assert size.param_count(512).non_embedding == size.param_count(4096).non_embedding
 
 
 @pytest.mark.parametrize(

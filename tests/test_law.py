@@ -66,7 +66,7 @@ def ladder(rng, sizes=SIZES, size_sd=0.15, a_law=true_acquisition_threshold, **l
 
 
 def test_the_joint_fit_recovers_a_known_bounded_law():
-    law = InfusionLaw(n_bootstrap=100).fit(ladder(np.random.default_rng(0), size_sd=0.02))
+    law = select_law(ladder(np.random.default_rng(0), size_sd=0.02), "power_n", n_bootstrap=100)[0]
     assert law.parameters["b_n"] == pytest.approx(0.6, abs=0.08)
     lo, hi = law.parameter_intervals()["b_n"]
     assert lo < 0.6 < hi
@@ -76,17 +76,17 @@ def test_the_joint_fit_recovers_a_known_bounded_law():
 
 def test_the_saturating_form_recovers_its_ceiling():
     curves = ladder(np.random.default_rng(1), size_sd=0.02, b=0.8, eta0=1.0, r_max=0.9)
-    law = InfusionLaw(form="power_n_sat", n_bootstrap=50).fit(curves, validate=False)
+    law = InfusionLaw.fit(curves, form="power_n_sat", n_bootstrap=50)
     assert law.parameters["r_max"] == pytest.approx(0.9, abs=0.03)
     # Its repr names the form and parameters, not the trials and draws it holds.
     assert repr(law).startswith(
         f"InfusionLaw(form='power_n_sat', method='joint', sizes={len(curves)}"
     )
-    assert len(repr(law)) < 200 and "unfitted" in repr(InfusionLaw())
+    assert len(repr(law)) < 200
 
 
 def test_predictions_stay_inside_zero_one_however_far_out():
-    law = InfusionLaw(n_bootstrap=50).fit(ladder(np.random.default_rng(2)), validate=False)
+    law = InfusionLaw.fit(ladder(np.random.default_rng(2)), n_bootstrap=50)
     for n in (1e2, 1e9, 1e12):
         p = law.predict(n)
         assert 0 < p.ratio < 1 and 0 < p.interval[0] <= p.interval[1] <= 1
@@ -100,8 +100,7 @@ def test_prediction_intervals_cover_new_sizes_near_the_nominal_rate():
     rng = np.random.default_rng(3)
     covered, widths = [], []
     for _ in range(40):
-        law = InfusionLaw(n_bootstrap=100, seed=int(rng.integers(1 << 30)))
-        law.fit(ladder(rng), validate=False)
+        law = InfusionLaw.fit(ladder(rng), n_bootstrap=100, seed=int(rng.integers(1 << 30)))
         n_new = 1e7
         truth = expit(logit(true_rstar(n_new)) + rng.normal(0, 0.15))
         lo, hi = law.predict(n_new).interval
@@ -112,7 +111,7 @@ def test_prediction_intervals_cover_new_sizes_near_the_nominal_rate():
 
 
 def test_leave_one_size_out_beats_the_nearest_size_on_a_clean_law():
-    law = InfusionLaw(n_bootstrap=100).fit(ladder(np.random.default_rng(4), size_sd=0.05))
+    law = select_law(ladder(np.random.default_rng(4), size_sd=0.05), "power_n", n_bootstrap=100)[0]
     summary = law.held_out_summary
     assert summary["sizes"] == len(SIZES)
     assert summary["median_abs_log_error"] < summary["baseline_median_abs_log_error"]
@@ -120,8 +119,8 @@ def test_leave_one_size_out_beats_the_nearest_size_on_a_clean_law():
 
 def test_a_ladder_that_stops_moving_is_reported_and_still_forecast_at_the_target():
     curves = ladder(np.random.default_rng(5), size_sd=0.05, b=1.5, eta0=0.0, r_max=0.93)
-    law = InfusionLaw(form="power_n", n_bootstrap=100).fit(curves, validate=False)
-    assert not law.top_slope_.moving
+    law = InfusionLaw.fit(curves, form="power_n", n_bootstrap=100)
+    assert not law.top_slope.moving
     p = law.predict(1e8)
     # Evaluated at the queried size, not at the largest rung: the point is the law's there.
     assert p.ratio == law.predict_point(1e8) != pytest.approx(law.predict_point(SIZES[-1]))
@@ -129,16 +128,12 @@ def test_a_ladder_that_stops_moving_is_reported_and_still_forecast_at_the_target
 
 
 def test_a_ladder_still_moving_is_reported_moving():
-    law = InfusionLaw(n_bootstrap=100).fit(
-        ladder(np.random.default_rng(6), size_sd=0.05), validate=False
-    )
-    assert law.top_slope_.moving
+    law = InfusionLaw.fit(ladder(np.random.default_rng(6), size_sd=0.05), n_bootstrap=100)
+    assert law.top_slope.moving
 
 
 def test_the_window_and_recommendation_follow_the_tolerances():
-    law = InfusionLaw(n_bootstrap=100).fit(
-        ladder(np.random.default_rng(7), size_sd=0.05), validate=False
-    )
+    law = InfusionLaw.fit(ladder(np.random.default_rng(7), size_sd=0.05), n_bootstrap=100)
     p = law.predict(1e7)
     rows = {row.tolerance: row for row in p.tolerances}
     assert set(rows) == {0.95, 0.9, 0.8}
@@ -171,7 +166,7 @@ def test_the_printed_window_is_the_tested_one_and_empty_only_when_its_edges_cros
         def a_law(n, a_b=a_b):
             return expit(logit(0.5) + a_b * np.log(n / N0))
 
-        law = InfusionLaw(n_bootstrap=100).fit(ladder(rng, a_law=a_law, b=0.2), validate=False)
+        law = InfusionLaw.fit(ladder(rng, a_law=a_law, b=0.2), n_bootstrap=100)
         for n in (1e6, 1e7):
             p = law.predict(n)
             text, (lo, hi) = describe_prediction(p), p.decision.window
@@ -190,7 +185,7 @@ def test_a_recommendation_below_the_learning_threshold_says_so():
         return expit(logit(0.5) + 1.2 * np.log(n / N0))
 
     curves = ladder(np.random.default_rng(8), size_sd=0.05, a_law=rising, b=0.2)
-    law = InfusionLaw(n_bootstrap=100).fit(curves, validate=False)
+    law = InfusionLaw.fit(curves, n_bootstrap=100)
     p = law.predict(1e7)
     assert p.acquisition_threshold > p.recommended_ratio
     assert p.window_empty and p.decision.learns is False
@@ -212,7 +207,7 @@ def test_the_learning_side_is_evaluated_at_the_target_size():
         return true_acquisition_threshold(n, a0=0.6, b_a=-0.3)
 
     curves = ladder(np.random.default_rng(14), size_sd=0.05, a_law=falling)
-    law = InfusionLaw(n_bootstrap=100).fit(curves, validate=False)
+    law = InfusionLaw.fit(curves, n_bootstrap=100)
     far, top = law.predict(1e8), law.predict(SIZES[-1])
     assert far.acquisition_threshold < top.acquisition_threshold
     assert far.acquisition_threshold == pytest.approx(float(falling(1e8)), rel=0.3)
@@ -237,7 +232,7 @@ def test_a_weak_ladder_is_not_informative():
             retention.append(float((hits - 0.25) / 0.75))
         acq = tuple(float(0.5 * expit(2 * (logit(r) - logit(0.3)))) for r in ratios)
         curves.append(SizeCurve(f"n{i}", n, 1e5, tuple(ratios), tuple(retention), acq, 1.0))
-    p = InfusionLaw(n_bootstrap=200).fit(curves, validate=False).predict(1e7)
+    p = InfusionLaw.fit(curves, n_bootstrap=200).predict(1e7)
     assert not p.decision.informative
     text = describe_prediction(p)
     assert "NOT INFORMATIVE" in text and "recommended infusion ratio" not in text
@@ -255,24 +250,24 @@ def test_below_four_sizes_the_form_is_the_fixed_default():
 
 def test_the_points_method_is_kept_for_comparison():
     curves = ladder(np.random.default_rng(10), size_sd=0.05)
-    points = InfusionLaw(method="points", n_bootstrap=100).fit(curves, validate=False)
+    points = InfusionLaw.fit(curves, method="points", n_bootstrap=100)
     assert points.parameters["b_n"] == pytest.approx(0.6, abs=0.15)
     p = points.predict(1e6)
     # No retention curve: the decision keeps the collapse threshold itself, at 90% confidence.
-    assert [row.tolerance for row in p.tolerances] == [points.threshold] == [p.tolerance]
+    assert [row.tolerance for row in p.tolerances] == [points.settings.threshold] == [p.tolerance]
     assert p.recommended_ratio < true_rstar(1e6) < p.interval[1]
 
 
 def test_too_few_sizes_and_an_unfitted_law_say_so():
     rng = np.random.default_rng(11)
     with pytest.raises(KinfuseError, match="3 or more sizes"):
-        InfusionLaw().fit(ladder(rng, sizes=SIZES[:2]))
-    with pytest.raises(KinfuseError, match="not fitted"):
-        InfusionLaw().predict(1e6)
+        select_law(ladder(rng, sizes=SIZES[:2]), "power_n")[0]
+    with pytest.raises(KinfuseError, match="unknown law form 'power_q'"):
+        InfusionLaw.fit(ladder(rng), form="power_q")
 
 
 def test_save_and_load_round_trip(tmp_path):
-    law = InfusionLaw(n_bootstrap=50).fit(ladder(np.random.default_rng(12)))
+    law = select_law(ladder(np.random.default_rng(12)), "power_n", n_bootstrap=50)[0]
     law.save(tmp_path / "law.json")
     again = InfusionLaw.load(tmp_path / "law.json")
     assert again.predict(3e6) == law.predict(3e6)
@@ -299,7 +294,7 @@ def test_point_law_seeds_a_search_through_the_points():
      ({"n_params": 1e6, "tokens": 0}, "tokens"), ({"n_params": 1e6, "tokens": -5}, "tokens")],
 )  # fmt: skip
 def test_a_query_outside_positive_finite_numbers_is_refused_by_name(query, name):
-    law = InfusionLaw(n_bootstrap=20).fit(ladder(np.random.default_rng(16)), validate=False)
+    law = InfusionLaw.fit(ladder(np.random.default_rng(16)), n_bootstrap=20)
     for ask in (law.predict, law.predict_point):
         with pytest.raises(ValueError, match=f"^{name} must be a positive finite number"):
             ask(**query)
@@ -308,7 +303,9 @@ def test_a_query_outside_positive_finite_numbers_is_refused_by_name(query, name)
 def test_the_cli_refuses_a_size_that_is_not_a_positive_finite_number(tmp_path, capsys):
     from kinfuse_ray import cli
 
-    InfusionLaw(n_bootstrap=20).fit(ladder(np.random.default_rng(17))).save(tmp_path / "law.json")
+    select_law(ladder(np.random.default_rng(17)), "power_n", n_bootstrap=20)[0].save(
+        tmp_path / "law.json"
+    )
     for bad in ("nan", "inf", "-3"):
         with pytest.raises(SystemExit) as ended:
             cli.main(["predict", "--law-file", str(tmp_path / "law.json"), "--n-params", bad])
@@ -331,8 +328,8 @@ def test_a_law_from_plain_points_and_vectorised_forecasts():
     n, r, ret, acq = (list(col) for col in zip(*rows, strict=True))
     mine = curves_from_points(n, r, ret, acq, tokens=1e5, plateau={c.n_params: 1.0 for c in curves})
     assert [c.n_params for c in mine] == sorted(c.n_params for c in curves)
-    law = InfusionLaw(n_bootstrap=50).fit(mine, validate=False)
-    reference = InfusionLaw(n_bootstrap=50).fit(curves, validate=False)
+    law = InfusionLaw.fit(mine, n_bootstrap=50)
+    reference = InfusionLaw.fit(curves, n_bootstrap=50)
     assert law.parameters == pytest.approx(reference.parameters, rel=1e-6)
     sizes = np.array([2e5, 1e6])
     points = law.predict_point(sizes)
@@ -398,8 +395,56 @@ def test_curves_from_points_name_each_size_and_budget_and_duplicates_are_refused
     n = [1e4] * 4 + [3e4] * 4
     d = [5e4, 5e4, 1e5, 1e5] * 2
     curves = curves_from_points(n, [0.3, 0.9] * 4, [1.0, 0.2] * 4, tokens=d)
-    assert [c.name for c in curves] == ["n10,000-d50,000", "n10,000-d100,000",
-                                        "n30,000-d50,000", "n30,000-d100,000"]  # fmt: skip
+    # One naming rule with a sweep's curves (analysis.size_curves): size, then -d<tokens>.
+    assert [c.name for c in curves] == ["n10000-d50000", "n10000-d100000",
+                                        "n30000-d50000", "n30000-d100000"]  # fmt: skip
     twin = curves[:1] * 2
     with pytest.raises(KinfuseError, match="curve names must be unique"):
-        InfusionLaw(form="power_n").fit(twin)
+        InfusionLaw.fit(twin, form="power_n")
+
+
+def test_a_fitted_law_is_frozen_and_states_forecasts_at_other_settings_without_refitting():
+    import dataclasses
+
+    law = InfusionLaw.fit(ladder(np.random.default_rng(18)), n_bootstrap=50)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        law.forecast = None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        law.retention.point.params = ()
+    stricter = law.with_forecast(tolerance=0.95)
+    assert law.forecast.tolerance == 0.9 and stricter.retention is law.retention
+    assert stricter.predict(1e7) == law.predict(1e7, tolerance=0.95)
+    assert stricter.predict(1e7).recommended_ratio < law.predict(1e7).recommended_ratio
+
+
+def test_a_new_form_is_one_registry_entry_and_fits(monkeypatch):
+    """A form with a curvature term in log N: registered here (and, for sweep files, named in
+    config.LawForm), it fits, predicts, reports its parameters and saves like the rest."""
+    from typing import get_args
+
+    from kinfuse_ray.config import LawForm
+    from kinfuse_ray.law import FORMS, Form
+
+    assert set(FORMS) == set(get_args(LawForm))  # the schema and the registry name the same
+    quadratic = Form("power_n_quad", ("b_n", "c_n"), lambda x_n, x_d: [x_n, x_n**2])
+    monkeypatch.setitem(FORMS, quadratic.name, quadratic)
+    law = InfusionLaw.fit(ladder(np.random.default_rng(19), size_sd=0.02), form="power_n_quad",
+                          n_bootstrap=30)  # fmt: skip
+    assert set(law.parameters) == {"eta0", "b_n", "c_n"}
+    assert law.parameters["b_n"] == pytest.approx(0.6, abs=0.15)
+    assert abs(law.parameters["c_n"]) < 0.1  # the truth is a straight line in log N
+    assert law.predict_point(1e7) == pytest.approx(true_rstar(1e7), abs=0.02)
+    assert law.predict(1e7).decision.ratio is not None
+
+
+def test_settings_split_by_type_and_a_law_file_of_format_2_says_refit(tmp_path):
+    from kinfuse_ray.law.settings import FIT_ONLY, split
+
+    fit, forecast = split(n_bootstrap=7, confidence=0.8, form="power_n_sat")
+    assert (fit.n_bootstrap, fit.form, forecast.confidence) == (7, "power_n_sat", 0.8)
+    assert "confidence" not in FIT_ONLY and {"threshold", "form"} <= set(FIT_ONLY)
+    with pytest.raises(TypeError, match="unknown law settings: bogus"):
+        split(bogus=1)
+    (tmp_path / "old.json").write_text(json.dumps({"format": 2, "params_": [0.1, 0.2]}))
+    with pytest.raises(KinfuseError, match=r"law format 2, this version reads 3\): refit it"):
+        InfusionLaw.load(tmp_path / "old.json")

@@ -42,7 +42,15 @@ PACKAGE = REPO / "kinfuse_ray"
 
 
 def layer_of(module: str) -> str:
-    return next(name for name, members in LAYERS.items() if module in members)
+    """A module's layer; a subpackage's modules (law.fit) are in their package's."""
+    package = module.split(".")[0]
+    return next(name for name, members in LAYERS.items() if package in members)
+
+
+def module_name(path: Path) -> str:
+    """kinfuse_ray/law/fit.py -> law.fit; kinfuse_ray/law/__init__.py -> law."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
 
 
 def imports(path: Path) -> tuple[set[str], set[str]]:
@@ -59,17 +67,21 @@ def imports(path: Path) -> tuple[set[str], set[str]]:
             continue
         for name in names:
             if name.startswith("kinfuse_ray."):
-                ours.add(name.split(".")[1])
+                parts = name.split(".")[1:]
+                package = (PACKAGE / parts[0]).is_dir() and len(parts) > 1
+                ours.add(".".join(parts[:2]) if package else parts[0])
             else:
                 theirs.add(name.split(".")[0])
     return ours, theirs
 
 
-GRAPH = {path.stem: imports(path) for path in sorted(PACKAGE.glob("*.py"))}
+PATHS = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+GRAPH = {module: imports(path) for module, path in PATHS.items()}
 
 
 def test_every_module_has_a_layer():
-    assert set(GRAPH) == set().union(*LAYERS.values())
+    assert {module.split(".")[0] for module in GRAPH} == set().union(*LAYERS.values())
+    assert {"law", "law.fit", "law.forecast"} <= set(GRAPH)  # subpackages are read too
 
 
 @pytest.mark.parametrize("module", sorted(GRAPH))
@@ -84,7 +96,7 @@ def test_no_module_imports_from_a_layer_above_it(module):
 
 @pytest.mark.parametrize("module", sorted(LAYERS["driver"] | LAYERS["top"]))
 def test_the_driver_reaches_into_actor_code_only_to_submit_it(module):
-    reached = GRAPH[module][0] & LAYERS["in-actor"]
+    reached = {m.split(".")[0] for m in GRAPH[module][0]} & LAYERS["in-actor"]
     assert reached <= SUBMITS.get(module, set()), f"{module} imports in-actor {sorted(reached)}"
 
 
@@ -106,7 +118,7 @@ def takes_the_whole_sweep(path: Path) -> list[str]:
 def test_below_the_top_no_function_takes_the_whole_sweep(module):
     """Each layer receives the sections it uses (a `Rung`, `TrainConfig`, an output folder),
     never the whole sweep configuration; `config` itself projects them."""
-    assert takes_the_whole_sweep(PACKAGE / f"{module}.py") == []
+    assert takes_the_whole_sweep(PATHS[module]) == []
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

@@ -5,6 +5,7 @@ import pickle
 
 import pytest
 
+from kinfuse_ray.console import describe_progress
 from kinfuse_ray.progress import Progress
 from kinfuse_ray.search import BisectRatios, GridRatios, LadderSearch
 from kinfuse_ray.spec import Phase, TrialSpec
@@ -33,8 +34,8 @@ def test_counts_brackets_and_time_left_follow_the_trials():
     strategies = {"a": GridRatios(ratios), "b": BisectRatios(ratios, precision=0.05)}
     search = LadderSearch(strategies, {"a": 1, "b": 2}, 100, base=["a", "b"])
     progress = Progress(search, base_pending=["a", "b"], slots=2, clock=clock)
-    assert "a  base run pending" in progress.render()
-    assert "estimating time left" in progress.render()
+    assert "a  base run pending" in describe_progress(progress)
+    assert "estimating time left" in describe_progress(progress)
 
     progress.start(TrialSpec(Phase.base, "a", 0.0))
     clock.now = 10
@@ -48,7 +49,7 @@ def test_counts_brackets_and_time_left_follow_the_trials():
     assert progress.counts("a")[0] == 4
 
     clock.now = 70
-    text = progress.render()
+    text = describe_progress(progress)
     assert text.startswith("progress: 1m10s elapsed, about ")
     assert "a  4 done, 1 running, 0 pending; r* " in text and "in [0.5, 0.8]" in text
     assert "b  base run pending" in text
@@ -97,4 +98,6 @@ def test_a_restored_searcher_is_what_the_restored_progress_reads(tmp_path):
     assert progress_again.counts("a") == (0, 0, 3)
     search_again.restore(str(tmp_path / "searcher.pkl"))
     assert progress_again.counts("a") == (3, 0, 0)
-    assert "r* " in progress_again.render() and "in [0.5, 0.8]" in progress_again.render()
+    assert "r* " in describe_progress(progress_again) and "in [0.5, 0.8]" in describe_progress(
+        progress_again
+    )

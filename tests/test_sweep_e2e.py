@@ -85,7 +85,7 @@ def test_law_from_mlflow_matches_the_sweep_and_the_cli_predicts(micro_sweep):
     summary = json.loads((tmp_path / "runs" / "micro" / "summary.json").read_text())
     law, sweep, notes = fit_recorded(["micro"], f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert sweep.name == "micro" and "as recorded on its parent run" in notes[0]
-    assert law.measured_ == {s["size"]: s["collapse_ratio"] for s in summary["sizes"]}
+    assert law.measured == {s["size"]: s["collapse_ratio"] for s in summary["sizes"]}
     assert law.parameters == pytest.approx(summary["law"]["params"])
 
     fit = kinfuse(tmp_path, "fit", "--experiment", "micro")
@@ -213,7 +213,12 @@ def test_kinfuse_fit_uses_the_sweeps_own_settings(confirm_sweep):
         assert "NOT INFORMATIVE" in fit.stdout and "recommended infusion ratio" not in fit.stdout
     assert f"collapse point r* = {rec['ratio']:.3f}" in fit.stdout
     law = json.loads((tmp_path / "refit" / "law.json").read_text())
-    assert (law["threshold"], law["tolerance"], law["acquisition_target"]) == (0.6, 0.85, 0.2)
+    settings, forecast = law["settings"], law["forecast"]
+    assert (settings["threshold"], forecast["tolerance"], settings["acquisition_target"]) == (
+        0.6,
+        0.85,
+        0.2,
+    )
 
     other = kinfuse(tmp_path, "fit", "--experiment", "confirm", "--threshold", "0.5",
                     "--out", "other", "--json")  # fmt: skip

@@ -1,0 +1,120 @@
+"""What a forecast returns: a `Prediction` for one size and budget (r* with its interval, the
+ratios that keep each tolerance, the learning side and the `Decision`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from kinfuse_ray.config import PREDICT_DEFAULTS
+from kinfuse_ray.decision import Decision
+from kinfuse_ray.law.curves import SizeCurve
+
+
+@dataclass(frozen=True)
+class Exposures:
+    """Ratios in units a team can carry to another setting: how often each general fact is
+    rehearsed and each domain fact seen over `tokens`, at the largest fitted size's rates (its
+    fact sets and renderings)."""
+
+    tokens: float
+    domain_per_token: float
+    general_per_token: float
+
+    def at(self, ratio: float) -> tuple[float, float]:
+        """(rehearsals per general fact, exposures per domain fact) at `ratio`."""
+        return (
+            (1 - ratio) * self.tokens * self.general_per_token,
+            ratio * self.tokens * self.domain_per_token,
+        )
+
+
+@dataclass(frozen=True)
+class ToleranceRow:
+    """The ratio up to which retention stays at `tolerance` x plateau at the queried size: its
+    median over the draws, its central interval, and the bound it exceeds at the stated
+    confidence (the largest ratio with P_keep >= confidence)."""
+
+    tolerance: float
+    ratio: float
+    interval: tuple[float, float]
+    bound: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The forecast for one size and token budget: r* with its interval, the ratios that keep
+    each tolerance, the learning side, and the decision (kinfuse_ray/decision.py) at the stated
+    confidence. Every quantity is evaluated at the queried size itself."""
+
+    n_params: float
+    tokens: float
+    ratio: float  # r*: the law's collapse point here (predict_point)
+    interval: tuple[float, float]
+    confidence: float
+    tolerance: float  # the tolerance the decision keeps
+    decision: Decision
+    tolerances: tuple[ToleranceRow, ...] = ()
+    acquisition_threshold: float | None = None  # median ratio that learns the domain
+    acquisition_interval: tuple[float, float] | None = None
+    acquisition_target: float = PREDICT_DEFAULTS.acquisition_target
+    acquisition_note: str | None = None  # why the learning side is unknown
+    # Retention one trial keeps at the recommended ratio (share of plateau), with its interval.
+    expected_retention: tuple[float, tuple[float, float]] | None = None
+    # Share of the keep ratio's interval width each source accounts for (held fixed in turn).
+    width_sources: dict[str, float] = field(default_factory=dict)
+    exposures: Exposures | None = None  # None: the trials did not record them
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def recommended_ratio(self) -> float | None:
+        return self.decision.ratio
+
+    @property
+    def window_empty(self) -> bool:
+        return self.decision.window_empty
+
+    def to_dict(self) -> dict:
+        """Plain JSON: every field, with the recommended ratio and whether the window is empty."""
+        return {
+            **asdict(self),
+            "recommended_ratio": self.recommended_ratio,
+            "window_empty": self.window_empty,
+        }
+
+
+EXTRAPOLATION_WARN = 10.0  # warn when the query lies this factor beyond the fitted sizes
+
+
+def exposures_at(curves: Sequence[SizeCurve], tokens: float) -> Exposures | None:
+    """Exposures at the largest fitted size's rates (None: the trials did not record them)."""
+    largest = max(curves, key=lambda c: c.n_params)
+    rates = (largest.domain_per_token, largest.general_per_token)
+    return None if any(math.isnan(v) for v in rates) else Exposures(tokens, *rates)
+
+
+def range_warnings(
+    curves: Sequence[SizeCurve], uses_tokens: bool, n_params: float, tokens: float
+) -> list[str]:
+    """What a forecast at (n_params, tokens) should warn of: a budget a law without a D term
+    never saw, a size or budget far outside the fitted ones."""
+    warnings = []
+    budgets = sorted({c.tokens for c in curves})
+    if not uses_tokens and tokens not in budgets:
+        warnings.append(
+            f"token budget {tokens:,.0f} differs from the ladder's "
+            f"({', '.join(f'{b:,.0f}' for b in budgets)}): this law has no D term, so it "
+            "assumes r* does not move with the budget; every fact is seen in proportion to "
+            "the tokens"
+        )
+    for label, value, fitted in (
+        ("size", n_params, [c.n_params for c in curves]),
+        ("token budget", tokens, [c.tokens for c in curves]),
+    ):
+        if value > max(fitted) * EXTRAPOLATION_WARN or value < min(fitted) / EXTRAPOLATION_WARN:
+            warnings.append(
+                f"extrapolating: {label} {value:.3g} lies far outside the fitted range "
+                f"{min(fitted):.3g}-{max(fitted):.3g}"
+            )
+    return warnings

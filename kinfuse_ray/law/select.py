@@ -1,0 +1,160 @@
+"""Fit a law and check it: each size left out in turn and predicted by the rest, forms compared
+on those folds, the best one chosen. The only place that loops fitting and validation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.law.checks import HeldOut, HeldValue, LawComparison
+from kinfuse_ray.law.curves import SizeCurve, spans_budgets
+from kinfuse_ray.law.forecast import InfusionLaw
+from kinfuse_ray.law.forms import FORMS
+from kinfuse_ray.law.settings import FitSettings, ForecastSettings, split
+
+# Below this many sizes with a collapse, leave-one-size-out cannot score a three-parameter form
+# on held-out sizes: the two-parameter power_n is then the law, fixed before looking.
+MIN_SIZES_TO_SELECT = 4
+# What a fold leaves out with the held curve: only it, every budget of its size, or every size
+# at its budget (calibration across sizes and across budgets).
+HOLD_OUT = {
+    "curve": lambda c, held: c is held,
+    "size": lambda c, held: c.n_params == held.n_params,
+    "budget": lambda c, held: c.tokens == held.tokens,
+}
+
+
+def _settings(settings, forecast, options) -> tuple[FitSettings, ForecastSettings]:
+    if options:
+        return split(**options)
+    return settings or FitSettings(), forecast or ForecastSettings()
+
+
+def select_law(
+    curves: list[SizeCurve],
+    form: str | None = None,
+    validate: bool = True,
+    settings: FitSettings | None = None,
+    forecast: ForecastSettings | None = None,
+    **options,
+) -> tuple[InfusionLaw, list[LawComparison]]:
+    """The named form (`form`, else `settings.form`), or for "auto" the best by
+    leave-one-size-out when MIN_SIZES_TO_SELECT sizes collapsed (else the first form, fixed
+    before looking); fitted, and validated (`held_out`) if `validate`. Curves at two or more
+    token budgets (a size x budget ladder) choose among the forms with a D term: the ladder was
+    run to measure it. Settings as types or as keywords (`n_bootstrap=100`)."""
+    settings, forecast = _settings(settings, forecast, options)
+    form = form or settings.form
+    ranked: list[LawComparison] = []
+    if form == "auto":
+        collapsed = sum(c.collapse(settings.threshold).found for c in curves)
+        with_d = [f for f, spec in FORMS.items() if spec.uses_tokens]
+        forms = with_d if spans_budgets(curves) else list(FORMS)
+        if collapsed >= MIN_SIZES_TO_SELECT:
+            ranked = compare_laws(curves, forms, settings, forecast)
+        form = ranked[0].form if ranked else forms[0]
+    law = InfusionLaw.fit(curves, replace(settings, form=form), forecast)
+    if not validate:
+        return law, ranked
+    # Each fold's interval from a quarter of the draws: validation need not be as fine.
+    folds = replace(law.settings, n_bootstrap=max(50, settings.n_bootstrap // 4))
+    return replace(
+        law, held_out=tuple(leave_one_size_out(list(law.curves), folds, forecast))
+    ), ranked
+
+
+def compare_laws(
+    curves: list[SizeCurve],
+    forms: Sequence[str] = tuple(FORMS),
+    settings: FitSettings | None = None,
+    forecast: ForecastSettings | None = None,
+    **options,
+) -> list[LawComparison]:
+    """Score each form the data allow by leave-one-size-out over every size (best first)."""
+    settings, forecast = _settings(settings, forecast, options)
+    budgets = spans_budgets(curves)
+    collapsed = sum(c.collapse(settings.threshold).found for c in curves)
+    out = []
+    for name in forms:
+        spec = FORMS[name]
+        if (spec.uses_tokens and not budgets) or collapsed - 1 < spec.n_params + 1:
+            continue
+        points_only = replace(settings, form=name, n_bootstrap=0)
+        held = leave_one_size_out(curves, points_only, forecast)
+        if len(held) == collapsed:  # every fold could fit this form
+            out.append(LawComparison(name, float(np.mean([abs(h.log_error) for h in held]))))
+    return sorted(out, key=lambda c: (round(c.held_out_error, 4), FORMS[c.form].n_params))
+
+
+def _nearest(values: dict[str, float], curves: list[SizeCurve], held: SizeCurve) -> float:
+    """The measured value of the curve nearest to `held` among `curves`: in log N, and in
+    log D too where budgets differ."""
+    points = {c.name: (c.n_params, c.tokens) for c in curves if c.name in values}
+
+    def distance(name: str) -> float:
+        n, d = points[name]
+        return math.hypot(math.log(n / held.n_params), math.log(d / held.tokens))
+
+    return values[min(points, key=distance)]
+
+
+def _crossing(curve: SizeCurve, share: float) -> float | None:
+    """The ratio where a size's retention first falls below `share` x plateau (the detector's
+    rule at that share): what the keep ratio's forecast is checked against."""
+    found = curve.collapse(share)
+    return found.ratio if found.found else None
+
+
+def leave_one_size_out(
+    curves: list[SizeCurve],
+    settings: FitSettings,
+    forecast: ForecastSettings | None = None,
+    hold_out: str = "curve",
+) -> list[HeldOut]:
+    """Each size with a collapse left out in turn and predicted by the law the others give: its
+    r*, the ratio keeping the tolerance and the ratio learning the domain (where the held-out
+    size measured them), each beside the nearest remaining size's value as is. With form
+    "auto" the remaining sizes choose the form themselves, as a sweep would; with
+    `n_bootstrap=0` only points are predicted (intervals collapse onto them). On a size x
+    budget ladder each curve is a (size, budget); `hold_out` "size" or "budget" leaves every
+    curve of the held one's size or budget out of its fold (`HOLD_OUT`)."""
+    leaves_out, forecast = HOLD_OUT[hold_out], forecast or ForecastSettings()
+    threshold = settings.threshold
+    tolerance = forecast.tolerance if settings.method == "joint" else threshold
+    measured = {c.name: m.ratio for c in curves if (m := c.collapse(threshold)).found}
+    keeps = {c.name: k for c in curves if (k := _crossing(c, tolerance)) is not None}
+    learns = {c.name: a for c in curves
+              if (a := c.acquisition_threshold(settings.acquisition_target))}  # fmt: skip
+    out = []
+    for held in curves:
+        if held.name not in measured:
+            continue
+        rest = [c for c in curves if not leaves_out(c, held)]
+        try:
+            sub, _ = select_law(rest, validate=False, settings=settings, forecast=forecast)
+        except KinfuseError:
+            continue  # too few sizes left
+        n, d = held.n_params, held.tokens
+        if settings.n_bootstrap:
+            p = sub.predict(n, d)
+            rstar, r_interval = p.ratio, p.interval
+            row = next(r for r in p.tolerances if r.tolerance == tolerance)
+            keep_at, keep_interval = row.ratio, row.interval
+            learn_at, learn_interval = p.acquisition_threshold, p.acquisition_interval
+        else:
+            rstar = keep_at = sub.predict_point(n, d)
+            r_interval = keep_interval = (rstar, rstar)
+            learn_at = learn_interval = None
+        keep = learn = None
+        if held.name in keeps and any(c.name in keeps for c in rest):
+            keep = HeldValue(keeps[held.name], keep_at, keep_interval, _nearest(keeps, rest, held))
+        if held.name in learns and learn_at is not None and any(c.name in learns for c in rest):
+            learn = HeldValue(learns[held.name], learn_at, learn_interval,
+                              _nearest(learns, rest, held))  # fmt: skip
+        out.append(HeldOut(held.name, n, sub.form, measured[held.name], rstar, r_interval,
+                           _nearest(measured, rest, held), keep, learn))  # fmt: skip
+    return out
