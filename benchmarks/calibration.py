@@ -8,8 +8,11 @@ how often the nominal intervals cover what the held-out size measured, their med
 logits, and the median |error| in logits against the baseline "the nearest measured size's value
 as is". On a size x budget ladder (its study stands for its budgets') each curve is a (size,
 budget): `--hold-out curve` leaves one out, `size` every budget of its size, `budget` every
-size at its budget (repeat the option for several tables). The commit, torch version and CPU
-kernels head the output.
+size at its budget (repeat the option for several tables). Beside them, P(keeps) and
+P(learns) at the held-out sizes' measured ratios: Brier score against the nearest size's own
+outcome as is, expected calibration error and a reliability table. `--hold-out extrapolate`
+fits on the smaller sizes only and forecasts the larger (what a team does). The commit, torch
+version and CPU kernels head the output.
 
     .venv/bin/python benchmarks/calibration.py --experiment quickstart \\
         --experiment quickstart-seed1 --experiment quickstart-seed2
@@ -44,7 +47,10 @@ HELD = {  # (--hold-out, a size x budget ladder?) -> what the folds are called
     ("size", True): "leave-one-size-out (every budget of the held size)",
     ("budget", False): "leave-one-budget-out (one budget: no fold has data left)",
     ("budget", True): "leave-one-budget-out (every size at the held budget)",
+    ("extrapolate", False): "leave-the-larger-out (fit on the smaller sizes, forecast the next)",
+    ("extrapolate", True): "leave-the-larger-out (every budget of the held and larger sizes)",
 }
+BINS = np.linspace(0, 1, 6)  # the reliability table's probability bins
 
 
 def row(name: str, values: list[HeldValue]) -> str:
@@ -59,6 +65,38 @@ def row(name: str, values: list[HeldValue]) -> str:
         f"| {name} | {len(values)} | {coverage:.0%} | {width:.2f} | {error:.3f} | "
         f"{baseline:.3f}{gain} |"
     )
+
+
+def probability_rows(held: list[HeldOut]) -> list[str]:
+    """Per side: Brier against the nearest size's own outcome as is, the expected calibration
+    error, and a reliability table (stated probability bins against how often it happened)."""
+    lines = [
+        "| probability | points | Brier | nearest size as is | calibration error | "
+        "reliability: stated (bin) -> happened (n) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for side in ("keeps", "learns"):
+        points = [p for h in held for p in h.points if p.side == side]
+        if not points:
+            lines.append(f"| P({side}) | 0 | - | - | - | - |")
+            continue
+        stated = np.array([p.predicted for p in points])
+        happened = np.array([p.observed for p in points])
+        baseline = np.array([p.baseline for p in points])
+        brier, base = np.mean((stated - happened) ** 2), np.mean((baseline - happened) ** 2)
+        which = np.clip(np.digitize(stated, BINS[1:-1]), 0, len(BINS) - 2)
+        cells, ece = [], 0.0
+        for b in range(len(BINS) - 1):
+            inside = which == b
+            if inside.any():
+                gap = abs(stated[inside].mean() - happened[inside].mean())
+                ece += inside.mean() * gap
+                cells.append(f"{BINS[b]:.1f}-{BINS[b + 1]:.1f}: {stated[inside].mean():.2f} -> "
+                             f"{happened[inside].mean():.2f} ({inside.sum()})")  # fmt: skip
+        ratio = f" ({brier / base:.2f}x)" if base > 0 else ""
+        lines.append(f"| P({side}) | {len(points)} | {brier:.3f}{ratio} | {base:.3f} | {ece:.3f} | "
+                     f"{'; '.join(cells)} |")  # fmt: skip
+    return lines
 
 
 def main() -> None:
@@ -106,6 +144,8 @@ def calibrate(args: argparse.Namespace, hold_out: str) -> None:
     for label, attr in QUANTITIES.items():
         values = [v for h in held if (v := getattr(h, attr)) is not None]
         print(row(label, values))
+    print("\nThe probabilities at the held-out sizes' measured ratios (seeds averaged):\n")
+    print("\n".join(probability_rows(held)))
 
 
 if __name__ == "__main__":

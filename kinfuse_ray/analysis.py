@@ -114,7 +114,8 @@ class Summary:
             if p.recommended_ratio is not None and p.decision.informative:  # else: no number
                 metrics["recommended_ratio"] = p.recommended_ratio
             metrics["forecast_informative"] = float(p.decision.informative)
-            if p.decision.c_star is not None:
+            metrics.update({f"calibrated.{c.side}": float(c.calibrated) for c in p.calibration})
+            if p.decision.c_star is not None and "learns" not in p.uncalibrated:
                 metrics["c_star"] = p.decision.c_star
             metrics["predicted_collapse_ratio"] = p.ratio
             metrics["predicted_collapse_ratio_lo"], metrics["predicted_collapse_ratio_hi"] = (

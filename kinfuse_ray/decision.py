@@ -107,9 +107,12 @@ def decide(
     learn_logit: np.ndarray | None,
     confidence: float,
     rule: str = "retention_first",
+    learn_calibrated: bool = True,
 ) -> tuple[Decision, DecisionCurves]:
     """The decision at `confidence` by `rule` from paired draws of the keep and learn ratios
-    (logits) at the target size."""
+    (logits) at the target size. A learning side that failed its held-out check
+    (`learn_calibrated` False) does not make a forecast uninformative through c*: its
+    probabilities are not stated at all."""
     if rule not in RULES:
         raise ValueError(f"unknown rule '{rule}' (choose from {', '.join(RULES)})")
     keep = np.asarray(keep_logit, float)
@@ -144,8 +147,10 @@ def decide(
     reasons = []
     if width > MAX_WIDTH_LOGITS:
         reasons.append(f"width {width:.1f} logits > {MAX_WIDTH_LOGITS:g}")
-    if c_star is not None and 1 - MIN_C_STAR < c_star < MIN_C_STAR:
+    if learn_calibrated and c_star is not None and 1 - MIN_C_STAR < c_star < MIN_C_STAR:
         reasons.append(f"c* {c_star:.2f} between {1 - MIN_C_STAR:g} and {MIN_C_STAR:g}")
+    if not learn_calibrated and rule != "retention_first":
+        reasons.append(f"rule {rule} rests on the learning side, not calibrated on this ladder")
     decision = Decision(
         rule=rule,
         confidence=confidence,

@@ -194,16 +194,23 @@ def plot_decision(law: InfusionLaw, prediction: Prediction, path: Path, target: 
     ax_ret.axvline(p.ratio, color="grey", ls=":", lw=1, label=f"r* = {p.ratio:.3f}")
     ax_ret.set(ylabel="retention, share of its pre-infusion level", ylim=(-0.1, 1.15),
                title=f"{target}: retention against the infusion ratio")  # fmt: skip
-    ax_p.plot(curves.grid, curves.p_keep, color="C0", label=f"P(keeps >= {p.tolerance:.0%})")
+    # A side that failed its held-out check is drawn faint and named so; P(both) and the window
+    # need both sides.
+    unchecked = set(p.uncalibrated)
+    tag = {side: " (not calibrated on this ladder)" if side in unchecked else ""
+           for side in ("keeps", "learns")}  # fmt: skip
+    ax_p.plot(curves.grid, curves.p_keep, color="C0", alpha=0.35 if tag["keeps"] else 1,
+              label=f"P(keeps >= {p.tolerance:.0%}){tag['keeps']}")  # fmt: skip
     if curves.p_learn is not None:
-        ax_p.plot(curves.grid, curves.p_learn, color="C1",
-                  label=f"P(learns: acquisition >= {p.acquisition_target:.2f})")  # fmt: skip
-        ax_p.plot(curves.grid, curves.p_both, color="C2", ls="--", label="P(both)")
+        ax_p.plot(curves.grid, curves.p_learn, color="C1", alpha=0.35 if tag["learns"] else 1,
+                  label=f"P(learns: acquisition >= {p.acquisition_target:.2f}){tag['learns']}")  # fmt: skip
+        if not unchecked:
+            ax_p.plot(curves.grid, curves.p_both, color="C2", ls="--", label="P(both)")
     ax_p.axhline(p.confidence, color="grey", ls=":", lw=1, label=f"confidence {conf}")
     ax_p.set(ylabel="probability over the law's draws", ylim=(-0.03, 1.03),
              title=f"{target}: the decision at {conf} confidence")  # fmt: skip
     for ax in (ax_ret, ax_p):
-        if d.window is not None and not d.window_empty:
+        if d.window is not None and not d.window_empty and not unchecked:
             ax.axvspan(*d.window, color="C2", alpha=0.12,
                        label=f"window at {conf}: {d.window[0]:.3f}-{d.window[1]:.3f}")  # fmt: skip
         if d.informative and d.ratio is not None:

@@ -28,6 +28,9 @@ NARROWING = {
 }
 
 
+UNCALIBRATED = "not calibrated on this ladder"
+
+
 def _curves_label(budgets: bool) -> str:
     """What the law's points are: sizes, or (size, budget) curves on a size x budget ladder."""
     return "(size, budget) curves" if budgets else "sizes"
@@ -83,6 +86,9 @@ def describe_law(law: InfusionLaw) -> str:
             f"{summary['median_abs_log_error']:.3f} vs {summary['baseline_median_abs_log_error']:.3f} "
             "for the nearest measured size as is"
         )
+    for check in law.calibration:
+        verdict = "hold" if check.calibrated else f"do NOT hold: {UNCALIBRATED}"
+        lines.append(f"  P({check.side}) {verdict}; {check.describe()}")
     return "\n".join(lines)
 
 
@@ -123,10 +129,33 @@ def _units(p: Prediction, ratio: float) -> str:
     return f" [{general:.1f} rehearsals per general fact, {domain:.1f} exposures per domain fact]"
 
 
+def _uncalibrated(p: Prediction, side: str) -> str | None:
+    """Why a side's probabilities are not stated, or None where they can be."""
+    check = p.check(side)
+    return None if check is None or check.calibrated else f"{UNCALIBRATED} ({check.describe()})"
+
+
+def _probabilities(p: Prediction) -> str:
+    """P(keeps), P(learns) and P(both) at the recommended ratio, each only where its side passed
+    its held-out check."""
+    d = p.decision
+    keep, learn = _uncalibrated(p, "keeps"), _uncalibrated(p, "learns")
+    text = f"P(keeps) {d.p_keep:.2f}" if keep is None else f"P(keeps): {UNCALIBRATED}"
+    if d.p_learn is not None:
+        text += (
+            f", P(learns) {d.p_learn:.2f}, P(both) {d.p_both:.2f}"
+            if learn is None
+            else f"; P(learns) and P(both): {UNCALIBRATED}"
+        )
+    return text
+
+
 def describe_prediction(p: Prediction) -> str:
-    """The forecast at one size: r*, both sides of the window, and one decision."""
+    """The forecast at one size: r*, both sides of the window, and one decision. A side that
+    failed its held-out check is given as medians and intervals, never as a probability."""
     d, conf, tol = p.decision, f"{p.confidence:.0%}", f"{p.tolerance:.0%}"
     keep = next(row for row in p.tolerances if row.tolerance == p.tolerance)
+    keep_unchecked, learn_unchecked = _uncalibrated(p, "keeps"), _uncalibrated(p, "learns")
     lines = [
         f"collapse point r* = {p.ratio:.3f} ({conf} interval {_range(p.interval)}): past it the "
         "model has lost half of what it knew",
@@ -137,6 +166,7 @@ def describe_prediction(p: Prediction) -> str:
         ),
         f"keeps retention >= {tol} of its pre-infusion level up to r = {keep.ratio:.3f} (median; "
         f"{conf} interval {_range(keep.interval)}){_units(p, keep.ratio)}",
+        *([f"  keeping side {keep_unchecked}"] if keep_unchecked else []),
     ]
     if p.acquisition_threshold is None:
         lines.append(f"learning side unknown: {p.acquisition_note}")
@@ -153,6 +183,10 @@ def describe_prediction(p: Prediction) -> str:
             else f"none (learns from {lo:.3f} > keeps up to {hi:.3f})"
         )
         lines.append(f"best-estimate window: {best}")
+        if learn_unchecked:
+            lines.append(f"  learning side {learn_unchecked}: its probabilities (the window at "
+                         f"{conf} confidence, c*) are not stated")  # fmt: skip
+    if p.acquisition_threshold is not None and not learn_unchecked:
         wlo, whi = d.window
         lines.append(
             f"window at {conf} confidence: "
@@ -204,14 +238,12 @@ def _recommendation(p: Prediction) -> str:
     }[d.rule]
     text = (
         f"recommended infusion ratio {d.ratio:.3f}{_units(p, d.ratio)}\n  ({d.rule}: {what}): "
-        f"P(keeps) {d.p_keep:.2f}"
+        + _probabilities(p)
     )
-    if d.p_learn is not None:
-        text += f", P(learns) {d.p_learn:.2f}, P(both) {d.p_both:.2f}"
     if p.expected_retention is not None:
         point, interval = p.expected_retention
         text += f"; one run keeps {point:.2f} of its retention there ({conf} interval {_range(interval)})"
-    if d.learns is False:
+    if d.learns is False and _uncalibrated(p, "learns") is None:
         text += f"\n  keeps retention; probably does not learn the domain: {LEVERS}"
     return text
 
@@ -298,10 +330,9 @@ def describe_headline(summary: Summary, width: int = 100) -> str:
         d, conf = p.decision, f"{p.confidence:.0%}"
         where = _target_label(summary.target, p)
         if d.informative and d.ratio is not None:
-            learns = "" if d.p_learn is None else f", P(learns) {d.p_learn:.2f}"
             paragraphs.append(
                 f"**Recommended infusion ratio for {where}: {d.ratio:.3f}** ({d.rule} at {conf} "
-                f"confidence: P(keeps retention) {d.p_keep:.2f}{learns})."
+                f"confidence: {_probabilities(p)})."
             )
         else:
             why = "; ".join(d.reasons) or "no ratio meets the rule at this confidence"

@@ -10,7 +10,7 @@ from scipy.special import expit, logit
 
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.law import InfusionLaw, SizeCurve, point_law, select_law
-from kinfuse_ray.presentation import describe_prediction
+from kinfuse_ray.presentation import describe_law, describe_prediction
 
 pytestmark = pytest.mark.unit
 
@@ -448,3 +448,37 @@ def test_settings_split_by_type_and_a_law_file_of_format_2_says_refit(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps({"format": 2, "params_": [0.1, 0.2]}))
     with pytest.raises(KinfuseError, match=r"law format 2, this version reads 3\): refit it"):
         InfusionLaw.load(tmp_path / "old.json")
+
+
+def test_a_learning_side_that_fails_its_check_is_never_quoted_as_a_probability():
+    """Acquisition that jumps between two rungs is no power law: leave-one-size-out, its
+    P(learns) scores worse than the nearest size as is. The forecast still gives the learn
+    ratio's median and interval, but no P(learns), P(both), c* or window at the confidence, and
+    a rule that rests on the learning side is not informative; the smooth ladder's is quoted."""
+
+    def step(n):
+        return 0.2 if n < 2e5 else 0.7
+
+    law, _ = select_law(ladder(np.random.default_rng(21), size_sd=0.05, a_law=step), "power_n",
+                        n_bootstrap=100)  # fmt: skip
+    checks = {c.side: c for c in law.calibration}
+    assert checks["keeps"].calibrated and not checks["learns"].calibrated
+    assert checks["learns"].brier > checks["learns"].baseline_brier
+    p = law.predict(1e7)
+    assert p.uncalibrated == ("learns",) and p.to_dict()["uncalibrated"] == ["learns"]
+    text = describe_prediction(p)
+    assert "learning side not calibrated on this ladder" in text
+    assert "P(learns) and P(both): not calibrated on this ladder" in text
+    assert "c* =" not in text and "window at 90% confidence:" not in text
+    assert re.search(r"P\(keeps\) 0\.\d\d", text) and not re.search(r"P\(learns\) \d", text)
+    assert "P(learns) do NOT hold" in describe_law(law)
+    balanced = law.predict(1e7, rule="balanced").decision
+    assert not balanced.informative and "not calibrated" in balanced.reasons[-1]
+    again = InfusionLaw.from_dict(json.loads(json.dumps(law.to_dict())))
+    assert again.predict(1e7).uncalibrated == ("learns",)
+
+    smooth, _ = select_law(ladder(np.random.default_rng(21), size_sd=0.05), "power_n",
+                           n_bootstrap=100)  # fmt: skip
+    q = smooth.predict(1e7)
+    assert q.uncalibrated == () and {c.side for c in q.calibration} == {"keeps", "learns"}
+    assert "c* =" in describe_prediction(q)

@@ -42,6 +42,19 @@ class HeldValue:
 
 
 @dataclass(frozen=True)
+class HeldPoint:
+    """A probability the law fitted without a size stated at one of that size's measured ratios
+    (P(keeps) or P(learns) there), what the size did there (1: it kept, or learned; 0: not)
+    and what the nearest remaining size did there, as is (the baseline)."""
+
+    side: str  # "keeps" or "learns"
+    ratio: float
+    predicted: float
+    observed: float
+    baseline: float
+
+
+@dataclass(frozen=True)
 class HeldOut:
     """One size left out of the fit and predicted by the rest (leave-one-size-out): its r*, and
     where measured, the ratio keeping the tolerance and the ratio learning the domain."""
@@ -55,6 +68,7 @@ class HeldOut:
     baseline: float  # the nearest remaining size's measured r*, used as is
     keep: HeldValue | None = None
     learn: HeldValue | None = None
+    points: tuple[HeldPoint, ...] = ()  # P(keeps), P(learns) at its measured ratios
 
     @property
     def rstar(self) -> HeldValue:
@@ -85,8 +99,9 @@ class HeldOut:
         raw = {
             k: v for k, v in raw.items() if k not in ("covered", "log_error", "baseline_log_error")
         }
+        points = tuple(HeldPoint(**p) for p in raw.get("points", ()))
         return cls(**{**raw, "interval": tuple(raw["interval"]), "keep": value(raw.get("keep")),
-                      "learn": value(raw.get("learn"))})  # fmt: skip
+                      "learn": value(raw.get("learn")), "points": points})  # fmt: skip
 
 
 def held_out_summary(held_out: tuple[HeldOut, ...]) -> dict[str, float] | None:
@@ -150,3 +165,58 @@ class LawComparison:
 
     form: str
     held_out_error: float  # mean |log error| in 1 - r* over the held-out sizes
+
+
+# A side's probabilities hold on a ladder when, leave-one-size-out, they score no worse (Brier)
+# than the nearest size's own outcome as is, and what they claim at the stated confidence holds
+# at least this share of the nominal rate.
+CLAIMS_FLOOR = 0.8
+
+
+@dataclass(frozen=True)
+class SideCheck:
+    """One side of the window (keeps retention, learns the domain) checked leave-one-size-out on
+    its probabilities at the held-out sizes' measured ratios: whether they mean what they say."""
+
+    side: str  # "keeps" or "learns"
+    points: int  # (held-out size, ratio) pairs scored
+    brier: float
+    baseline_brier: float  # the nearest remaining size's outcome at that ratio, as is
+    nominal: float  # the confidence the answer states
+    claims: int  # points where the probability was at least `nominal`
+    claims_held: float  # the share of those where the size did keep (or learn); NaN: none
+
+    @property
+    def calibrated(self) -> bool:
+        held = self.claims == 0 or self.claims_held >= CLAIMS_FLOOR * self.nominal
+        return self.brier <= self.baseline_brier and held
+
+    def describe(self) -> str:
+        claims = (
+            f"; of {self.claims} stated at >= {self.nominal:.0%}, {self.claims_held:.0%} held"
+            if self.claims
+            else ""
+        )
+        return (
+            f"leave-one-size-out over {self.points} measured ratios: Brier {self.brier:.3f} vs "
+            f"{self.baseline_brier:.3f} for the nearest size as is{claims}"
+        )
+
+
+def side_checks(held_out: tuple[HeldOut, ...], nominal: float) -> tuple[SideCheck, ...]:
+    """Each side the held-out sizes scored, checked (none where no fold scored it)."""
+    out = []
+    for side in ("keeps", "learns"):
+        points = [p for h in held_out for p in h.points if p.side == side]
+        if not points:
+            continue
+        predicted = np.array([p.predicted for p in points])
+        observed = np.array([p.observed for p in points])
+        baseline = np.array([p.baseline for p in points])
+        claimed = predicted >= nominal
+        held = float(observed[claimed].mean()) if claimed.any() else float("nan")
+        out.append(SideCheck(
+            side, len(points), float(np.mean((predicted - observed) ** 2)),
+            float(np.mean((baseline - observed) ** 2)), nominal, int(claimed.sum()), held,
+        ))  # fmt: skip
+    return tuple(out)

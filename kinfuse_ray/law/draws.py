@@ -13,6 +13,7 @@ from scipy.special import expit
 from kinfuse_ray.decision import decide, width_sources
 from kinfuse_ray.law.acquisition import AcquisitionFit
 from kinfuse_ray.law.bootstrap import BootstrapFit, central_interval
+from kinfuse_ray.law.checks import SideCheck
 from kinfuse_ray.law.curves import clipped_logit
 from kinfuse_ray.law.fit import logit_ratio_keeping, retention_model
 from kinfuse_ray.law.prediction import Prediction, ToleranceRow, exposures_at, range_warnings
@@ -27,6 +28,7 @@ class AtSize:
     forecast: ForecastSettings
     n_params: float
     tokens: float
+    calibration: tuple[SideCheck, ...] = ()
 
     @property
     def joint(self) -> bool:
@@ -115,7 +117,9 @@ class AtSize:
             for t, k in sorted(keep_by.items(), reverse=True)
         )
         learn = self.learn_logits()
-        decision, _ = decide(keep_by[self.tolerance], learn, c, self.forecast.rule)
+        learn_checked = all(ch.calibrated for ch in self.calibration if ch.side == "learns")
+        decision, _ = decide(keep_by[self.tolerance], learn, c, self.forecast.rule,
+                             learn_calibrated=learn_checked)  # fmt: skip
         widths = self.joint and width_sources(self.held_fixed_widths(), decision.keep_width_logits)
         expected = None if decision.ratio is None else self.expected_retention(decision.ratio)
         return Prediction(
@@ -134,6 +138,7 @@ class AtSize:
             expected_retention=expected,
             width_sources=widths or {},
             exposures=exposures_at(point.curves, self.tokens),
+            calibration=self.calibration,
             warnings=tuple(range_warnings(point.curves, point.form.uses_tokens, self.n_params,
                                           self.tokens)),
         )  # fmt: skip

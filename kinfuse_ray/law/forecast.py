@@ -16,7 +16,7 @@ from kinfuse_ray.decision import DecisionCurves, Rule
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.law.acquisition import AcquisitionFit
 from kinfuse_ray.law.bootstrap import BootstrapFit
-from kinfuse_ray.law.checks import HeldOut, TopSlope, held_out_summary, top_slope
+from kinfuse_ray.law.checks import HeldOut, SideCheck, TopSlope, held_out_summary, top_slope
 from kinfuse_ray.law.curves import SizeCurve, spans_budgets
 from kinfuse_ray.law.draws import AtSize
 from kinfuse_ray.law.fit import PointFit
@@ -68,6 +68,7 @@ class InfusionLaw:
     acquisition: AcquisitionFit
     top_slope: TopSlope | None = None
     held_out: tuple[HeldOut, ...] = ()
+    calibration: tuple[SideCheck, ...] = ()  # each side's held-out check (select_law)
 
     @classmethod
     def fit(cls, curves: list[SizeCurve], settings: FitSettings | None = None,
@@ -114,6 +115,7 @@ class InfusionLaw:
             "intervals": self.parameter_intervals(), "confidence": self.forecast.confidence,
             "held_out": [h.to_dict() for h in self.held_out],
             "held_out_summary": self.held_out_summary,
+            "calibration": [{**asdict(c), "calibrated": c.calibrated} for c in self.calibration],
             "top_slope": self.top_slope and self.top_slope.to_dict(),
         }  # fmt: skip
 
@@ -128,7 +130,7 @@ class InfusionLaw:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
         forecast = replace(self.forecast, **{k: v for k, v in changes.items() if v is not None})
         return AtSize(self.retention, self.acquisition, self.settings, forecast,
-                      float(n_params), float(tokens))  # fmt: skip
+                      float(n_params), float(tokens), self.calibration)  # fmt: skip
 
     def predict_point(self, n_params: float, tokens: float | None = None) -> float | np.ndarray:
         """The fitted collapse ratio alone, without its interval (an array of sizes: an array)."""
@@ -165,6 +167,7 @@ class InfusionLaw:
             "acquisition": acquisition_to_dict(self.acquisition),
             "top_slope": self.top_slope and asdict(self.top_slope),
             "held_out": [asdict(h) for h in self.held_out],
+            "calibration": [asdict(c) for c in self.calibration],
         }  # fmt: skip
 
     @classmethod
@@ -173,7 +176,8 @@ class InfusionLaw:
         return cls(FitSettings(**raw["settings"]), ForecastSettings(**forecast),
                    fit_from_dict(raw["retention"]), acquisition_from_dict(raw["acquisition"]),
                    raw["top_slope"] and TopSlope.from_dict(raw["top_slope"]),
-                   tuple(HeldOut.from_dict(h) for h in raw["held_out"]))  # fmt: skip
+                   tuple(HeldOut.from_dict(h) for h in raw["held_out"]),
+                   tuple(SideCheck(**c) for c in raw.get("calibration", ())))  # fmt: skip
 
     def save(self, path: str | Path) -> None:
         write_law(self.to_dict(), path)

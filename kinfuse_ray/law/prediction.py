@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from kinfuse_ray.config import PREDICT_DEFAULTS
 from kinfuse_ray.decision import Decision
+from kinfuse_ray.law.checks import SideCheck
 from kinfuse_ray.law.curves import SizeCurve
 
 
@@ -65,7 +66,18 @@ class Prediction:
     # Share of the keep ratio's interval width each source accounts for (held fixed in turn).
     width_sources: dict[str, float] = field(default_factory=dict)
     exposures: Exposures | None = None  # None: the trials did not record them
+    # Each side's leave-one-size-out check on the ladder (none: too few sizes to check).
+    calibration: tuple[SideCheck, ...] = ()
     warnings: tuple[str, ...] = ()
+
+    def check(self, side: str) -> SideCheck | None:
+        """The held-out check of a side, "keeps" or "learns" (None: not checked)."""
+        return next((c for c in self.calibration if c.side == side), None)
+
+    @property
+    def uncalibrated(self) -> tuple[str, ...]:
+        """The sides whose probabilities failed their check: not to be quoted as probabilities."""
+        return tuple(c.side for c in self.calibration if not c.calibrated)
 
     @property
     def recommended_ratio(self) -> float | None:
@@ -81,6 +93,7 @@ class Prediction:
             **asdict(self),
             "recommended_ratio": self.recommended_ratio,
             "window_empty": self.window_empty,
+            "uncalibrated": list(self.uncalibrated),
         }
 
 

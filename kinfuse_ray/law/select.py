@@ -10,8 +10,8 @@ from dataclasses import replace
 import numpy as np
 
 from kinfuse_ray.errors import KinfuseError
-from kinfuse_ray.law.checks import HeldOut, HeldValue, LawComparison
-from kinfuse_ray.law.curves import SizeCurve, spans_budgets
+from kinfuse_ray.law.checks import HeldOut, HeldPoint, HeldValue, LawComparison, side_checks
+from kinfuse_ray.law.curves import SizeCurve, clipped_logit, spans_budgets
 from kinfuse_ray.law.forecast import InfusionLaw
 from kinfuse_ray.law.forms import FORMS
 from kinfuse_ray.law.settings import FitSettings, ForecastSettings, split
@@ -20,11 +20,14 @@ from kinfuse_ray.law.settings import FitSettings, ForecastSettings, split
 # on held-out sizes: the two-parameter power_n is then the law, fixed before looking.
 MIN_SIZES_TO_SELECT = 4
 # What a fold leaves out with the held curve: only it, every budget of its size, or every size
-# at its budget (calibration across sizes and across budgets).
+# at its budget (calibration across sizes and across budgets), or it and every larger size.
 HOLD_OUT = {
     "curve": lambda c, held: c is held,
     "size": lambda c, held: c.n_params == held.n_params,
     "budget": lambda c, held: c.tokens == held.tokens,
+    # What a team does: fit on the smaller sizes only, forecast a larger one (the folds that
+    # leave enough sizes below the held one: the top one or two rungs of a ladder).
+    "extrapolate": lambda c, held: c.n_params >= held.n_params,
 }
 
 
@@ -62,9 +65,9 @@ def select_law(
         return law, ranked
     # Each fold's interval from a quarter of the draws: validation need not be as fine.
     folds = replace(law.settings, n_bootstrap=max(50, settings.n_bootstrap // 4))
-    return replace(
-        law, held_out=tuple(leave_one_size_out(list(law.curves), folds, forecast))
-    ), ranked
+    held_out = tuple(leave_one_size_out(list(law.curves), folds, forecast))
+    calibration = side_checks(held_out, forecast.confidence)
+    return replace(law, held_out=held_out, calibration=calibration), ranked
 
 
 def compare_laws(
@@ -90,16 +93,45 @@ def compare_laws(
     return sorted(out, key=lambda c: (round(c.held_out_error, 4), FORMS[c.form].n_params))
 
 
+def _nearest_curve(curves: list[SizeCurve], held: SizeCurve) -> SizeCurve:
+    """The curve nearest to `held` among `curves`: in log N, and in log D too where budgets
+    differ."""
+    return min(curves, key=lambda c: math.hypot(math.log(c.n_params / held.n_params),
+                                                 math.log(c.tokens / held.tokens)))  # fmt: skip
+
+
 def _nearest(values: dict[str, float], curves: list[SizeCurve], held: SizeCurve) -> float:
-    """The measured value of the curve nearest to `held` among `curves`: in log N, and in
-    log D too where budgets differ."""
-    points = {c.name: (c.n_params, c.tokens) for c in curves if c.name in values}
+    """The measured value of the curve nearest to `held` among those of `curves` that have one."""
+    return values[_nearest_curve([c for c in curves if c.name in values], held).name]
 
-    def distance(name: str) -> float:
-        n, d = points[name]
-        return math.hypot(math.log(n / held.n_params), math.log(d / held.tokens))
 
-    return values[min(points, key=distance)]
+def _outcomes(curve: SizeCurve, tolerance: float, target: float) -> dict[float, tuple]:
+    """Per measured ratio (seeds averaged): did the size keep tolerance x plateau, did it learn
+    the domain (None: acquisition unmeasured)."""
+    ratios, retention, acquisition = curve.mean_curve()
+    return {
+        float(r): (float(y >= tolerance * curve.plateau),
+                   None if np.isnan(a) else float(a >= target))
+        for r, y, a in zip(ratios, retention, acquisition, strict=True)
+    }  # fmt: skip
+
+
+def _held_points(
+    sub: InfusionLaw, held: SizeCurve, rest: list[SizeCurve], target: float
+) -> tuple[HeldPoint, ...]:
+    """P(keeps) and P(learns) by `sub` at each ratio `held` measured, beside what it did there
+    and what the nearest remaining size did at its nearest ratio (in logit)."""
+    at = sub.at(held.n_params, held.tokens)
+    keep, learn = at.keep_logits(at.z, at.tolerance), at.learn_logits()
+    near = _outcomes(_nearest_curve(rest, held), at.tolerance, target)
+    out = []
+    for r, (kept, learned) in _outcomes(held, at.tolerance, target).items():
+        x = float(clipped_logit(r))
+        base = near[min(near, key=lambda q: abs(float(clipped_logit(q)) - x))]
+        out.append(HeldPoint("keeps", r, float(np.mean(x <= keep)), kept, base[0]))
+        if learn is not None and learned is not None and base[1] is not None:
+            out.append(HeldPoint("learns", r, float(np.mean(learn <= x)), learned, base[1]))
+    return tuple(out)
 
 
 def _crossing(curve: SizeCurve, share: float) -> float | None:
@@ -155,6 +187,8 @@ def leave_one_size_out(
         if held.name in learns and learn_at is not None and any(c.name in learns for c in rest):
             learn = HeldValue(learns[held.name], learn_at, learn_interval,
                               _nearest(learns, rest, held))  # fmt: skip
+        target = settings.acquisition_target
+        points = _held_points(sub, held, rest, target) if settings.n_bootstrap else ()
         out.append(HeldOut(held.name, n, sub.form, measured[held.name], rstar, r_interval,
-                           _nearest(measured, rest, held), keep, learn))  # fmt: skip
+                           _nearest(measured, rest, held), keep, learn, points))  # fmt: skip
     return out
