@@ -124,18 +124,22 @@ class Summary:
             if p.acquisition_threshold is not None:
                 metrics["predicted_acquisition_threshold"] = p.acquisition_threshold
         for c in self.confirmation:
-            metrics[f"confirm.{c.role}.measured_retention"] = c.measured
+            role = c.role.replace(" ", "_")
+            metrics[f"confirm.{role}.measured_retention"] = c.measured
             if c.predicted is not None:
-                metrics[f"confirm.{c.role}.predicted_retention"] = c.predicted
+                metrics[f"confirm.{role}.predicted_retention"] = c.predicted
+            if c.acquisition is not None:
+                metrics[f"confirm.{role}.measured_acquisition"] = c.acquisition
         return metrics
 
 
 @dataclass(frozen=True)
 class Confirmation:
     """The target size trained at one forecast ratio: the retention (share of its base model's)
-    the law predicted for one trial there, against what the trial kept."""
+    the law predicted for one trial there, against what the trial kept; and what the forecast
+    stated about both edges there (P(keeps), P(learns)) against what happened."""
 
-    role: str  # "recommended" or "collapse"
+    role: str  # "recommended", "learning edge", "collapse" (or "other")
     target: str
     n_params: int
     tokens: int
@@ -143,6 +147,11 @@ class Confirmation:
     predicted: float | None  # None: the points method predicts no retention curve
     interval: tuple[float, float] | None
     measured: float
+    p_keeps: float | None = None  # stated; kept: measured >= the tolerance
+    p_learns: float | None = None  # stated; learned: acquisition >= the target
+    kept: bool | None = None
+    acquisition: float | None = None
+    learned: bool | None = None
 
     @property
     def covered(self) -> bool | None:
@@ -196,19 +205,31 @@ class Forecast:
 
 @dataclass(frozen=True)
 class ForecastScore:
-    """How a set of confirmed forecasts did: predictions inside their intervals, mean error."""
+    """How a set of confirmed forecasts did: predictions inside their intervals, mean error; and
+    each edge's stated probability at the ratio trained for it (keeps at the recommended ratio,
+    learns at the learning edge) against how often it happened."""
 
     forecasts: int
     predictions: int  # rows with a predicted retention
     inside: int
     mean_abs_error: float | None  # |measured - predicted| retention
+    edges: dict[str, tuple[int, float, float]] = field(default_factory=dict)  # n, stated, held
 
 
 def score_forecasts(forecasts: list[Forecast]) -> ForecastScore:
     scored = [row for f in forecasts for row in f.rows if row.predicted is not None]
     inside = sum(bool(row.covered) for row in scored)
     error = sum(abs(row.error) for row in scored) / len(scored) if scored else None
-    return ForecastScore(len(forecasts), len(scored), inside, error)
+    edges = {}
+    for edge, role, stated, held in (("keeps", "recommended", "p_keeps", "kept"),
+                                     ("learns", "learning edge", "p_learns", "learned")):  # fmt: skip
+        rows = [r for f in forecasts for r in f.rows
+                if r.role == role and getattr(r, stated) is not None
+                and getattr(r, held) is not None]  # fmt: skip
+        if rows:
+            edges[edge] = (len(rows), float(np.mean([getattr(r, stated) for r in rows])),
+                           float(np.mean([getattr(r, held) for r in rows])))  # fmt: skip
+    return ForecastScore(len(forecasts), len(scored), inside, error, edges)
 
 
 def confirmation_rows(
@@ -223,20 +244,35 @@ def confirmation_rows(
     if not trials:
         return []
     plateau = float(np.mean(base)) if base else max(t.retention for t in trials)
-    roles = {}
+    roles = {round(prediction.ratio, 4): "collapse"}
+    if (edge := learning_edge(prediction)) is not None:
+        roles[round(edge, 4)] = "learning edge"
     if prediction.recommended_ratio is not None:
         roles[round(prediction.recommended_ratio, 4)] = "recommended"
-    roles[round(prediction.ratio, 4)] = "collapse"
     out = []
     for t in sorted(trials, key=lambda t: t.ratio):
         expected = law.expected_retention(t.n_params, t.tokens, t.ratio)
+        p_keeps, p_learns = law.at(t.n_params, t.tokens).probabilities(t.ratio)
+        kept = t.retention / plateau
+        learned = (
+            None if np.isnan(t.acquisition) else t.acquisition >= prediction.acquisition_target
+        )
         out.append(
             Confirmation(
                 roles.get(round(t.ratio, 4), "other"), t.size, t.n_params, t.tokens, t.ratio,
-                expected and expected[0], expected and expected[1], t.retention / plateau,
+                expected and expected[0], expected and expected[1], kept, p_keeps, p_learns,
+                kept >= prediction.tolerance, None if learned is None else t.acquisition, learned,
             )
         )  # fmt: skip
     return out
+
+
+def learning_edge(prediction: Prediction) -> float | None:
+    """The smallest ratio that learns the domain with the stated confidence (the window's lower
+    edge), where the forecast has a learning side."""
+    window = prediction.decision.window
+    trainable = window is not None and 0.001 <= window[0] <= 0.999  # a ratio a trial can take
+    return window[0] if trainable else None
 
 
 def size_curves(

@@ -511,17 +511,17 @@ class SweepConfig(Strict):
         }
         return self.train.model_copy(update=own) if own else self.train
 
-    def confirmation(self, recommended: float, collapse: float) -> SweepConfig:
+    def confirmation(self, *ratios: float) -> SweepConfig:
         """The run that checks a forecast: the target size as one more rung (its knowledge load
-        scaled from the smallest rung like every other), trained at the `recommended` ratio and
-        at the predicted `collapse` point, in its own Tune experiment but the same study and
-        output folder."""
+        scaled from the smallest rung like every other), trained at the forecast's `ratios` (the
+        recommended one, the learning edge, the predicted collapse point), in its own Tune
+        experiment but the same study and output folder."""
         target = self.predict.target
         raw = self.model_dump(mode="json")
         raw.update(
             name=f"{self.name}-confirm",
             ladder=[*raw["ladder"], target.size.model_dump(mode="json")],
-            ratios=sorted({round(recommended, 4), round(collapse, 4)}),
+            ratios=sorted({round(r, 4) for r in ratios}),
             search={"strategy": "grid"},
         )
         raw["mlflow"]["experiment"] = self.experiment

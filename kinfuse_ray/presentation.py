@@ -276,12 +276,15 @@ def describe_answer(summary: Summary) -> str:
 
 
 def describe_confirmation(c: Confirmation) -> str:
-    what = f"{c.role:<11} r = {c.ratio:.4f}: retention kept {c.measured:.2f} of plateau"
-    if c.predicted is None:
-        return what
-    lo, hi = c.interval
-    verdict = "inside" if c.covered else "OUTSIDE"
-    return f"{what}, predicted {c.predicted:.2f} ({lo:.2f}-{hi:.2f}, {verdict})"
+    what = f"{c.role:<13} r = {c.ratio:.4f}: retention kept {c.measured:.2f} of plateau"
+    if c.predicted is not None:
+        lo, hi = c.interval
+        verdict = "inside" if c.covered else "OUTSIDE"
+        what += f", predicted {c.predicted:.2f} ({lo:.2f}-{hi:.2f}, {verdict})"
+    if c.role == "learning edge" and c.learned is not None:
+        stated = "" if c.p_learns is None else f" (stated P(learns) {c.p_learns:.2f})"
+        what += f"; acquisition {c.acquisition:.2f}: {'learned' if c.learned else 'NOT learned'}{stated}"
+    return what
 
 
 def size_table(summary: Summary) -> str:
@@ -482,7 +485,7 @@ def describe_forecasts(forecasts: list[Forecast], where: str) -> str:
     if not forecasts:
         return f"no confirmed forecasts at {where} (sweeps with predict.confirm: true)"
     lines = [
-        f"{'date':<11}{'study':<22}{'target':<10}{'N':>12}  {'ratio':>7}  {'role':<11}"
+        f"{'date':<11}{'study':<22}{'target':<10}{'N':>12}  {'ratio':>7}  {'role':<14}"
         f"{'predicted':>9}  {'interval':<11}  {'measured':>8}  verdict"
     ]
     for f in forecasts:
@@ -495,7 +498,7 @@ def describe_forecasts(forecasts: list[Forecast], where: str) -> str:
             predicted = "-" if r.predicted is None else f"{r.predicted:.2f}"
             lines.append(
                 f"{day:<11}{f.study[:21]:<22}{f.target[:9]:<10}{f.n_params:>12,.0f}  "
-                f"{r.ratio:>7.4f}  {r.role:<11}{predicted:>9}  {interval:<11}  "
+                f"{r.ratio:>7.4f}  {r.role:<14}{predicted:>9}  {interval:<11}  "
                 f"{r.measured:>8.2f}  {verdict}"
             )
     score = score_forecasts(forecasts)
@@ -505,4 +508,8 @@ def describe_forecasts(forecasts: list[Forecast], where: str) -> str:
             f"{score.inside} inside their intervals; mean |measured - predicted| retention "
             f"{score.mean_abs_error:.3f}"
         )
+    for edge, (n, stated, held) in score.edges.items():
+        where = "the recommended ratio" if edge == "keeps" else "the learning edge"
+        lines.append(f"P({edge}) at {where}: stated {stated:.2f} on average over {n}, "
+                     f"happened {held:.0%}")  # fmt: skip
     return "\n".join(lines)

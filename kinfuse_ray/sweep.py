@@ -19,7 +19,7 @@ from pathlib import Path
 
 import ray
 
-from kinfuse_ray.analysis import Summary, confirmation_rows, summarise
+from kinfuse_ray.analysis import Summary, confirmation_rows, learning_edge, summarise
 from kinfuse_ray.base_store import (
     BaseStore,
     base_inputs,
@@ -131,7 +131,10 @@ def run_sweep(
             summary = _summarise(sweep, trials, base_runs, time.monotonic() - started)
             rec = summary.recommendation
             if sweep.predict.confirm and rec and rec.recommended_ratio is not None:
-                confirm = sweep.confirmation(rec.recommended_ratio, rec.ratio)
+                edge = learning_edge(rec)  # trained too: the window's lower edge
+                confirm = sweep.confirmation(
+                    rec.recommended_ratio, rec.ratio, *([edge] if edge is not None else [])
+                )
                 measured = run.trials(confirm, only=[sweep.predict.target.size.name])
                 summary.confirmation = confirmation_rows(summary.law, rec, measured)
             _record(summary, sweep.out, tracker, parent)

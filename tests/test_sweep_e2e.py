@@ -145,8 +145,19 @@ def test_a_confirmation_run_trains_the_target_and_records_the_forecast(confirm_s
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "runs" / "confirm" / "summary.json").read_text())
     rec, rows = summary["recommendation"], summary["confirmation"]
-    assert {r["role"] for r in rows} == {"recommended", "collapse"}
+    # Both edges: the recommended ratio (keeps?) and, where the forecast has a learning side,
+    # the smallest ratio that learns with the stated confidence (learns?); and the collapse point.
+    window = rec["decision"]["window"]
+    edge = window is not None and 0.001 <= window[0] <= 0.999
+    assert {r["role"] for r in rows} == {"recommended", "collapse", *(["learning edge"] * edge)}
     by_role = {r["role"]: r for r in rows}
+    for row in rows:
+        assert row["p_keeps"] is not None and row["kept"] == (row["measured"] >= 0.85)
+    if edge:
+        learning = by_role["learning edge"]
+        assert learning["ratio"] == pytest.approx(window[0], abs=1e-4)
+        assert learning["learned"] == (learning["acquisition"] >= 0.2)
+        assert learning["p_learns"] == pytest.approx(0.9, abs=0.05)  # stated at the confidence
     assert by_role["recommended"]["ratio"] == pytest.approx(rec["recommended_ratio"], abs=1e-4)
     assert by_role["collapse"]["ratio"] == pytest.approx(rec["ratio"], abs=1e-4)
     for row in rows:  # a real trial of the target size, scored against the law's curve
@@ -160,13 +171,15 @@ def test_a_confirmation_run_trains_the_target_and_records_the_forecast(confirm_s
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert "confirm.recommended.measured_retention" in parent.data.metrics
     forecast = json.loads(parent.data.tags["kinfuse.forecast"])
-    assert forecast["target"] == "big" and len(forecast["rows"]) == 2
+    assert forecast["target"] == "big" and len(forecast["rows"]) == len(rows)
     big = [r for r in runs if r.data.params.get("size") == "big"]
-    assert sorted(r.data.params["phase"] for r in big) == ["base", "infuse", "infuse"]
+    assert sorted(r.data.params["phase"] for r in big) == ["base", *["infuse"] * len(rows)]
 
     listed = kinfuse(tmp_path, "forecasts")
     assert listed.returncode == 0, listed.stderr
-    assert "confirm" in listed.stdout and "1 confirmed forecasts, 2 predictions" in listed.stdout
+    assert "confirm" in listed.stdout
+    assert f"1 confirmed forecasts, {len(rows)} predictions" in listed.stdout
+    assert "P(keeps) at the recommended ratio: stated" in listed.stdout
     # The same forecast from Python: a typed record, scored by the one function the table uses.
     from kinfuse_ray.analysis import score_forecasts
     from kinfuse_ray.records import confirmed_forecasts
@@ -175,7 +188,8 @@ def test_a_confirmation_run_trains_the_target_and_records_the_forecast(confirm_s
     assert (found.study, found.target, found.run_id) == ("confirm", "big", parent.info.run_id)
     assert [r.ratio for r in found.rows] == [row["ratio"] for row in rows]
     score = score_forecasts([found])
-    assert (score.forecasts, score.predictions) == (1, 2)
+    assert (score.forecasts, score.predictions) == (1, len(rows))
+    assert score.edges["keeps"][0] == 1 and ("learns" in score.edges) == edge
     assert score.inside == sum(bool(row["covered"]) for row in rows)
 
 

@@ -71,6 +71,12 @@ class AtSize:
             self.n_params, self.tokens, self.retention.draws.deviations, self.settings.seed
         )
 
+    def probabilities(self, ratio: float) -> tuple[float, float | None]:
+        """(P(keeps), P(learns); None: no learning side) at `ratio`, from the draws."""
+        x = float(clipped_logit(ratio))
+        keep, learn = self.keep_logits(self.z, self.tolerance), self.learn_logits()
+        return float(np.mean(x <= keep)), None if learn is None else float(np.mean(learn <= x))
+
     def expected_retention(self, ratio: float) -> tuple[float, tuple[float, float]] | None:
         """What one trial of a new size keeps at `ratio` (share of plateau), with its interval:
         the joint method's curve (None for points)."""
