@@ -87,8 +87,8 @@ def describe_law(law: InfusionLaw) -> str:
             "for the nearest measured size as is"
         )
     for check in law.calibration:
-        verdict = "hold" if check.calibrated else f"do NOT hold: {UNCALIBRATED}"
-        lines.append(f"  P({check.side}) {verdict}; {check.describe()}")
+        verdict = "calibrated on this ladder" if check.calibrated else UNCALIBRATED.upper()
+        lines.append(f"  P({check.side}): {verdict}; {check.describe()}")
     return "\n".join(lines)
 
 
@@ -136,17 +136,21 @@ def _uncalibrated(p: Prediction, side: str) -> str | None:
 
 
 def _probabilities(p: Prediction) -> str:
-    """P(keeps), P(learns) and P(both) at the recommended ratio, each only where its side passed
-    its held-out check."""
+    """P(keeps), P(learns) and P(both) at the recommended ratio, each only where the sides it
+    rests on passed their held-out check; the others named as not calibrated."""
     d = p.decision
-    keep, learn = _uncalibrated(p, "keeps"), _uncalibrated(p, "learns")
-    text = f"P(keeps) {d.p_keep:.2f}" if keep is None else f"P(keeps): {UNCALIBRATED}"
-    if d.p_learn is not None:
-        text += (
-            f", P(learns) {d.p_learn:.2f}, P(both) {d.p_both:.2f}"
-            if learn is None
-            else f"; P(learns) and P(both): {UNCALIBRATED}"
-        )
+    keeps, learns = _uncalibrated(p, "keeps") is None, _uncalibrated(p, "learns") is None
+    stated, unstated = [], []
+    for name, value, holds in (
+        ("P(keeps)", d.p_keep, keeps),
+        ("P(learns)", d.p_learn, learns),
+        ("P(both)", d.p_both, keeps and learns),
+    ):
+        if value is not None:
+            (stated if holds else unstated).append(f"{name} {value:.2f}" if holds else name)
+    text = ", ".join(stated)
+    if unstated:
+        text += ("; " if text else "") + f"{', '.join(unstated)}: {UNCALIBRATED}"
     return text
 
 

@@ -468,10 +468,10 @@ def test_a_learning_side_that_fails_its_check_is_never_quoted_as_a_probability()
     assert p.uncalibrated == ("learns",) and p.to_dict()["uncalibrated"] == ["learns"]
     text = describe_prediction(p)
     assert "learning side not calibrated on this ladder" in text
-    assert "P(learns) and P(both): not calibrated on this ladder" in text
+    assert "P(keeps) 0." in text and "P(learns), P(both): not calibrated on this ladder" in text
     assert "c* =" not in text and "window at 90% confidence:" not in text
     assert re.search(r"P\(keeps\) 0\.\d\d", text) and not re.search(r"P\(learns\) \d", text)
-    assert "P(learns) do NOT hold" in describe_law(law)
+    assert "P(learns): NOT CALIBRATED ON THIS LADDER" in describe_law(law)
     balanced = law.predict(1e7, rule="balanced").decision
     assert not balanced.informative and "not calibrated" in balanced.reasons[-1]
     again = InfusionLaw.from_dict(json.loads(json.dumps(law.to_dict())))
