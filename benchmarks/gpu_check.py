@@ -193,11 +193,13 @@ def main() -> None:
     sizes = sorted(sweep.ladder, key=lambda s: sweep.n_params[s.name])[: args.sizes]
     out = Path(args.out)
     failures = []
+    # Memory rungs first: they need no base run, and a limit that ends the check early then
+    # leaves the numbers that take longest to get.
+    for name in args.memory_rung:
+        failures += check_memory(sweep, bundle, name, dist, args.memory_steps, ladder.train)
     for size in sizes:
         failures += check_rung(sweep, bundle, size, dist, out, cadence)
     failures += check_fsdp(sweep, bundle, sizes[0], dist)
-    for name in args.memory_rung:
-        failures += check_memory(sweep, bundle, name, dist, args.memory_steps, ladder.train)
     torch.distributed.destroy_process_group()
     print(f"gpu_check: {'FAILED: ' + '; '.join(failures) if failures else 'all checks passed'}")
     sys.exit(1 if failures else 0)
@@ -306,11 +308,19 @@ def check_memory(sweep, bundle, name: str, dist: Dist, steps: int, ladder_train)
     than its margin (plan.TIGHT_ABOVE) leaves room for."""
     size, cfg = sweep.size(name), sweep.rungs[name].train
     micro = cfg.micro_batch_size or cfg.batch_size
-    tokens = steps * micro * bundle.seq_len
+    # A rank's rows of the ladder's global batch, in the ladder's micro-batches: gradients
+    # accumulate over them as in the ladder (what DDP's copies, if any, would show).
+    rows = max(micro, ladder_train.batch_size // ladder_train.workers)
+    tokens = steps * rows * bundle.seq_len
     probe = sweep.model_copy(
         update={
             "train": sweep.train.model_copy(
-                update={"batch_size": micro, "tokens": tokens, "schedule": Schedule.scratch}
+                update={
+                    "batch_size": rows,
+                    "micro_batch_size": micro,
+                    "tokens": tokens,
+                    "schedule": Schedule.scratch,
+                }
             ),
             "eval": sweep.eval.model_copy(update={"every_tokens": tokens}),
             "output_dir": sweep.out / f"memory-{name}",
@@ -331,7 +341,8 @@ def check_memory(sweep, bundle, name: str, dist: Dist, steps: int, ladder_train)
 
     peak, one, many = final.get("gpu_memory_gib"), plan(1), plan(ladder_train.workers)
     line = (
-        f"memory   {name} ({mode}, micro-batch {micro} x {bundle.seq_len}, {steps} steps, "
+        f"memory   {name} ({mode}, {rows} rows a step in micro-batches of {micro} x "
+        f"{bundle.seq_len}, {steps} steps, "
         f"{time.perf_counter() - began:.0f} s): plan for one GPU {one:.1f} GiB"
     )
     if peak is None:

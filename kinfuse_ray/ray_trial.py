@@ -72,13 +72,27 @@ def tune_trial(config: dict, *, trials: SweepTrials, bundle_ref: ray.ObjectRef) 
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def placement(workers: int, per_worker: dict[str, float], nodes: list[dict[str, float]]) -> str:
+    """STRICT_PACK when one of the cluster's `nodes` (their resources) holds every worker of the
+    trial: split over nodes, its workers talk over TCP, not the node's GPU interconnect, and
+    Ray's default PACK only prefers one node. Else PACK: the trial spans nodes (a ladder wider
+    than a node, or an autoscaling cluster whose GPU nodes have not started yet)."""
+    need = {name: amount * workers for name, amount in per_worker.items()}
+    one_node = any(all(node.get(k, 0) >= v for k, v in need.items()) for node in nodes)
+    return "STRICT_PACK" if one_node else "PACK"
+
+
+def _alive_node_resources() -> list[dict[str, float]]:
+    return [node["Resources"] for node in ray.nodes() if node["Alive"]]
+
+
 def _fit_with_ray_train(trial: TrialSpec, trials: SweepTrials, bundle_ref: ray.ObjectRef) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     train = trials.rungs[trial.size].train
-    gpu = {"GPU": 1} if train.use_gpu else {}
+    per_worker = {"CPU": train.cpus_per_trial, **({"GPU": 1} if train.use_gpu else {})}
     folder = train_run_dir(trials, trial)
     # A stable run name in a stable place: a run restarted by Tune or by a resumed sweep finds
     # its own last checkpoint there (Train V2 restores it by itself; passing one is refused).
@@ -88,7 +102,8 @@ def _fit_with_ray_train(trial: TrialSpec, trials: SweepTrials, bundle_ref: ray.O
         scaling_config=ScalingConfig(
             num_workers=train.workers,
             use_gpu=train.use_gpu,
-            resources_per_worker={"CPU": train.cpus_per_trial, **gpu},
+            resources_per_worker=per_worker,
+            placement_strategy=placement(train.workers, per_worker, _alive_node_resources()),
         ),
         run_config=RunConfig(
             name=folder.name,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from kinfuse_ray import checkpoint
@@ -127,6 +128,8 @@ class TrainStep:
         self.micro = cfg.micro_batch_size or self.rows_per_rank
         device = dist.device
         self.autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
+        # DDP, or DDP inside torch.compile's wrapper
+        self.ddp = isinstance(getattr(model, "_orig_mod", model), DistributedDataParallel)
 
     def __call__(self, step: int) -> tuple[torch.Tensor, int]:
         """(the step's loss, on the device: no host sync per step; tokens trained, all ranks)."""
@@ -145,7 +148,11 @@ class TrainStep:
             step_loss += loss.detach()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        # Under DDP the gradients are views into its all-reduce buckets (gradient_as_bucket_view):
+        # setting them to None would make every micro-batch under no_sync() allocate a fresh
+        # copy beside the buckets (8 bytes a parameter, not the 4 the plan counts). Zeroed in
+        # place they stay views; elsewhere None frees them between steps.
+        self.optimizer.zero_grad(set_to_none=not self.ddp)
         self.scheduler.step()
         return step_loss, rows.size * dist.world
 

@@ -236,5 +236,31 @@ def test_the_gpu_check_runs_in_a_bare_virtualenv(tmp_path):
     assert "gpu_check: all checks passed" in proc.stdout, proc.stdout[-2000:]
     # A line per rung (DDP and FSDP), the memory probe's rung, the checkpoint and eval shares.
     assert "t1 " in proc.stdout and "t2 " in proc.stdout and "fsdp" in proc.stdout
-    assert "memory   t2 (ddp, micro-batch 4 x 128, 3 steps" in proc.stdout
+    # First (before the rungs' runs), at a rank's 32 rows of the ladder's 256 over 8 GPUs, in its
+    # micro-batches of 4: gradients accumulate as they do in the ladder.
+    assert "memory   t2 (ddp, 32 rows a step in micro-batches of 4 x 128, 3 steps" in proc.stdout
+    assert proc.stdout.index("memory   t2") < proc.stdout.index("t1 ")
     assert "checkpoints " in proc.stdout and "at the ladder's every" in proc.stdout
+
+
+@pytest.mark.unit
+def test_the_gpu_check_wrapper_gives_memory_rungs_their_time_and_says_when_the_limit_ends_it(
+    tmp_path,
+):
+    """gpu_check.sh's limit is GPU_CHECK_TIMEOUT plus GPU_CHECK_MEMORY_SECONDS per --memory-rung,
+    and a check the limit ends says so in one line (here a python that never finishes: the
+    wrapper's limit is what is under test)."""
+    slow = tmp_path / "python3"
+    slow.write_text('#!/bin/bash\n[ "$1" = "-c" ] && exit 0\nexec sleep 60\n')  # CUDA "found"
+    slow.chmod(0o755)
+    env = {**os.environ, "PY": str(slow), "GPU_CHECK_TIMEOUT": "1", "GPU_CHECK_MEMORY_SECONDS": "2"}
+    proc = subprocess.run(
+        ["bash", REPO / "benchmarks" / "gpu_check.sh", "--memory-rung", "l1.3b",
+         "--memory-rung", "l2.6b"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 124
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "gpu_check: stopped at its limit of 5 s before it finished; raise GPU_CHECK_TIMEOUT "
+        "(or GPU_CHECK_MEMORY_SECONDS, per --memory-rung) to let it run on"
+    )
