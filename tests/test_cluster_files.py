@@ -56,3 +56,49 @@ def test_every_shell_script_passes_shellcheck():
     assert "sweeps/submit.sh" in scripts
     checked = subprocess.run(["shellcheck", *scripts], cwd=REPO, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout[-3000:]
+
+
+# A stand-in for the `ray` CLI on PATH, to drive sweeps/submit.sh through its failure paths: the
+# head's token is NEW; `ray exec` fails when EXEC_FAILS is set; the dashboard refuses any other
+# token; `ray job submit` prints the token it was given.
+FAKE_RAY = """#!/bin/bash
+case "$1 $2" in
+  "exec "*) [ -n "${EXEC_FAILS:-}" ] && { echo "Head node of cluster (kinfuse-local) not found!" >&2; exit 1; }
+            echo "Ray runtime started."; printf 'N%.0s' {1..40}; echo ;;
+  "job list") [ "$(cat "$RAY_AUTH_TOKEN_PATH")" = "$(printf 'N%.0s' {1..40})" ] && exit 0
+              echo "RuntimeError: Authentication failed: Invalid authentication token" >&2; exit 1 ;;
+  "job submit") echo "submitted with token $(cut -c1-3 "$RAY_AUTH_TOKEN_PATH")" ;;
+esac
+"""
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("case", ["stale token", "head unreachable"])
+def test_submit_fetches_a_new_heads_token_and_every_failure_is_one_line(tmp_path, case):
+    import os
+    import subprocess
+
+    fake = tmp_path / "bin" / "ray"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_RAY)
+    fake.chmod(0o755)
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "kinfuse-local.token").write_text("O" * 40 + "\n")  # an earlier head's
+    env = {**os.environ, "HOME": str(home), "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    if case == "head unreachable":
+        (home / ".ray" / "kinfuse-local.token").unlink()
+        env["EXEC_FAILS"] = "1"
+    proc = subprocess.run(
+        ["bash", "sweeps/submit.sh", "clusters/local.yaml", "micro.yaml"], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if case == "stale token":
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "submitted with token NNN"
+        assert "the head refuses the cached token" in proc.stderr
+        assert (home / ".ray" / "kinfuse-local.token").stat().st_mode & 0o077 == 0
+    else:
+        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+        assert proc.stderr.startswith("submit.sh: 'ray exec clusters/local.yaml' could not reach")
+        assert "Head node of cluster (kinfuse-local) not found!" in proc.stderr

@@ -1,7 +1,8 @@
 """`clusters/local.yaml` brought up for real: an SSH server on 127.0.0.1 (started and stopped
 by this test), `ray up`, a micro sweep sent with `sweeps/submit.sh` (the head's auth token and
 all) and recorded by the head's supervised MLflow server, MLflow killed and back by itself,
-then the documented teardown, after which no Ray or MLflow process is left.
+the cluster down and up again with a new head token (submit.sh fetches it anew), then the
+documented teardown, after which no Ray or MLflow process is left.
 
 The paths of the file are moved into a temporary folder and the nodes' environment is this
 test's own (installing one is what `make test` already did); everything else runs as written.
@@ -147,6 +148,14 @@ def test_the_local_cluster_file_comes_up_runs_a_sweep_and_goes_down(tmp_path, ss
             cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
         )
 
+    def teardown() -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+        """The documented teardown: stop the node's Ray and MLflow, then `ray down`."""
+        stop = run(
+            "ray", "exec", str(config),
+            f"RAY={nodes}/kinfuse-env/bin/ray {nodes}/kinfuse-ray/clusters/stop_node.sh",
+        )  # fmt: skip
+        return stop, run("ray", "down", "-y", str(config))
+
     try:
         up = run("ray", "up", "-y", "--no-config-cache", str(config))
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
@@ -184,12 +193,24 @@ def test_the_local_cluster_file_comes_up_runs_a_sweep_and_goes_down(tmp_path, ss
         time.sleep(1)
         assert healthy("http://127.0.0.1:5000", 120), "MLflow was not restarted"
         assert len(client.search_runs([experiment.experiment_id])) == 3
+
+        # Down and up again, as the README's "ray down when done" leads to: a new head (here:
+        # its token file gone, as on a fresh machine) with a new token; the client's cached
+        # one is refused, so submit.sh fetches the new one and the sweep goes through.
+        teardown()
+        head_token.unlink()
+        up = run("ray", "up", "-y", "--no-config-cache", str(config))
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        assert head_token.read_text().strip() != fetched.read_text().strip()
+        (job / "again.yaml").write_text(MICRO.replace("name: onhead", "name: again") +
+                                        f"output_dir: {nodes / 'shared' / 'again'}\n")  # fmt: skip
+        again = run("bash", "sweeps/submit.sh", str(config), "again.yaml", cwd=job)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        assert "the head refuses the cached token" in again.stderr
+        assert "succeeded" in again.stdout + again.stderr
+        assert fetched.read_text().strip() == head_token.read_text().strip()
     finally:
-        stop = run(
-            "ray", "exec", str(config),
-            f"RAY={nodes}/kinfuse-env/bin/ray {nodes}/kinfuse-ray/clusters/stop_node.sh",
-        )  # fmt: skip
-        down = run("ray", "down", "-y", str(config))
+        stop, down = teardown()
     assert stop.returncode == 0, stop.stdout[-2000:] + stop.stderr[-2000:]
     assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
     deadline = time.monotonic() + 30
