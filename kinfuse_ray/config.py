@@ -176,6 +176,10 @@ class TrainConfig(Strict):
     # parameters, gradients and optimizer state over the workers. Rungs may override both.
     parallelism: Parallelism = "ddp"
     activation_checkpointing: bool = False  # recompute each layer's activations in backward
+    # On GPUs the two are two numeric regimes: DDP keeps fp32 weights under bf16 autocast (fp32
+    # residual sums), FSDP2 computes with bf16 weights. A ladder whose rungs mix them would read
+    # a precision effect on retention as a size effect, so it is refused unless this says so.
+    mixed_regimes: bool = False
     # The GPU each worker has, for `kinfuse plan` (memory, peak FLOP/s): a name from
     # kinfuse_ray.hardware.GPUS. MFU itself uses the device the trial runs on.
     gpu: str | None = None
@@ -395,6 +399,23 @@ class SweepConfig(Strict):
         if budgets is not None and len(set(budgets)) != len(budgets):
             raise ValueError(f"budgets must be unique, got {budgets}")
         return sorted(budgets) if budgets else budgets
+
+    @model_validator(mode="after")
+    def _one_numeric_regime(self) -> SweepConfig:
+        if not self.train.use_gpu or self.train.mixed_regimes:
+            return self
+        by_regime: dict[str, list[str]] = {}
+        for size in self.ladder:
+            by_regime.setdefault(size.parallelism or self.train.parallelism, []).append(size.name)
+        if len(by_regime) > 1:
+            split = "; ".join(f"{mode}: {', '.join(names)}" for mode, names in by_regime.items())
+            raise ValueError(
+                f"the ladder trains its rungs in two numeric regimes on GPUs ({split}): DDP keeps "
+                "fp32 weights under bf16 autocast, FSDP2 computes with bf16 weights, and the law "
+                "would read the difference as a size effect; give every rung one parallelism "
+                "(train.parallelism), or set train.mixed_regimes: true"
+            )
+        return self
 
     @model_validator(mode="after")
     def _reference_ratio_needs_a_grid(self) -> SweepConfig:

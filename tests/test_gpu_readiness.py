@@ -238,7 +238,7 @@ def test_the_gpu_check_runs_in_a_bare_virtualenv(tmp_path):
     assert "t1 " in proc.stdout and "t2 " in proc.stdout and "fsdp" in proc.stdout
     # First (before the rungs' runs), at a rank's 32 rows of the ladder's 256 over 8 GPUs, in its
     # micro-batches of 4: gradients accumulate as they do in the ladder.
-    assert "memory   t2 (ddp, 32 rows a step in micro-batches of 4 x 128, 3 steps" in proc.stdout
+    assert "memory   t2 (fsdp, 32 rows a step in micro-batches of 4 x 128, 3 steps" in proc.stdout
     assert proc.stdout.index("memory   t2") < proc.stdout.index("t1 ")
     assert "checkpoints " in proc.stdout and "at the ladder's every" in proc.stdout
 

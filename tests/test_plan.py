@@ -52,10 +52,10 @@ def test_a_rung_close_to_the_limit_is_flagged_for_measuring(tmp_path):
 
 def test_a_rung_that_cannot_fit_is_refused_with_what_to_change(tmp_path):
     text = GPU_LADDER.read_text()
-    unsharded = text.replace(
-        "parallelism: fsdp,\n     activation_checkpointing: true}", "parallelism: ddp}"
+    unsharded = text.replace("  parallelism: fsdp ", "  parallelism: ddp ").replace(
+        ",\n     activation_checkpointing: true}", "}"
     )
-    assert unsharded != text
+    assert unsharded.count("parallelism: ddp") == 1 and "activation_checkpointing" not in unsharded
     (tmp_path / "ddp.yaml").write_text(unsharded)
     proc = kinfuse(tmp_path, "plan", "ddp.yaml")
     assert proc.returncode == 2
@@ -140,3 +140,22 @@ def test_a_budget_ladder_plan_says_what_pins_the_d_exponent(tmp_path):
     assert budget_exponent_halfwidth(4, [5e4, 1e5, 2e5], budget.seeds_needed - 1, 0.3) > 0.1
     # every budget's trials are counted
     assert plan_of(sweep, 512).grid_trials == len(sweep.ladder) * len(sweep.ratios) * 3
+
+
+def test_a_gpu_ladder_in_two_numeric_regimes_is_refused_unless_asked_for(tmp_path):
+    """DDP (fp32 weights under bf16 autocast) and FSDP2 (bf16 weights) on the rungs of one GPU
+    ladder: the law would read the precision as size. Refused in one line naming both groups;
+    allowed with train.mixed_regimes; the shipped GPU ladder is one regime."""
+    assert len({r.train.parallelism for r in load_sweep(GPU_LADDER).rungs.values()}) == 1
+    mixed = ["ladder=[{name: a, hidden_size: 768, n_layers: 12, n_heads: 12, parallelism: ddp},"
+             " {name: b, hidden_size: 1024, n_layers: 24, n_heads: 16}]"]  # fmt: skip
+    proc = kinfuse(tmp_path, "plan", str(GPU_LADDER), "--set", mixed[0])
+    assert proc.returncode == 2 and proc.stdout == ""
+    line = proc.stderr.strip()
+    assert "\n" not in line and "two numeric regimes on GPUs (ddp: a; fsdp: b)" in line
+    assert "train.mixed_regimes: true" in line
+    allowed = kinfuse(tmp_path, "plan", str(GPU_LADDER), "--set", mixed[0],
+                      "--set", "train.mixed_regimes=true")  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr
+    on_cpu = load_sweep(GPU_LADDER, [*mixed, "train.use_gpu=false"])  # one regime on CPUs: fp32
+    assert {r.train.parallelism for r in on_cpu.rungs.values()} == {"ddp", "fsdp"}
