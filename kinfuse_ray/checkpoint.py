@@ -25,15 +25,25 @@ from kinfuse_ray.files import PROGRESS, write_json_atomic
 from kinfuse_ray.parallel import in_process_group
 
 
-def save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: dict):
+def save(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    progress: dict,
+    *,
+    sync: bool = False,
+) -> None:
     """Write `model` and `optimizer` (sharded as they are) and `progress` (JSON) to the folder
     `path`. `progress.json` is written last, by rank 0, atomically: a folder that has it is a
-    whole checkpoint."""
+    whole checkpoint. The shards are fsynced only with `sync`: a training checkpoint's folder is
+    a staging folder whose copy to storage (Ray's) is the durable one, and fsyncing tens of GiB
+    per evaluation to a node's root volume costs minutes."""
     path.mkdir(parents=True, exist_ok=True)
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optim_state}
+    writer = dcp.FileSystemWriter(path, sync_files=sync)
     with _single_process_is_intended():
-        dcp.save(state, checkpoint_id=str(path), no_dist=not in_process_group())
+        dcp.save(state, storage_writer=writer, no_dist=not in_process_group())
     if not in_process_group() or torch.distributed.get_rank() == 0:
         write_json_atomic(path / PROGRESS, progress)
 
@@ -73,7 +83,7 @@ def save_whole(
     If another writer got there first, its identical copy stays and this one is dropped.
     `beside`: JSON files to put in the folder with it (file name -> value)."""
     staging = path.with_name(f"{path.name}.writing-{writer}")
-    save(staging, model, optimizer, progress)
+    save(staging, model, optimizer, progress, sync=True)  # the store's copy is the durable one
     if in_process_group() and torch.distributed.get_rank() != 0:
         return
     for name, value in (beside or {}).items():

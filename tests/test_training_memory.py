@@ -117,3 +117,25 @@ def test_a_trial_that_fits_one_node_is_placed_on_one():
     assert placement(8, {"CPU": 4, "GPU": 1}, [head]) == "PACK"  # GPU nodes not started yet
     assert placement(2, {"CPU": 1}, [{"CPU": 1}, {"CPU": 1}]) == "PACK"
     assert placement(2, {"CPU": 1}, [{"CPU": 2}]) == "STRICT_PACK"
+
+
+def test_a_training_checkpoint_is_staged_without_fsync_and_a_stored_one_with(tmp_path, monkeypatch):
+    """Every evaluation's checkpoint goes to a staging folder that Ray copies to storage: fsyncing
+    its shards (tens of GiB on the large rungs) would cost minutes on a node's root volume. The
+    base store's copy, kept for other sweeps, is synced."""
+    import os
+
+    from kinfuse_ray import checkpoint
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    model = build_model(TINY, 300, 32)
+    optimizer = torch.optim.AdamW(model.parameters())
+    checkpoint.save(tmp_path / "staged", model, optimizer, {"step": 1})
+    staged = len(synced)
+    checkpoint.save_whole(tmp_path / "stored", model, optimizer, {"step": 1}, writer="w")
+    assert checkpoint.is_complete(tmp_path / "staged") and checkpoint.is_complete(
+        tmp_path / "stored"
+    )
+    assert staged == 0 and len(synced) > 0
