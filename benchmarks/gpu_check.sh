@@ -17,6 +17,10 @@ if [ "${1:-}" = "--wheels" ]; then
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
   shift 2
 fi
+if ! "$PY" -c "import sys; sys.exit(sys.version_info < (3, 11))"; then
+  echo "gpu_check: needs Python 3.11 or newer (kinfuse_ray's config uses StrEnum); $PY is $("$PY" -V 2>&1): set PY" >&2
+  exit 2
+fi
 if ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
   echo "gpu_check: no CUDA device visible to $PY (torch $("$PY" -c 'import torch; print(torch.__version__)'))" >&2
   exit 2

@@ -70,6 +70,7 @@ from kinfuse_ray.provenance import pin_cpu_kernels
 from kinfuse_ray.records import load_trials
 from kinfuse_ray.search import LadderSearch, ratio_strategies
 from kinfuse_ray.spec import Phase, TrialResult
+from kinfuse_ray.tokens import planned_vocab_size
 from kinfuse_ray.tracking import BUDGETS_TAG, FORECAST_TAG, Tracker, store_failure
 from kinfuse_ray.tune_experiment import run_experiment
 
@@ -100,7 +101,9 @@ def run_sweep(
         check_resumable(sweep.out, sweep.name, _settings(sweep))
     # Bad data, an unreachable cluster or tracking store: fail before anything is written.
     rungs = list(sweep.rungs.values())
-    check_trainable(rungs, sweep.data.vocab_size, on_cluster=bool(sweep.ray.address))
+    # The vocabulary of the tokenizer the trials will use (as `kinfuse plan` sizes it).
+    vocab, _ = planned_vocab_size(sweep.data)
+    check_trainable(rungs, vocab, on_cluster=bool(sweep.ray.address))
     check_creatable(sweep.out, _plan(sweep).storage_bytes)
     bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
     # The cluster's address, then the store, then Ray: a wrong address or tracking URI fails in

@@ -264,3 +264,21 @@ def test_the_gpu_check_wrapper_gives_memory_rungs_their_time_and_says_when_the_l
         "gpu_check: stopped at its limit of 5 s before it finished; raise GPU_CHECK_TIMEOUT "
         "(or GPU_CHECK_MEMORY_SECONDS, per --memory-rung) to let it run on"
     )
+
+
+@pytest.mark.unit
+def test_the_gpu_check_wrapper_refuses_an_old_python_first(tmp_path):
+    """kinfuse_ray's config needs Python 3.11 (StrEnum): an older python3 on the GPU box is one
+    line before anything else runs."""
+    old = tmp_path / "python3"
+    old.write_text('#!/bin/bash\n[ "$1" = "-V" ] && { echo "Python 3.10.12"; exit 0; }\n'
+                   'case "$2" in *version_info*) exit 1 ;; esac\nexit 0\n')  # fmt: skip
+    old.chmod(0o755)
+    proc = subprocess.run(["bash", REPO / "benchmarks" / "gpu_check.sh"],
+                          env={**os.environ, "PY": str(old)}, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"gpu_check: needs Python 3.11 or newer (kinfuse_ray's config uses StrEnum); {old} is "
+        "Python 3.10.12: set PY"
+    )
