@@ -87,12 +87,19 @@ def forecast(summary: dict) -> str:
     d, lo_hi = rec["decision"], rec["interval"]
     keep = d["keep_interval"]
     learn = rec["acquisition_threshold"]
+    unchecked = set(rec.get("uncalibrated", ()))  # sides whose probabilities failed their check
+
+    def p(side: str, value: float | None) -> str:
+        shown = "not calibrated" if side in unchecked or value is None else f"{value:.2f}"
+        return f"P({side}) {shown}"
+
+    c_star = "not calibrated" if "learns" in unchecked else f"{d['c_star']:.2f}"
     return (
         f"{rec['target']}: r* {rec['ratio']:.3f} ({lo_hi[0]:.3f}-{lo_hi[1]:.3f}); keeps 90% up to "
         f"{keep[0]:.3f}-{keep[1]:.3f}; learns from {'-' if learn is None else f'{learn:.3f}'}; "
-        f"c* {d['c_star']:.2f}; recommended "
+        f"c* {c_star}; recommended "
         + ("none (not informative)" if not d["informative"] else
-           f"{rec['recommended_ratio']:.3f}: P(keeps) {d['p_keep']:.2f}, P(learns) {d['p_learn']:.2f}")
+           f"{rec['recommended_ratio']:.3f}: {p('keeps', d['p_keep'])}, {p('learns', d['p_learn'])}")
     )  # fmt: skip
 
 
