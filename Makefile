@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make quickstart   installs into .venv on first use, then runs sweeps/quickstart.yaml
-#   make test         installs into .venv on first use, then the everyday tests (about 10 min)
+#   make test         installs into .venv on first use, then the everyday tests (about 3 min
+#                     on 2 cores once installed; README "Two commands" has the measured times)
 # and `make test-all` runs every test (CI's command): real clusters over SSH, PostgreSQL, the
 # browser, kills and full disks too; it installs the Debian packages those need.
 PYTHON ?= python3
