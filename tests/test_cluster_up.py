@@ -202,6 +202,7 @@ def test_the_local_cluster_file_comes_up_runs_a_sweep_and_goes_down(tmp_path, ss
         up = run("ray", "up", "-y", "--no-config-cache", str(config))
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         assert head_token.read_text().strip() != fetched.read_text().strip()
+        assert healthy("http://127.0.0.1:5000", 120), "the new head's MLflow server did not answer"
         (job / "again.yaml").write_text(MICRO.replace("name: onhead", "name: again") +
                                         f"output_dir: {nodes / 'shared' / 'again'}\n")  # fmt: skip
         again = run("bash", "sweeps/submit.sh", str(config), "again.yaml", cwd=job)
