@@ -163,9 +163,11 @@ def _fit(args: argparse.Namespace) -> None:
         from kinfuse_ray.presentation import describe_recommendation
 
         _say(args, "\n" + describe_recommendation(prediction, target))
-    # Beside the first sweep's outputs (its own law.json stays), else in runs/refit-<names>.
-    first = sweep.out if sweep is not None else Path("runs") / f"refit-{'+'.join(args.experiment)}"
-    out = Path(args.out).resolve() if args.out else first / "refit"
+    # Under the folder it is run from, never the recorded output_dir (an absolute path of the
+    # machine and checkout the sweep ran in, a colleague's on a shared tracking server):
+    # runs/<study>/refit, beside the sweep's own outputs where it runs where the sweep ran.
+    name = sweep.name if sweep is not None else f"refit-{'+'.join(args.experiment)}"
+    out = Path(args.out or Path("runs") / name / "refit").resolve()
     out.mkdir(parents=True, exist_ok=True)
     law.save(out / "law.json")
     title = "+".join(args.experiment)
@@ -387,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="refit the law from recorded trials; write JSON and plot")
     _add_law_source(fit)
     fit.add_argument(
-        "--out", help="folder for law.json and the plot (default: <the sweep's output>/refit)"
+        "--out", help="folder for law.json and the plot (default: runs/<study>/refit, here)"
     )
     fit.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     fit.set_defaults(func=_fit)

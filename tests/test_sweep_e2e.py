@@ -95,6 +95,15 @@ def test_law_from_mlflow_matches_the_sweep_and_the_cli_predicts(micro_sweep):
     assert "b_n = " in fit.stdout and (refit / "collapse_vs_size.png").exists()
     assert f"law: {refit / 'law.json'}" in fit.stdout and not (tmp_path / "law.json").exists()
     law_file = str(refit / "law.json")
+    # From another folder (another checkout, a colleague's machine): under that folder, never
+    # into the recorded output_dir of the sweep.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    away = kinfuse(elsewhere, "fit", "--experiment", "micro", "--tracking-uri", uri)
+    assert away.returncode == 0, away.stderr[-2000:]
+    assert (elsewhere / "runs" / "micro" / "refit" / "law.json").exists()
+    assert f"law: {elsewhere / 'runs' / 'micro' / 'refit' / 'law.json'}" in away.stdout
     predict = kinfuse(tmp_path, "predict", "--law-file", law_file, "--n-params", "1e5")
     assert predict.returncode == 0, predict.stderr[-2000:]
     # One number only when the forecast is informative; either way the text says which.
