@@ -44,10 +44,28 @@ class AtSize:
         """Per draw, the law's own logit r* here (its parameters only)."""
         return self.retention.law_draws_logit(self.n_params, self.tokens)
 
+    @cached_property
+    def z_hat(self) -> float:
+        """The law's own logit r* here (its fitted parameters, no draw)."""
+        return float(self.retention.point.law_logit(self.n_params, self.tokens)[0])
+
     @property
     def z(self) -> np.ndarray:
         """Per draw, a new size's logit r* here: the law's and the size's own deviation."""
         return self.law_z + self.retention.draws.deviations
+
+    @cached_property
+    def keep(self) -> np.ndarray:
+        """Per draw, the logit of the ratio that keeps the decision's tolerance."""
+        return self.keep_logits(self.z, self.tolerance)
+
+    @cached_property
+    def learn(self) -> np.ndarray | None:
+        """Per draw, the logit of the ratio that learns the domain (None: no learning side),
+        paired with the retention draws."""
+        return self.acquisition.learn_logits(
+            self.n_params, self.tokens, self.retention.draws.deviations, self.settings.seed
+        )
 
     def interval(self, values: np.ndarray) -> tuple[float, float]:
         return central_interval(values, self.forecast.confidence)
@@ -64,18 +82,14 @@ class AtSize:
     def keep_by_tolerance(self) -> dict[float, np.ndarray]:
         """keep_logits at every tolerance of the table and the decision's."""
         table = self.forecast.tolerances if self.joint else ()
-        return {tol: self.keep_logits(self.z, tol) for tol in sorted({*table, self.tolerance})}
-
-    def learn_logits(self) -> np.ndarray | None:
-        return self.acquisition.learn_logits(
-            self.n_params, self.tokens, self.retention.draws.deviations, self.settings.seed
-        )
+        return {tol: self.keep if tol == self.tolerance else self.keep_logits(self.z, tol)
+                for tol in sorted({*table, self.tolerance})}  # fmt: skip
 
     def probabilities(self, ratio: float) -> tuple[float, float | None]:
         """(P(keeps), P(learns); None: no learning side) at `ratio`, from the draws."""
         x = float(clipped_logit(ratio))
-        keep, learn = self.keep_logits(self.z, self.tolerance), self.learn_logits()
-        return float(np.mean(x <= keep)), None if learn is None else float(np.mean(learn <= x))
+        learn = None if self.learn is None else float(np.mean(self.learn <= x))
+        return float(np.mean(x <= self.keep)), learn
 
     def expected_retention(self, ratio: float) -> tuple[float, tuple[float, float]] | None:
         """What one trial of a new size keeps at `ratio` (share of plateau), with its interval:
@@ -84,8 +98,7 @@ class AtSize:
             return None
         point, threshold = self.retention.point, self.settings.threshold
         x = float(clipped_logit(ratio))
-        z_hat = float(point.law_logit(self.n_params, self.tokens)[0])
-        best = float(retention_model(1.0, z_hat, point.shape, x, threshold))
+        best = float(retention_model(1.0, self.z_hat, point.shape, x, threshold))
         rng = np.random.default_rng(self.settings.seed)
         drawn = [retention_model(1.0, zb, shape, x, threshold)
                  + rng.normal(0, self.retention.trial_sd)
@@ -97,13 +110,12 @@ class AtSize:
         (a new size's scatter around the law; the curve's shape; the law's parameters, which the
         trials' noise and the sizes' scatter move): joint only."""
         point, deviations = self.retention.point, self.retention.draws.deviations
-        z_hat = float(point.law_logit(self.n_params, self.tokens)[0])
         held = {
             "size scatter": self.keep_logits(self.law_z, self.tolerance),
             "curve shape": self.keep_logits(
                 self.z, self.tolerance, np.tile(point.shape, (len(self.z), 1))
             ),
-            "law parameters": self.keep_logits(z_hat + deviations, self.tolerance),
+            "law parameters": self.keep_logits(self.z_hat + deviations, self.tolerance),
         }
         tail = (1 - self.forecast.confidence) / 2
         return {k: float(np.quantile(v, 1 - tail) - np.quantile(v, tail)) for k, v in held.items()}
@@ -122,7 +134,7 @@ class AtSize:
             )  # fmt: skip
             for t, k in sorted(keep_by.items(), reverse=True)
         )
-        learn = self.learn_logits()
+        learn = self.learn
         learn_checked = all(ch.calibrated for ch in self.calibration if ch.side == "learns")
         decision, _ = decide(keep_by[self.tolerance], learn, c, self.forecast.rule,
                              learn_calibrated=learn_checked)  # fmt: skip
@@ -131,7 +143,7 @@ class AtSize:
         return Prediction(
             n_params=self.n_params,
             tokens=self.tokens,
-            ratio=float(expit(point.law_logit(self.n_params, self.tokens)[0])),
+            ratio=float(expit(self.z_hat)),
             interval=self.interval(expit(self.z)),
             confidence=c,
             tolerance=self.tolerance,

@@ -136,8 +136,7 @@ class InfusionLaw:
         """The fitted collapse ratio alone, without its interval (an array of sizes: an array)."""
         if np.ndim(n_params):
             return np.array([self.predict_point(n, tokens) for n in np.asarray(n_params).ravel()])
-        at = self.at(n_params, tokens)
-        return float(expit(self.retention.point.law_logit(at.n_params, at.tokens)[0]))
+        return float(expit(self.at(n_params, tokens).z_hat))
 
     def predict(self, n_params: float, tokens: float | None = None, rule: Rule | None = None, *,
                 confidence: float | None = None, tolerance: float | None = None,
@@ -157,7 +156,7 @@ class InfusionLaw:
     def decision_curves(self, n_params: float, tokens: float | None = None) -> DecisionCurves:
         """P_keep, P_learn and P_both over a grid of ratios at this size (the plot's input)."""
         at = self.at(n_params, tokens)
-        return DecisionCurves.from_draws(at.keep_logits(at.z, at.tolerance), at.learn_logits())
+        return DecisionCurves.from_draws(at.keep, at.learn)
 
     # --- law.json ------------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -122,15 +122,15 @@ def _held_points(
     """P(keeps) and P(learns) by `sub` at each ratio `held` measured, beside what it did there
     and what the nearest remaining size did at its nearest ratio (in logit)."""
     at = sub.at(held.n_params, held.tokens)
-    keep, learn = at.keep_logits(at.z, at.tolerance), at.learn_logits()
     near = _outcomes(_nearest_curve(rest, held), at.tolerance, target)
     out = []
     for r, (kept, learned) in _outcomes(held, at.tolerance, target).items():
         x = float(clipped_logit(r))
         base = near[min(near, key=lambda q: abs(float(clipped_logit(q)) - x))]
-        out.append(HeldPoint("keeps", r, float(np.mean(x <= keep)), kept, base[0]))
-        if learn is not None and learned is not None and base[1] is not None:
-            out.append(HeldPoint("learns", r, float(np.mean(learn <= x)), learned, base[1]))
+        p_keeps, p_learns = at.probabilities(r)
+        out.append(HeldPoint("keeps", r, p_keeps, kept, base[0]))
+        if p_learns is not None and learned is not None and base[1] is not None:
+            out.append(HeldPoint("learns", r, p_learns, learned, base[1]))
     return tuple(out)
 
 
