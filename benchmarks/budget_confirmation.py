@@ -51,7 +51,7 @@ def main() -> None:
     else:
         result = f"measured: {measured.outcome.value} ({bracket})"
     print(
-        f"collapse r*: forecast {p.ratio:.3f} ({law.forecast.confidence:.0%} interval {lo:.3f}-{hi:.3f}); "
+        f"collapse r*: forecast {p.collapse_ratio:.3f} ({law.forecast.confidence:.0%} interval {lo:.3f}-{hi:.3f}); "
         + result
     )
     rows = confirmation_rows(law, p, recorded.trials + recorded.base)

@@ -26,7 +26,7 @@ def quantities(summary: dict) -> dict[str, tuple[float | None, tuple[float, floa
     rec = summary["recommendation"]
     keep = next(r for r in rec["tolerances"] if r["tolerance"] == rec["tolerance"])
     return {
-        "r*": (rec["ratio"], tuple(rec["interval"])),
+        "r*": (rec["collapse_ratio"], tuple(rec["interval"])),
         "keep ratio": (keep["ratio"], tuple(keep["interval"])),
         "recommended ratio": (rec["recommended_ratio"], None),
     }

@@ -97,7 +97,7 @@ class Summary:
             return None
         p = self.recommendation
         return Forecast(
-            self.target, p.n_params, p.tokens, self.law.form, self.law.method, p.ratio,
+            self.target, p.n_params, p.tokens, self.law.form, self.law.method, p.collapse_ratio,
             p.interval, tuple(self.confirmation), study=self.study,
         )  # fmt: skip
 
@@ -111,13 +111,13 @@ class Summary:
                 metrics.update({f"law.loso_{k}": v for k, v in self.law.held_out_summary.items()})
         if self.recommendation:
             p = self.recommendation
-            if p.recommended_ratio is not None and p.decision.informative:  # else: no number
+            if p.recommended_ratio is not None:  # None: nothing recommended
                 metrics["recommended_ratio"] = p.recommended_ratio
             metrics["forecast_informative"] = float(p.decision.informative)
             metrics.update({f"calibrated.{c.side}": float(c.calibrated) for c in p.calibration})
             if p.decision.c_star is not None and "learns" not in p.uncalibrated:
                 metrics["c_star"] = p.decision.c_star
-            metrics["predicted_collapse_ratio"] = p.ratio
+            metrics["predicted_collapse_ratio"] = p.collapse_ratio
             metrics["predicted_collapse_ratio_lo"], metrics["predicted_collapse_ratio_hi"] = (
                 p.interval
             )
@@ -244,7 +244,7 @@ def confirmation_rows(
     if not trials:
         return []
     plateau = float(np.mean(base)) if base else max(t.retention for t in trials)
-    roles = {round(prediction.ratio, 4): "collapse"}
+    roles = {round(prediction.collapse_ratio, 4): "collapse"}
     if (edge := learning_edge(prediction)) is not None:
         roles[round(edge, 4)] = "learning edge"
     if prediction.recommended_ratio is not None:
@@ -365,7 +365,7 @@ def summarise(
 
 def forecast(law: InfusionLaw, target: TargetPoint) -> Prediction:
     """The law's forecast for `target`, with what it should say about the target."""
-    prediction = law.predict(target.n_params, target.tokens)
+    prediction = law.at(target.n_params, target.tokens).prediction()
     return replace(prediction, warnings=(*prediction.warnings, *target.notes))
 
 

@@ -118,6 +118,13 @@ def facts_digest(rung: DataBundle) -> str:
     return digest.hexdigest()
 
 
+def data_digest(bundle: DataBundle) -> str:
+    """What a sweep's trials trained and were scored on, in 12 hex digits: the tokenizer, the
+    general corpus's token ids, the facts and the probes (a law.json records it)."""
+    parts = (bundle.tokenizer_digest, bundle.corpus_digest, facts_digest(bundle))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
 def hash_arrays(digest: Any, arrays: list[np.ndarray]) -> None:
     """Token id arrays into `digest`: their lengths, then their ids in one pass."""
     digest.update(np.array([len(a) for a in arrays], dtype=np.int64).tobytes())

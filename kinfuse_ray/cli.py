@@ -182,10 +182,11 @@ def _predict(args: argparse.Namespace) -> None:
     from kinfuse_ray.law import InfusionLaw
 
     if args.law_file:
-        from kinfuse_ray.presentation import describe_law
+        from kinfuse_ray.presentation import describe_law, describe_source
 
         _refuse_with_law_file(args)
         law = InfusionLaw.load(args.law_file)
+        _say(args, describe_source(law))
         changes = {"confidence": args.confidence, "tolerance": args.tolerance}
         for name, value in changes.items():  # settings of the forecast, not of the fit
             if value is not None:
@@ -197,9 +198,10 @@ def _predict(args: argparse.Namespace) -> None:
         law, _ = _fit_recorded(args)
     else:
         raise KinfuseError("predict needs --experiment NAME or --law-file FILE")
-    prediction = law.predict(args.n_params, args.tokens)
+    prediction = law.at(args.n_params, args.tokens).prediction()  # warnings: printed below
     if args.json:
-        print(json.dumps(prediction.to_dict()))
+        source = {**law.source, "measurements": law.measurements}
+        print(json.dumps({**prediction.to_dict(), "law_source": source}))
     else:
         from kinfuse_ray.presentation import describe_recommendation
 

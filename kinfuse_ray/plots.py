@@ -81,11 +81,11 @@ def plot_law(
     sizes = [c.n_params for c in law.curves]
     top = max(max(sizes), prediction.n_params if prediction else 0)
     grid = np.geomspace(min(sizes) / 1.5, top * 1.5, 40)
-    preds = [law.predict(x) for x in grid]
+    preds = [law.at(x).prediction() for x in grid]
     fig, ax = plt.subplots(figsize=(7, 4.8))
     ax.plot(
         grid,
-        [p.ratio for p in preds],
+        [p.collapse_ratio for p in preds],
         color="C0",
         label=f"collapse point r*: {law.form} ({law.method} fit)",
     )
@@ -108,10 +108,10 @@ def plot_law(
                         [p.acquisition_interval[1] for p in preds], color="C1", alpha=0.1)  # fmt: skip
     if prediction:
         p = prediction
-        ax.errorbar([p.n_params], [p.ratio], yerr=[[p.ratio - p.interval[0]], [p.interval[1] - p.ratio]],
-                    fmt="*", ms=12, color="C3", capsize=3,
-                    label=f"{target}: r* {p.ratio:.3f}")  # fmt: skip
-        if p.decision.informative and p.recommended_ratio is not None:
+        r, (lo, hi) = p.collapse_ratio, p.interval
+        ax.errorbar([p.n_params], [r], yerr=[[r - lo], [hi - r]], fmt="*", ms=12, color="C3",
+                    capsize=3, label=f"{target}: r* {r:.3f}")  # fmt: skip
+        if p.recommended_ratio is not None:
             ax.plot([p.n_params], [p.recommended_ratio], "v", color="C3",
                     label=f"recommended r = {p.recommended_ratio:.3f} ({p.decision.rule})")  # fmt: skip
     ax.set(
@@ -158,8 +158,8 @@ def plot_budgets(
         if prediction:
             x = prediction.n_params if held == 0 else prediction.tokens
             lo, hi = prediction.interval
-            ax.errorbar([x], [prediction.ratio], yerr=[[prediction.ratio - lo], [hi - prediction.ratio]],
-                        fmt="*", ms=12, color="k", capsize=3, label=f"target: r* {prediction.ratio:.3f}")  # fmt: skip
+            ax.errorbar([x], [prediction.collapse_ratio], yerr=[[prediction.collapse_ratio - lo], [hi - prediction.collapse_ratio]],
+                        fmt="*", ms=12, color="k", capsize=3, label=f"target: r* {prediction.collapse_ratio:.3f}")  # fmt: skip
         ax.set(xscale="log", yscale="logit")
         ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: the minor labels overlap
         ax.grid(alpha=0.3, which="both")
@@ -191,7 +191,9 @@ def plot_decision(law: InfusionLaw, prediction: Prediction, path: Path, target: 
                             alpha=0.15, label=f"{conf} prediction interval")  # fmt: skip
     ax_ret.axhline(p.tolerance, color="C3", ls="--", lw=1,
                    label=f"tolerance: {p.tolerance:.0%} of plateau")  # fmt: skip
-    ax_ret.axvline(p.ratio, color="grey", ls=":", lw=1, label=f"r* = {p.ratio:.3f}")
+    ax_ret.axvline(
+        p.collapse_ratio, color="grey", ls=":", lw=1, label=f"r* = {p.collapse_ratio:.3f}"
+    )
     ax_ret.set(ylabel="retention, share of its pre-infusion level", ylim=(-0.1, 1.15),
                title=f"{target}: retention against the infusion ratio")  # fmt: skip
     # A side that failed its held-out check is drawn faint and named so; P(both) and the window

@@ -44,6 +44,12 @@ def _target_label(target: str, p: Prediction) -> str:
     return f"{target} ({p.n_params:,.0f} non-embedding params, {p.tokens:,.0f} tokens)"
 
 
+def describe_source(law: InfusionLaw) -> str:
+    """One line: what the law was fitted on and by what (as its law.json records it)."""
+    given = [f"{k} {v}" for k, v in law.source.items()]
+    return f"law fitted on: {', '.join([*given, f'measurements {law.measurements}'])}"
+
+
 def describe_law(law: InfusionLaw) -> str:
     """A few lines: the law, its parameters, how r* moves over the top sizes, the held-out check."""
     n, d = [c.n_params for c in law.curves], [c.tokens for c in law.curves]
@@ -161,7 +167,7 @@ def describe_prediction(p: Prediction) -> str:
     keep = next(row for row in p.tolerances if row.tolerance == p.tolerance)
     keep_unchecked, learn_unchecked = _uncalibrated(p, "keeps"), _uncalibrated(p, "learns")
     lines = [
-        f"collapse point r* = {p.ratio:.3f} ({conf} interval {_range(p.interval)}): past it the "
+        f"collapse point r* = {p.collapse_ratio:.3f} ({conf} interval {_range(p.interval)}): past it the "
         "model has lost half of what it knew",
         *(
             [f"units: over {p.exposures.tokens:,.0f} tokens, as the largest rung renders its facts"]
@@ -347,7 +353,7 @@ def describe_headline(summary: Summary, width: int = 100) -> str:
         lo, hi = p.interval
         keep_lo, keep_hi = d.keep_interval
         paragraphs.append(
-            f"Collapse point r* {p.ratio:.3f} ({conf} interval {lo:.3f}-{hi:.3f}); keeps "
+            f"Collapse point r* {p.collapse_ratio:.3f} ({conf} interval {lo:.3f}-{hi:.3f}); keeps "
             f"retention >= {p.tolerance:.0%} of its plateau up to {keep_lo:.3f}-{keep_hi:.3f} "
             f"({conf} interval)."
         )

@@ -18,6 +18,7 @@ from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.law import InfusionLaw, from_sweep, select_law
 from kinfuse_ray.law.settings import overridden
 from kinfuse_ray.output import SWEEP_FILE
+from kinfuse_ray.provenance import commit
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
 from kinfuse_ray.tracking import (
     BUDGETS_TAG,
@@ -66,11 +67,12 @@ def _trial_result(run) -> TrialResult:
     )
 
 
-def load_trials(tracking_uri: str, experiments: list[str]) -> Recorded:
-    """Rebuild the finished trials of the latest sweep recorded in each of `experiments`
-    (several studies combine; an earlier sweep under the same name, run before its file or the
-    code changed, does not), with that sweep's own settings. A size x budget ladder's study
-    stands for its budgets' studies."""
+def load_trials(tracking_uri: str, experiments: str | list[str]) -> Recorded:
+    """Rebuild the finished trials of the latest sweep recorded in each of `experiments` (one
+    study's name, or several that combine; an earlier sweep under the same name, run before its
+    file or the code changed, does not), with that sweep's own settings. A size x budget
+    ladder's study stands for its budgets' studies."""
+    experiments = [experiments] if isinstance(experiments, str) else list(experiments)
     client = _reader(tracking_uri)
     runs, sweep_files, ladders = [], [], []
     for name in experiments:
@@ -143,11 +145,13 @@ def confirmed_forecasts(tracking_uri: str) -> list[Forecast]:
 
 
 def fit_recorded(
-    experiments: list[str], tracking_uri: str, overrides: dict | None = None
+    experiments: str | list[str], tracking_uri: str, overrides: dict | None = None
 ) -> tuple[InfusionLaw, SweepConfig | None, list[str]]:
-    """Refit the law from the trials MLflow holds, with the sweep's own settings as logged on its
-    parent run (the first study's, when several combine). `overrides` (None values ignored) win
-    and are named in the notes returned, as is anything that falls back to a default."""
+    """Refit the law from the trials MLflow holds of `experiments` (one study's name, or several
+    that combine), with the sweep's own settings as logged on its parent run (the first
+    study's). `overrides` (None values ignored) win and are named in the notes returned, as is
+    anything that falls back to a default."""
+    experiments = [experiments] if isinstance(experiments, str) else list(experiments)
     recorded = load_trials(tracking_uri, experiments)
     sweep, notes = None, []
     evals = EvalConfig()
@@ -175,4 +179,6 @@ def fit_recorded(
         for found in (recorded.trials, recorded.base)
     )
     law, _ = select_law(size_curves(trials, evals, base), settings=settings, forecast=forecast)
+    named = {"sweep": sweep.name} if sweep is not None else {}
+    law = law.sourced(study="+".join(experiments), **named, commit=commit())
     return law, sweep, notes

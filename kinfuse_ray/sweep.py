@@ -23,6 +23,7 @@ from kinfuse_ray.analysis import Summary, confirmation_rows, learning_edge, summ
 from kinfuse_ray.base_store import (
     BaseStore,
     base_inputs,
+    data_digest,
     key_inputs,
     key_of,
     pinned_kernels,
@@ -49,7 +50,7 @@ from kinfuse_ray.console import (
 from kinfuse_ray.data import DataBundle, build_bundle
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.files import write_text_atomic
-from kinfuse_ray.law import spans_budgets
+from kinfuse_ray.law import InfusionLaw, spans_budgets
 from kinfuse_ray.mlflow_mirror import MlflowTrials, open_sweep_run, record_reused_base
 from kinfuse_ray.output import (
     OUT_OF_SPACE,
@@ -65,8 +66,8 @@ from kinfuse_ray.plan import SweepPlan, check_trainable, plan_sweep
 from kinfuse_ray.plots import plot_budgets, plot_decision, plot_law, plot_retention
 from kinfuse_ray.presentation import describe_answer, describe_headline, describe_summary
 from kinfuse_ray.progress import Progress
+from kinfuse_ray.provenance import commit, pin_cpu_kernels
 from kinfuse_ray.provenance import describe as describe_provenance
-from kinfuse_ray.provenance import pin_cpu_kernels
 from kinfuse_ray.records import load_trials
 from kinfuse_ray.search import LadderSearch, ratio_strategies
 from kinfuse_ray.spec import Phase, TrialResult
@@ -131,12 +132,15 @@ def run_sweep(
                     f"no infusion trial finished; the sweep's records are in {sweep.out}"
                 )
             base_runs = [t for t in results if t.phase is Phase.base]
-            summary = _summarise(sweep, trials, base_runs, time.monotonic() - started)
+            summary = _summarise(sweep, trials, base_runs, time.monotonic() - started,
+                                 data_digest(bundle))  # fmt: skip
             rec = summary.recommendation
-            if sweep.predict.confirm and rec and rec.recommended_ratio is not None:
+            # The rule's ratio is trained even where the forecast is not informative: the
+            # measurement says how far off it was.
+            if sweep.predict.confirm and rec and rec.decision.ratio is not None:
                 edge = learning_edge(rec)  # trained too: the window's lower edge
                 confirm = sweep.confirmation(
-                    rec.recommended_ratio, rec.ratio, *([edge] if edge is not None else [])
+                    rec.decision.ratio, rec.collapse_ratio, *([edge] if edge is not None else [])
                 )
                 measured = run.trials(confirm, only=[sweep.predict.target.size.name])
                 summary.confirmation = confirmation_rows(summary.law, rec, measured)
@@ -187,9 +191,12 @@ def _run_budgets(
     check_creatable(sweep.out, _plan(sweep).storage_bytes)
     parts = [sweep.at_budget(tokens) for tokens in sweep.budgets]
     to_run = [part for part in parts if not (resume and (part.out / SUMMARY_FILE).exists())]
+    data = None  # the budgets' data digest, as their laws record it
     for part in parts:
         if part not in to_run:
             say(describe_budget_part(part.name, part.train.tokens, finished=True))
+            with contextlib.suppress(KinfuseError):
+                data = InfusionLaw.load(part.out / "law.json").source.get("data", data)
     if to_run:
         # The budgets' sweeps share one Ray session: a local instance starts once, not per budget.
         if note := pin_cpu_kernels(sweep.train.cpu_kernels):
@@ -198,10 +205,12 @@ def _run_budgets(
             for part in to_run:
                 say(describe_budget_part(part.name, part.train.tokens, finished=False))
                 again = resume and (part.out / SWEEP_FILE).exists()
-                run_sweep(part, sweep_file=sweep_file, resume=again, progress_every=progress_every)
+                done = run_sweep(part, sweep_file=sweep_file, resume=again,
+                                 progress_every=progress_every)  # fmt: skip
+                data = done.law.source.get("data", data) if done.law else data
     # Every budget's trials as recorded: those run now and those a resumed ladder kept.
     recorded = load_trials(sweep.mlflow.tracking_uri, [part.experiment for part in parts])
-    summary = _summarise(sweep, recorded.trials, recorded.base, time.monotonic() - started)
+    summary = _summarise(sweep, recorded.trials, recorded.base, time.monotonic() - started, data)
     tracker = Tracker(sweep.mlflow.tracking_uri, sweep.experiment)
     with _parent_run(sweep, tracker, resume=False, sweep_file=sweep_file) as parent:
         tracker.set_tags(parent, {BUDGETS_TAG: ",".join(part.experiment for part in parts)})
@@ -294,13 +303,21 @@ def _reuse_base_runs(
 
 
 def _summarise(
-    sweep: SweepConfig, trials: list[TrialResult], base: list[TrialResult], seconds: float
+    sweep: SweepConfig,
+    trials: list[TrialResult],
+    base: list[TrialResult],
+    seconds: float,
+    data: str | None,
 ) -> Summary:
+    """The sweep's answer, its law marked with where it came from (`data`: the data digest)."""
     summary = summarise(
         trials, name=sweep.name, evals=sweep.eval, predict=sweep.predict, seed=sweep.seed,
         target=sweep.target_point, wall_seconds=seconds, base=base,
     )  # fmt: skip
     summary.provenance = describe_provenance()
+    if summary.law is not None:
+        source = {"study": sweep.experiment, "sweep": sweep.name, "commit": commit()}
+        summary.law = summary.law.sourced(**source, **({"data": data} if data else {}))
     return summary
 
 

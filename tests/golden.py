@@ -119,7 +119,7 @@ def sweep_outcomes(summary: dict) -> dict:
                             key=lambda t: (t["phase"], t["n_params"], t["ratio"]))
         },
         "collapse_ratio": {s["size"]: round(s["collapse_ratio"], 3) for s in summary["sizes"]},
-        "target_collapse_ratio": round(rec["ratio"], 3),
+        "target_collapse_ratio": round(rec["collapse_ratio"], 3),
         "keep_interval": [round(x, 3) for x in rec["decision"]["keep_interval"]],
         "recommended_ratio": round(rec["recommended_ratio"], 3),
     }  # fmt: skip

@@ -89,7 +89,7 @@ def test_predictions_stay_inside_zero_one_however_far_out():
     law = InfusionLaw.fit(ladder(np.random.default_rng(2)), n_bootstrap=50)
     for n in (1e2, 1e9, 1e12):
         p = law.predict(n)
-        assert 0 < p.ratio < 1 and 0 < p.interval[0] <= p.interval[1] <= 1
+        assert 0 < p.collapse_ratio < 1 and 0 < p.interval[0] <= p.interval[1] <= 1
         assert 0 < p.recommended_ratio < 1
     assert any("extrapolating" in w for w in law.predict(1e9).warnings)
 
@@ -123,8 +123,8 @@ def test_a_ladder_that_stops_moving_is_reported_and_still_forecast_at_the_target
     assert not law.top_slope.moving
     p = law.predict(1e8)
     # Evaluated at the queried size, not at the largest rung: the point is the law's there.
-    assert p.ratio == law.predict_point(1e8) != pytest.approx(law.predict_point(SIZES[-1]))
-    assert p.interval[0] < p.ratio < p.interval[1] < 1.0
+    assert p.collapse_ratio == law.predict_point(1e8) != pytest.approx(law.predict_point(SIZES[-1]))
+    assert p.interval[0] < p.collapse_ratio < p.interval[1] < 1.0
 
 
 def test_a_ladder_still_moving_is_reported_moving():
@@ -137,7 +137,9 @@ def test_the_window_and_recommendation_follow_the_tolerances():
     p = law.predict(1e7)
     rows = {row.tolerance: row for row in p.tolerances}
     assert set(rows) == {0.95, 0.9, 0.8}
-    assert rows[0.95].ratio < rows[0.9].ratio < rows[0.8].ratio < p.ratio  # stricter, lower
+    assert (
+        rows[0.95].ratio < rows[0.9].ratio < rows[0.8].ratio < p.collapse_ratio
+    )  # stricter, lower
     # Against the true curve at 1e7: the ratio keeping 90% sits where the truth has it, and
     # the recommended one (that tolerance, at 90% confidence) keeps at least that.
     assert rows[0.9].ratio == pytest.approx(true_ratio_keeping(0.9, 1e7), rel=0.1)
@@ -234,6 +236,9 @@ def test_a_weak_ladder_is_not_informative():
         curves.append(SizeCurve(f"n{i}", n, 1e5, tuple(ratios), tuple(retention), acq, 1.0))
     p = InfusionLaw.fit(curves, n_bootstrap=200).predict(1e7)
     assert not p.decision.informative
+    # Nothing recommended: None in the API and in the JSON, whatever ratio the rule reached.
+    assert p.decision.ratio is not None and p.recommended_ratio is None
+    assert p.to_dict()["recommended_ratio"] is None
     text = describe_prediction(p)
     assert "NOT INFORMATIVE" in text and "recommended infusion ratio" not in text
     assert "held fixed" in text and "to narrow it" in text
@@ -268,12 +273,24 @@ def test_too_few_sizes_and_an_unfitted_law_say_so():
 
 def test_save_and_load_round_trip(tmp_path):
     law = select_law(ladder(np.random.default_rng(12)), "power_n", n_bootstrap=50)[0]
+    law = law.sourced(study="s", sweep="s", commit="abc1234", data="0123456789ab")
     law.save(tmp_path / "law.json")
     again = InfusionLaw.load(tmp_path / "law.json")
     assert again.predict(3e6) == law.predict(3e6)
+    # Where it came from travels with it; the measurements' digest is the same read back.
+    assert again.source == {"study": "s", "sweep": "s", "commit": "abc1234",
+                            "data": "0123456789ab"}  # fmt: skip
+    assert (
+        again.measurements
+        == law.measurements
+        != select_law(ladder(np.random.default_rng(13)), "power_n", n_bootstrap=50)[0].measurements
+    )
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(KinfuseError, match="not a saved infusion law"):
         InfusionLaw.load(tmp_path / "bad.json")
+    (tmp_path / "summary.json").write_text(json.dumps({"study": "q", "sizes": [], "trials": []}))
+    with pytest.raises(KinfuseError, match="a sweep's summary.json, not a saved law: load the law"):
+        InfusionLaw.load(tmp_path / "summary.json")
     old = json.loads((tmp_path / "law.json").read_text())
     del old["format"]
     (tmp_path / "old.json").write_text(json.dumps(old))
@@ -298,6 +315,35 @@ def test_a_query_outside_positive_finite_numbers_is_refused_by_name(query, name)
     for ask in (law.predict, law.predict_point):
         with pytest.raises(ValueError, match=f"^{name} must be a positive finite number"):
             ask(**query)
+
+
+def test_the_api_refuses_wrong_units_and_warns_where_python_shows_it():
+    """A ratio in percent is refused; a size meant in billions, tokens in trillions or size and
+    tokens swapped answer, but with a KinfuseWarning a notebook shows (not only in
+    `p.warnings`); a query inside the ladder warns of nothing."""
+    import warnings
+
+    from kinfuse_ray.errors import KinfuseWarning
+
+    law = InfusionLaw.fit(ladder(np.random.default_rng(16)), n_bootstrap=20)
+    for ratio in (80, 1.0, 0, -0.1, "0.5"):
+        with pytest.raises(ValueError, match=r"^ratio must lie in \(0, 1\) .*not percent"):
+            law.expected_retention(1e6, 1e5, ratio)
+        with pytest.raises(ValueError, match=r"^ratio must lie in \(0, 1\)"):
+            law.at(1e6).probabilities(ratio)
+    for query in (
+        {"n_params": 7},
+        {"n_params": 1e6, "tokens": 2},
+        {"n_params": 1e5, "tokens": 1e6},
+    ):
+        with pytest.warns(KinfuseWarning) as caught:
+            p = law.predict(**query)
+        assert [str(w.message) for w in caught] == list(p.warnings)
+    with pytest.warns(KinfuseWarning):  # once per distinct warning, over a list of sizes too
+        law.predict(np.array([7.0, 8.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        law.predict(SIZES[2], 1e5)
 
 
 def test_the_cli_refuses_a_size_that_is_not_a_positive_finite_number(tmp_path, capsys):
@@ -336,7 +382,7 @@ def test_a_law_from_plain_points_and_vectorised_forecasts():
     assert points.shape == (2,) and points[1] == law.predict_point(1e6)
     forecasts = law.predict(sizes)
     assert [f.n_params for f in forecasts] == [2e5, 1e6]
-    assert forecasts[1].ratio == law.predict(1e6).ratio
+    assert forecasts[1].collapse_ratio == law.predict(1e6).collapse_ratio
 
     for bad, says in (
         (dict(n_params=n, ratios=[x * 100 for x in r], retention=ret), "ratios must lie in (0, 1)"),

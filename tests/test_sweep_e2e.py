@@ -74,7 +74,7 @@ def test_the_micro_ladder_collapses_later_as_size_grows(micro_sweep):
     assert law["form"] == "power_n" and summary["law_comparison"] == []  # 3 sizes: the default
     assert law["params"]["b_n"] > 0  # the odds of r* grow with N
     rec = summary["recommendation"]
-    assert 0 < rec["recommended_ratio"] < rec["ratio"] < 1
+    assert 0 < rec["recommended_ratio"] < rec["collapse_ratio"] < 1
 
 
 @pytest.mark.slow
@@ -106,6 +106,11 @@ def test_law_from_mlflow_matches_the_sweep_and_the_cli_predicts(micro_sweep):
     assert f"law: {elsewhere / 'runs' / 'micro' / 'refit' / 'law.json'}" in away.stdout
     predict = kinfuse(tmp_path, "predict", "--law-file", law_file, "--n-params", "1e5")
     assert predict.returncode == 0, predict.stderr[-2000:]
+    # The law says where it came from: the refit's study and sweep, the sweep's own law its data.
+    assert re.search(r"law fitted on: study micro, sweep micro, commit \S+, measurements [0-9a-f]{12}",
+                     predict.stdout), predict.stdout[:500]  # fmt: skip
+    own = json.loads((tmp_path / "runs" / "micro" / "law.json").read_text())["source"]
+    assert own["study"] == own["sweep"] == "micro" and re.fullmatch("[0-9a-f]{12}", own["data"])
     # One number only when the forecast is informative; either way the text says which.
     assert ("recommended infusion ratio" in predict.stdout) != ("NOT INFORMATIVE" in predict.stdout)
     # For scripts: the forecast as JSON on stdout, the text for people on stderr.
@@ -113,6 +118,7 @@ def test_law_from_mlflow_matches_the_sweep_and_the_cli_predicts(micro_sweep):
     assert as_json.returncode == 0, as_json.stderr[-2000:]
     forecast = json.loads(as_json.stdout)
     assert forecast["n_params"] == 1e5 and "p_keep" in forecast["decision"]
+    assert 0 < forecast["collapse_ratio"] < 1 and forecast["law_source"]["study"] == "micro"
     # Options a fitted law cannot honour are refused, not silently ignored.
     for extra, says in ((["--law", "power_n"], "--law cannot apply to --law-file"),
                         (["--experiment", "micro"], "--law-file or --experiment, not both")):  # fmt: skip
@@ -168,7 +174,7 @@ def test_a_confirmation_run_trains_the_target_and_records_the_forecast(confirm_s
         assert learning["learned"] == (learning["acquisition"] >= 0.2)
         assert learning["p_learns"] == pytest.approx(0.9, abs=0.05)  # stated at the confidence
     assert by_role["recommended"]["ratio"] == pytest.approx(rec["recommended_ratio"], abs=1e-4)
-    assert by_role["collapse"]["ratio"] == pytest.approx(rec["ratio"], abs=1e-4)
+    assert by_role["collapse"]["ratio"] == pytest.approx(rec["collapse_ratio"], abs=1e-4)
     for row in rows:  # a real trial of the target size, scored against the law's curve
         assert row["target"] == "big" and row["predicted"] is not None
     # The law puts the target at its collapse point at 0.6 of plateau (the sweep's threshold).

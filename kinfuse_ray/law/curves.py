@@ -21,6 +21,14 @@ def clipped_logit(p: np.ndarray | float) -> np.ndarray:
     return logit(np.clip(p, EDGE, 1 - EDGE))
 
 
+def checked_ratio(ratio: float) -> float:
+    """`ratio` if it is an infusion ratio, a share in (0, 1); else one line saying what it is."""
+    if not (isinstance(ratio, int | float | np.number) and 0 < ratio < 1):
+        raise ValueError(f"ratio must lie in (0, 1) (a share of the tokens, not percent), got "
+                         f"{ratio!r}")  # fmt: skip
+    return float(ratio)
+
+
 def spans_budgets(items: Iterable) -> bool:
     """Whether `items` (curves, trials, per-size results: anything with `tokens`) come from two
     or more token budgets, a size x budget ladder: curves are then named by size and budget and

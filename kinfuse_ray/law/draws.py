@@ -14,7 +14,7 @@ from kinfuse_ray.decision import decide, width_sources
 from kinfuse_ray.law.acquisition import AcquisitionFit
 from kinfuse_ray.law.bootstrap import BootstrapFit, central_interval
 from kinfuse_ray.law.checks import SideCheck
-from kinfuse_ray.law.curves import clipped_logit
+from kinfuse_ray.law.curves import checked_ratio, clipped_logit
 from kinfuse_ray.law.fit import logit_ratio_keeping, retention_model
 from kinfuse_ray.law.prediction import Prediction, ToleranceRow, exposures_at, range_warnings
 from kinfuse_ray.law.settings import FitSettings, ForecastSettings
@@ -87,13 +87,14 @@ class AtSize:
 
     def probabilities(self, ratio: float) -> tuple[float, float | None]:
         """(P(keeps), P(learns); None: no learning side) at `ratio`, from the draws."""
-        x = float(clipped_logit(ratio))
+        x = float(clipped_logit(checked_ratio(ratio)))
         learn = None if self.learn is None else float(np.mean(self.learn <= x))
         return float(np.mean(x <= self.keep)), learn
 
     def expected_retention(self, ratio: float) -> tuple[float, tuple[float, float]] | None:
         """What one trial of a new size keeps at `ratio` (share of plateau), with its interval:
         the joint method's curve (None for points)."""
+        checked_ratio(ratio)
         if not self.joint:
             return None
         point, threshold = self.retention.point, self.settings.threshold
@@ -143,7 +144,7 @@ class AtSize:
         return Prediction(
             n_params=self.n_params,
             tokens=self.tokens,
-            ratio=float(expit(self.z_hat)),
+            collapse_ratio=float(expit(self.z_hat)),
             interval=self.interval(expit(self.z)),
             confidence=c,
             tolerance=self.tolerance,

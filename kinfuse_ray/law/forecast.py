@@ -5,15 +5,18 @@ unless given); `with_forecast(...)` is the same law stating its forecasts otherw
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from dataclasses import asdict, dataclass, replace
+import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from scipy.special import expit
 
 from kinfuse_ray.decision import DecisionCurves, Rule
-from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.errors import KinfuseError, KinfuseWarning
 from kinfuse_ray.law.acquisition import AcquisitionFit
 from kinfuse_ray.law.bootstrap import BootstrapFit
 from kinfuse_ray.law.checks import HeldOut, SideCheck, TopSlope, held_out_summary, top_slope
@@ -69,6 +72,9 @@ class InfusionLaw:
     top_slope: TopSlope | None = None
     held_out: tuple[HeldOut, ...] = ()
     calibration: tuple[SideCheck, ...] = ()  # each side's held-out check (select_law)
+    # Where it came from, as law.json records it and `kinfuse predict` echoes it: the study and
+    # sweep, the commit that fitted it, digests of the data and of the measurements.
+    source: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
     def fit(cls, curves: list[SizeCurve], settings: FitSettings | None = None,
@@ -86,6 +92,17 @@ class InfusionLaw:
                                         retention, settings.n_bootstrap, settings.seed)  # fmt: skip
         slope = top_slope(retention, forecast.confidence)
         return cls(settings, forecast, retention, acquisition, slope)
+
+    def sourced(self, **source: str) -> InfusionLaw:
+        """The same law, recording where it came from (study, sweep, commit, data)."""
+        return replace(self, source={**self.source, **source})
+
+    @property
+    def measurements(self) -> str:
+        """A digest of the measurements it was fitted to (every curve's ratios and scores):
+        two laws with the same digest rest on the same trials."""
+        rows = json.dumps([asdict(c) for c in self.curves], sort_keys=True, allow_nan=True)
+        return hashlib.sha256(rows.encode()).hexdigest()[:12]
 
     def with_forecast(self, **changes) -> InfusionLaw:
         """The same fit, stating its forecasts at other settings (confidence, tolerance, ...)."""
@@ -143,11 +160,16 @@ class InfusionLaw:
                 ) -> Prediction | list[Prediction]:  # fmt: skip
         """The forecast for a model of `n_params` non-embedding parameters trained on `tokens`:
         r* with its interval, the ratio keeping each tolerance, the learning side, and the
-        decision by `rule`, all at this size. An array of sizes gives a list, one each."""
+        decision by `rule`, all at this size. An array of sizes gives a list, one each. What
+        the law's range does not support (a size or budget far outside the fitted ones: 7 for
+        7e9, tokens in trillions, size and tokens swapped) is also raised as a
+        `KinfuseWarning`, so a notebook shows it."""
         changes = dict(rule=rule, confidence=confidence, tolerance=tolerance)
-        if np.ndim(n_params):
-            return [self.at(n, tokens, **changes).prediction() for n in np.ravel(n_params)]
-        return self.at(n_params, tokens, **changes).prediction()
+        sizes = np.ravel(n_params) if np.ndim(n_params) else [n_params]
+        predictions = [self.at(n, tokens, **changes).prediction() for n in sizes]
+        for warning in dict.fromkeys(w for p in predictions for w in p.warnings):
+            warnings.warn(warning, KinfuseWarning, stacklevel=2)
+        return predictions if np.ndim(n_params) else predictions[0]
 
     def expected_retention(self, n_params: float, tokens: float, ratio: float):
         """What one trial of a new size keeps at `ratio` (share of plateau), with its interval."""
@@ -167,6 +189,7 @@ class InfusionLaw:
             "top_slope": self.top_slope and asdict(self.top_slope),
             "held_out": [asdict(h) for h in self.held_out],
             "calibration": [asdict(c) for c in self.calibration],
+            "source": self.source,
         }  # fmt: skip
 
     @classmethod
@@ -176,7 +199,8 @@ class InfusionLaw:
                    fit_from_dict(raw["retention"]), acquisition_from_dict(raw["acquisition"]),
                    raw["top_slope"] and TopSlope.from_dict(raw["top_slope"]),
                    tuple(HeldOut.from_dict(h) for h in raw["held_out"]),
-                   tuple(SideCheck(**c) for c in raw.get("calibration", ())))  # fmt: skip
+                   tuple(SideCheck(**c) for c in raw.get("calibration", ())),
+                   raw.get("source") or {})  # fmt: skip
 
     def save(self, path: str | Path) -> None:
         write_law(self.to_dict(), path)

@@ -51,7 +51,7 @@ class Prediction:
 
     n_params: float
     tokens: float
-    ratio: float  # r*: the law's collapse point here (predict_point)
+    collapse_ratio: float  # r*: past it half of what was known is lost (not the ratio to use)
     interval: tuple[float, float]
     confidence: float
     tolerance: float  # the tolerance the decision keeps
@@ -81,7 +81,9 @@ class Prediction:
 
     @property
     def recommended_ratio(self) -> float | None:
-        return self.decision.ratio
+        """The ratio to use; None where nothing is recommended (no ratio meets the rule, or the
+        forecast is not informative: `decision.reasons` say why)."""
+        return self.decision.ratio if self.decision.informative else None
 
     @property
     def window_empty(self) -> bool:

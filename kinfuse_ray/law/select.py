@@ -172,8 +172,8 @@ def leave_one_size_out(
             continue  # too few sizes left
         n, d = held.n_params, held.tokens
         if settings.n_bootstrap:
-            p = sub.predict(n, d)
-            rstar, r_interval = p.ratio, p.interval
+            p = sub.at(n, d).prediction()
+            rstar, r_interval = p.collapse_ratio, p.interval
             row = next(r for r in p.tolerances if r.tolerance == tolerance)
             keep_at, keep_interval = row.ratio, row.interval
             learn_at, learn_interval = p.acquisition_threshold, p.acquisition_interval

@@ -62,8 +62,12 @@ def read_law(path: str | Path, from_dict: Callable[[dict], T]) -> T:
     """`from_dict` of the law saved at `path`; any problem is one line naming the file."""
     try:
         raw = json.loads(Path(path).read_text())
+        if isinstance(raw, dict) and {"study", "sizes", "trials"} <= raw.keys():
+            raise KinfuseError(
+                f"{path}: a sweep's summary.json, not a saved law: load the law.json beside it"
+            )
         if not isinstance(raw, dict) or ("retention" not in raw and "params_" not in raw):
-            raise KeyError("retention")
+            raise KinfuseError(f"{path}: not a saved infusion law (no fitted retention law in it)")
         if raw.get("format") != FORMAT:
             raise KinfuseError(
                 f"{path}: saved by an older kinfuse-ray (law format {raw.get('format', 1)}, "
