@@ -224,10 +224,9 @@ def _refuse_with_law_file(args: argparse.Namespace) -> None:
 
 
 def _store(args: argparse.Namespace) -> None:
-    from kinfuse_ray.base_store import BaseStore
+    from kinfuse_ray.base_store import BaseStore, needed_keys
     from kinfuse_ray.config import load_sweep
     from kinfuse_ray.presentation import describe_store
-    from kinfuse_ray.sweep import needed_keys
 
     store = BaseStore(Path(args.root))
     if not store.root.is_dir():

@@ -24,9 +24,7 @@ from kinfuse_ray.base_store import (
     BaseStore,
     base_inputs,
     data_digest,
-    key_inputs,
     key_of,
-    pinned_kernels,
     rung_bundle,
 )  # fmt: skip
 from kinfuse_ray.cluster import (
@@ -344,23 +342,6 @@ def _open_run(
     return open_sweep_run(
         tracker, sweep.name, sweep.out, params, resume=resume, sweep_file=sweep_file
     )
-
-
-def needed_keys(sweeps: list[SweepConfig]) -> set[str]:
-    """The keys of every base run these sweeps use (this builds their data: the tokenizer and
-    the corpus tokens, from the caches where they are there), on the CPU kernels each pins:
-    what its trials train on, whatever kernels this process's torch picked."""
-    from kinfuse_ray.provenance import kernels
-
-    here, keys = kernels(), set()
-    for sweep in sweeps:
-        if sweep.train.schedule is not Schedule.continued:  # scratch trials use no base run
-            continue
-        bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
-        for rung in sweep.rungs.values():
-            facts = rung_bundle(rung, bundle)
-            keys.add(key_of(key_inputs(rung, facts, pinned_kernels(rung, here))))
-    return keys
 
 
 def _ended_by(

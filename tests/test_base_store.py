@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -142,3 +144,16 @@ def test_kinfuse_store_lists_runs_and_deletes_those_no_sweep_file_uses(tmp_path,
     assert [e.key for e in store.entries()] == [key_of(used)]
     refused = kinfuse(tmp_path, "store", "--root", "runs/.kinfuse-base", "--delete")
     assert refused.returncode == 2 and "--delete needs --keep" in refused.stderr
+
+
+@pytest.mark.unit
+def test_listing_the_store_loads_neither_ray_nor_torch(tmp_path):
+    """`kinfuse store` lists a folder in about a second: Ray and torch (seconds to import, a
+    minute or more cold) load only when --keep asks for the keys of sweep files."""
+    (tmp_path / "store").mkdir()
+    code = ("import sys; from kinfuse_ray import cli; cli.main(['store', '--root', sys.argv[1]]); "
+            "print('loaded:', [m for m in ('ray', 'torch', 'mlflow') if m in sys.modules])")  # fmt: skip
+    listed = subprocess.run([sys.executable, "-c", code, str(tmp_path / "store")],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "loaded: []" in listed.stdout
