@@ -21,10 +21,15 @@ import math
 import shlex
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from kinfuse_ray.base_store import STORE
 from kinfuse_ray.config import LAW_FORMS, LAW_METHODS, MLFLOW_DEFAULTS, RayConfig
 from kinfuse_ray.errors import KinfuseError
+
+TRACKING_HELP = (
+    f"the MLflow tracking store (default: {MLFLOW_DEFAULTS.tracking_uri}, in this folder)"
+)
 
 
 class Interrupted(KinfuseError):
@@ -297,8 +302,16 @@ def _share(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """A wrong command line is one line and exit 2, like any other user mistake (argparse's own
+    prints the whole usage first); `--help` still prints it. Subcommands use the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _add_sweep_file(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sweep_file")
+    parser.add_argument("sweep_file", help="the sweep file (YAML), e.g. sweeps/quickstart.yaml")
     parser.add_argument(
         "--set",
         action="append",
@@ -314,7 +327,7 @@ def _add_law_source(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="MLflow experiment (a study); repeat to combine sweeps",
     )
-    parser.add_argument("--tracking-uri", default=MLFLOW_DEFAULTS.tracking_uri)
+    parser.add_argument("--tracking-uri", default=MLFLOW_DEFAULTS.tracking_uri, help=TRACKING_HELP)
     law = parser.add_argument_group(
         "law settings", "default: the sweep's own, as recorded on its parent run"
     )
@@ -331,7 +344,7 @@ def _add_law_source(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from kinfuse_ray import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kinfuse",
         description="Find where infusing domain knowledge into pretraining collapses what a "
         "model knew,\non a ladder of small models, and forecast it for a larger one.\n\n"
@@ -436,7 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     forecasts = sub.add_parser(
         "forecasts", help="every confirmed forecast in a tracking store, with its error"
     )
-    forecasts.add_argument("--tracking-uri", default=MLFLOW_DEFAULTS.tracking_uri)
+    forecasts.add_argument(
+        "--tracking-uri", default=MLFLOW_DEFAULTS.tracking_uri, help=TRACKING_HELP
+    )
     forecasts.add_argument("--json", action="store_true", help="print them as JSON on stdout")
     forecasts.set_defaults(func=_forecasts)
     return parser

@@ -245,3 +245,17 @@ def test_resume_with_nothing_to_resume_is_refused(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("kinfuse: error: --resume: no interrupted sweep 'bad' in ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [(["sweep"], "kinfuse sweep: error: the following arguments are required: sweep_file"),
+     (["predict", "--n-params", "x"], "kinfuse predict: error: argument --n-params: not a number"),
+     (["bogus"], "kinfuse: error: argument command: invalid choice: 'bogus'")],
+)  # fmt: skip
+def test_a_wrong_command_line_is_one_line_that_points_to_help(argv, says, capsys):
+    with pytest.raises(SystemExit) as ended:
+        cli.main(argv)
+    assert ended.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(says) and line.endswith("--help)"), line
