@@ -27,7 +27,7 @@ from kinfuse_ray.provenance import pinned_path
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
 
 if TYPE_CHECKING:
-    from kinfuse_ray.config import Rung, SweepConfig
+    from kinfuse_ray.config import Rung
     from kinfuse_ray.data import DataBundle
 
 # Bump when the outcome of a base run changes for the same inputs (model, stream, optimizer,
@@ -235,22 +235,3 @@ def _differs(stored: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -
 
 def _short(value: Any) -> Any:
     return f"{value[:8]}.." if isinstance(value, str) and len(value) > 16 else value
-
-
-def needed_keys(sweeps: list[SweepConfig]) -> set[str]:
-    """The keys of every base run these sweeps use (this builds their data: the tokenizer and
-    the corpus tokens, from the caches where they are there), on the CPU kernels each pins:
-    what its trials train on, whatever kernels this process's torch picked."""
-    from kinfuse_ray.config import Schedule
-    from kinfuse_ray.data import build_bundle
-    from kinfuse_ray.provenance import kernels  # imports torch: only where keys are asked for
-
-    here, keys = kernels(), set()
-    for sweep in sweeps:
-        if sweep.train.schedule is not Schedule.continued:  # scratch trials use no base run
-            continue
-        bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
-        for rung in sweep.rungs.values():
-            facts = rung_bundle(rung, bundle)
-            keys.add(key_of(key_inputs(rung, facts, pinned_kernels(rung, here))))
-    return keys

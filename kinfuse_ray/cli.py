@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from kinfuse_ray.base_store import STORE
-from kinfuse_ray.config import LAW_FORMS, LAW_METHODS, MLFLOW_DEFAULTS, RayConfig
+from kinfuse_ray.config import LAW_FORMS, LAW_METHODS, MLFLOW_DEFAULTS, RayConfig, SweepConfig
 from kinfuse_ray.errors import KinfuseError
 
 TRACKING_HELP = (
@@ -229,7 +229,7 @@ def _refuse_with_law_file(args: argparse.Namespace) -> None:
 
 
 def _store(args: argparse.Namespace) -> None:
-    from kinfuse_ray.base_store import BaseStore, needed_keys
+    from kinfuse_ray.base_store import BaseStore
     from kinfuse_ray.config import load_sweep
     from kinfuse_ray.presentation import describe_store
 
@@ -238,12 +238,32 @@ def _store(args: argparse.Namespace) -> None:
         raise KinfuseError(f"{store.root}: no base-run store there")
     if args.delete and not args.keep:
         raise KinfuseError("--delete needs --keep SWEEP_FILE: the sweep files whose runs stay")
-    needed = needed_keys([load_sweep(f) for f in args.keep]) if args.keep else None
+    needed = _needed_keys([load_sweep(f) for f in args.keep]) if args.keep else None
     entries = store.entries()
     print(describe_store(store.root, entries, needed))
     if args.delete:
         gone = store.prune(needed)
         print(f"deleted {len(gone)} base runs ({sum(e.bytes for e in gone) / 1e6:.1f} MB)")
+
+
+def _needed_keys(sweeps: list[SweepConfig]) -> set[str]:
+    """The keys of every base run these sweeps use (this builds their data: the tokenizer and
+    the corpus tokens, from the caches where they are there), on the CPU kernels each pins:
+    what its trials train on, whatever kernels this process's torch picked."""
+    from kinfuse_ray.base_store import key_inputs, key_of, pinned_kernels, rung_bundle
+    from kinfuse_ray.config import Schedule
+    from kinfuse_ray.data import build_bundle
+    from kinfuse_ray.provenance import kernels  # imports torch: only where keys are asked for
+
+    here, keys = kernels(), set()
+    for sweep in sweeps:
+        if sweep.train.schedule is not Schedule.continued:  # scratch trials use no base run
+            continue
+        bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
+        for rung in sweep.rungs.values():
+            facts = rung_bundle(rung, bundle)
+            keys.add(key_of(key_inputs(rung, facts, pinned_kernels(rung, here))))
+    return keys
 
 
 def _forecasts(args: argparse.Namespace) -> None:

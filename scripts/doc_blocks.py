@@ -13,6 +13,11 @@ from such blocks, or from sections marked as historical.
     .venv/bin/python scripts/doc_blocks.py            # rerun every command, rewrite the blocks
     .venv/bin/python scripts/doc_blocks.py --list     # the blocks and their commands
     .venv/bin/python scripts/doc_blocks.py --only calibration   # those whose command has this
+    .venv/bin/python scripts/doc_blocks.py --check    # the blocks no sweep produces: unchanged?
+
+A block whose command reads a sweep's outputs (`runs/...`, `--experiment NAME`) names the run it
+came from and is rewritten by hand after that sweep; every other block is checked (a test runs
+`--check`): what its command prints now must be what the block holds.
 
 The README's quickstart answer has its own script (scripts/readme_quickstart.py), checked by a
 test against a fresh quickstart.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import difflib
 import re
 import subprocess
 import sys
@@ -47,6 +53,34 @@ def run(command: str) -> str:
     return done.stdout.rstrip()
 
 
+def needs_a_sweep(command: str) -> bool:
+    """The command reads a sweep's outputs (a run folder or a recorded study)."""
+    return "runs/" in command or "--experiment" in command
+
+
+def body(block: str) -> str:
+    """The fenced output of a rendered block (its heading carries the commit and date)."""
+    found = re.search(r"```text\n(.*?)\n```", block, re.DOTALL)
+    return found.group(1) if found else ""
+
+
+def check() -> int:
+    """Rerun every block no sweep produces; 1 (and the difference) where one drifted."""
+    drifted = 0
+    for doc in documents():
+        for _, command, block, _ in BLOCK.findall(doc.read_text()):
+            if needs_a_sweep(command):
+                continue
+            now = run(command)
+            if now != body(block):
+                drifted += 1
+                print(f"{doc.relative_to(REPO)}: `{command}` prints otherwise now:")
+                print("\n".join(difflib.unified_diff(body(block).splitlines(), now.splitlines(),
+                                                     "in the doc", "now", lineterm="")))  # fmt: skip
+    print(f"{drifted} generated block(s) drifted" if drifted else "every checked block holds")
+    return 1 if drifted else 0
+
+
 def rendered(command: str, output: str) -> str:
     sys.path.insert(0, str(REPO))
     from kinfuse_ray.provenance import describe
@@ -62,7 +96,11 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--list", action="store_true", help="list the blocks; run nothing")
     parser.add_argument("--only", help="rewrite only blocks whose command contains this")
+    parser.add_argument("--check", action="store_true", help="compare the blocks no sweep "
+                        "produces with what their commands print now; rewrite nothing")  # fmt: skip
     args = parser.parse_args()
+    if args.check:
+        return check()
     for doc in documents():
         text = doc.read_text()
         blocks = BLOCK.findall(text)

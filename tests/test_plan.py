@@ -159,3 +159,17 @@ def test_a_gpu_ladder_in_two_numeric_regimes_is_refused_unless_asked_for(tmp_pat
     assert allowed.returncode == 0, allowed.stderr
     on_cpu = load_sweep(GPU_LADDER, [*mixed, "train.use_gpu=false"])  # one regime on CPUs: fp32
     assert {r.train.parallelism for r in on_cpu.rungs.values()} == {"ddp", "fsdp"}
+
+
+def test_the_docs_generated_blocks_say_what_their_commands_print_now():
+    """A block no sweep produces (the README's `kinfuse plan sweeps/gpu_ladder.yaml`) drifted
+    once: memory twice what the command printed after the micro-batch changed. The check reruns
+    each and fails on any difference; it fails on a block edited by hand too."""
+    import subprocess
+    import sys
+
+    script = REPO / "scripts" / "doc_blocks.py"
+    checked = subprocess.run([sys.executable, script, "--check"], capture_output=True, text=True,
+                             cwd=REPO, timeout=300)  # fmt: skip
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-2000:]
+    assert "every checked block holds" in checked.stdout

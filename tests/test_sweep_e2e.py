@@ -73,8 +73,10 @@ def test_the_micro_ladder_collapses_later_as_size_grows(micro_sweep):
     law = summary["law"]
     assert law["form"] == "power_n" and summary["law_comparison"] == []  # 3 sizes: the default
     assert law["params"]["b_n"] > 0  # the odds of r* grow with N
-    rec = summary["recommendation"]
-    assert 0 < rec["recommended_ratio"] < rec["collapse_ratio"] < 1
+    rec, decision = summary["recommendation"], summary["recommendation"]["decision"]
+    assert 0 < decision["ratio"] < rec["collapse_ratio"] < 1  # the rule's ratio, below r*
+    # A number to use only where the forecast is informative (None beside "not informative").
+    assert rec["recommended_ratio"] == (decision["ratio"] if decision["informative"] else None)
 
 
 @pytest.mark.slow
