@@ -13,6 +13,7 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 from scipy.special import expit, logit  # noqa: E402
 
 from kinfuse_ray.analysis import Summary, collapse_curve  # noqa: E402
+from kinfuse_ray.config import EVAL_DEFAULTS, PREDICT_DEFAULTS, EvalConfig  # noqa: E402
 from kinfuse_ray.law import InfusionLaw, Prediction, spans_budgets  # noqa: E402
 
 RATIO_TICKS = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998)
@@ -28,8 +29,16 @@ def _ratio_axis(ax, axis: str = "y") -> None:
     ax.minorticks_off()
 
 
-def plot_retention(summary: Summary, path: Path) -> Path:
-    """Retention and acquisition against infusion ratio, one line per size, r* marked."""
+def plot_retention(
+    summary: Summary,
+    path: Path,
+    evals: EvalConfig = EVAL_DEFAULTS,
+    acquisition_target: float = PREDICT_DEFAULTS.acquisition_target,
+) -> Path:
+    """Retention and acquisition against infusion ratio, one line per size, r* marked, with the
+    lines the answer reads them by: retention at the collapse threshold and the tolerance x the
+    largest size's plateau (each size's own differs) and the acquisition target."""
+    collapse, tolerance = evals.collapse_threshold, evals.plateau_tolerance
     fig, (ax_ret, ax_acq) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     budgets = spans_budgets(summary.sizes)
     for i, size in enumerate(summary.sizes):
@@ -42,6 +51,14 @@ def plot_retention(summary: Summary, path: Path) -> Path:
         ax_acq.plot(ratios, acquisition, "o-", color=color, label=label)
         if size.collapse.found:
             ax_ret.axvline(size.collapse.ratio, color=color, ls=":", lw=1)
+    plateau = summary.sizes[-1].collapse.plateau if summary.sizes else None
+    if plateau is not None and plateau > 0:
+        for share, style, what in ((collapse, ":", "collapse"), (tolerance, "--", "tolerance")):
+            ax_ret.axhline(share * plateau, color="grey", ls=style, lw=1,
+                           label=f"{what}: {share:.0%} of {summary.sizes[-1].size}'s plateau")  # fmt: skip
+    ax_acq.axhline(acquisition_target, color="grey", ls="--", lw=1,
+                   label=f"learns the domain: acquisition >= {acquisition_target:.2f}")  # fmt: skip
+    ax_acq.legend(fontsize=7, loc="upper left")
     ax_ret.set(
         xlabel="infusion ratio r",
         ylabel="retention (chance-corrected)",
@@ -75,37 +92,40 @@ def plot_law(
     prediction: Prediction | None = None,
     target: str = "target",
 ) -> Path:
-    """Collapse point and acquisition threshold against size on a logit axis (both bounds of the
-    infusion window), each law with its interval band, the leave-one-size-out predictions and the
-    target's forecast with its recommended ratio."""
+    """The infusion window against size on a logit axis: its upper edge, the ratio that keeps
+    retention at the tolerance, and its lower edge, the ratio that learns the domain, each law
+    with its prediction band; the collapse point r* past the window with the measured ones and
+    the leave-one-size-out predictions; the target's forecast with its recommended ratio."""
     sizes = [c.n_params for c in law.curves]
     top = max(max(sizes), prediction.n_params if prediction else 0)
     grid = np.geomspace(min(sizes) / 1.5, top * 1.5, 40)
     preds = [law.at(x).prediction() for x in grid]
-    fig, ax = plt.subplots(figsize=(7, 4.8))
-    ax.plot(
-        grid,
-        [p.collapse_ratio for p in preds],
-        color="C0",
-        label=f"collapse point r*: {law.form} ({law.method} fit)",
-    )
-    ax.fill_between(grid, [p.interval[0] for p in preds], [p.interval[1] for p in preds],
-                    color="C0", alpha=0.15, label=f"{law.forecast.confidence:.0%} prediction interval")  # fmt: skip
+    conf = f"{law.forecast.confidence:.0%}"
+    keeps = [next(row for row in p.tolerances if row.tolerance == p.tolerance) for p in preds]
+    fig, ax = plt.subplots(figsize=(7, 6.4))
+    ax.plot(grid, [row.ratio for row in keeps], color="C2",
+            label=f"keeps retention >= {preds[0].tolerance:.0%} up to (window's upper edge)")  # fmt: skip
+    ax.fill_between(grid, [row.interval[0] for row in keeps], [row.interval[1] for row in keeps],
+                    color="C2", alpha=0.15, label=f"{conf} prediction interval, keep ratio")  # fmt: skip
+    ax.plot(grid, [p.collapse_ratio for p in preds], color="C0", ls="-.",
+            label=f"collapse point r* (half kept): {law.form} ({law.method} fit)")  # fmt: skip
     by_name = {c.name: c for c in law.curves}
     ax.plot([by_name[s].n_params for s in law.measured], list(law.measured.values()), "o",
             color="C0", label="measured r* (detector)")  # fmt: skip
     for i, h in enumerate(law.held_out):
         ax.errorbar([h.n_params], [h.predicted], yerr=[[h.predicted - h.interval[0]], [h.interval[1] - h.predicted]],
-                    fmt="s", mfc="none", color="C2", capsize=3,
-                    label="leave-one-size-out prediction" if i == 0 else None)  # fmt: skip
+                    fmt="s", mfc="none", color="C0", capsize=3,
+                    label="leave-one-size-out prediction of r*" if i == 0 else None)  # fmt: skip
     thresholds = law.acquisition.thresholds
     if thresholds:
         ax.plot([v[0] for v in thresholds.values()], [v[2] for v in thresholds.values()], "^",
                 color="C1", label=f"learns the domain (acquisition {law.settings.acquisition_target:.2f})")  # fmt: skip
     if preds[0].acquisition_threshold is not None:
-        ax.plot(grid, [p.acquisition_threshold for p in preds], color="C1", ls="--")
+        ax.plot(grid, [p.acquisition_threshold for p in preds], color="C1", ls="--",
+                label="learns the domain from (window's lower edge)")  # fmt: skip
         ax.fill_between(grid, [p.acquisition_interval[0] for p in preds],
-                        [p.acquisition_interval[1] for p in preds], color="C1", alpha=0.1)  # fmt: skip
+                        [p.acquisition_interval[1] for p in preds], color="C1", alpha=0.1,
+                        label=f"{conf} prediction interval, learn ratio")  # fmt: skip
     if prediction:
         p = prediction
         r, (lo, hi) = p.collapse_ratio, p.interval
@@ -120,12 +140,12 @@ def plot_law(
     # matplotlib's logit axis does not autoscale to what is drawn: span every value, with a
     # margin of 0.3 in logit on each side.
     shown = [v for line in ax.get_lines() for v in np.atleast_1d(line.get_ydata())]
-    shown += [v for p in preds for v in p.interval]
+    shown += [v for row in keeps for v in row.interval]
     lo, hi = logit(np.clip([min(shown), max(shown)], 1e-4, 1 - 1e-4))
     ax.set_ylim(expit(lo - 0.3), expit(hi + 0.3))
     _ratio_axis(ax, "y")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     ax.set_title(f"{title}: the infusion window vs model size")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -223,7 +243,8 @@ def plot_decision(law: InfusionLaw, prediction: Prediction, path: Path, target: 
         _ratio_axis(ax, "x")
         ax.set_xlabel("infusion ratio r (share of training tokens from the domain)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        # Below the axes: inside, it covered P(learns) rising through the lower left.
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     verdict = "" if d.informative else f"NOT INFORMATIVE ({'; '.join(d.reasons)})"
     fig.suptitle(f"{target} ({p.n_params:,.0f} parameters, {p.tokens:,.0f} tokens) {verdict}")
     fig.tight_layout()

@@ -142,7 +142,7 @@ def run_sweep(
                 )
                 measured = run.trials(confirm, only=[sweep.predict.target.size.name])
                 summary.confirmation = confirmation_rows(summary.law, rec, measured)
-            _record(summary, sweep.out, tracker, parent)
+            _record(summary, sweep, tracker, parent)
             return summary
     finally:
         for signum, handler in before.items():
@@ -212,7 +212,7 @@ def _run_budgets(
     tracker = Tracker(sweep.mlflow.tracking_uri, sweep.experiment)
     with _parent_run(sweep, tracker, resume=False, sweep_file=sweep_file) as parent:
         tracker.set_tags(parent, {BUDGETS_TAG: ",".join(part.experiment for part in parts)})
-        _record(summary, sweep.out, tracker, parent)
+        _record(summary, sweep, tracker, parent)
     return summary
 
 
@@ -368,12 +368,15 @@ def _ended_by(
     return exc
 
 
-def _record(summary: Summary, out: Path, tracker: Tracker, parent: str) -> None:
+def _record(summary: Summary, sweep: SweepConfig, tracker: Tracker, parent: str) -> None:
+    out = sweep.out
     files = [
         summary.save(out / SUMMARY_FILE),
         write_text_atomic(out / "answer.txt", describe_answer(summary) + "\n"),
         write_text_atomic(out / "answer.md", describe_summary(summary) + "\n"),
-        plot_retention(summary, out / "retention_vs_ratio.png"),
+        plot_retention(
+            summary, out / "retention_vs_ratio.png", sweep.eval, sweep.predict.acquisition_target
+        ),  # fmt: skip
     ]
     if summary.law is not None:
         summary.law.save(out / "law.json")
