@@ -247,9 +247,8 @@ def confirmation_rows(
     roles = {round(prediction.collapse_ratio, 4): "collapse"}
     if (edge := learning_edge(prediction)) is not None:
         roles[round(edge, 4)] = "learning edge"
-    if (ratio := prediction.decision.ratio) is not None:  # trained even where not informative
-        informative = prediction.recommended_ratio is not None
-        roles[round(ratio, 4)] = "recommended" if informative else "rule's ratio"
+    if prediction.decision.ratio is not None:  # the rule's, trained even where not informative
+        roles[round(prediction.decision.ratio, 4)] = "recommended"
     out = []
     for t in sorted(trials, key=lambda t: t.ratio):
         expected = law.expected_retention(t.n_params, t.tokens, t.ratio)

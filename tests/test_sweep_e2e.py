@@ -175,7 +175,9 @@ def test_a_confirmation_run_trains_the_target_and_records_the_forecast(confirm_s
         assert learning["ratio"] == pytest.approx(window[0], abs=1e-4)
         assert learning["learned"] == (learning["acquisition"] >= 0.2)
         assert learning["p_learns"] == pytest.approx(0.9, abs=0.05)  # stated at the confidence
-    assert by_role["recommended"]["ratio"] == pytest.approx(rec["recommended_ratio"], abs=1e-4)
+    # The rule's ratio, trained even where the forecast is not informative (recommended_ratio
+    # None in the JSON then).
+    assert by_role["recommended"]["ratio"] == pytest.approx(rec["decision"]["ratio"], abs=1e-4)
     assert by_role["collapse"]["ratio"] == pytest.approx(rec["collapse_ratio"], abs=1e-4)
     for row in rows:  # a real trial of the target size, scored against the law's curve
         assert row["target"] == "big" and row["predicted"] is not None
@@ -242,7 +244,7 @@ def test_kinfuse_fit_uses_the_sweeps_own_settings(confirm_sweep):
         assert f"recommended infusion ratio {rec['recommended_ratio']:.3f}" in fit.stdout
     else:
         assert "NOT INFORMATIVE" in fit.stdout and "recommended infusion ratio" not in fit.stdout
-    assert f"collapse point r* = {rec['ratio']:.3f}" in fit.stdout
+    assert f"collapse point r* = {rec['collapse_ratio']:.3f}" in fit.stdout
     law = json.loads((tmp_path / "refit" / "law.json").read_text())
     settings, forecast = law["settings"], law["forecast"]
     assert (settings["threshold"], forecast["tolerance"], settings["acquisition_target"]) == (
