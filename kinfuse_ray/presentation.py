@@ -57,10 +57,12 @@ def describe_law(law: InfusionLaw) -> str:
     budgets = spans_budgets(law.curves)  # one curve per (size, budget)
     curves = _curves_label(budgets)
     tokens = f", D {min(d):,.0f} to {max(d):,.0f} tokens" if budgets else ""
+    point = law.retention.point
     lines = [
         f"law {law.form} ({law.method} fit), {len(law.curves)} {curves} "
         f"(N {min(n):,.0f} to {max(n):,.0f}{tokens}), "
-        f"{sum(len(c.ratios) for c in law.curves)} trials:"
+        f"{sum(len(c.ratios) for c in law.curves)} trials:",
+        f"  {point.form.equation(point.log_n0, point.log_d0)}",
     ]
     intervals = law.parameter_intervals()
     for name, value in law.parameters.items():
@@ -124,7 +126,13 @@ def describe_budget_exponent(lo: float, hi: float) -> str:
 
 
 def _range(interval: tuple[float, float]) -> str:
-    return f"{interval[0]:.3f}-{interval[1]:.3f}"
+    """lo-hi with 3 decimals, more (up to 6) where 3 would print both ends alike or as 1.000."""
+    lo, hi = interval
+    for digits in range(3, 7):
+        a, b = f"{lo:.{digits}f}", f"{hi:.{digits}f}"
+        if a != b and (hi >= 1 or float(b) < 1):
+            return f"{a}-{b}"
+    return f"{lo:.3f}-{hi:.3f}"
 
 
 def _units(p: Prediction, ratio: float) -> str:
@@ -259,7 +267,8 @@ def _recommendation(p: Prediction) -> str:
 
 
 def _prediction_with_warnings(p: Prediction) -> str:
-    return "\n".join([describe_prediction(p), *(f"warning: {w}" for w in p.warnings)])
+    """The forecast, its warnings first: one far from the rungs says so before any number."""
+    return "\n".join([*(f"warning: {w}" for w in p.warnings), describe_prediction(p)])
 
 
 def describe_recommendation(p: Prediction, target: str) -> str:

@@ -10,7 +10,7 @@ from scipy.special import expit, logit
 
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.law import InfusionLaw, SizeCurve, point_law, select_law
-from kinfuse_ray.presentation import describe_law, describe_prediction
+from kinfuse_ray.presentation import describe_law, describe_prediction, describe_recommendation
 
 pytestmark = pytest.mark.unit
 
@@ -86,12 +86,19 @@ def test_the_saturating_form_recovers_its_ceiling():
 
 
 def test_predictions_stay_inside_zero_one_however_far_out():
+    """r* and its interval stay in (0, 1) anywhere; 10x beyond the rungs (1e4-3e6) warns, and
+    100x or more gives no number to use: NOT INFORMATIVE, saying how far out it is."""
     law = InfusionLaw.fit(ladder(np.random.default_rng(2)), n_bootstrap=50)
-    for n in (1e2, 1e9, 1e12):
+    for n in (1e2, 1e8, 1e9, 1e12):
         p = law.predict(n)
         assert 0 < p.collapse_ratio < 1 and 0 < p.interval[0] <= p.interval[1] <= 1
-        assert 0 < p.recommended_ratio < 1
-    assert any("extrapolating" in w for w in law.predict(1e9).warnings)
+        assert 0 < p.decision.ratio < 1
+        assert any("extrapolating" in w for w in p.warnings)
+        far = n <= 1e2 or n >= 3e8
+        assert (p.recommended_ratio is None) == far
+        assert any("x beyond the fitted" in r for r in p.decision.reasons) == far
+    head, first, *rest = describe_recommendation(law.predict(1e12), "far").splitlines()
+    assert first.strip().startswith("warning: extrapolating") and "NOT INFORMATIVE" in "".join(rest)
 
 
 def test_prediction_intervals_cover_new_sizes_near_the_nominal_rate():
@@ -419,6 +426,9 @@ def test_a_size_by_budget_ladder_recovers_the_budget_exponent_and_reads_it():
     assert 0 < lo < 0.5 < hi < 1
     assert "between the share view" in describe_budget_exponent(lo, hi)
     assert "D 50,000 to 200,000 tokens" in describe_law(law)
+    # The parameters are named in the law as printed, with the centre they are read at.
+    assert re.search(r"r\* = (r_max )?sigmoid\(eta0 \+ b_n ln\(N / [\d,]+\) \+ g_d ln\(D / "
+                     r"[\d,]+\)\)", describe_law(law))  # fmt: skip
     assert law.predict_point(1e6, 4e5) == pytest.approx(rstar(1e6, 4e5), abs=0.01)
     assert law.predict_point(1e6, 4e5) > law.predict_point(1e6, 1e5)  # g > 0: more budget, more r
 

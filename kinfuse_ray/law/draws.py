@@ -4,7 +4,7 @@ each tolerance, where the domain is learned, and what one trial keeps at a ratio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -16,7 +16,13 @@ from kinfuse_ray.law.bootstrap import BootstrapFit, central_interval
 from kinfuse_ray.law.checks import SideCheck
 from kinfuse_ray.law.curves import checked_ratio, clipped_logit
 from kinfuse_ray.law.fit import logit_ratio_keeping, retention_model
-from kinfuse_ray.law.prediction import Prediction, ToleranceRow, exposures_at, range_warnings
+from kinfuse_ray.law.prediction import (
+    Prediction,
+    ToleranceRow,
+    beyond_reach,
+    exposures_at,
+    range_warnings,
+)
 from kinfuse_ray.law.settings import FitSettings, ForecastSettings
 
 
@@ -139,6 +145,8 @@ class AtSize:
         learn_checked = all(ch.calibrated for ch in self.calibration if ch.side == "learns")
         decision, _ = decide(keep_by[self.tolerance], learn, c, self.forecast.rule,
                              learn_calibrated=learn_checked)  # fmt: skip
+        if far := beyond_reach(point.curves, self.n_params, self.tokens):
+            decision = replace(decision, informative=False, reasons=(*decision.reasons, *far))
         widths = self.joint and width_sources(self.held_fixed_widths(), decision.keep_width_logits)
         expected = None if decision.ratio is None else self.expected_retention(decision.ratio)
         return Prediction(

@@ -42,6 +42,14 @@ class Form:
     def n_params(self) -> int:
         return len(self.parameters)
 
+    def equation(self, log_n0: float, log_d0: float) -> str:
+        """The law with its parameters' names and the fitted centre: eta0 is logit r* at N0
+        (and D0), b_n (g_d) how fast the odds of r* grow with N (D)."""
+        terms = ["eta0", f"b_n ln(N / {np.exp(log_n0):,.0f})"]
+        if self.uses_tokens:
+            terms.append(f"g_d ln(D / {np.exp(log_d0):,.0f})")
+        return f"r* = {'r_max ' if self.saturates else ''}sigmoid({' + '.join(terms)})"
+
     def design(self, n: np.ndarray, d: np.ndarray, log_n0: float, log_d0: float) -> np.ndarray:
         x_n, x_d = np.log(n) - log_n0, np.log(d) - log_d0
         return np.stack([np.ones_like(n), *self.features(x_n, x_d)], axis=1)

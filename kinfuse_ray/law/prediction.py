@@ -100,6 +100,7 @@ class Prediction:
 
 
 EXTRAPOLATION_WARN = 10.0  # warn when the query lies this factor beyond the fitted sizes
+EXTRAPOLATION_LIMIT = 100.0  # past this factor, no number: the law's shape is a guess there
 
 
 def exposures_at(curves: Sequence[SizeCurve], tokens: float) -> Exposures | None:
@@ -133,3 +134,21 @@ def range_warnings(
                 f"{min(fitted):.3g}-{max(fitted):.3g}"
             )
     return warnings
+
+
+def beyond_reach(curves: Sequence[SizeCurve], n_params: float, tokens: float) -> list[str]:
+    """Why a forecast at (n_params, tokens) is not informative however narrow its interval: a
+    size or budget EXTRAPOLATION_LIMIT times or more beyond the fitted ones (empty: in reach)."""
+    reasons = []
+    for label, value, fitted in (
+        ("size", n_params, [c.n_params for c in curves]),
+        ("token budget", tokens, [c.tokens for c in curves]),
+    ):
+        factor = max(value / max(fitted), min(fitted) / value)
+        if factor >= EXTRAPOLATION_LIMIT:
+            reasons.append(
+                f"{label} {value:.3g} lies {factor:,.0f}x beyond the fitted {min(fitted):.3g}-"
+                f"{max(fitted):.3g}: past {EXTRAPOLATION_LIMIT:g}x the law is a guess; add rungs "
+                "nearer it"
+            )
+    return reasons
