@@ -95,6 +95,8 @@ def _plan(args: argparse.Namespace) -> None:
         precision=sweep.search.precision, budgets=budgets, mfu=args.mfu,
     )  # fmt: skip
     print((f"note: {note}\n" if note else "") + describe_plan(plan))
+    if not (sweep.train.use_gpu or sweep.train.gpu or sweep.ray.address or args.no_probe):
+        print(_cpu_time(sweep, plan))
     if sweep.budgets:
         scatter = args.scatter
         if args.law_file:
@@ -106,6 +108,29 @@ def _plan(args: argparse.Namespace) -> None:
             len(sweep.ladder), budgets, args.d_precision, scatter, confidence
         )
         print(describe_budget_plan(budget, confidence))
+
+
+def _cpu_time(sweep: SweepConfig, plan) -> str:
+    """A local CPU sweep's training time here, from its rungs' loops timed on this machine."""
+    import os
+    import statistics
+
+    from kinfuse_ray.plan import cpu_seconds
+    from kinfuse_ray.presentation import describe_cpu_time
+    from kinfuse_ray.provenance import cpu_model, pin_cpu_kernels
+
+    pin_cpu_kernels(sweep.train.cpu_kernels)  # the numeric path the trials will train on
+    from kinfuse_ray.data import build_bundle
+    from kinfuse_ray.probe import probe
+
+    rungs, budgets = list(sweep.rungs.values()), sweep.budgets or [sweep.train.tokens]
+    bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
+    middle = statistics.median([r for r in sweep.ratios if r > 0] or [0.5])
+    trials = plan.grid_trials if sweep.search.strategy == "grid" else plan.bisect_trials
+    cpus = sweep.ray.num_cpus or os.cpu_count() or 1
+    time = cpu_seconds(rungs, probe(rungs, bundle, middle), trials // (len(rungs) * len(budgets)),
+                       budgets, cpus // sweep.train.cpus_per_trial)  # fmt: skip
+    return describe_cpu_time(time, f"{cpu_model()}, {cpus} CPUs")
 
 
 def _tokenize(args: argparse.Namespace) -> None:
@@ -412,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="sd, in logits, of a (size, budget) collapse point around the law (default 0.3)",
     )  # fmt: skip
     budget.add_argument("--law-file", help="take the scatter from a fitted law (law.json)")
+    plan.add_argument("--no-probe", action="store_true", help="a local CPU sweep: skip timing "
+                      "each rung's training loop here (seconds) for the time estimate")  # fmt: skip
     plan.set_defaults(func=_plan)
 
     tokenize = sub.add_parser(

@@ -294,3 +294,33 @@ def check_trainable(
                 f"{ram / GIB:.0f} GiB: use a smaller shape or batch_size, or GPUs "
                 "(train.use_gpu, train.gpu; `kinfuse plan` sizes them)"
             )
+
+
+@dataclass(frozen=True)
+class CpuTime:
+    """A CPU sweep's training time on this machine: each rung's base run and infusion trials at
+    the probed seconds per token, over the trials that run at once (`slots`)."""
+
+    seconds_per_token: dict[str, float]
+    trials: int  # infusion trials, every rung and budget
+    base_runs: int
+    slots: int
+    seconds: float
+
+
+def cpu_seconds(
+    rungs: list[Rung], seconds_per_token: dict[str, float], trials_per_budget: int,
+    budgets: list[int], slots: int,
+) -> CpuTime:  # fmt: skip
+    """Training wall time of `trials_per_budget` infusion trials of every rung at each of
+    `budgets` and their base runs (continued schedule), `slots` at a time; early stopping only
+    shortens it."""
+    work, base_runs = 0.0, 0
+    for rung in rungs:
+        rate = seconds_per_token[rung.size.name]
+        work += trials_per_budget * sum(budgets) * rate
+        if rung.train.schedule == "continued":
+            work += rung.train.base_tokens * rate
+            base_runs += 1
+    slots, trials = max(1, slots), trials_per_budget * len(budgets) * len(rungs)
+    return CpuTime(seconds_per_token, trials, base_runs, slots, work / slots)

@@ -13,7 +13,7 @@ from pathlib import Path
 from kinfuse_ray.analysis import Confirmation, Forecast, Summary, score_forecasts
 from kinfuse_ray.base_store import Entry
 from kinfuse_ray.law import InfusionLaw, Prediction, spans_budgets
-from kinfuse_ray.plan import GIB, TIGHT_ABOVE, BudgetPlan, SweepPlan
+from kinfuse_ray.plan import GIB, TIGHT_ABOVE, BudgetPlan, CpuTime, SweepPlan
 from kinfuse_ray.spec import Phase, TrialSpec
 
 LEVERS = (
@@ -429,12 +429,32 @@ def describe_store(root: Path, entries: list[Entry], needed: set[str] | None) ->
     return "\n".join(lines)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def describe_cpu_time(time: CpuTime, cpu: str) -> str:
+    """A CPU sweep's training time on this machine, as `kinfuse plan` prints it."""
+    rates = ", ".join(f"{name} {1e6 * s:.0f}" for name, s in time.seconds_per_token.items())
+    base = f" and {time.base_runs} base runs" if time.base_runs else ""
+    return (
+        f"time on this machine ({cpu}): about {_duration(time.seconds)} of training for "
+        f"{time.trials} infusion trials{base}, {time.slots} at a time; Ray's start, the records "
+        f"and the law's fit come on top, early stopping and stored base runs take some off "
+        f"(each rung's loop timed here for one evaluation interval, microseconds per token: "
+        f"{rates})"
+    )
+
+
 def describe_plan(plan: SweepPlan) -> str:
     """A sweep's plan as `kinfuse plan` prints it."""
-    gpu = plan.gpu or "no train.gpu named: memory only"
+    where = (
+        f"on {plan.gpu}; throughput at an assumed {plan.mfu:.0%} MFU"
+        if plan.gpu
+        else "on CPUs (no train.gpu named): memory per worker, no GPU throughput"
+    )
     lines = [
-        f"plan for '{plan.name}': {plan.workers} worker(s) per trial on {gpu}; "
-        f"throughput at an assumed {plan.mfu:.0%} MFU",
+        f"plan for '{plan.name}': {plan.workers} worker(s) per trial {where}",
         f"{'rung':<8} {'params':>8} {'non-emb':>8} {'mode':<7} {'weights':>8} {'grads':>7} "
         f"{'optim':>7} {'activ':>7} {'total':>8} {'tok/s/GPU':>10} {'GPU-h/trial':>11} "
         f"{'ckpt':>8}",

@@ -19,7 +19,7 @@ LAYERS = {
     "schema": {"errors", "files", "spec", "hardware", "config", "plan"},
     "science": {"collapse", "decision", "law", "mixing", "knowledge", "analysis"},
     "training": {"corpus", "tokens", "data", "model", "parallel", "checkpoint", "metrics",
-                 "train", "trial", "provenance", "base_store"},
+                 "train", "trial", "provenance", "base_store", "probe"},
     "io": {"tracking", "records", "output", "presentation"},
     "in-actor": {"ray_trial", "live_metrics"},
     "driver": {"search", "progress", "cluster", "mlflow_mirror", "console", "tune_experiment",

@@ -1,6 +1,8 @@
 """`kinfuse plan`: the GPU ladder fits the hardware its file names, a rung that cannot fit is
 refused with one line that says what to change, and the costs follow from the file."""
 
+import re
+
 import pytest
 
 from kinfuse_ray.config import ModelSize, load_sweep
@@ -173,3 +175,31 @@ def test_the_docs_generated_blocks_say_what_their_commands_print_now():
                              cwd=REPO, timeout=300)  # fmt: skip
     assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-2000:]
     assert "every checked block holds" in checked.stdout
+
+
+def test_a_cpu_sweep_is_costed_from_its_rungs_loops_timed_here(tmp_path):
+    """A local CPU sweep's plan ends with its training time on this machine: each rung's real
+    loop timed for one evaluation interval, scaled to its trials and base run, over the trials
+    that run at once; a larger rung costs more per token. --no-probe skips it."""
+    from kinfuse_ray.config import parse_sweep
+    from kinfuse_ray.plan import cpu_seconds
+
+    from .helpers import micro_sweep, micro_sweep_yaml
+
+    two = [{"name": "a", "hidden_size": 24, "n_layers": 1, "n_heads": 2},
+           {"name": "b", "hidden_size": 64, "n_layers": 2, "n_heads": 2}]  # fmt: skip
+    (tmp_path / "cpu.yaml").write_text(micro_sweep_yaml(ladder=two, ratios=[0.3, 0.6, 0.9]))
+    proc = kinfuse(tmp_path, "plan", "cpu.yaml")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = proc.stdout.strip().splitlines()[-1]
+    found = re.search(r"about ([\d.]+) (s|min) of training for 6 infusion trials and 2 base runs, "
+                      r"\d+ at a time.*per token: a (\d+), b (\d+)\)$", line)  # fmt: skip
+    assert found, line
+    assert float(found[1]) > 0 and int(found[4]) > int(found[3])
+    assert "time on this machine" not in kinfuse(tmp_path, "plan", "cpu.yaml", "--no-probe").stdout
+    # The arithmetic: 3 trials of 15,000 tokens and a base run of 30,000 per rung, two at once.
+    sweep = parse_sweep(micro_sweep(ladder=two, ratios=[0.3, 0.6, 0.9]))
+    rungs = list(sweep.rungs.values())
+    time = cpu_seconds(rungs, {"a": 1e-5, "b": 4e-5}, 3, [15_000], slots=2)
+    assert (time.trials, time.base_runs) == (6, 2)
+    assert time.seconds == pytest.approx((3 * 15_000 + 30_000) * 5e-5 / 2)
