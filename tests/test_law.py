@@ -251,6 +251,19 @@ def test_a_weak_ladder_is_not_informative():
     assert "held fixed" in text and "to narrow it" in text
 
 
+def test_a_learning_side_not_found_says_which_way_helps():
+    """Acquisition that stays below the target even at the top ratio needs more exposure (more
+    tokens, fewer facts, larger rungs), not lower ratios; acquisition above it from the lowest
+    ratio on needs lower ratios tried."""
+    rng = np.random.default_rng(21)
+    missing = InfusionLaw.fit(ladder(rng, a_law=lambda n: 0.9999), n_bootstrap=20).acquisition.note
+    assert "stay below it even at the top ratio: more exposure" in missing
+    assert "lower the ratios" not in missing
+    early = InfusionLaw.fit(ladder(rng, a_law=lambda n: 1e-4), n_bootstrap=20).acquisition.note
+    assert "learn it from their lowest ratio on: lower the ratios tried" in early
+    assert "more exposure" not in early
+
+
 def test_below_four_sizes_the_form_is_the_fixed_default():
     rng = np.random.default_rng(9)
     law, ranked = select_law(ladder(rng, sizes=SIZES[:3]), n_bootstrap=20)

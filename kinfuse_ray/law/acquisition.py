@@ -15,6 +15,27 @@ from kinfuse_ray.law.fit import Point, PointFit
 from kinfuse_ray.law.forms import DEFAULT_FORM, FORMS
 
 
+def learning_hint(missed: list[SizeCurve], target: float) -> str:
+    """What helps where sizes show no learning threshold in their grid: those whose acquisition
+    stays below `target` even at their top ratio need more exposure to the domain; those at or
+    above it from their lowest ratio on need lower ratios tried."""
+
+    def top(curve: SizeCurve) -> float:
+        acquisition = curve.mean_curve()[2]
+        return float(np.nanmax(acquisition)) if np.isfinite(acquisition).any() else -np.inf
+
+    below = [c.name for c in missed if top(c) < target]
+    hints = []
+    if below:
+        hints.append(
+            f"{', '.join(below)} stay below it even at the top ratio: more exposure to each "
+            "domain fact (more train.tokens, fewer domain facts) or larger rungs"
+        )
+    if len(below) < len(missed):
+        hints.append("the others learn it from their lowest ratio on: lower the ratios tried")
+    return "; ".join(hints) or f"lower predict.acquisition_target ({target})"
+
+
 @dataclass(frozen=True)
 class AcquisitionFit:
     """Each size's learning threshold (`thresholds`: name -> (n_params, tokens, ratio)), the law
@@ -42,8 +63,8 @@ class AcquisitionFit:
         if len(points) < needed:
             note = (
                 f"the lowest ratio that learns the domain (acquisition {target}) was found at "
-                f"{len(points)} of {len(curves)} sizes and its law needs {needed}: lower the "
-                "ratios tried or predict.acquisition_target"
+                f"{len(points)} of {len(curves)} sizes and its law needs {needed}: "
+                + learning_hint([c for c in curves if c.name not in points], target)
             )
             return cls(points, note=note)
         fit = BootstrapFit.fit(PointFit.through(points), n_draws, seed)
