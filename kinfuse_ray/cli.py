@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -112,7 +113,6 @@ def _plan(args: argparse.Namespace) -> None:
 
 def _cpu_time(sweep: SweepConfig, plan) -> str:
     """A local CPU sweep's training time here, from its rungs' loops timed on this machine."""
-    import os
     import statistics
 
     from kinfuse_ray.plan import cpu_seconds
@@ -517,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kinfuse: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`kinfuse predict ... | head`): nothing to add
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 141  # as a shell reports a writer a closed pipe stopped (128 + SIGPIPE)
     return 0
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from kinfuse_ray import cli
 
-from .helpers import kinfuse
+from .helpers import REPO, kinfuse
 
 pytestmark = pytest.mark.unit
 
@@ -259,3 +259,18 @@ def test_a_wrong_command_line_is_one_line_that_points_to_help(argv, says, capsys
     assert ended.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(says) and line.endswith("--help)"), line
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
+    """`kinfuse ... | head`: the reader closes the pipe before the command has printed; it ends
+    quietly (141, as a shell reports a closed pipe), not with a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "kinfuse_ray.cli", "plan", "--no-probe",
+                             str(REPO / "sweeps" / "quickstart.yaml")], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc.stdout.close()  # before it can have printed a line: it is still importing
+    said = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, said
+    assert "Traceback" not in said and "BrokenPipe" not in said, said
