@@ -291,6 +291,15 @@ def _needed_keys(sweeps: list[SweepConfig]) -> set[str]:
     return keys
 
 
+def _show(args: argparse.Namespace) -> None:
+    from kinfuse_ray.records import recorded_answer
+
+    text, where = recorded_answer(args.tracking_uri, args.study,
+                                  "summary.json" if args.json else "answer.txt")  # fmt: skip
+    _say(args, where)
+    print(text.rstrip())
+
+
 def _forecasts(args: argparse.Namespace) -> None:
     from kinfuse_ray.presentation import describe_forecasts
     from kinfuse_ray.records import confirmed_forecasts
@@ -492,6 +501,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     store.add_argument("--delete", action="store_true", help="delete the runs --keep does not use")
     store.set_defaults(func=_store)
+
+    show = sub.add_parser("show", help="a study's answer as its latest sweep recorded it")
+    show.add_argument("study", help="the MLflow experiment: the sweep's name (or study)")
+    show.add_argument("--tracking-uri", default=MLFLOW_DEFAULTS.tracking_uri, help=TRACKING_HELP)
+    show.add_argument("--json", action="store_true", help="its summary.json on stdout")
+    show.set_defaults(func=_show)
 
     forecasts = sub.add_parser(
         "forecasts", help="every confirmed forecast in a tracking store, with its error"

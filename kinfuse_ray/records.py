@@ -7,6 +7,7 @@ import contextlib
 import json
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -76,24 +77,16 @@ def load_trials(tracking_uri: str, experiments: str | list[str]) -> Recorded:
     client = _reader(tracking_uri)
     runs, sweep_files, ladders = [], [], []
     for name in experiments:
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise KinfuseError(f"mlflow: no experiment named '{name}' at {tracking_uri}")
-        latest = client.search_runs(
-            [found.experiment_id],
-            filter_string=f"tags.`{OUTPUT_TAG}` != ''",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        if not latest:
+        latest = _latest_sweep(client, name, tracking_uri)
+        if latest is None:
             continue
-        run_id = latest[0].info.run_id
+        run_id = latest.info.run_id
         if SWEEP_FILE in {a.path for a in client.list_artifacts(run_id)}:  # older sweeps: none
             sweep_files.append(_recorded_settings(client, run_id, tracking_uri))
-        if budgets := latest[0].data.tags.get(BUDGETS_TAG):  # a ladder: trials by budget
+        if budgets := latest.data.tags.get(BUDGETS_TAG):  # a ladder: trials by budget
             ladders.append(load_trials(tracking_uri, budgets.split(",")))
             continue
-        runs += child_run_search(client, [found.experiment_id], latest[0].info.run_id, "FINISHED")
+        runs += child_run_search(client, [latest.info.experiment_id], run_id, "FINISHED")
     done = [
         _trial_result(r) for r in runs if "retention" in r.data.metrics and "phase" in r.data.params
     ]
@@ -106,22 +99,60 @@ def load_trials(tracking_uri: str, experiments: str | list[str]) -> Recorded:
     return Recorded(trials, [t for t in done if t.phase is Phase.base], sweep_files)
 
 
+def _latest_sweep(client: MlflowClient, study: str, tracking_uri: str):
+    """The parent run of the latest sweep recorded under `study` (None: none recorded yet)."""
+    found = client.get_experiment_by_name(study)
+    if found is None:
+        raise KinfuseError(f"mlflow: no experiment named '{study}' at {tracking_uri}")
+    latest = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.`{OUTPUT_TAG}` != ''",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return latest[0] if latest else None
+
+
 def _recorded_settings(client: MlflowClient, run_id: str, tracking_uri: str) -> dict:
     """The sweep file a parent run recorded; an unreadable one is an error naming it, never a
     silent fallback to default settings."""
+    text = _artifact(client, run_id, SWEEP_FILE, tracking_uri)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise KinfuseError(
+            f"{tracking_uri}: cannot read the settings run {run_id} recorded ({SWEEP_FILE}: "
+            f"{str(exc)[:200]})"
+        ) from None
+
+
+def _artifact(client: MlflowClient, run_id: str, path: str, tracking_uri: str) -> str:
+    """A text file a run recorded (the sweep file, the answer); an unreadable one is an error
+    naming it, never a silent fallback."""
     try:
         with (
             tempfile.TemporaryDirectory() as tmp,
             scoped_env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
         ):
-            return yaml.safe_load(
-                Path(client.download_artifacts(run_id, SWEEP_FILE, tmp)).read_text()
-            )
+            return Path(client.download_artifacts(run_id, path, tmp)).read_text()
     except Exception as exc:  # noqa: BLE001 - MLflow and the artifact store raise many kinds
         raise KinfuseError(
-            f"{tracking_uri}: cannot read the settings run {run_id} recorded ({SWEEP_FILE}: "
+            f"{tracking_uri}: cannot read what run {run_id} recorded ({path}: "
             f"{type(exc).__name__}: {str(exc)[:200]})"
         ) from None
+
+
+def recorded_answer(tracking_uri: str, study: str, path: str = "answer.txt") -> tuple[str, str]:
+    """(what the latest sweep of `study` recorded at `path`: answer.txt, the answer as it
+    printed it, or summary.json; a line saying which run and when)."""
+    client = _reader(tracking_uri)
+    latest = _latest_sweep(client, study, tracking_uri)
+    if latest is None or latest.info.status != "FINISHED":
+        state = "no sweep" if latest is None else f"its latest sweep ended {latest.info.status}"
+        raise KinfuseError(f"mlflow: {state} in '{study}' at {tracking_uri}: no answer recorded")
+    when = datetime.fromtimestamp(latest.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
+    text = _artifact(client, latest.info.run_id, path, tracking_uri)
+    return text, f"study {study}: sweep run {latest.info.run_id}, started {when}"
 
 
 def confirmed_forecasts(tracking_uri: str) -> list[Forecast]:

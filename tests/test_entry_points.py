@@ -79,7 +79,7 @@ def test_kinfuse_help_pulls_in_no_framework():
 import sys
 from kinfuse_ray.cli import build_parser
 parser = build_parser()
-for command in ("sweep", "plan", "fit", "predict", "store", "forecasts", "knowledge"):
+for command in ("sweep", "plan", "fit", "predict", "show", "store", "forecasts", "knowledge"):
     try:
         parser.parse_args([command, "--help"])
     except SystemExit:

@@ -106,6 +106,16 @@ def test_law_from_mlflow_matches_the_sweep_and_the_cli_predicts(micro_sweep):
     assert away.returncode == 0, away.stderr[-2000:]
     assert (elsewhere / "runs" / "micro" / "refit" / "law.json").exists()
     assert f"law: {elsewhere / 'runs' / 'micro' / 'refit' / 'law.json'}" in away.stdout
+    # The study's answer from the store, as the sweep printed it, from anywhere.
+    shown = kinfuse(elsewhere, "show", "micro", "--tracking-uri", uri)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    where, answer = shown.stdout.split("\n", 1)
+    assert where.startswith("study micro: sweep run ")
+    assert answer.rstrip() == (tmp_path / "runs" / "micro" / "answer.txt").read_text().rstrip()
+    as_json = json.loads(
+        kinfuse(elsewhere, "show", "micro", "--tracking-uri", uri, "--json").stdout
+    )
+    assert as_json["study"] == "micro" and as_json["recommendation"]["target"] == "big"
     predict = kinfuse(tmp_path, "predict", "--law-file", law_file, "--n-params", "1e5")
     assert predict.returncode == 0, predict.stderr[-2000:]
     # The law says where it came from: the refit's study and sweep, the sweep's own law its data.
