@@ -45,12 +45,16 @@ class Progress:
         clock=time.monotonic,
         *,
         stored_base_seconds: dict[str, float] | None = None,
+        trial_share: float | None = None,
     ):
         """`search` the sweep's searcher (read, never written); `base_pending` the sizes whose
         base run is still to do; `slots` trials run at once; `stored_base_seconds` what the
         base runs reused from the store took when they ran (by size), so that a size's trials
-        are costed by its own size before one of them has finished."""
+        are costed by its own size before one of them has finished; `trial_share` an infusion
+        trial's tokens over a base run's, what a trial costs against its size's base run until
+        trials and base runs of one size have both finished (None: no base runs)."""
         self.search, self.slots, self.clock = search, max(1, slots), clock
+        self.trial_share = trial_share
         self.started_at = clock()
         self.base_pending = set(base_pending)
         self.running: dict[str, set[float]] = defaultdict(set)
@@ -86,8 +90,9 @@ class Progress:
     def remaining_seconds(self) -> float | None:
         """Pending work over the slots, each trial costed at its size's mean so far; a size with
         none finished yet at its base run's time scaled by what infusion trials cost against
-        base runs in the sizes that have both (larger sizes cost more), else the sweep's mean.
-        None until one trial has finished."""
+        base runs in the sizes that have both (larger sizes cost more), before any has both by
+        their tokens (`trial_share`), else at the sweep's mean. None until one trial has
+        finished."""
         every = [s for times in self.seconds.values() for s in times]
         if not every and not self.base_seconds:
             return None
@@ -97,7 +102,7 @@ class Progress:
         measured = [s for s, times in self.seconds.items() if times and s in self.base_seconds]
         per_base = sum(_mean(self.seconds[s]) for s in measured) / sum(
             self.base_seconds[s] for s in measured
-        ) if measured else None  # fmt: skip
+        ) if measured else self.trial_share  # fmt: skip
         longest = 0.0  # a running trial cannot be shared out over the slots
         for size in self.strategies:
             _, running, pending = self.counts(size)

@@ -254,7 +254,9 @@ class TrialRunner:
             capacity = trainer_capacity(sweep.train, sweep.ray.concurrent_trials)
             search = LadderSearch(strategies, n_params, sweep.train.tokens, base, capacity)
             took = {size: found.seconds for size, found in reused.items()}
-            progress = Progress(search, base, slots, stored_base_seconds=took)
+            continued = sweep.train.schedule is Schedule.continued and sweep.train.base_tokens
+            share = sweep.train.tokens / sweep.train.base_tokens if continued else None
+            progress = Progress(search, base, slots, stored_base_seconds=took, trial_share=share)
             return search, [MlflowTrials(tracker, parent, sweep.name, every),
                             ConsoleProgress(progress, progress_every)]  # fmt: skip
 

@@ -76,11 +76,23 @@ def test_reused_base_runs_cost_their_sizes_trials_from_the_start():
     search = LadderSearch(strategies, {"a": 1, "b": 2}, 100, base=[])
     stored = {"a": 10.0, "b": 40.0}
     progress = Progress(search, base_pending=[], slots=1, stored_base_seconds=stored)
-    assert progress.remaining_seconds() == 40 * 8  # nothing measured yet: the largest base run
+    assert progress.remaining_seconds() == 40 * 8  # nothing measured, no share: the largest base
     for r in ratios:
         finished(search, progress, TrialSpec(Phase.infuse, "a", r), 1.0, seconds=5)
     # b's base run took 4x a's: its 4 trials are costed at 4 x 5 s, not at a's 5 s.
     assert progress.remaining_seconds() == 4 * 20
+    # With the trials' tokens a third of a base run's, each size's trials are costed from its
+    # own base run from the start (a new user saw 13, 17, 17, then 6 minutes without it), and
+    # the estimate holds when the first trials finish as their tokens said.
+    search = LadderSearch({size: GridRatios(ratios) for size in ("a", "b")}, {"a": 1, "b": 2},
+                          100, base=[])  # fmt: skip
+    shared = Progress(
+        search, base_pending=[], slots=1, stored_base_seconds=stored, trial_share=1 / 3
+    )
+    first = shared.remaining_seconds()
+    assert first == pytest.approx(4 * 10 / 3 + 4 * 40 / 3)
+    finished(search, shared, TrialSpec(Phase.infuse, "a", ratios[0]), 1.0, seconds=10 / 3)
+    assert shared.remaining_seconds() == pytest.approx(first - 10 / 3)
     without = Progress(search, base_pending=[], slots=1, stored_base_seconds={"a": 0.0})
     assert without.remaining_seconds() is None  # a stored time of 0 (unknown) is no estimate
 
