@@ -235,7 +235,7 @@ def _predict(args: argparse.Namespace) -> None:
     else:
         from kinfuse_ray.presentation import describe_recommendation
 
-        print("\n" + describe_recommendation(prediction, f"N = {args.n_params:,.0f}"))
+        print("\n" + describe_recommendation(prediction, None))  # named by its size alone
 
 
 def _refuse_with_law_file(args: argparse.Namespace) -> None:

@@ -40,8 +40,10 @@ def _held_out_label(budgets: bool) -> str:
     return "leave-one-(size, budget)-out" if budgets else "leave-one-size-out"
 
 
-def _target_label(target: str, p: Prediction) -> str:
-    return f"{target} ({p.n_params:,.0f} non-embedding params, {p.tokens:,.0f} tokens)"
+def _target_label(target: str | None, p: Prediction) -> str:
+    """The target by name with its size and budget, or by those alone (`kinfuse predict`)."""
+    size = f"{p.n_params:,.0f} non-embedding params, {p.tokens:,.0f} tokens"
+    return f"{target} ({size})" if target else size
 
 
 def describe_source(law: InfusionLaw) -> str:
@@ -271,7 +273,7 @@ def _prediction_with_warnings(p: Prediction) -> str:
     return "\n".join([*(f"warning: {w}" for w in p.warnings), describe_prediction(p)])
 
 
-def describe_recommendation(p: Prediction, target: str) -> str:
+def describe_recommendation(p: Prediction, target: str | None) -> str:
     """The forecast for `target` as the command line prints it, warnings included."""
     head = f"recommendation for {_target_label(target, p)}:"
     return "\n".join([head, textwrap.indent(_prediction_with_warnings(p), "  ")])

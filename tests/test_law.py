@@ -378,7 +378,10 @@ def test_the_cli_refuses_a_size_that_is_not_a_positive_finite_number(tmp_path, c
         assert ended.value.code == 2
         assert "must be a positive finite number" in capsys.readouterr().err
     assert cli.main(["predict", "--law-file", str(tmp_path / "law.json"), "--n-params", "1e6"]) == 0
-    assert "collapse point r* = " in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "collapse point r* = " in said
+    # Named by its size once: "for 1,000,000 non-embedding params", not "for N = 1,000,000 (...)".
+    assert "recommendation for 1,000,000 non-embedding params, " in said and "N = " not in said
 
 
 def test_a_law_from_plain_points_and_vectorised_forecasts():
