@@ -226,11 +226,20 @@ def describe_prediction(p: Prediction) -> str:
             f"NOT INFORMATIVE ({'; '.join(d.reasons)}): the ratio that keeps {tol} lies within "
             f"{_range(d.keep_interval)} ({conf}); no single ratio is recommended"
         )
+        lo, hi = d.best_window or (0.0, 1.0)
+        if p.rung is not None and lo > hi:  # measured here: the medians already answer
+            lines.append(f"  no ratio does both at this size ({p.rung}, a measured rung): it "
+                         f"learns from {lo:.3f}, above {hi:.3f}, the most it keeps {tol} to")  # fmt: skip
         if p.width_sources:
             shares = ", ".join(f"{k} {v:.0%}" for k, v in p.width_sources.items())
             lines.append(f"  width lost when each source is held fixed: {shares}")
             worst = max(p.width_sources, key=p.width_sources.get)
-            lines.append(f"  to narrow it, start with {worst}: {NARROWING[worst]}")
+            advice = NARROWING[worst]
+            if worst == "size scatter" and p.rung is not None:
+                advice = (
+                    f"more seeds of {p.rung} (it is a measured rung: a rung beside it adds little)"
+                )
+            lines.append(f"  to narrow it, start with {worst}: {advice}")
     elif d.ratio is None:
         lines.append(f"no ratio meets rule {d.rule} at {conf} confidence")
     else:

@@ -264,6 +264,29 @@ def test_a_learning_side_not_found_says_which_way_helps():
     assert "more exposure" not in early
 
 
+def test_a_measured_rung_whose_window_is_empty_says_so_not_add_a_rung():
+    """At a size the ladder measured, a not-informative forecast whose medians show no ratio
+    doing both says that, and its advice for size scatter is more seeds there, not another rung
+    near the target; at a new size the advice stays."""
+    from dataclasses import replace
+
+    law = InfusionLaw.fit(ladder(np.random.default_rng(5), a_law=lambda n: 0.96), n_bootstrap=50)
+    at_rung, new = law.predict(SIZES[2]), law.predict(2e5)
+    assert (at_rung.rung, new.rung) == ("n100000", None)
+    assert at_rung.decision.best_window[0] > at_rung.decision.best_window[1]  # learns > keeps
+
+    def unsure(p):  # as a noisier ladder would leave it: not informative, size scatter first
+        decision = replace(p.decision, informative=False, reasons=("width 2.5 logits > 2",))
+        return replace(
+            p, decision=decision, width_sources={"size scatter": 0.6, "law parameters": 0.2}
+        )
+
+    text = describe_prediction(unsure(at_rung))
+    assert "no ratio does both at this size (n100000, a measured rung)" in text
+    assert "more seeds of n100000" in text and "another rung near the target" not in text
+    assert "another rung near the target" in describe_prediction(unsure(new))
+
+
 def test_below_four_sizes_the_form_is_the_fixed_default():
     rng = np.random.default_rng(9)
     law, ranked = select_law(ladder(rng, sizes=SIZES[:3]), n_bootstrap=20)

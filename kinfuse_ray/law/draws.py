@@ -22,6 +22,7 @@ from kinfuse_ray.law.prediction import (
     beyond_reach,
     exposures_at,
     range_warnings,
+    rung_at,
 )
 from kinfuse_ray.law.settings import FitSettings, ForecastSettings
 
@@ -168,4 +169,5 @@ class AtSize:
             calibration=self.calibration,
             warnings=tuple(range_warnings(point.curves, point.form.uses_tokens, self.n_params,
                                           self.tokens)),
+            rung=rung_at(point.curves, self.n_params, self.tokens),
         )  # fmt: skip

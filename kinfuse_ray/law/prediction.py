@@ -69,6 +69,7 @@ class Prediction:
     # Each side's leave-one-size-out check on the ladder (none: too few sizes to check).
     calibration: tuple[SideCheck, ...] = ()
     warnings: tuple[str, ...] = ()
+    rung: str | None = None  # the fitted curve measured at this very size and budget, if any
 
     def check(self, side: str) -> SideCheck | None:
         """The held-out check of a side, "keeps" or "learns" (None: not checked)."""
@@ -152,3 +153,10 @@ def beyond_reach(curves: Sequence[SizeCurve], n_params: float, tokens: float) ->
                 "nearer it"
             )
     return reasons
+
+
+def rung_at(curves: Sequence[SizeCurve], n_params: float, tokens: float) -> str | None:
+    """The name of the curve measured at this size and budget (None: a size the ladder lacks)."""
+    return next((c.name for c in curves
+                 if math.isclose(c.n_params, n_params, rel_tol=1e-9)
+                 and math.isclose(c.tokens, tokens, rel_tol=1e-9)), None)  # fmt: skip
