@@ -101,7 +101,7 @@ def plot_law(
     grid = np.geomspace(min(sizes) / 1.5, top * 1.5, 40)
     preds = [law.at(x).prediction() for x in grid]
     conf = f"{law.forecast.confidence:.0%}"
-    keeps = [next(row for row in p.tolerances if row.tolerance == p.tolerance) for p in preds]
+    keeps = [p.keep_row for p in preds]
     fig, ax = plt.subplots(figsize=(7, 6.4))
     ax.plot(grid, [row.ratio for row in keeps], color="C2",
             label=f"keeps retention >= {preds[0].tolerance:.0%} up to (window's upper edge)")  # fmt: skip

@@ -174,7 +174,7 @@ def describe_prediction(p: Prediction) -> str:
     """The forecast at one size: r*, both sides of the window, and one decision. A side that
     failed its held-out check is given as medians and intervals, never as a probability."""
     d, conf, tol = p.decision, f"{p.confidence:.0%}", f"{p.tolerance:.0%}"
-    keep = next(row for row in p.tolerances if row.tolerance == p.tolerance)
+    keep = p.keep_row
     keep_unchecked, learn_unchecked = _uncalibrated(p, "keeps"), _uncalibrated(p, "learns")
     lines = [
         f"collapse point r* = {p.collapse_ratio:.3f} ({conf} interval {_range(p.interval)}): past it the "

@@ -81,6 +81,12 @@ class Prediction:
         return tuple(c.side for c in self.calibration if not c.calibrated)
 
     @property
+    def keep_row(self) -> ToleranceRow:
+        """The table's row at the decision's own tolerance: the keep ratio, the window's upper
+        edge."""
+        return next(row for row in self.tolerances if row.tolerance == self.tolerance)
+
+    @property
     def recommended_ratio(self) -> float | None:
         """The ratio to use; None where nothing is recommended (no ratio meets the rule, or the
         forecast is not informative: `decision.reasons` say why)."""

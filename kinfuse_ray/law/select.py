@@ -174,8 +174,7 @@ def leave_one_size_out(
         if settings.n_bootstrap:
             p = sub.at(n, d).prediction()
             rstar, r_interval = p.collapse_ratio, p.interval
-            row = next(r for r in p.tolerances if r.tolerance == tolerance)
-            keep_at, keep_interval = row.ratio, row.interval
+            keep_at, keep_interval = p.keep_row.ratio, p.keep_row.interval
             learn_at, learn_interval = p.acquisition_threshold, p.acquisition_interval
         else:
             rstar = keep_at = sub.predict_point(n, d)
