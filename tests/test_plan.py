@@ -180,14 +180,15 @@ def test_the_docs_generated_blocks_say_what_their_commands_print_now():
 def test_a_cpu_sweep_is_costed_from_its_rungs_loops_timed_here(tmp_path):
     """A local CPU sweep's plan ends with its training time on this machine: each rung's real
     loop timed for one evaluation interval, scaled to its trials and base run, over the trials
-    that run at once; a larger rung costs more per token. --no-probe skips it."""
+    that run at once; a larger rung costs more per token (here about 5x the work of the smaller,
+    so a busy machine's noise cannot swap them). --no-probe skips it."""
     from kinfuse_ray.config import parse_sweep
     from kinfuse_ray.plan import cpu_seconds
 
     from .helpers import micro_sweep, micro_sweep_yaml
 
     two = [{"name": "a", "hidden_size": 24, "n_layers": 1, "n_heads": 2},
-           {"name": "b", "hidden_size": 64, "n_layers": 2, "n_heads": 2}]  # fmt: skip
+           {"name": "b", "hidden_size": 128, "n_layers": 2, "n_heads": 4}]  # fmt: skip
     (tmp_path / "cpu.yaml").write_text(micro_sweep_yaml(ladder=two, ratios=[0.3, 0.6, 0.9]))
     proc = kinfuse(tmp_path, "plan", "cpu.yaml")
     assert proc.returncode == 0, proc.stderr[-2000:]
