@@ -1,5 +1,5 @@
-"""Fixtures: the bundled data, and one real micro sweep and one real two-worker sweep per test
-session, shared by the tests that only read what they wrote. The tiers: every test carries
+"""Fixtures: the bundled data, and one real micro sweep, one two-worker sweep and one fresh
+quickstart per test session, shared by the tests that only read what they wrote. The tiers: every test carries
 exactly one of `unit`, `slow`, `full` (pyproject.toml says what each is), and the run ends with
 the wall time each tier took."""
 
@@ -12,6 +12,7 @@ import pytest
 from kinfuse_ray.config import DataConfig, EvalConfig
 from kinfuse_ray.data import DataBundle, build_bundle
 
+from . import golden
 from .helpers import MICRO, TWO_WORKERS, kinfuse, run_cli
 
 
@@ -35,6 +36,16 @@ def micro_sweep(tmp_path_factory):
     """One real, uninterrupted micro sweep, shared by the tests that only read what it wrote."""
     tmp_path = tmp_path_factory.mktemp("micro")
     return tmp_path, run_cli(tmp_path, MICRO, "--progress-every", "5")
+
+
+@pytest.fixture(scope="session")
+def quickstart(tmp_path_factory):
+    """One fresh quickstart, as a user runs it (tokenizer, tokens and base runs made anew): the
+    golden outcomes and the README are checked against it, and the MLflow UI is browsed on it."""
+    workdir = tmp_path_factory.mktemp("golden")
+    proc = golden.run_quickstart(workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir, proc
 
 
 # Skips that CI accepts: test node id -> the skip message it must carry, each with why. Missing

@@ -27,15 +27,6 @@ def test_the_quickstart_data_is_what_was_pinned():
     assert not differ, f"the quickstart's data changed: {', '.join(differ)}; {golden.REPIN}"
 
 
-@pytest.fixture(scope="module")
-def quickstart(tmp_path_factory):
-    """One fresh quickstart, as a user runs it (tokenizer, tokens and base runs made anew)."""
-    workdir = tmp_path_factory.mktemp("golden")
-    proc = golden.run_quickstart(workdir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir, proc
-
-
 @pytest.mark.full
 def test_the_quickstart_outcomes_are_what_was_pinned(quickstart):
     workdir, _ = quickstart

@@ -1,6 +1,6 @@
-"""The MLflow UI as a person sees it: `mlflow server` on 127.0.0.1 over the micro sweep's store,
-opened in headless Chromium (Debian's, driven by Selenium). Screenshots land in the test's
-temporary folder (printed)."""
+"""The MLflow UI as a person sees it: `mlflow server` on 127.0.0.1 over the store of the
+session's fresh quickstart, opened in headless Chromium (Debian's, driven by Selenium).
+Screenshots land in the test's temporary folder (printed)."""
 
 import time
 from pathlib import Path
@@ -12,6 +12,7 @@ from .helpers import mlflow_server, runs_of
 pytestmark = pytest.mark.full
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+TRIAL = "infuse-n56k-r0.83"  # a quickstart trial whose retention falls as it trains
 
 
 def ensure_chromium() -> None:
@@ -21,9 +22,8 @@ def ensure_chromium() -> None:
 
 
 @pytest.fixture(scope="module")
-def ui(micro_sweep):
-    tmp_path, proc = micro_sweep
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def ui(quickstart):
+    tmp_path, _ = quickstart  # the session's fresh quickstart, as a user browses it after
     with mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path) as url:
         yield url, tmp_path
 
@@ -91,10 +91,10 @@ def test_the_sweep_its_trials_a_metric_chart_and_the_plots_show_in_the_ui(ui, br
     from selenium.webdriver.common.by import By
 
     url, store = ui
-    _, runs = runs_of(store)
+    _, runs = runs_of(store, "quickstart")
     experiment = runs[0].info.experiment_id
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    child = next(r for r in runs if r.data.tags.get("kinfuse.trial") == "infuse-b-r0.8")
+    child = next(r for r in runs if r.data.tags.get("kinfuse.trial") == TRIAL)
     shots = []
 
     def shot(name: str) -> None:
@@ -109,10 +109,10 @@ def test_the_sweep_its_trials_a_metric_chart_and_the_plots_show_in_the_ui(ui, br
     # A person from the home page: the model-training view (MLflow remembers it), the
     # experiment, then the sweep's run, whose page opens with the answer inside a 1,400 x 900
     # window: the recommendation (or why there is none) without scrolling or "Show more".
-    page_text(browser, f"{url}/#/experiments", "micro", "Model training")
+    page_text(browser, f"{url}/#/experiments", "quickstart", "Model training")
     click(browser, "//*[normalize-space(text())='Model training']")
     time.sleep(3)  # the list re-renders for the view just chosen
-    follow(browser, f"//a[normalize-space(.)='micro' and contains(@href, '/{experiment}')]")
+    follow(browser, f"//a[normalize-space(.)='quickstart' and contains(@href, '/{experiment}')]")
     follow(browser, f"//a[contains(@href, '{parent.info.run_id}')]")
     informative = parent.data.metrics["forecast_informative"] == 1
     headline = "Recommended infusion ratio" if informative else "No single ratio recommended"
@@ -125,11 +125,10 @@ def test_the_sweep_its_trials_a_metric_chart_and_the_plots_show_in_the_ui(ui, br
     top = browser.execute_script("return arguments[0].getBoundingClientRect().top", shown)
     assert 0 < top < browser.execute_script("return window.innerHeight"), top
     runs_page = f"{url}/#/experiments/{experiment}/runs"
-    text = page_text(
-        browser, f"{runs_page}/{child.info.run_id}/model-metrics", "infuse-b-r0.8 (retention)"
-    )
+    metrics_page = f"{runs_page}/{child.info.run_id}/model-metrics"
+    text = page_text(browser, metrics_page, f"{TRIAL} (retention)")
     shot("trial_metrics")
-    assert "infuse-b-r0.8 (retention)" in text and "infuse-b-r0.8 (acquisition)" in text
+    assert f"{TRIAL} (retention)" in text and f"{TRIAL} (acquisition)" in text
 
     page_text(browser, f"{runs_page}/{parent.info.run_id}/artifacts", "collapse_vs_size.png")
     browser.find_element(By.XPATH, "//*[text()='collapse_vs_size.png']").click()
@@ -143,3 +142,4 @@ def test_the_sweep_its_trials_a_metric_chart_and_the_plots_show_in_the_ui(ui, br
     shot("collapse_plot")
     print("screenshots:", *shots)
     assert all(s.stat().st_size > 20_000 for s in shots)
+
