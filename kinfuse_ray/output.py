@@ -21,7 +21,7 @@ SWEEP_FILE = "sweep.yaml"  # the settings a sweep ran with, beside its results
 
 def check_creatable(out: Path, need_bytes: float) -> None:
     """The output folder `out` exists or can be made, and its disk has room for the sweep's
-    checkpoints (`need_bytes`; checked without making anything yet)."""
+    checkpoints and report (`need_bytes`; checked without making anything yet)."""
     existing = _existing(out)
     if not existing.is_dir():
         raise KinfuseError(f"output_dir: cannot create {out} ({existing} is not a directory)")
@@ -31,7 +31,7 @@ def check_creatable(out: Path, need_bytes: float) -> None:
     if free < need:
         raise KinfuseError(
             f"output_dir: {existing} has {free / 2**20:,.1f} MiB free, the sweep's checkpoints "
-            f"need about {need / 2**20:,.1f} MiB"
+            f"and report need about {need / 2**20:,.1f} MiB"
         )
 
 

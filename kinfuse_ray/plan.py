@@ -37,6 +37,7 @@ FRAGMENTATION = 1.10
 FITS_BELOW = 0.92  # of the card's memory: room for the CUDA context and NCCL buffers
 TIGHT_ABOVE = 0.85  # of the usable memory: too close to trust an unmeasured estimate
 DEFAULT_MFU = 0.40
+REPORT_BYTES = 6 * 2**20  # report.html: Plotly's script (about 4.8 MB) and the sweep's data
 
 
 def flops_per_token(size: ModelSize, vocab_size: int, seq_len: int) -> float:
@@ -202,8 +203,9 @@ def plan_sweep(
             return None
         return sum(r.base_gpu_hours + trials_per_size * r.trial_gpu_hours for r in plans)
 
-    # Storage: every base checkpoint, and Ray Train's two kept checkpoints of each trial.
-    storage = sum(r.checkpoint_bytes for r in plans) * (1 + 2 * bisect)
+    # Storage: every base checkpoint, Ray Train's two kept checkpoints of each trial, and the
+    # report (Plotly's script in it).
+    storage = sum(r.checkpoint_bytes for r in plans) * (1 + 2 * bisect) + REPORT_BYTES
     positive = [r for r in ratios if r > 0]  # ratio 0 is a reference, not a bracket
     spacing = max((b / a - 1 for a, b in zip(positive, positive[1:], strict=False)), default=0.0)
     return SweepPlan(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -85,6 +86,46 @@ def plot_retention(
     return path
 
 
+@dataclass(frozen=True)
+class WindowSeries:
+    """The infusion window against size as the plots draw it: at each size of `grid`, the keep
+    ratio (the window's upper edge) with its interval, r*, and the learn ratio (lower edge) with
+    its interval where the law has a learning side."""
+
+    grid: np.ndarray
+    tolerance: float
+    keep: list[float]
+    keep_lo: list[float]
+    keep_hi: list[float]
+    collapse: list[float]
+    learn: list[float] | None
+    learn_lo: list[float] | None
+    learn_hi: list[float] | None
+
+
+def window_series(
+    law: InfusionLaw, prediction: Prediction | None = None, points: int = 40
+) -> WindowSeries:
+    """`WindowSeries` from a third below the smallest rung to half again past the largest (or
+    the target)."""
+    sizes = [c.n_params for c in law.curves]
+    top = max(max(sizes), prediction.n_params if prediction else 0)
+    grid = np.geomspace(min(sizes) / 1.5, top * 1.5, points)
+    preds = [law.at(x).prediction() for x in grid]
+    keeps = [p.keep_row for p in preds]
+    learns = preds[0].acquisition_threshold is not None
+    return WindowSeries(
+        grid, preds[0].tolerance,
+        keep=[row.ratio for row in keeps],
+        keep_lo=[row.interval[0] for row in keeps],
+        keep_hi=[row.interval[1] for row in keeps],
+        collapse=[p.collapse_ratio for p in preds],
+        learn=[p.acquisition_threshold for p in preds] if learns else None,
+        learn_lo=[p.acquisition_interval[0] for p in preds] if learns else None,
+        learn_hi=[p.acquisition_interval[1] for p in preds] if learns else None,
+    )  # fmt: skip
+
+
 def plot_law(
     law: InfusionLaw,
     path: Path,
@@ -96,18 +137,15 @@ def plot_law(
     retention at the tolerance, and its lower edge, the ratio that learns the domain, each law
     with its prediction band; the collapse point r* past the window with the measured ones and
     the leave-one-size-out predictions; the target's forecast with its recommended ratio."""
-    sizes = [c.n_params for c in law.curves]
-    top = max(max(sizes), prediction.n_params if prediction else 0)
-    grid = np.geomspace(min(sizes) / 1.5, top * 1.5, 40)
-    preds = [law.at(x).prediction() for x in grid]
+    w = window_series(law, prediction)
+    grid = w.grid
     conf = f"{law.forecast.confidence:.0%}"
-    keeps = [p.keep_row for p in preds]
     fig, ax = plt.subplots(figsize=(7, 6.4))
-    ax.plot(grid, [row.ratio for row in keeps], color="C2",
-            label=f"keeps retention >= {preds[0].tolerance:.0%} up to (window's upper edge)")  # fmt: skip
-    ax.fill_between(grid, [row.interval[0] for row in keeps], [row.interval[1] for row in keeps],
-                    color="C2", alpha=0.15, label=f"{conf} prediction interval, keep ratio")  # fmt: skip
-    ax.plot(grid, [p.collapse_ratio for p in preds], color="C0", ls="-.",
+    ax.plot(grid, w.keep, color="C2",
+            label=f"keeps retention >= {w.tolerance:.0%} up to (window's upper edge)")  # fmt: skip
+    ax.fill_between(grid, w.keep_lo, w.keep_hi, color="C2", alpha=0.15,
+                    label=f"{conf} prediction interval, keep ratio")  # fmt: skip
+    ax.plot(grid, w.collapse, color="C0", ls="-.",
             label=f"collapse point r* (half kept): {law.form} ({law.method} fit)")  # fmt: skip
     by_name = {c.name: c for c in law.curves}
     ax.plot([by_name[s].n_params for s in law.measured], list(law.measured.values()), "o",
@@ -120,11 +158,10 @@ def plot_law(
     if thresholds:
         ax.plot([v[0] for v in thresholds.values()], [v[2] for v in thresholds.values()], "^",
                 color="C1", label=f"learns the domain (acquisition {law.settings.acquisition_target:.2f})")  # fmt: skip
-    if preds[0].acquisition_threshold is not None:
-        ax.plot(grid, [p.acquisition_threshold for p in preds], color="C1", ls="--",
+    if w.learn is not None:
+        ax.plot(grid, w.learn, color="C1", ls="--",
                 label="learns the domain from (window's lower edge)")  # fmt: skip
-        ax.fill_between(grid, [p.acquisition_interval[0] for p in preds],
-                        [p.acquisition_interval[1] for p in preds], color="C1", alpha=0.1,
+        ax.fill_between(grid, w.learn_lo, w.learn_hi, color="C1", alpha=0.1,
                         label=f"{conf} prediction interval, learn ratio")  # fmt: skip
     if prediction:
         p = prediction
@@ -140,7 +177,7 @@ def plot_law(
     # matplotlib's logit axis does not autoscale to what is drawn: span every value, with a
     # margin of 0.3 in logit on each side.
     shown = [v for line in ax.get_lines() for v in np.atleast_1d(line.get_ydata())]
-    shown += [v for row in keeps for v in row.interval]
+    shown += [*w.keep_lo, *w.keep_hi]
     lo, hi = logit(np.clip([min(shown), max(shown)], 1e-4, 1 - 1e-4))
     ax.set_ylim(expit(lo - 0.3), expit(hi + 0.3))
     _ratio_axis(ax, "y")

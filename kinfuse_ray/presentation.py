@@ -387,8 +387,9 @@ def describe_headline(summary: Summary, width: int = 100) -> str:
         checked = "; ".join(describe_confirmation(c) for c in summary.confirmation)
         paragraphs.append(f"Confirmation, {summary.target} trained: {checked}.")
     paragraphs.append(
-        "Full tables: answer.md; plots: retention_vs_ratio.png, collapse_vs_size.png, "
-        "decision.png (Artifacts). Trial charts: the x axis (Step) counts training tokens."
+        "Full tables: answer.md; interactive charts: report.html; plots: retention_vs_ratio.png, "
+        "collapse_vs_size.png, decision.png (Artifacts). Trial charts: the x axis (Step) counts "
+        "training tokens."
     )
     return "\n\n".join(textwrap.fill(text, width) for text in paragraphs)
 

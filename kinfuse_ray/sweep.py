@@ -67,6 +67,7 @@ from kinfuse_ray.progress import Progress
 from kinfuse_ray.provenance import commit, pin_cpu_kernels
 from kinfuse_ray.provenance import describe as describe_provenance
 from kinfuse_ray.records import load_trials
+from kinfuse_ray.report import write_report
 from kinfuse_ray.search import LadderSearch, ratio_strategies
 from kinfuse_ray.spec import Phase, TrialResult
 from kinfuse_ray.tokens import planned_vocab_size
@@ -401,6 +402,9 @@ def _record(summary: Summary, sweep: SweepConfig, tracker: Tracker, parent: str)
                     summary.recommendation,
                 )
             )  # fmt: skip
+    files.append(
+        write_report(summary, out / "report.html", sweep.eval, sweep.predict.acquisition_target)
+    )
     for path in files:
         tracker.log_artifact(parent, path)
     tracker.log_metrics(parent, summary.parent_metrics(), step=0)

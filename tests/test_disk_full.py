@@ -36,7 +36,7 @@ def test_a_disk_too_small_is_refused_before_anything_starts(tmp_path):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         line = proc.stderr.strip().splitlines()[-1]
         assert line.startswith(f"kinfuse: error: output_dir: {tmp_path / 'disk'} has 0.3 MiB free")
-        assert "checkpoints need about" in line
+        assert "checkpoints and report need about" in line
         assert not list((tmp_path / "disk").iterdir()) and not (tmp_path / "mlflow.db").exists()
 
 

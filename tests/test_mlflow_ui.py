@@ -143,3 +143,24 @@ def test_the_sweep_its_trials_a_metric_chart_and_the_plots_show_in_the_ui(ui, br
     print("screenshots:", *shots)
     assert all(s.stat().st_size > 20_000 for s in shots)
 
+
+def test_the_report_opens_offline_with_its_charts_drawn(quickstart, browser, tmp_path):
+    """runs/quickstart/report.html opened from disk as a person opens a mailed file: the answer
+    first, and each of its three charts drawn by the Plotly script the file carries."""
+    from selenium.webdriver.common.by import By
+
+    workdir, _ = quickstart
+    report = workdir / "runs" / "quickstart" / "report.html"
+    text = page_text(browser, report.as_uri(), "Recommended infusion ratio", "collapse per size")
+    assert text.index("Recommended infusion ratio for n886k") < text.index("collapse per size")
+    deadline = time.monotonic() + 30
+    while len(browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")) < 3:
+        assert time.monotonic() < deadline, "the report's charts were not drawn"
+        time.sleep(0.5)
+    # Each chart holds its traces: a line per size, the window's edges, the decision curves.
+    traces = browser.execute_script(
+        "return [...document.querySelectorAll('.js-plotly-plot')].map(d => d.data.length)"
+    )
+    assert traces[0] == 2 * 5 and traces[1] >= 6 and traces[2] >= 2, traces
+    browser.save_screenshot(str(tmp_path / "report.png"))
+    print("screenshot:", tmp_path / "report.png")

@@ -60,7 +60,14 @@ def test_micro_sweep_records_every_trial_and_writes_the_summary(micro_sweep):
         assert len(steps) >= 2 and steps == sorted(steps) and steps[-1] <= 100_352
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.json", "retention_vs_ratio.png", "sweep.yaml"} <= artifacts
-    assert {"law.json", "collapse_vs_size.png"} <= artifacts
+    assert {"law.json", "collapse_vs_size.png", "report.html"} <= artifacts
+    # The report: the answer's headline and the whole answer, three charts, and Plotly's script
+    # once (it opens offline; the browser test renders it).
+    report = (out / "report.html").read_text()
+    assert parent.data.tags["mlflow.note.content"].splitlines()[0].strip("*")[:40] in report
+    assert "collapse per size" in report and "Recommendation for big" in report
+    assert report.count('class="plotly-graph-div"') == 3 and report.count("Plotly.newPlot") == 3
+    assert report.count("plotly.js v") == 1
 
 
 @pytest.mark.slow
