@@ -9,6 +9,9 @@ store=${1:?usage: mlflow_supervised.sh BACKEND_STORE_URI ARTIFACTS_DESTINATION}
 artifacts=${2:?usage: mlflow_supervised.sh BACKEND_STORE_URI ARTIFACTS_DESTINATION}
 mlflow=${MLFLOW:-mlflow}
 lock=${MLFLOW_SUPERVISOR_LOCK:-/tmp/kinfuse-mlflow-supervisor.lock}
+# No GenAI job runner (nothing here submits jobs): its queue workers are 8 more Python processes,
+# about 1.9 GiB and 18 CPU-seconds at every start of the server (measured with MLflow 3.17.2).
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
 exec 9>"$lock"
 flock -n 9 || { echo "mlflow supervisor already running"; exit 0; }
 while true; do
