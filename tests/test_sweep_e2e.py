@@ -14,7 +14,16 @@ from kinfuse_ray.base_store import BaseStore, base_inputs, rung_bundle
 from kinfuse_ray.config import parse_sweep
 from kinfuse_ray.data import build_bundle
 
-from .helpers import MICRO, MICRO_RATIOS, REPO, base_runs, kinfuse, run_cli, runs_of
+from .helpers import (
+    MICRO,
+    MICRO_RATIOS,
+    REPO,
+    base_runs,
+    kinfuse,
+    micro_sweep_yaml,
+    run_cli,
+    runs_of,
+)
 
 N_TRIALS = 3 * len(MICRO_RATIOS)
 
@@ -277,11 +286,7 @@ def test_kinfuse_fit_uses_the_sweeps_own_settings(confirm_sweep):
     assert json.loads(other.stdout)["law"] == str(tmp_path / "other" / "law.json")
 
 
-ONE_TRIAL = "\n".join(
-    line
-    for line in MICRO.replace(f"ratios: {list(MICRO_RATIOS)}", "ratios: [0.5]").splitlines()
-    if "name: b" not in line and "name: c" not in line
-)
+ONE_TRIAL = micro_sweep_yaml()  # one rung, one ratio: seconds of training
 
 
 @pytest.mark.full  # Tune's retries of the failing trial take half a minute
@@ -337,11 +342,7 @@ def test_sweeps_that_need_the_same_base_run_share_it(tmp_path):
     assert base.data.metrics["retention"] == summaries[0]["base_runs"][0]["retention"]
 
     # A sweep whose base run differs (another learning rate) trains its own.
-    (tmp_path / "third.yaml").write_text(
-        ONE_TRIAL.replace("name: micro", "name: third").replace(
-            "batch_size: 8}", "batch_size: 8, lr: 0.02}"
-        )
-    )
+    (tmp_path / "third.yaml").write_text(micro_sweep_yaml(name="third", train={"lr": 0.02}))
     third = kinfuse(tmp_path, "sweep", "third.yaml")
     assert third.returncode == 0, third.stderr[-3000:]
     assert "reused" not in third.stdout and len(base_runs(tmp_path / "runs")) == 2
