@@ -365,5 +365,14 @@ def test_the_own_data_example_runs_as_the_readme_says(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "own_data" / "summary.json").read_text())
-    assert summary["law"] is not None and summary["recommendation"]["target"] == "n101k"
-    assert "recommendation for n101k" in proc.stdout
+    rec = summary["recommendation"]
+    assert summary["law"] is not None and rec["target"] == "n396k"
+    # It ends in an answer: every rung collapses and learns inside the grid, and the forecast is
+    # informative, with a recommended ratio inside its best-estimate window.
+    for size in summary["sizes"]:
+        assert size["outcome"] == "collapsed" and size["acquisition_threshold"] is not None, size
+    assert rec["decision"]["informative"] and rec["recommended_ratio"] is not None
+    low, high = rec["decision"]["best_window"]
+    assert low < rec["recommended_ratio"] <= high
+    assert "recommendation for n396k" in proc.stdout
+    assert f"recommended infusion ratio {rec['recommended_ratio']:.3f}" in proc.stdout
