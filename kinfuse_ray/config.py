@@ -511,15 +511,25 @@ class SweepConfig(Strict):
         target = self.predict.target
         if target is None:
             return None
-        notes = ()
+        notes = []
         if self.data.domain_facts_exponent:
             n_domain = self.knowledge_load(self.target_n_params)[1]
             largest = self.knowledge_load(max(self.n_params.values()))[1]
-            notes = (
+            notes.append(
                 f"the target would get {n_domain} domain facts by data.domain_facts_exponent, the "
-                f"largest rung {largest}: exposures per domain fact are the largest rung's",
+                f"largest rung {largest}: exposures per domain fact are the largest rung's"
             )
-        return TargetPoint(target.size.name, self.target_n_params, self.target_tokens, notes)
+        depths = sorted({size.n_layers for size in self.ladder})
+        if not depths[0] <= target.size.n_layers <= depths[-1]:
+            span = f"{depths[0]}" if len(depths) == 1 else f"{depths[0]}-{depths[-1]}"
+            notes.append(
+                f"the target has {target.size.n_layers} layers, the rungs {span}: the law reads "
+                "size as non-embedding parameters alone, and on CPU rungs grown in depth raised "
+                "r* about a third as fast per log N as rungs grown in width (benchmarks/shape.py; "
+                "docs/findings.md), so a deeper target may collapse earlier than forecast: "
+                "add a rung of its depth"
+            )
+        return TargetPoint(target.size.name, self.target_n_params, self.target_tokens, tuple(notes))
 
     def _train_for(self, size: str) -> TrainConfig:
         """The training settings of one rung: its own learning rate, parallelism and activation

@@ -1,9 +1,9 @@
 import pytest
 
-from kinfuse_ray.config import BUNDLED_DATA, ModelSize, load_sweep
+from kinfuse_ray.config import BUNDLED_DATA, ModelSize, load_sweep, parse_sweep
 from kinfuse_ray.errors import KinfuseError
 
-from .helpers import REPO, kinfuse
+from .helpers import REPO, kinfuse, micro_sweep
 
 pytestmark = pytest.mark.unit
 
@@ -130,8 +130,6 @@ def test_each_budget_of_a_ladder_is_a_sweep_of_its_own(tmp_path):
 
 
 def test_the_domain_load_grows_with_the_rung():
-    from kinfuse_ray.config import parse_sweep
-
     data = {"n_general_facts": 60, "n_domain_facts": 100, "domain_facts_exponent": 0.5}
     sweep = parse_sweep({**GOOD_RAW, "data": data})
     n = sweep.n_params["a"]
@@ -139,3 +137,17 @@ def test_the_domain_load_grows_with_the_rung():
     assert sweep.knowledge_load(4 * n) == (60, 200)  # general facts (and rehearsal) stay put
     with pytest.raises(KinfuseError, match="domain_facts_exponent needs n_domain_facts"):
         parse_sweep({**GOOD_RAW, "data": {"domain_facts_exponent": 1}})
+
+
+def test_a_target_deeper_than_every_rung_says_the_law_reads_n_alone():
+    """benchmarks/shape.py: rungs grown in depth raised r* a third as fast per log N as rungs
+    grown in width, so a target outside the ladder's depths is a forecast across shapes."""
+
+    def notes(layers: int) -> tuple[str, ...]:
+        target = {"size": {"name": "t", "hidden_size": 64, "n_layers": layers, "n_heads": 2}}
+        return parse_sweep(micro_sweep(predict={"target": target})).target_point.notes
+
+    assert notes(1) == ()  # the ladder's one rung has 1 layer
+    (note,) = notes(4)
+    assert note.startswith("the target has 4 layers, the rungs 1: the law reads size as")
+    assert "add a rung of its depth" in note
