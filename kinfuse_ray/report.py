@@ -23,7 +23,7 @@ from kinfuse_ray.law import InfusionLaw, Prediction
 from kinfuse_ray.plots import RATIO_TICKS, window_series
 from kinfuse_ray.presentation import describe_headline, describe_summary
 
-COLORS = pio.templates["plotly_white"].layout.colorway  # one color per size, as in the PNGs
+COLORS = pio.templates["plotly_white"].layout.colorway  # one color per size
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222}pre{background:#f6f8fa;padding:.8em;white-space:pre-wrap;font-size:13px}
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em}.note{color:#666;font-size:13px}"""
