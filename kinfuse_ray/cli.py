@@ -297,6 +297,14 @@ def _show(args: argparse.Namespace) -> None:
     text, where = recorded_answer(args.tracking_uri, args.study,
                                   "summary.json" if args.json else "answer.txt")  # fmt: skip
     _say(args, where)
+    if args.report:
+        from kinfuse_ray.files import write_text_atomic
+
+        out = Path(args.report).resolve()
+        if not out.parent.is_dir():
+            raise KinfuseError(f"--report: {out.parent} is not a folder")
+        report, _ = recorded_answer(args.tracking_uri, args.study, "report.html")
+        _say(args, f"report: {write_text_atomic(out, report)}")
     print(text.rstrip())
 
 
@@ -506,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("study", help="the MLflow experiment: the sweep's name (or study)")
     show.add_argument("--tracking-uri", default=MLFLOW_DEFAULTS.tracking_uri, help=TRACKING_HELP)
     show.add_argument("--json", action="store_true", help="its summary.json on stdout")
+    show.add_argument("--report", metavar="FILE",
+                      help="also write the sweep's report.html (the answer and interactive "
+                           "charts, one file that opens offline) to FILE")  # fmt: skip
     show.set_defaults(func=_show)
 
     forecasts = sub.add_parser(

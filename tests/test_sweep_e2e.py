@@ -132,6 +132,12 @@ def test_law_from_mlflow_matches_the_sweep_and_the_cli_predicts(micro_sweep):
         kinfuse(elsewhere, "show", "micro", "--tracking-uri", uri, "--json").stdout
     )
     assert as_json["study"] == "micro" and as_json["recommendation"]["target"] == "big"
+    # The report to share, from the store: the very file the sweep wrote.
+    shared = kinfuse(elsewhere, "show", "micro", "--tracking-uri", uri, "--report", "r.html")
+    assert shared.returncode == 0, shared.stderr[-2000:]
+    assert f"report: {elsewhere / 'r.html'}" in shared.stdout
+    written = (tmp_path / "runs" / "micro" / "report.html").read_text()
+    assert (elsewhere / "r.html").read_text() == written
     predict = kinfuse(tmp_path, "predict", "--law-file", law_file, "--n-params", "1e5")
     assert predict.returncode == 0, predict.stderr[-2000:]
     # The law says where it came from: the refit's study and sweep, the sweep's own law its data.
