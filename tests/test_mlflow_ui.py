@@ -144,17 +144,26 @@ def test_the_sweep_its_trials_a_metric_chart_and_the_plots_show_in_the_ui(ui, br
     assert all(s.stat().st_size > 20_000 for s in shots)
 
 
-def test_the_report_opens_offline_with_its_charts_drawn(quickstart, browser, tmp_path):
+def drawn_charts(driver) -> int:
+    """How many Plotly charts the page has drawn."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('.js-plotly-plot')]"
+        ".filter(d => d.querySelector('.main-svg')).length"
+    )
+
+
+def test_the_report_opens_offline_and_in_mlflow_with_its_charts_drawn(ui, browser, tmp_path):
     """runs/quickstart/report.html opened from disk as a person opens a mailed file: the answer
-    first, and each of its three charts drawn by the Plotly script the file carries."""
+    first, and each of its three charts drawn by the Plotly script the file carries; then the
+    same file on the sweep's run in MLflow (Artifacts shows it in a frame that runs scripts)."""
     from selenium.webdriver.common.by import By
 
-    workdir, _ = quickstart
+    url, workdir = ui
     report = workdir / "runs" / "quickstart" / "report.html"
     text = page_text(browser, report.as_uri(), "Recommended infusion ratio", "collapse per size")
     assert text.index("Recommended infusion ratio for n886k") < text.index("collapse per size")
     deadline = time.monotonic() + 30
-    while len(browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")) < 3:
+    while drawn_charts(browser) < 3:
         assert time.monotonic() < deadline, "the report's charts were not drawn"
         time.sleep(0.5)
     # Each chart holds its traces: a line per size, the window's edges, the decision curves.
@@ -163,4 +172,21 @@ def test_the_report_opens_offline_with_its_charts_drawn(quickstart, browser, tmp
     )
     assert traces[0] == 2 * 5 and traces[1] >= 6 and traces[2] >= 2, traces
     browser.save_screenshot(str(tmp_path / "report.png"))
-    print("screenshot:", tmp_path / "report.png")
+
+    _, runs = runs_of(workdir, "quickstart")
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    run_page = f"{url}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+    browser.get(f"{run_page}/artifacts/report.html")
+    deadline = time.monotonic() + 60
+    while True:
+        frames = browser.find_elements(By.TAG_NAME, "iframe")
+        if frames:
+            browser.switch_to.frame(frames[0])
+            drawn = drawn_charts(browser)
+            browser.switch_to.default_content()
+            if drawn == 3:
+                break
+        assert time.monotonic() < deadline, "MLflow did not show the report with its charts"
+        time.sleep(1)
+    browser.save_screenshot(str(tmp_path / "report_in_mlflow.png"))
+    print("screenshots:", tmp_path / "report.png", tmp_path / "report_in_mlflow.png")
