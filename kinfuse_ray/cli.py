@@ -294,18 +294,18 @@ def _needed_keys(sweeps: list[SweepConfig]) -> set[str]:
 def _show(args: argparse.Namespace) -> None:
     from kinfuse_ray.records import recorded_answer
 
-    text, where = recorded_answer(args.tracking_uri, args.study,
-                                  "summary.json" if args.json else "answer.txt")  # fmt: skip
+    out = Path(args.report).resolve() if args.report else None
+    if out is not None and not out.parent.is_dir():
+        raise KinfuseError(f"--report: {out.parent} is not a folder")
+    answer = "summary.json" if args.json else "answer.txt"
+    texts, where = recorded_answer(args.tracking_uri, args.study,
+                                   (answer, "report.html") if out else (answer,))  # fmt: skip
     _say(args, where)
-    if args.report:
+    if out is not None:
         from kinfuse_ray.files import write_text_atomic
 
-        out = Path(args.report).resolve()
-        if not out.parent.is_dir():
-            raise KinfuseError(f"--report: {out.parent} is not a folder")
-        report, _ = recorded_answer(args.tracking_uri, args.study, "report.html")
-        _say(args, f"report: {write_text_atomic(out, report)}")
-    print(text.rstrip())
+        _say(args, f"report: {write_text_atomic(out, texts[1])}")
+    print(texts[0].rstrip())
 
 
 def _forecasts(args: argparse.Namespace) -> None:

@@ -142,17 +142,20 @@ def _artifact(client: MlflowClient, run_id: str, path: str, tracking_uri: str) -
         ) from None
 
 
-def recorded_answer(tracking_uri: str, study: str, path: str = "answer.txt") -> tuple[str, str]:
-    """(what the latest sweep of `study` recorded at `path`: answer.txt, the answer as it
-    printed it, or summary.json; a line saying which run and when)."""
+def recorded_answer(
+    tracking_uri: str, study: str, paths: tuple[str, ...] = ("answer.txt",)
+) -> tuple[list[str], str]:
+    """(what the latest sweep of `study` recorded at each of `paths`: answer.txt, the answer as
+    it printed it, summary.json, report.html; a line saying which run and when). Every file
+    from that one run."""
     client = _reader(tracking_uri)
     latest = _latest_sweep(client, study, tracking_uri)
     if latest is None or latest.info.status != "FINISHED":
         state = "no sweep" if latest is None else f"its latest sweep ended {latest.info.status}"
         raise KinfuseError(f"mlflow: {state} in '{study}' at {tracking_uri}: no answer recorded")
     when = datetime.fromtimestamp(latest.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
-    text = _artifact(client, latest.info.run_id, path, tracking_uri)
-    return text, f"study {study}: sweep run {latest.info.run_id}, started {when}"
+    texts = [_artifact(client, latest.info.run_id, path, tracking_uri) for path in paths]
+    return texts, f"study {study}: sweep run {latest.info.run_id}, started {when}"
 
 
 def confirmed_forecasts(tracking_uri: str) -> list[Forecast]:
