@@ -1,7 +1,7 @@
 """Fixtures: the bundled data, and one real micro sweep, one two-worker sweep and one fresh
-quickstart per test session, shared by the tests that only read what they wrote. The tiers: every test carries
-exactly one of `unit`, `slow`, `full` (pyproject.toml says what each is), and the run ends with
-the wall time each tier took."""
+quickstart per test session, shared by the tests that only read what they wrote. The tiers:
+every test carries exactly one of `unit`, `slow`, `full` (pyproject.toml says what each is), and
+the run ends with the wall time each tier took."""
 
 import os
 import time
