@@ -94,6 +94,7 @@ def _plan(args: argparse.Namespace) -> None:
     plan = plan_sweep(
         sweep.name, list(sweep.rungs.values()), vocab, ratios=sweep.ratios,
         precision=sweep.search.precision, budgets=budgets, mfu=args.mfu,
+        budget=sweep.search.budget,
     )  # fmt: skip
     print((f"note: {note}\n" if note else "") + describe_plan(plan))
     if not (sweep.train.use_gpu or sweep.train.gpu or sweep.ray.address or args.no_probe):
@@ -126,7 +127,9 @@ def _cpu_time(sweep: SweepConfig, plan) -> str:
     rungs, budgets = list(sweep.rungs.values()), sweep.budgets or [sweep.train.tokens]
     bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
     middle = statistics.median([r for r in sweep.ratios if r > 0] or [0.5])
-    trials = plan.grid_trials if sweep.search.strategy == "grid" else plan.bisect_trials
+    trials = {"grid": plan.grid_trials, "decision": plan.decision_trials}.get(
+        sweep.search.strategy, plan.bisect_trials
+    )
     cpus = sweep.ray.num_cpus or os.cpu_count() or 1
     time = cpu_seconds(rungs, probe(rungs, bundle, middle), trials // (len(rungs) * len(budgets)),
                        budgets, cpus // sweep.train.cpus_per_trial)  # fmt: skip

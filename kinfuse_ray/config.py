@@ -244,11 +244,21 @@ class EvalConfig(Strict):
 class SearchConfig(Strict):
     """How each size's ratios are chosen: every ratio (grid); the ratios as a coarse pass
     refined by bisection in log r until the collapse bracket is narrower than `precision`
-    (bisect); or Optuna's TPE sampler between them (optuna)."""
+    (bisect); Optuna's TPE sampler between them (optuna); or, over the whole ladder, the
+    grid's trials that narrow the target's keep ratio most, until its interval is within
+    `width` logits or `budget` of the grid's trial-tokens is spent (decision,
+    kinfuse_ray/decision_search.py)."""
 
-    strategy: Literal["grid", "bisect", "optuna"] = "grid"
+    strategy: Literal["grid", "bisect", "optuna", "decision"] = "grid"
     precision: Annotated[float, Field(gt=0, lt=1)] = 0.1  # relative: stop once hi / lo - 1 <= this
     trials_per_size: int = Field(default=8, gt=0, description="optuna: trials above the plateau")
+    budget: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=1 / 3, description="decision: share of the grid's trial-tokens it may spend"
+    )
+    width: Annotated[float, Field(gt=0)] = Field(
+        default=1.5,
+        description="decision: stop once the target's keep interval is this narrow (logits)",
+    )
 
 
 class Target(Strict):
@@ -423,6 +433,25 @@ class SweepConfig(Strict):
             raise ValueError(
                 "ratio 0 (a general-only reference run) needs search.strategy grid: the other "
                 "searches work in log r"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _decision_search_needs_a_target(self) -> SweepConfig:
+        if self.search.strategy != "decision":
+            return self
+        if self.predict.target is None:
+            raise ValueError("search.strategy decision narrows the forecast at predict.target: "
+                             "name a target")  # fmt: skip
+        if self.predict.method != "joint":
+            raise ValueError("search.strategy decision reads retention curves: it needs "
+                             "predict.method joint")  # fmt: skip
+        if self.search.budget * len(self.ratios) < 2:
+            raise ValueError(
+                f"search.budget {self.search.budget:.3g} gives each size "
+                f"{self.search.budget * len(self.ratios):.1f} of its {len(self.ratios)} ratios, "
+                f"and bracketing a collapse takes 2: raise it to {2 / len(self.ratios):.2f} or "
+                "more, or add ratios"
             )
         return self
 

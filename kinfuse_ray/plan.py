@@ -122,6 +122,22 @@ class SweepPlan:
     grid_gpu_hours: float | None
     bisect_gpu_hours: float | None
     storage_bytes: float
+    budget: float = 1.0  # search.budget: the decision search's share of the grid's trial-tokens
+    min_budget: float = 0.0  # the least that brackets every size's collapse (2 of its ratios)
+
+    @property
+    def decision_trials(self) -> int:
+        """The most infusion trials the decision search runs (its budget of the grid's)."""
+        return math.floor(self.budget * self.grid_trials + 1e-9)
+
+    @property
+    def decision_gpu_hours(self) -> float | None:
+        """Its GPU-hours with base runs, at most, if its trials spread over the sizes as the
+        grid's do."""
+        if self.grid_gpu_hours is None:
+            return None
+        base = sum(r.base_gpu_hours for r in self.rungs)
+        return base + self.budget * (self.grid_gpu_hours - base)
 
 
 def expected_bisection_steps(ratios: list[float], precision: float) -> int:
@@ -167,9 +183,10 @@ def plan_sweep(
     precision: float,
     budgets: list[int],
     mfu: float = DEFAULT_MFU,
+    budget: float = 1.0,
 ) -> SweepPlan:
-    """The plan of sweep `name` (its `rungs`, `ratios`, bisection `precision` and token
-    `budgets` per infusion trial) on its `train.gpu` (memory only, no throughput, when none is
+    """The plan of sweep `name` (its `rungs`, `ratios`, bisection `precision`, token `budgets`
+    per infusion trial and the decision search's `budget`, a share of the grid's) on its `train.gpu` (memory only, no throughput, when none is
     named). Raises KinfuseError naming the first rung that does not fit, and what to change."""
     train = rungs[0].train  # the sweep's: rungs differ only in lr, parallelism, checkpointing
     trial_tokens = sum(budgets) / len(budgets)
@@ -210,7 +227,8 @@ def plan_sweep(
     spacing = max((b / a - 1 for a, b in zip(positive, positive[1:], strict=False)), default=0.0)
     return SweepPlan(
         name, train.workers, plans, train.gpu, mfu, spacing, precision, len(rungs) * grid,
-        len(rungs) * bisect, gpu_hours(grid), gpu_hours(bisect), storage,
+        len(rungs) * bisect, gpu_hours(grid), gpu_hours(bisect), storage, budget,
+        2 / len(positive) if positive else 1.0,
     )  # fmt: skip
 
 

@@ -498,8 +498,16 @@ def describe_plan(plan: SweepPlan) -> str:
         ("bisection (expected)", plan.bisect_trials, plan.bisect_gpu_hours,
          f"the grid as a coarse pass, then r* to hi/lo - 1 <= {plan.precision:.0%} "
          "(search.precision)"),
+        ("decision (at most)", plan.decision_trials, plan.decision_gpu_hours,
+         f"the grid's trials that narrow the target's keep ratio most, to {plan.budget:.0%} of "
+         "its trial-tokens (search.budget; GPU-hours if they spread over the sizes as the "
+         "grid's do)"),
     ):  # fmt: skip
         cost = f", {hours:,.0f} GPU-hours with base runs" if hours is not None else ""
+        if label.startswith("decision") and plan.budget < plan.min_budget:
+            lines.append(f"{label}: needs search.budget >= {plan.min_budget:.2f} (2 ratios per "
+                         f"size bracket its collapse; {plan.budget:.2f} set)")  # fmt: skip
+            continue
         lines.append(f"{label}: {trials} infusion trials{cost}; {reach}")
     lines.append(
         f"checkpoint storage, at most: {plan.storage_bytes / 1e12:.2f} TB "

@@ -252,11 +252,7 @@ class LadderSearch(Searcher):
             return None  # Tune asks again later
         trial = self._next()
         if trial is None:
-            busy = (
-                self.queue_base
-                or self.running
-                or any(not self.strategies[s].finished for s in self.ready)
-            )
+            busy = self.queue_base or self.running or self._searching()
             return None if busy else Searcher.FINISHED
         self.running[trial_id] = trial
         return trial.to_config()
@@ -285,6 +281,10 @@ class LadderSearch(Searcher):
             self.__dict__.update(pickle.load(f))
 
     # -- choosing ----------------------------------------------------------------------------
+    def _searching(self) -> bool:
+        """Whether a size may still want trials once the ones running are in."""
+        return any(not self.strategies[s].finished for s in self.ready)
+
     def _next(self) -> TrialSpec | None:
         if self.queue_base:
             return TrialSpec(Phase.base, self.queue_base.pop(0), 0.0)

@@ -46,6 +46,7 @@ from kinfuse_ray.console import (
     say,
 )
 from kinfuse_ray.data import DataBundle, build_bundle
+from kinfuse_ray.decision_search import decision_search
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.files import write_text_atomic
 from kinfuse_ray.law import InfusionLaw, spans_budgets
@@ -248,12 +249,15 @@ class TrialRunner:
             """The searcher, and the callbacks that mirror its trials to MLflow and show its
             progress (a read-only view of it), for an experiment that starts now."""
             plateaus = {size: found.retention for size, found in reused.items()}
-            strategies = ratio_strategies(
-                sweep.search, sweep.ratios, sweep.eval, sweep.seed, list(rungs), plateaus
-            )
-            n_params = {name: rung.n_params for name, rung in rungs.items()}
             capacity = trainer_capacity(sweep.train, sweep.ray.concurrent_trials)
-            search = LadderSearch(strategies, n_params, sweep.train.tokens, base, capacity)
+            if sweep.search.strategy == "decision":
+                search = decision_search(sweep, list(rungs), base, plateaus, capacity)
+            else:
+                strategies = ratio_strategies(
+                    sweep.search, sweep.ratios, sweep.eval, sweep.seed, list(rungs), plateaus
+                )
+                n_params = {name: rung.n_params for name, rung in rungs.items()}
+                search = LadderSearch(strategies, n_params, sweep.train.tokens, base, capacity)
             took = {size: found.seconds for size, found in reused.items()}
             continued = sweep.train.schedule is Schedule.continued and sweep.train.base_tokens
             share = sweep.train.tokens / sweep.train.base_tokens if continued else None

@@ -78,6 +78,12 @@ def test_non_embedding_params_are_counted_from_the_model():
             "n_layers: 2, n_heads: 4}}, confirm: true}\n",
             "predict.confirm with budgets",
         ),
+        (GOOD + "search: {strategy: decision}\n", "search.strategy decision .* name a target"),
+        (
+            GOOD + "search: {strategy: decision}\npredict: {target: {size: {name: b, "
+            "hidden_size: 64, n_layers: 2, n_heads: 4}}}\n",
+            "search.budget 0.333 gives each size 0.7 of its 2 ratios",
+        ),
         ("name: t\nladder: [\n", "line 3: malformed YAML"),
         ("- just\n- a list\n", "expected a mapping"),
     ],

@@ -29,7 +29,8 @@ def floor_and_offset(shape, threshold: float) -> tuple[float, float]:
     """A curve's floor (share of plateau kept however much is infused, below the threshold) and
     the sigmoid's offset that puts retention at threshold x plateau exactly at r*."""
     floor = threshold * expit(shape[1])
-    return floor, float(clipped_logit((threshold - floor) / (1 - floor)))
+    offset = clipped_logit((threshold - floor) / (1 - floor))
+    return floor, offset if np.ndim(offset) else float(offset)  # per draw, given draws' shapes
 
 
 def retention_model(plateau, logit_rstar, shape, ratio_logit, threshold: float):

@@ -1,0 +1,341 @@
+"""The decision search (`search.strategy: decision`): which (size, ratio) trial of the ladder runs
+next, chosen for the forecast at the target rather than for each size's r* alone.
+
+A size's candidates are the sweep file's ratios: the search runs a subset of the grid's trials,
+so its answer compares cell for cell with the grid's. Two phases:
+
+1. Bracket. Each size walks the grid to the two neighbouring ratios its retention falls through
+   the collapse threshold between (the collapse rule's bracket), one trial at a time per size,
+   sizes side by side. It starts at the ratio nearest to where the sizes measured so far put its
+   collapse (`point_law` through their r*; with none yet, the middle of the grid), and bisects
+   once its own trials rule that out.
+2. Narrow. With every size bracketed, the law is fitted to the trials so far (power_n unless the
+   sweep names a form) and the next trial is the unmeasured (size, ratio) beside a size's
+   measured ones whose outcome most reduces the variance of the target's keep ratio: linearised
+   over the bootstrap draws (those inside the keep ratio's 90% range), Cov(keep, y)^2 /
+   (Var(y) + noise^2), y being the draw's retention there and noise one trial's.
+
+It stops once the keep ratio's interval at the target is within `search.width` logits, or when
+one more trial would spend more than `search.budget` of the grid's trial-tokens (every size at
+every ratio). Trials stop early on collapse as under every strategy.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+from scipy.special import logit
+
+from kinfuse_ray.config import EVAL_DEFAULTS, SweepConfig, TargetPoint
+from kinfuse_ray.console import say
+from kinfuse_ray.errors import KinfuseError
+from kinfuse_ray.law import (
+    FitSettings,
+    ForecastSettings,
+    InfusionLaw,
+    from_sweep,
+    point_law,
+    size_curve,
+)
+from kinfuse_ray.law.bootstrap import central_interval
+from kinfuse_ray.law.fit import retention_model
+from kinfuse_ray.law.forms import DEFAULT_FORM
+from kinfuse_ray.search import LadderSearch, RatioStrategy
+from kinfuse_ray.spec import Phase, TrialSpec
+
+
+def variance_reduction(keep: np.ndarray, outcome: np.ndarray, noise_sd: float) -> float:
+    """How much one observation of `outcome` (per draw, paired with `keep`), measured with noise
+    of `noise_sd`, is expected to reduce the variance of `keep`: the linear-Gaussian update."""
+    covariance = float(np.mean((keep - keep.mean()) * (outcome - outcome.mean())))
+    return covariance**2 / (float(outcome.var()) + noise_sd**2)
+
+
+class DecisionRatios(RatioStrategy):
+    """One size under the decision search: the grid ratios the ladder-level search gave it, and
+    where its collapse bracket may still lie."""
+
+    def __init__(
+        self,
+        ratios: list[float],
+        threshold: float = EVAL_DEFAULTS.collapse_threshold,
+        plateau_points: int = EVAL_DEFAULTS.plateau_points,
+    ):
+        super().__init__(threshold, plateau_points)
+        self.grid = sorted(ratios)
+        self.assigned: list[float] = []
+        self.acquisition: dict[float, float] = {}
+
+    def _wanted(self) -> list[float]:
+        return self.assigned
+
+    def planned(self) -> int:
+        return len(self.assigned) + bool(self.open_bracket())
+
+    @property
+    def reference(self) -> float | None:
+        """Retention before infusion: the base run's, else the collapse rule's from the lowest
+        ratios once they are in (None before)."""
+        if self.plateau is not None:
+            return self.plateau
+        lowest = self.grid[: self.plateau_points]
+        if all(r in self.results for r in lowest):
+            return float(np.median([self.results[r] for r in lowest]))
+        return None
+
+    def open_bracket(self) -> list[float]:
+        """The grid ratios the collapse bracket may still need: between the highest ratio that
+        kept retention above the threshold and the lowest that fell below it (the collapse rule's
+        first). Empty once bracketed by neighbours, or when the grid holds no collapse."""
+        plateau = self.reference
+        if plateau is None:
+            return [r for r in self.grid[: self.plateau_points] if r not in self.results]
+        if plateau <= 0:
+            return []
+        kept = {r: y / plateau >= self.threshold for r, y in self.results.items() if y == y}
+        below = [i for i, r in enumerate(self.grid) if kept.get(r) is False]
+        hi = below[0] if below else len(self.grid)
+        above = [i for i, r in enumerate(self.grid[:hi]) if kept.get(r)]
+        lo = above[-1] if above else -1
+        return [r for r in self.grid[lo + 1 : hi] if r not in self.results]
+
+    def next_bracket_ratio(self, predicted: float | None, floor: float, ceiling: float
+                           ) -> float | None:  # fmt: skip
+        """The next ratio of the bracket walk (one trial at a time), among the open ones between
+        the grid ratios around `floor` and `ceiling` (where the other sizes put this one's
+        collapse; all open ones if none lie there): the nearest to `predicted` in logit, else
+        the middle one."""
+        if self.waiting:
+            return None
+        open_ = [r for r in self.open_bracket() if r not in self.proposed]
+        if not open_:
+            return None
+        low = max((r for r in self.grid if r <= floor), default=self.grid[0])
+        high = min((r for r in self.grid if r >= ceiling), default=self.grid[-1])
+        open_ = [r for r in open_ if low <= r <= high] or open_
+        if self.reference is None or predicted is None:
+            return open_[len(open_) // 2]
+        return min(open_, key=lambda r: abs(logit(r) - logit(predicted)))
+
+
+class DecisionSearch(LadderSearch):
+    def __init__(
+        self,
+        strategies: dict[str, DecisionRatios],
+        n_params: dict[str, int],
+        tokens: int,
+        base: list[str],
+        capacity=None,
+        *,
+        target: TargetPoint,
+        settings: FitSettings,
+        forecast: ForecastSettings,
+        budget: float,
+        width: float,
+    ):
+        """`target` the forecast's model; `settings`/`forecast` the sweep's law settings (the
+        search fits power_n when the form is auto); `budget` the share
+        of the grid's trial-tokens it may spend; `width` the keep ratio's interval (logits) at
+        which it stops."""
+        super().__init__(strategies, n_params, tokens, base, capacity)
+        form = DEFAULT_FORM if settings.form == "auto" else settings.form
+        self.settings = replace(settings, form=form)
+        self.forecast, self.target, self.width = forecast, target, width
+        grid = sum(len(s.grid) for s in strategies.values()) * tokens
+        self.budget_tokens = budget * grid
+        self.spent = 0  # trial-tokens of finished infusion trials
+        self.stopped: str | None = None
+        self._fitted: tuple[int, InfusionLaw | None] | None = None  # not saved
+
+    # -- Tune's side -------------------------------------------------------------------------
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        trial = self.running.get(trial_id)
+        super().on_trial_complete(trial_id, result, error)
+        if trial is None or trial.phase is Phase.base:
+            return
+        self.spent += int((result or {}).get("tokens", self.tokens))
+        if result and "acquisition" in result:
+            self.strategies[trial.size].acquisition[trial.ratio] = float(result["acquisition"])
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({**self.__dict__, "_fitted": None}, f)
+
+    # -- choosing ----------------------------------------------------------------------------
+    def _searching(self) -> bool:
+        return (
+            False  # what runs next is decided in _refill; nothing there and nothing running: done
+        )
+
+    def _refill(self) -> None:
+        if self.stopped:
+            return
+        for size in self._bracket_order():
+            ratio = self.strategies[size].next_bracket_ratio(*self._prior(size))
+            if ratio is not None:
+                # Two trials kept for each size not started yet, so a walk cannot starve it.
+                unstarted = sum(s not in self.started for s in self.strategies if s != size)
+                if self._affordable(reserve=2 * unstarted):
+                    self._assign(size, ratio)
+                return
+        bracketing = (
+            self.queue_base
+            or any(t.phase is Phase.base for t in self.running.values())
+            or any(self.strategies[s].open_bracket() for s in self.ready)
+        )
+        if not bracketing:
+            cell = self._narrowing_cell()
+            if cell is not None:
+                self._assign(*cell)
+
+    def _bracket_order(self) -> list[str]:
+        """Sizes already walking first, then the rest farthest first (in log N) from those
+        started: the ends of the ladder, then sizes between them, whose collapse the law then
+        interpolates rather than extrapolates."""
+        order = [s for s in self.started if s in self.ready]
+        log_n = {s: math.log(self.n_params[s]) for s in self.strategies}
+        rest = [s for s in self.ready if s not in order]
+        placed = list(order)
+        while rest:
+            far = max(rest, key=lambda s: (min((abs(log_n[s] - log_n[p]) for p in placed),
+                                              default=log_n[s]), log_n[s]))  # fmt: skip
+            order.append(far)
+            placed.append(far)
+            rest.remove(far)
+        return order
+
+    def _assign(self, size: str, ratio: float) -> None:
+        strategy = self.strategies[size]
+        strategy.assigned.append(ratio)
+        if size not in self.started:
+            self.started.append(size)
+        self.queue += [TrialSpec(Phase.infuse, size, r) for r in strategy.propose()]
+
+    def _affordable(self, reserve: int = 0) -> bool:
+        """Whether one more trial fits the budget with `reserve` trials kept back (stops the
+        search when nothing is kept back, none is running and it does not)."""
+        in_flight = sum(t.phase is Phase.infuse for t in self.running.values())
+        if self.spent + (in_flight + 1 + reserve) * self._trial_tokens() <= self.budget_tokens:
+            return True
+        if not in_flight and not reserve:
+            self._stop(f"one more trial would pass the budget of {self.budget_tokens:,.0f} "
+                       f"trial-tokens ({self.spent:,} spent)")  # fmt: skip
+        return False
+
+    def _trial_tokens(self) -> float:
+        """What one more trial is expected to spend: the mean of those finished (a trial
+        trains whole batches, a little past train.tokens), else train.tokens."""
+        done = sum(len(s.results) for s in self.strategies.values())
+        return self.spent / done if done else float(self.tokens)
+
+    def _stop(self, why: str) -> None:
+        self.stopped = why
+        say(f"decision search stops: {why}")
+
+    def _prior(self, size: str) -> tuple[float | None, float, float]:
+        """Where the sizes collapsed so far put this size's collapse: (the law through them,
+        None below two sizes; at least the largest smaller size's r*; at most the smallest
+        larger size's), r* rising with size."""
+        n = self.n_params[size]
+        found = [
+            (self.n_params[s], self.tokens, c.ratio)
+            for s in self.ready
+            if s != size and (c := self.strategies[s].collapse()) is not None and c.found
+        ]
+        floor = max((r for m, _, r in found if m < n), default=0.0)
+        ceiling = min((r for m, _, r in found if m > n), default=1.0)
+        if len({m for m, _, _ in found}) < 2:
+            return None, floor, ceiling
+        predicted = min(max(point_law(found)(n, self.tokens), floor), ceiling)
+        return predicted, floor, ceiling
+
+    def _law(self) -> InfusionLaw | None:
+        """The law fitted to every trial so far (refitted when a result came in; None: the
+        trials do not fit one yet)."""
+        key = sum(len(s.results) for s in self.strategies.values())
+        if self._fitted is None or self._fitted[0] != key:
+            curves = []
+            for size in self.ready:
+                strategy = self.strategies[size]
+                rows = [(r, y, strategy.acquisition.get(r, float("nan")))
+                        for r, y in strategy.results.items() if y == y]  # fmt: skip
+                if rows and (strategy.reference or 0) > 0:
+                    curves.append(size_curve(size, self.n_params[size], self.tokens, rows,
+                                             strategy.reference))  # fmt: skip
+            try:
+                law = InfusionLaw.fit(curves, self.settings, self.forecast)
+            except KinfuseError:
+                law = None
+            self._fitted = (key, law)
+        return self._fitted[1]
+
+    def _narrowing_cell(self) -> tuple[str, float] | None:
+        """The unmeasured (size, ratio) that most narrows the target's keep ratio, or None when
+        the search is done (narrow enough, out of budget, or no law to narrow)."""
+        law = self._law()
+        if law is None:
+            if not self.running:
+                self._stop("the trials so far fit no law, and bracketing is done")
+            return None
+        at = law.at(self.target.n_params, self.target.tokens)
+        lo, hi = central_interval(at.keep, self.forecast.confidence)
+        if hi - lo <= self.width:
+            self._stop(f"the keep ratio's interval at {self.target.name} is {hi - lo:.2f} logits "
+                       f"(<= {self.width:g})")  # fmt: skip
+            return None
+        if not self._affordable():
+            return None
+        # Draws past the interval's ends would decide the covariances on their own.
+        keep = at.keep
+        inside = (keep >= np.percentile(keep, 5)) & (keep <= np.percentile(keep, 95))
+        fit = law.retention
+        own = fit.point.free_logit_rstar()
+        shapes = (fit.draws.shapes[:, 0], fit.draws.shapes[:, 1])
+        scores = {}
+        for size in self.ready:
+            if size not in own:
+                continue
+            strategy, n = self.strategies[size], self.n_params[size]
+            offset = own[size] - float(fit.point.law_logit(n, self.tokens)[0])
+            z = fit.law_draws_logit(n, self.tokens) + offset
+            measured = [i for i, r in enumerate(strategy.grid) if r in strategy.proposed]
+            for i, r in enumerate(strategy.grid):
+                if r in strategy.proposed:
+                    continue
+                if not measured[0] - 1 <= i <= measured[-1] + 1:
+                    continue  # a ratio beside what the size measured, not far off its curve
+                y = retention_model(1.0, z, shapes, float(logit(r)), fit.point.threshold)
+                scores[(size, r)] = variance_reduction(keep[inside], y[inside], fit.trial_sd)
+        if not scores:
+            if not self.running:
+                self._stop("every ratio of every size is measured")
+            return None
+        return max(scores, key=scores.get)
+
+
+def decision_search(
+    sweep: SweepConfig,
+    sizes: list[str],
+    base: list[str],
+    plateaus: dict[str, float],
+    capacity: Callable[[], int] | None = None,
+) -> DecisionSearch:
+    """A fresh decision search over `sizes` of `sweep` (`base`: sizes whose base run is still to
+    do; `plateaus`: base-model retention already known)."""
+    evals = sweep.eval
+    strategies = {}
+    for size in sizes:
+        strategies[size] = DecisionRatios(sweep.ratios, evals.collapse_threshold,
+                                          evals.plateau_points)  # fmt: skip
+        strategies[size].plateau = plateaus.get(size)
+    settings, forecast = from_sweep(evals, sweep.predict, sweep.seed)
+    n_params = {size: sweep.n_params[size] for size in sizes}
+    return DecisionSearch(
+        strategies, n_params, sweep.train.tokens, base, capacity, target=sweep.target_point,
+        settings=settings, forecast=forecast, budget=sweep.search.budget,
+        width=sweep.search.width,
+    )  # fmt: skip
