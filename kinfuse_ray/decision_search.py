@@ -148,6 +148,7 @@ class DecisionSearch(LadderSearch):
         grid = sum(len(s.grid) for s in strategies.values()) * tokens
         self.budget_tokens = budget * grid
         self.spent = 0  # trial-tokens of finished infusion trials
+        self.most_trained = 0  # the most one of them trained
         self.stopped: str | None = None
         self._fitted: tuple[int, InfusionLaw | None] | None = None  # not saved
 
@@ -157,7 +158,9 @@ class DecisionSearch(LadderSearch):
         super().on_trial_complete(trial_id, result, error)
         if trial is None or trial.phase is Phase.base:
             return
-        self.spent += int((result or {}).get("tokens", self.tokens))
+        trained = int((result or {}).get("tokens", self.tokens))
+        self.spent += trained
+        self.most_trained = max(self.most_trained, trained)
         if result and "acquisition" in result:
             self.strategies[trial.size].acquisition[trial.ratio] = float(result["acquisition"])
 
@@ -174,12 +177,16 @@ class DecisionSearch(LadderSearch):
     def _refill(self) -> None:
         if self.stopped:
             return
+        found = sum(self._found(s) for s in self.ready)
         for size in self._bracket_order():
+            if size not in self.started and len(self.started) >= 2 and found < 2:
+                continue  # the ends first: a size placed by no law would walk the whole grid
             ratio = self.strategies[size].next_bracket_ratio(*self._prior(size))
             if ratio is not None:
-                # Two trials kept for each size not started yet, so a walk cannot starve it.
-                unstarted = sum(s not in self.started for s in self.strategies if s != size)
-                if self._affordable(reserve=2 * unstarted):
+                # What every other size still needs to bracket its collapse is kept back, so
+                # one size's walk cannot starve another.
+                reserve = sum(self._least_to_bracket(s) for s in self.strategies if s != size)
+                if self._affordable(reserve=reserve):
                     self._assign(size, ratio)
                 return
         bracketing = (
@@ -191,6 +198,21 @@ class DecisionSearch(LadderSearch):
             cell = self._narrowing_cell()
             if cell is not None:
                 self._assign(*cell)
+
+    def _found(self, size: str) -> bool:
+        found = self.strategies[size].collapse()
+        return found is not None and found.found
+
+    def _least_to_bracket(self, size: str) -> int:
+        """Trials `size` needs at least (beyond those running) to bracket its collapse."""
+        strategy = self.strategies[size]
+        if not strategy.open_bracket() or strategy.waiting:
+            return 0
+        plateau = strategy.reference
+        if plateau is None:
+            return 2
+        sides = {y / plateau >= strategy.threshold for y in strategy.results.values() if y == y}
+        return 2 - len(sides)
 
     def _bracket_order(self) -> list[str]:
         """Sizes already walking first, then the rest farthest first (in log N) from those
@@ -227,10 +249,9 @@ class DecisionSearch(LadderSearch):
         return False
 
     def _trial_tokens(self) -> float:
-        """What one more trial is expected to spend: the mean of those finished (a trial
-        trains whole batches, a little past train.tokens), else train.tokens."""
-        done = sum(len(s.results) for s in self.strategies.values())
-        return self.spent / done if done else float(self.tokens)
+        """What one more trial may spend: train.tokens, or the most a finished one trained (a
+        trial trains whole batches, a little past train.tokens)."""
+        return float(max(self.tokens, self.most_trained))
 
     def _stop(self, why: str) -> None:
         self.stopped = why
