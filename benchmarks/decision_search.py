@@ -6,15 +6,14 @@
 For each grid sweep's output folder (summary.json and sweep.yaml, written by `kinfuse sweep`)
 the decision search (kinfuse_ray/decision_search.py) runs as it would in that sweep, two trials
 in flight, but every trial it asks for is answered by the grid's measured trial at that size and
-ratio (trials are deterministic on one numeric path, so this is what a live run would measure):
-once as a fresh sweep (base runs first) and once as a sweep whose base runs the store holds
-(every size may start at once).
-The sweep's own analysis then answers from the trials it chose. Printed side by side: infusion
+ratio (trials are deterministic on one numeric path, so this is what a live run would measure;
+the search chooses in rounds, so the order trials finish in does not change what it runs). The
+sweep's own analysis then answers from the trials it chose. Printed side by side: infusion
 trials and trial-tokens, the recommended ratio, the keep ratio's interval and its width, and the
 issue's targets: a recommendation inside the grid's interval, an interval at most 10% wider (in
-logits) and at most a third of the grid's trial-tokens. A width from 400 bootstrap draws (a
-sweep's default) moves by 0.3-0.4 logits with the bootstrap's seed alone, so both answers' trials
-are also refitted with 2000 draws from 3 seeds, and the width target is read on those too.
+logits) and at most a third of the grid's trial-tokens. A width moves with the bootstrap's seed
+alone, so both answers' trials are refitted from 3 seeds with the sweep's draws and with 2000,
+and the width target is read on the latter's median too.
 With --live, both strategies also run the sweep file for real, each fresh, for their wall time.
 Exits 1 when a target is missed.
 """
@@ -56,17 +55,17 @@ def trial_results(summary: dict) -> tuple[list[TrialResult], list[TrialResult]]:
     return [result(t) for t in summary["trials"]], [result(b) for b in summary["base_runs"]]
 
 
-def draw_spread(trials: list[TrialResult], sweep, base: list[TrialResult], form: str
-                ) -> list[float]:  # fmt: skip
-    """The keep ratio's interval width (logits) at the target, fitted with `STEADY_DRAWS`
-    bootstrap draws from each of `DRAW_SEEDS` seeds: the width without most of the draws' own
-    noise (400 draws, a sweep's default, move it by about 0.3-0.4 logits on the quickstart)."""
+def draw_spread(trials: list[TrialResult], sweep, base: list[TrialResult], form: str,
+                draws: int = 0) -> list[float]:  # fmt: skip
+    """The keep ratio's interval width (logits) at the target, fitted with `draws` bootstrap
+    draws (the sweep's own by default) from each of `DRAW_SEEDS` seeds: how much of a width is
+    the draws' own noise."""
     curves = size_curves(trials, sweep.eval, base)
     fit, forecast = from_sweep(sweep.eval, sweep.predict)
     target = sweep.target_point
     widths = []
     for seed in range(DRAW_SEEDS):
-        settings = replace(fit, form=form, seed=seed, n_bootstrap=STEADY_DRAWS)
+        settings = replace(fit, form=form, seed=seed, n_bootstrap=draws or fit.n_bootstrap)
         law = InfusionLaw.fit(curves, settings, forecast)
         lo, hi = central_interval(law.at(target.n_params, target.tokens).keep, forecast.confidence)
         widths.append(hi - lo)
@@ -76,7 +75,8 @@ def draw_spread(trials: list[TrialResult], sweep, base: list[TrialResult], form:
 def replay(search, measured: dict[tuple[str, float], TrialResult], base: dict[str, TrialResult],
            slots: int = 2) -> list[TrialResult]:  # fmt: skip
     """Play Tune for `search`: `slots` trials in flight, the oldest finishing first, each
-    answered by the measured trial (base runs: the recorded ones); the trials it ran."""
+    answered by the measured trial (base runs: the recorded ones); the trials it ran. (The
+    search chooses in rounds, so the order trials finish in does not change its choices.)"""
     running, ran, step = [], [], 0
     while True:
         while len(running) < slots:
@@ -98,15 +98,14 @@ def replay(search, measured: dict[tuple[str, float], TrialResult], base: dict[st
                                             "tokens": found.tokens_trained})  # fmt: skip
 
 
-def decide(sweep, measured, base: list[TrialResult], stored: bool):
-    """The decision search replayed on the grid's `measured` trials, as a fresh sweep (base runs
-    first) or one whose base runs the store holds (`stored`: every size may start at once):
-    (the trials it ran, the answer from them, why it stopped)."""
-    sizes = [s.name for s in sweep.ladder]
-    if stored:
-        search = decision_search(sweep, sizes, [], {b.size: b.retention for b in base})
-    else:
-        search = decision_search(sweep, sizes, [b.size for b in base], {})
+def decide(sweep, measured, base: list[TrialResult]):
+    """The decision search replayed on the grid's `measured` trials: (the trials it ran, the
+    answer from them, why it stopped)."""
+    search = decision_search(
+        sweep.search, sweep.ratios, sweep.eval, sweep.predict, seed=sweep.seed,
+        target=sweep.target_point, n_params=sweep.n_params, tokens=sweep.train.tokens,
+        base=[b.size for b in base], plateaus={},
+    )  # fmt: skip
     chosen = replay(search, measured, {b.size: b for b in base})
     answer = summarise(chosen, name=sweep.name, evals=sweep.eval, predict=sweep.predict,
                        seed=sweep.seed, target=sweep.target_point, base=base)  # fmt: skip
@@ -122,38 +121,38 @@ def compare(folder: Path, budget: float | None, width: float | None) -> bool:
     measured = {(t.size, t.ratio): t for t in trials if t.phase is Phase.infuse}
     grid, grid_spent = summary["recommendation"]["decision"], sum(t.tokens_trained for t in trials)
     lo, hi = grid["keep_interval"]
-    grid_widths = draw_spread(trials, sweep, base, summary["law"]["form"])
+    form = summary["law"]["form"]
+    grid_widths = draw_spread(trials, sweep, base, form, STEADY_DRAWS)
     columns = [("grid", len(trials), grid_spent, grid["ratio"], (lo, hi),
-                grid["keep_width_logits"], grid_widths)]  # fmt: skip
+                grid["keep_width_logits"], draw_spread(trials, sweep, base, form),
+                grid_widths)]  # fmt: skip
     notes, passed = [], True
-    for stored in (False, True):
-        label = "decision, base stored" if stored else "decision, base first"
-        chosen, answer, stopped = decide(sweep, measured, base, stored)
-        if answer.recommendation is None:
-            notes.append(f"{label}: no forecast ({answer.law_note})")
-            passed = False
-            continue
-        mine = answer.recommendation.decision
-        spent = sum(t.tokens_trained for t in chosen)
-        widths = draw_spread(chosen, sweep, base, answer.law.form)
-        columns.append((label, len(chosen), spent, mine.ratio, mine.keep_interval,
-                        mine.keep_width_logits, widths))  # fmt: skip
-        per_size: dict[str, list[str]] = {}
-        for t in chosen:
-            per_size.setdefault(t.size, []).append(f"{t.ratio:g}")
-        notes.append(f"{label}: " + "; ".join(f"{s} {', '.join(r)}" for s, r in per_size.items())
-                     + f"; stopped: {stopped}")  # fmt: skip
-        for check, ok in (
-            ("recommended inside the grid's keep interval", lo <= mine.ratio <= hi),
-            (f"width at most {MAX_WIDER:.2f}x the grid's",
-             mine.keep_width_logits <= MAX_WIDER * grid["keep_width_logits"]),
-            (f"width ({STEADY_DRAWS} draws, median) at most {MAX_WIDER:.2f}x the grid's",
-             np.median(widths) <= MAX_WIDER * np.median(grid_widths)),
-            (f"at most {MAX_SHARE:.2f} of the grid's trial-tokens",
-             spent <= MAX_SHARE * grid_spent),
-        ):  # fmt: skip
-            notes.append(f"  {'PASS' if ok else 'FAIL'}  {check}")
-            passed &= ok
+    chosen, answer, stopped = decide(sweep, measured, base)
+    if answer.recommendation is None:
+        print(f"{folder}: the decision search's trials give no forecast ({answer.law_note})")
+        return False
+    mine = answer.recommendation.decision
+    spent = sum(t.tokens_trained for t in chosen)
+    widths = draw_spread(chosen, sweep, base, answer.law.form, STEADY_DRAWS)
+    columns.append(("decision", len(chosen), spent, mine.ratio, mine.keep_interval,
+                    mine.keep_width_logits, draw_spread(chosen, sweep, base, answer.law.form),
+                    widths))  # fmt: skip
+    per_size: dict[str, list[str]] = {}
+    for t in chosen:
+        per_size.setdefault(t.size, []).append(f"{t.ratio:g}")
+    notes.append("decision's trials: " + "; ".join(f"{s} {', '.join(r)}"
+                                                    for s, r in per_size.items()))  # fmt: skip
+    notes.append(f"stopped: {stopped}")
+    for check, ok in (
+        ("recommended inside the grid's keep interval", lo <= mine.ratio <= hi),
+        (f"width at most {MAX_WIDER:.2f}x the grid's",
+         mine.keep_width_logits <= MAX_WIDER * grid["keep_width_logits"]),
+        (f"width ({STEADY_DRAWS} draws, median) at most {MAX_WIDER:.2f}x the grid's",
+         np.median(widths) <= MAX_WIDER * np.median(grid_widths)),
+        (f"at most {MAX_SHARE:.2f} of the grid's trial-tokens", spent <= MAX_SHARE * grid_spent),
+    ):  # fmt: skip
+        notes.append(f"{'PASS' if ok else 'FAIL'}  {check}")
+        passed &= ok
     print(f"{folder} ({sweep.name}, seed {sweep.seed}; ran with {summary['provenance']}):")
     rows = {
         "": lambda c: c[0],
@@ -162,7 +161,10 @@ def compare(folder: Path, budget: float | None, width: float | None) -> bool:
         "recommended": lambda c: f"{c[3]:.3f}",
         "keep interval": lambda c: f"{c[4][0]:.3f}-{c[4][1]:.3f}",
         "width (logits)": lambda c: f"{c[5]:.2f}",
-        f"{STEADY_DRAWS} draws x{DRAW_SEEDS}": lambda c: "/".join(f"{w:.2f}" for w in c[6]),
+        f"{sweep.predict.bootstrap} draws x{DRAW_SEEDS}": lambda c: "/".join(
+            f"{w:.2f}" for w in c[6]
+        ),
+        f"{STEADY_DRAWS} draws x{DRAW_SEEDS}": lambda c: "/".join(f"{w:.2f}" for w in c[7]),
     }
     for label, cell in rows.items():
         print(f"  {label:<16}" + "".join(f"{cell(c)!s:>23}" for c in columns))
@@ -192,6 +194,11 @@ def live(sweep_file: Path, workdir: Path) -> None:
               f"{sum(t['tokens_trained'] for t in trials):>14,}{d['ratio']:>13.3f}"
               f"{d['keep_interval'][0]:>9.3f}-{d['keep_interval'][1]:.3f}"
               f"{d['keep_width_logits']:>7.2f}")  # fmt: skip
+        if strategy == "decision":
+            per_size: dict[str, list[str]] = {}
+            for t in trials:
+                per_size.setdefault(t["size"], []).append(f"{t['ratio']:g}")
+            print("  its trials: " + "; ".join(f"{s} {', '.join(r)}" for s, r in per_size.items()))
 
 
 def main() -> int:

@@ -30,7 +30,13 @@ from dataclasses import replace
 import numpy as np
 from scipy.special import logit
 
-from kinfuse_ray.config import EVAL_DEFAULTS, SweepConfig, TargetPoint
+from kinfuse_ray.config import (
+    EVAL_DEFAULTS,
+    EvalConfig,
+    PredictConfig,
+    SearchConfig,
+    TargetPoint,
+)
 from kinfuse_ray.console import say
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.law import (
@@ -123,28 +129,34 @@ class DecisionRatios(RatioStrategy):
 
 
 class DecisionSearch(LadderSearch):
+    """The decision search, in rounds: every base run first, then each round's trials chosen
+    from the results of the rounds before it alone, so the trials it runs do not depend on which
+    trial happens to finish first (a replay of the same results picks the same trials)."""
+
     def __init__(
         self,
         strategies: dict[str, DecisionRatios],
         n_params: dict[str, int],
         tokens: int,
         base: list[str],
-        capacity=None,
+        capacity: Callable[[], int] | None = None,
         *,
         target: TargetPoint,
         settings: FitSettings,
         forecast: ForecastSettings,
         budget: float,
         width: float,
+        slots: int = 2,
     ):
         """`target` the forecast's model; `settings`/`forecast` the sweep's law settings (the
-        search fits power_n when the form is auto); `budget` the share
-        of the grid's trial-tokens it may spend; `width` the keep ratio's interval (logits) at
-        which it stops."""
+        search fits power_n when the form is auto); `budget` the share of the grid's
+        trial-tokens it may spend; `width` the keep ratio's interval (logits) at which it stops;
+        `slots` the trials that run at once (a narrowing round's size)."""
         super().__init__(strategies, n_params, tokens, base, capacity)
         form = DEFAULT_FORM if settings.form == "auto" else settings.form
         self.settings = replace(settings, form=form)
         self.forecast, self.target, self.width = forecast, target, width
+        self.slots = max(1, slots)
         grid = sum(len(s.grid) for s in strategies.values()) * tokens
         self.budget_tokens = budget * grid
         self.spent = 0  # trial-tokens of finished infusion trials
@@ -170,43 +182,53 @@ class DecisionSearch(LadderSearch):
 
     # -- choosing ----------------------------------------------------------------------------
     def _searching(self) -> bool:
-        return (
-            False  # what runs next is decided in _refill; nothing there and nothing running: done
-        )
+        return False  # a round is chosen once the last one is in: none then, nothing left
 
     def _refill(self) -> None:
-        if self.stopped:
+        """The next round, once every base run and every trial of the last round is in."""
+        if self.stopped or self.queue_base or self.running:
             return
-        found = sum(self._found(s) for s in self.ready)
+        for size, ratio in self._bracket_round() or self._narrowing_round():
+            strategy = self.strategies[size]
+            strategy.assigned.append(ratio)
+            if size not in self.started:
+                self.started.append(size)
+            self.queue += [TrialSpec(Phase.infuse, size, r) for r in strategy.propose()]
+
+    def _bracket_round(self) -> list[tuple[str, float]]:
+        """One step of each size's walk to its bracket: the ends of the ladder alone until both
+        have collapsed (a size no law places would walk the whole grid), then every size. What
+        the others still need to bracket theirs is kept back from the budget."""
+        found = sum(self._found(s) for s in self.strategies)
+        cells: list[tuple[str, float]] = []
         for size in self._bracket_order():
-            if size not in self.started and len(self.started) >= 2 and found < 2:
-                continue  # the ends first: a size placed by no law would walk the whole grid
+            if size not in self.started and len(self.started) + len(cells) >= 2 and found < 2:
+                continue
             ratio = self.strategies[size].next_bracket_ratio(*self._prior(size))
             if ratio is not None:
-                # What every other size still needs to bracket its collapse is kept back, so
-                # one size's walk cannot starve another.
-                reserve = sum(self._least_to_bracket(s) for s in self.strategies if s != size)
-                if self._affordable(reserve=reserve):
-                    self._assign(size, ratio)
-                return
-        bracketing = (
-            self.queue_base
-            or any(t.phase is Phase.base for t in self.running.values())
-            or any(self.strategies[s].open_bracket() for s in self.ready)
-        )
-        if not bracketing:
-            cell = self._narrowing_cell()
-            if cell is not None:
-                self._assign(*cell)
+                cells.append((size, ratio))
+        return self._within_budget(cells)
+
+    def _within_budget(self, cells: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        kept: list[tuple[str, float]] = []
+        for size, ratio in cells:
+            picked = {s for s, _ in kept} | {size}
+            reserve = sum(self._least_to_bracket(s) for s in self.strategies if s not in picked)
+            if self.spent + (len(kept) + 1 + reserve) * self._trial_tokens() <= self.budget_tokens:
+                kept.append((size, ratio))
+        if cells and not kept:
+            self._stop(f"one more trial would pass the budget of {self.budget_tokens:,.0f} "
+                       f"trial-tokens ({self.spent:,} spent)")  # fmt: skip
+        return kept
 
     def _found(self, size: str) -> bool:
         found = self.strategies[size].collapse()
         return found is not None and found.found
 
     def _least_to_bracket(self, size: str) -> int:
-        """Trials `size` needs at least (beyond those running) to bracket its collapse."""
+        """Trials `size` needs at least to bracket its collapse."""
         strategy = self.strategies[size]
-        if not strategy.open_bracket() or strategy.waiting:
+        if not strategy.open_bracket():
             return 0
         plateau = strategy.reference
         if plateau is None:
@@ -218,35 +240,15 @@ class DecisionSearch(LadderSearch):
         """Sizes already walking first, then the rest farthest first (in log N) from those
         started: the ends of the ladder, then sizes between them, whose collapse the law then
         interpolates rather than extrapolates."""
-        order = [s for s in self.started if s in self.ready]
+        order = list(self.started)
         log_n = {s: math.log(self.n_params[s]) for s in self.strategies}
-        rest = [s for s in self.ready if s not in order]
-        placed = list(order)
+        rest = [s for s in self.strategies if s not in order]
         while rest:
-            far = max(rest, key=lambda s: (min((abs(log_n[s] - log_n[p]) for p in placed),
+            far = max(rest, key=lambda s: (min((abs(log_n[s] - log_n[p]) for p in order),
                                               default=log_n[s]), log_n[s]))  # fmt: skip
             order.append(far)
-            placed.append(far)
             rest.remove(far)
         return order
-
-    def _assign(self, size: str, ratio: float) -> None:
-        strategy = self.strategies[size]
-        strategy.assigned.append(ratio)
-        if size not in self.started:
-            self.started.append(size)
-        self.queue += [TrialSpec(Phase.infuse, size, r) for r in strategy.propose()]
-
-    def _affordable(self, reserve: int = 0) -> bool:
-        """Whether one more trial fits the budget with `reserve` trials kept back (stops the
-        search when nothing is kept back, none is running and it does not)."""
-        in_flight = sum(t.phase is Phase.infuse for t in self.running.values())
-        if self.spent + (in_flight + 1 + reserve) * self._trial_tokens() <= self.budget_tokens:
-            return True
-        if not in_flight and not reserve:
-            self._stop(f"one more trial would pass the budget of {self.budget_tokens:,.0f} "
-                       f"trial-tokens ({self.spent:,} spent)")  # fmt: skip
-        return False
 
     def _trial_tokens(self) -> float:
         """What one more trial may spend: train.tokens, or the most a finished one trained (a
@@ -264,7 +266,7 @@ class DecisionSearch(LadderSearch):
         n = self.n_params[size]
         found = [
             (self.n_params[s], self.tokens, c.ratio)
-            for s in self.ready
+            for s in self.strategies
             if s != size and (c := self.strategies[s].collapse()) is not None and c.found
         ]
         floor = max((r for m, _, r in found if m < n), default=0.0)
@@ -280,8 +282,7 @@ class DecisionSearch(LadderSearch):
         key = sum(len(s.results) for s in self.strategies.values())
         if self._fitted is None or self._fitted[0] != key:
             curves = []
-            for size in self.ready:
-                strategy = self.strategies[size]
+            for size, strategy in self.strategies.items():
                 rows = [(r, y, strategy.acquisition.get(r, float("nan")))
                         for r, y in strategy.results.items() if y == y]  # fmt: skip
                 if rows and (strategy.reference or 0) > 0:
@@ -294,22 +295,19 @@ class DecisionSearch(LadderSearch):
             self._fitted = (key, law)
         return self._fitted[1]
 
-    def _narrowing_cell(self) -> tuple[str, float] | None:
-        """The unmeasured (size, ratio) that most narrows the target's keep ratio, or None when
-        the search is done (narrow enough, out of budget, or no law to narrow)."""
+    def _narrowing_round(self) -> list[tuple[str, float]]:
+        """The `slots` unmeasured (size, ratio) that most narrow the target's keep ratio (none:
+        the search is done, narrow enough, out of budget or with no law to narrow)."""
         law = self._law()
         if law is None:
-            if not self.running:
-                self._stop("the trials so far fit no law, and bracketing is done")
-            return None
+            self._stop("the trials so far fit no law, and bracketing is done")
+            return []
         at = law.at(self.target.n_params, self.target.tokens)
         lo, hi = central_interval(at.keep, self.forecast.confidence)
         if hi - lo <= self.width:
             self._stop(f"the keep ratio's interval at {self.target.name} is {hi - lo:.2f} logits "
                        f"(<= {self.width:g})")  # fmt: skip
-            return None
-        if not self._affordable():
-            return None
+            return []
         # Draws past the interval's ends would decide the covariances on their own.
         keep = at.keep
         inside = (keep >= np.percentile(keep, 5)) & (keep <= np.percentile(keep, 95))
@@ -317,46 +315,49 @@ class DecisionSearch(LadderSearch):
         own = fit.point.free_logit_rstar()
         shapes = (fit.draws.shapes[:, 0], fit.draws.shapes[:, 1])
         scores = {}
-        for size in self.ready:
+        for size, strategy in self.strategies.items():
             if size not in own:
                 continue
-            strategy, n = self.strategies[size], self.n_params[size]
+            n = self.n_params[size]
             offset = own[size] - float(fit.point.law_logit(n, self.tokens)[0])
             z = fit.law_draws_logit(n, self.tokens) + offset
             measured = [i for i, r in enumerate(strategy.grid) if r in strategy.proposed]
             for i, r in enumerate(strategy.grid):
-                if r in strategy.proposed:
-                    continue
-                if not measured[0] - 1 <= i <= measured[-1] + 1:
-                    continue  # a ratio beside what the size measured, not far off its curve
+                if r in strategy.proposed or not measured[0] - 1 <= i <= measured[-1] + 1:
+                    continue  # measured, or far off what the size measured
                 y = retention_model(1.0, z, shapes, float(logit(r)), fit.point.threshold)
                 scores[(size, r)] = variance_reduction(keep[inside], y[inside], fit.trial_sd)
         if not scores:
-            if not self.running:
-                self._stop("every ratio of every size is measured")
-            return None
-        return max(scores, key=scores.get)
+            self._stop("every ratio beside what each size measured is measured")
+            return []
+        best = sorted(scores, key=scores.get, reverse=True)[: self.slots]
+        return self._within_budget(best)
 
 
 def decision_search(
-    sweep: SweepConfig,
-    sizes: list[str],
+    search: SearchConfig,
+    ratios: list[float],
+    evals: EvalConfig,
+    predict: PredictConfig,
+    *,
+    seed: int,
+    target: TargetPoint,
+    n_params: dict[str, int],
+    tokens: int,
     base: list[str],
     plateaus: dict[str, float],
     capacity: Callable[[], int] | None = None,
+    slots: int = 2,
 ) -> DecisionSearch:
-    """A fresh decision search over `sizes` of `sweep` (`base`: sizes whose base run is still to
-    do; `plateaus`: base-model retention already known)."""
-    evals = sweep.eval
+    """A fresh decision search by a sweep's `search`, `eval` and `predict` settings over its
+    `ratios` for the sizes of `n_params` (`base`: those whose base run is still to do;
+    `plateaus`: base-model retention already known; `slots`: trials run at once)."""
     strategies = {}
-    for size in sizes:
-        strategies[size] = DecisionRatios(sweep.ratios, evals.collapse_threshold,
-                                          evals.plateau_points)  # fmt: skip
+    for size in n_params:
+        strategies[size] = DecisionRatios(ratios, evals.collapse_threshold, evals.plateau_points)
         strategies[size].plateau = plateaus.get(size)
-    settings, forecast = from_sweep(evals, sweep.predict, sweep.seed)
-    n_params = {size: sweep.n_params[size] for size in sizes}
+    settings, forecast = from_sweep(evals, predict, seed)
     return DecisionSearch(
-        strategies, n_params, sweep.train.tokens, base, capacity, target=sweep.target_point,
-        settings=settings, forecast=forecast, budget=sweep.search.budget,
-        width=sweep.search.width,
+        strategies, n_params, tokens, base, capacity, target=target, settings=settings,
+        forecast=forecast, budget=search.budget, width=search.width, slots=slots,
     )  # fmt: skip

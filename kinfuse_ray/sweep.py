@@ -250,13 +250,17 @@ class TrialRunner:
             progress (a read-only view of it), for an experiment that starts now."""
             plateaus = {size: found.retention for size, found in reused.items()}
             capacity = trainer_capacity(sweep.train, sweep.ray.concurrent_trials)
+            n_params = {name: rung.n_params for name, rung in rungs.items()}
             if sweep.search.strategy == "decision":
-                search = decision_search(sweep, list(rungs), base, plateaus, capacity)
+                search = decision_search(
+                    sweep.search, sweep.ratios, sweep.eval, sweep.predict, seed=sweep.seed,
+                    target=sweep.target_point, n_params=n_params, tokens=sweep.train.tokens,
+                    base=base, plateaus=plateaus, capacity=capacity, slots=slots,
+                )  # fmt: skip
             else:
                 strategies = ratio_strategies(
                     sweep.search, sweep.ratios, sweep.eval, sweep.seed, list(rungs), plateaus
                 )
-                n_params = {name: rung.n_params for name, rung in rungs.items()}
                 search = LadderSearch(strategies, n_params, sweep.train.tokens, base, capacity)
             took = {size: found.seconds for size, found in reused.items()}
             continued = sweep.train.schedule is Schedule.continued and sweep.train.base_tokens

@@ -22,8 +22,8 @@ LAYERS = {
                  "train", "trial", "provenance", "base_store", "probe"},
     "io": {"tracking", "records", "output", "presentation"},
     "in-actor": {"ray_trial", "live_metrics"},
-    "driver": {"search", "progress", "cluster", "mlflow_mirror", "console", "tune_experiment",
-               "tokenize_job", "wikidata"},
+    "driver": {"search", "decision_search", "progress", "cluster", "mlflow_mirror", "console",
+               "tune_experiment", "tokenize_job", "wikidata"},
     "top": {"sweep", "plots", "report", "cli", "__init__"},
 }  # fmt: skip
 # Driver modules that import in-actor code, and why: the trainable Tune runs; the live-metrics
