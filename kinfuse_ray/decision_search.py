@@ -1,23 +1,27 @@
-"""The decision search (`search.strategy: decision`): which (size, ratio) trial of the ladder runs
+"""The decision search (`search.strategy: decision`): which (size, ratio) trials of the ladder run
 next, chosen for the forecast at the target rather than for each size's r* alone.
 
 A size's candidates are the sweep file's ratios: the search runs a subset of the grid's trials,
-so its answer compares cell for cell with the grid's. Two phases:
+so its answer compares cell for cell with the grid's. It runs in rounds, after every base run:
+each round is chosen from the results of the rounds before it alone, so the trials it runs do
+not depend on which trial finishes first. Two phases:
 
-1. Bracket. Each size walks the grid to the two neighbouring ratios its retention falls through
-   the collapse threshold between (the collapse rule's bracket), one trial at a time per size,
-   sizes side by side. It starts at the ratio nearest to where the sizes measured so far put its
-   collapse (`point_law` through their r*; with none yet, the middle of the grid), and bisects
-   once its own trials rule that out.
+1. Bracket. Each size walks the grid, one ratio a round, to the two neighbouring ratios its
+   retention falls through the collapse threshold between (the collapse rule's bracket): the
+   two ends of the ladder first, then, once both collapsed, every size. A walk starts at the
+   ratio nearest to where the sizes collapsed so far put it (`point_law` through their r*,
+   between the r* of its smaller and larger neighbours; with fewer than two, the middle of what
+   is open) and goes on from what its own trials rule out.
 2. Narrow. With every size bracketed, the law is fitted to the trials so far (power_n unless the
-   sweep names a form) and the next trial is the unmeasured (size, ratio) beside a size's
-   measured ones whose outcome most reduces the variance of the target's keep ratio: linearised
-   over the bootstrap draws (those inside the keep ratio's 90% range), Cov(keep, y)^2 /
-   (Var(y) + noise^2), y being the draw's retention there and noise one trial's.
+   sweep names a form) and a round runs the unmeasured (size, ratio) beside a size's measured
+   ones whose outcome most reduces the variance of the target's keep ratio: linearised over the
+   bootstrap draws (those inside the keep ratio's 90% range), Cov(keep, y)^2 / (Var(y) +
+   noise^2), y being the draw's retention there and noise one trial's; as many as run at once.
 
 It stops once the keep ratio's interval at the target is within `search.width` logits, or when
 one more trial would spend more than `search.budget` of the grid's trial-tokens (every size at
-every ratio). Trials stop early on collapse as under every strategy.
+every ratio); what the other sizes still need to bracket theirs is kept back from the budget.
+Trials stop early on collapse as under every strategy.
 """
 
 from __future__ import annotations
@@ -111,7 +115,7 @@ class DecisionRatios(RatioStrategy):
 
     def next_bracket_ratio(self, predicted: float | None, floor: float, ceiling: float
                            ) -> float | None:  # fmt: skip
-        """The next ratio of the bracket walk (one trial at a time), among the open ones between
+        """The next ratio of the bracket walk (one a round), among the open ones between
         the grid ratios around `floor` and `ceiling` (where the other sizes put this one's
         collapse; all open ones if none lie there): the nearest to `predicted` in logit, else
         the middle one."""
