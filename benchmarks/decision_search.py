@@ -26,14 +26,14 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from kinfuse_ray.analysis import size_curves, summarise
 from kinfuse_ray.config import load_sweep
-from kinfuse_ray.decision_search import decision_search
+from kinfuse_ray.decision_search import decision_search, replay
 from kinfuse_ray.law import InfusionLaw, from_sweep
 from kinfuse_ray.law.bootstrap import central_interval
 from kinfuse_ray.provenance import cpu_model, describe
@@ -46,13 +46,8 @@ DRAW_SEEDS, STEADY_DRAWS = 3, 2000
 
 def trial_results(summary: dict) -> tuple[list[TrialResult], list[TrialResult]]:
     """(infusion trials, base runs) of a summary.json, as the analysis reads them."""
-    names = {f.name for f in fields(TrialResult)}
-
-    def result(raw: dict) -> TrialResult:
-        return TrialResult(**{**{k: v for k, v in raw.items() if k in names},
-                              "phase": Phase(raw["phase"])})  # fmt: skip
-
-    return [result(t) for t in summary["trials"]], [result(b) for b in summary["base_runs"]]
+    return ([TrialResult.from_dict(t) for t in summary["trials"]],
+            [TrialResult.from_dict(b) for b in summary["base_runs"]])  # fmt: skip
 
 
 def draw_spread(trials: list[TrialResult], sweep, base: list[TrialResult], form: str,
@@ -70,32 +65,6 @@ def draw_spread(trials: list[TrialResult], sweep, base: list[TrialResult], form:
         lo, hi = central_interval(law.at(target.n_params, target.tokens).keep, forecast.confidence)
         widths.append(hi - lo)
     return widths
-
-
-def replay(search, measured: dict[tuple[str, float], TrialResult], base: dict[str, TrialResult],
-           slots: int = 2) -> list[TrialResult]:  # fmt: skip
-    """Play Tune for `search`: `slots` trials in flight, the oldest finishing first, each
-    answered by the measured trial (base runs: the recorded ones); the trials it ran. (The
-    search chooses in rounds, so the order trials finish in does not change its choices.)"""
-    running, ran, step = [], [], 0
-    while True:
-        while len(running) < slots:
-            step += 1
-            config = search.suggest(f"t{step}")
-            if not isinstance(config, dict):
-                break
-            running.append((f"t{step}", config["trial"]))
-        if not running:
-            return ran
-        trial_id, trial = running.pop(0)
-        if trial["phase"] == Phase.base:
-            found = base[trial["size"]]
-        else:
-            found = measured[(trial["size"], trial["ratio"])]
-            ran.append(found)
-        search.on_trial_complete(trial_id, {"retention": found.retention,
-                                            "acquisition": found.acquisition,
-                                            "tokens": found.tokens_trained})  # fmt: skip
 
 
 def decide(sweep, measured, base: list[TrialResult]):

@@ -55,7 +55,7 @@ from kinfuse_ray.law.bootstrap import central_interval
 from kinfuse_ray.law.fit import retention_model
 from kinfuse_ray.law.forms import DEFAULT_FORM
 from kinfuse_ray.search import LadderSearch, RatioStrategy
-from kinfuse_ray.spec import Phase, TrialSpec
+from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
 
 
 def variance_reduction(keep: np.ndarray, outcome: np.ndarray, noise_sd: float) -> float:
@@ -214,11 +214,16 @@ class DecisionSearch(LadderSearch):
         return self._within_budget(cells)
 
     def _within_budget(self, cells: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """The first of `cells` the budget affords with what the other sizes still need to
+        bracket theirs kept back; where it cannot keep that back for any, as many as it affords."""
         kept: list[tuple[str, float]] = []
         for size, ratio in cells:
             picked = {s for s, _ in kept} | {size}
             reserve = sum(self._least_to_bracket(s) for s in self.strategies if s not in picked)
             if self.spent + (len(kept) + 1 + reserve) * self._trial_tokens() <= self.budget_tokens:
+                kept.append((size, ratio))
+        for size, ratio in cells if not kept else []:
+            if self.spent + (len(kept) + 1) * self._trial_tokens() <= self.budget_tokens:
                 kept.append((size, ratio))
         if cells and not kept:
             self._stop(f"one more trial would pass the budget of {self.budget_tokens:,.0f} "
@@ -336,6 +341,36 @@ class DecisionSearch(LadderSearch):
             return []
         best = sorted(scores, key=scores.get, reverse=True)[: self.slots]
         return self._within_budget(best)
+
+
+def replay(search: LadderSearch, measured: dict[tuple[str, float], TrialResult],
+           base: dict[str, TrialResult], slots: int = 2) -> list[TrialResult]:  # fmt: skip
+    """What `search` runs on results already measured (a grid sweep's, by size and ratio; base
+    runs by size): Tune played with `slots` trials in flight, the oldest finishing first, each
+    trial answered by its measured result; the infusion trials it ran. Trials are deterministic
+    on one numeric path and the decision search chooses in rounds, so this is what a live sweep
+    of the same seed runs."""
+    running: list[tuple[str, dict]] = []
+    ran: list[TrialResult] = []
+    step = 0
+    while True:
+        while len(running) < slots:
+            step += 1
+            config = search.suggest(f"t{step}")
+            if not isinstance(config, dict):
+                break
+            running.append((f"t{step}", config["trial"]))
+        if not running:
+            return ran
+        trial_id, trial = running.pop(0)
+        if trial["phase"] == Phase.base:
+            found = base[trial["size"]]
+        else:
+            found = measured[(trial["size"], trial["ratio"])]
+            ran.append(found)
+        search.on_trial_complete(trial_id, {"retention": found.retention,
+                                            "acquisition": found.acquisition,
+                                            "tokens": found.tokens_trained})  # fmt: skip
 
 
 def decision_search(

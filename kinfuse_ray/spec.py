@@ -9,7 +9,7 @@ MLflow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
@@ -62,6 +62,12 @@ class TrialResult:
     seconds: float  # the trial's wall time, evaluation and start-up included
     # Complete renderings per general fact in its general text (rehearsals); NaN when unknown.
     general_exposures_per_fact: float = float("nan")
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> TrialResult:
+        """Back from its record in a summary.json (keys it does not know are left out)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known} | {"phase": Phase(raw["phase"])})
 
     @classmethod
     def from_metrics(

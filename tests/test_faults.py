@@ -10,6 +10,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
+
+from kinfuse_ray.config import parse_sweep
+from kinfuse_ray.decision_search import decision_search, replay
+from kinfuse_ray.spec import TrialResult
 
 from .helpers import held, micro_sweep_yaml, run_cli, runs_of, start_sweep, wait_for
 
@@ -22,6 +27,15 @@ SMALL = micro_sweep_yaml(
     ratios=list(RATIOS), train={"base_tokens": 60000}, eval={"every_tokens": 5000},
 )  # fmt: skip
 KEYS = {f"base-{s}-r0" for s in "ab"} | {f"infuse-{s}-r{r:g}" for s in "ab" for r in RATIOS}
+# SMALL under the decision search: 2 of the 3 ratios per size (4 trials, of whole batches a
+# little past train.tokens), for a target.
+DECISION = micro_sweep_yaml(
+    ladder=[{"name": "a", "hidden_size": 24, "n_layers": 1, "n_heads": 2},
+            {"name": "b", "hidden_size": 32, "n_layers": 1, "n_heads": 2}],
+    ratios=list(RATIOS), train={"base_tokens": 60000}, eval={"every_tokens": 5000},
+    search={"strategy": "decision", "budget": 0.7},
+    predict={"target": {"size": {"name": "big", "hidden_size": 48, "n_layers": 1, "n_heads": 2}}},
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +84,7 @@ def test_driver_killed_at_a_random_point_then_resumed(tmp_path, small_sweep):
     kill_after = random.Random(seed).randint(1, len(KEYS) - 3)
     proc, log = start_sweep(tmp_path, SMALL)
     wait_for(lambda: finished_trials(log) >= kill_after, proc, every=0.01)
-    driver = psutil.Process(proc.pid)
-    driver.suspend()  # nothing it started may be reaped or end a run while it is being killed
-    family = driver.children(recursive=True)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the sweep ended before it could be killed"
-    for child in family:  # the local Ray instance dies with its driver; make sure of it
-        if child.is_running():
-            child.kill()
-    psutil.wait_procs(family, timeout=30)
+    kill_with_its_ray(proc)
 
     _, runs = runs_of(tmp_path)
     before = {
@@ -99,6 +105,53 @@ def test_driver_killed_at_a_random_point_then_resumed(tmp_path, small_sweep):
 
     again = run_cli(tmp_path, SMALL, "--resume")
     assert again.returncode == 2 and "nothing to resume" in again.stderr
+
+
+def kill_with_its_ray(proc) -> None:
+    """SIGKILL the sweep's driver, held so that nothing it started moves meanwhile, and every
+    process it started (its local Ray instance dies with it; make sure of it)."""
+    driver = psutil.Process(proc.pid)
+    driver.suspend()  # nothing it started may be reaped or end a run while it is being killed
+    family = driver.children(recursive=True)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the sweep ended before it could be killed"
+    for child in family:
+        if child.is_running():
+            child.kill()
+    psutil.wait_procs(family, timeout=30)
+
+
+@pytest.mark.full
+def test_a_killed_decision_search_resumes_to_the_trials_of_an_uninterrupted_one(
+    tmp_path, small_sweep
+):
+    """The decision search's driver killed once its first infusion trial is in, then resumed:
+    it runs exactly the trials an uninterrupted decision search of the same seed runs (what the
+    search chooses from the grid's measured results, trials being deterministic and its choices
+    made in rounds), each once, with the grid's results."""
+    summary = json.loads((small_sweep / "runs" / "micro" / "summary.json").read_text())
+    grid = {(t.size, t.ratio): t for t in map(TrialResult.from_dict, summary["trials"])}
+    base = {b["size"]: TrialResult.from_dict(b) for b in summary["base_runs"]}
+    sweep = parse_sweep(yaml.safe_load(DECISION))
+    search = decision_search(
+        sweep.search, sweep.ratios, sweep.eval, sweep.predict, seed=sweep.seed,
+        target=sweep.target_point, n_params=sweep.n_params, tokens=sweep.train.tokens,
+        base=list(base), plateaus={},
+    )  # fmt: skip
+    uninterrupted = sorted((t.size, t.ratio, t.retention) for t in replay(search, grid, base))
+
+    proc, log = start_sweep(tmp_path, DECISION)
+    wait_for(lambda: "  infuse " in log.read_text(), proc, every=0.01)
+    kill_with_its_ray(proc)
+    resumed = run_cli(tmp_path, DECISION, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    after = json.loads((tmp_path / "runs" / "micro" / "summary.json").read_text())
+    ran = sorted((t["size"], t["ratio"], t["retention"]) for t in after["trials"]
+                 if t["phase"] == "infuse")  # fmt: skip
+    assert ran == uninterrupted and len(ran) == 4
+    keys = {f"base-{s}-r0" for s in "ab"} | {f"infuse-{s}-r{r:g}" for s, r, _ in ran}
+    assert_one_finished_run_per_trial(tmp_path, keys)
 
 
 @pytest.mark.full

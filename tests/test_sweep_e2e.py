@@ -96,35 +96,6 @@ def test_the_micro_ladder_collapses_later_as_size_grows(micro_sweep):
 
 
 @pytest.mark.slow
-def test_the_decision_search_runs_part_of_the_grid_through_tune(micro_sweep):
-    """`search.strategy: decision` through Ray Tune on the micro ladder, its base runs from the
-    grid sweep's store: it asks for the grid's ratios only, stays within its budget, and every
-    trial it ran kept exactly what the grid's trial at that size and ratio kept (trials are
-    deterministic: what benchmarks/decision_search.py relies on to replay a grid)."""
-    tmp_path, _ = micro_sweep
-    (tmp_path / "decision.yaml").write_text(MICRO)
-    proc = kinfuse(tmp_path, "sweep", "decision.yaml", "--set", "name=micro-decision",
-                   "--set", "search.strategy=decision", "--set", "search.budget=0.34")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("base run reused from the shared store") == 3
-    assert "decision search stops: " in proc.stdout
-
-    def infusions(name: str) -> list[dict]:
-        summary = json.loads((tmp_path / "runs" / name / "summary.json").read_text())
-        return [t for t in summary["trials"] if t["phase"] == "infuse"]
-
-    grid = {(t["size"], t["ratio"]): t for t in infusions("micro")}
-    mine = infusions("micro-decision")
-    assert {t["size"] for t in mine} == {"a", "b", "c"}
-    assert sum(t["tokens_trained"] for t in mine) <= 0.34 * len(grid) * 100_000
-    for t in mine:
-        assert t["retention"] == grid[(t["size"], t["ratio"])]["retention"], t
-    _, runs = runs_of(tmp_path, "micro-decision")
-    assert {r.info.status for r in runs} == {"FINISHED"}
-    assert sum(r.data.params.get("phase") == "infuse" for r in runs) == len(mine)
-
-
-@pytest.mark.slow
 def test_law_from_mlflow_matches_the_sweep_and_the_cli_predicts(micro_sweep):
     from kinfuse_ray.records import fit_recorded
 
