@@ -241,6 +241,12 @@ class EvalConfig(Strict):
     early_stop_after: Annotated[float, Field(ge=0, le=1)] = 0.5  # share of the trial's tokens
 
 
+def least_decision_budget(n_ratios: int) -> float:
+    """The smallest `search.budget` that leaves the decision search 2 of each size's `n_ratios`
+    ratios: what bracketing one collapse takes."""
+    return 2 / n_ratios
+
+
 class SearchConfig(Strict):
     """How each size's ratios are chosen: every ratio (grid); the ratios as a coarse pass
     refined by bisection in log r until the collapse bracket is narrower than `precision`
@@ -446,12 +452,13 @@ class SweepConfig(Strict):
         if self.predict.method != "joint":
             raise ValueError("search.strategy decision reads retention curves: it needs "
                              "predict.method joint")  # fmt: skip
-        if self.search.budget * len(self.ratios) < 2:
+        least = least_decision_budget(len(self.ratios))
+        if self.search.budget < least:
             raise ValueError(
                 f"search.budget {self.search.budget:.3g} gives each size "
                 f"{self.search.budget * len(self.ratios):.1f} of its {len(self.ratios)} ratios, "
-                f"and bracketing a collapse takes 2: raise it to {2 / len(self.ratios):.2f} or "
-                "more, or add ratios"
+                f"and bracketing a collapse takes 2: raise it to {least:.2f} or more, or add "
+                "ratios"
             )
         return self
 

@@ -54,7 +54,7 @@ from kinfuse_ray.law import (
 from kinfuse_ray.law.bootstrap import central_interval
 from kinfuse_ray.law.fit import retention_model
 from kinfuse_ray.law.forms import DEFAULT_FORM
-from kinfuse_ray.search import LadderSearch, RatioStrategy
+from kinfuse_ray.search import GridRatios, LadderSearch
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
 
 
@@ -65,9 +65,9 @@ def variance_reduction(keep: np.ndarray, outcome: np.ndarray, noise_sd: float) -
     return covariance**2 / (float(outcome.var()) + noise_sd**2)
 
 
-class DecisionRatios(RatioStrategy):
-    """One size under the decision search: the grid ratios the ladder-level search gave it, and
-    where its collapse bracket may still lie."""
+class DecisionRatios(GridRatios):
+    """One size under the decision search: the grid's ratios are its candidates; those the
+    ladder-level search gave it run, and it says where its collapse bracket may still lie."""
 
     def __init__(
         self,
@@ -75,8 +75,7 @@ class DecisionRatios(RatioStrategy):
         threshold: float = EVAL_DEFAULTS.collapse_threshold,
         plateau_points: int = EVAL_DEFAULTS.plateau_points,
     ):
-        super().__init__(threshold, plateau_points)
-        self.grid = sorted(ratios)
+        super().__init__(ratios, threshold, plateau_points)
         self.assigned: list[float] = []
         self.acquisition: dict[float, float] = {}
 
@@ -92,10 +91,16 @@ class DecisionRatios(RatioStrategy):
         ratios once they are in (None before)."""
         if self.plateau is not None:
             return self.plateau
-        lowest = self.grid[: self.plateau_points]
+        lowest = self.ratios[: self.plateau_points]
         if all(r in self.results for r in lowest):
             return float(np.median([self.results[r] for r in lowest]))
         return None
+
+    def _kept(self) -> dict[float, bool]:
+        """Per measured ratio (failed trials left out), whether retention stayed at or above the
+        threshold x the reference (which must be known)."""
+        plateau = self.reference
+        return {r: y / plateau >= self.threshold for r, y in self.results.items() if y == y}
 
     def open_bracket(self) -> list[float]:
         """The grid ratios the collapse bracket may still need: between the highest ratio that
@@ -103,15 +108,23 @@ class DecisionRatios(RatioStrategy):
         first). Empty once bracketed by neighbours, or when the grid holds no collapse."""
         plateau = self.reference
         if plateau is None:
-            return [r for r in self.grid[: self.plateau_points] if r not in self.results]
+            return [r for r in self.ratios[: self.plateau_points] if r not in self.results]
         if plateau <= 0:
             return []
-        kept = {r: y / plateau >= self.threshold for r, y in self.results.items() if y == y}
-        below = [i for i, r in enumerate(self.grid) if kept.get(r) is False]
-        hi = below[0] if below else len(self.grid)
-        above = [i for i, r in enumerate(self.grid[:hi]) if kept.get(r)]
+        kept = self._kept()
+        below = [i for i, r in enumerate(self.ratios) if kept.get(r) is False]
+        hi = below[0] if below else len(self.ratios)
+        above = [i for i, r in enumerate(self.ratios[:hi]) if kept.get(r)]
         lo = above[-1] if above else -1
-        return [r for r in self.grid[lo + 1 : hi] if r not in self.results]
+        return [r for r in self.ratios[lo + 1 : hi] if r not in self.results]
+
+    def least_to_bracket(self) -> int:
+        """Trials it needs at least to bracket its collapse: one per side not yet seen."""
+        if not self.open_bracket():
+            return 0
+        if self.reference is None:
+            return 2
+        return 2 - len(set(self._kept().values()))
 
     def next_bracket_ratio(self, predicted: float | None, floor: float, ceiling: float
                            ) -> float | None:  # fmt: skip
@@ -124,8 +137,8 @@ class DecisionRatios(RatioStrategy):
         open_ = [r for r in self.open_bracket() if r not in self.proposed]
         if not open_:
             return None
-        low = max((r for r in self.grid if r <= floor), default=self.grid[0])
-        high = min((r for r in self.grid if r >= ceiling), default=self.grid[-1])
+        low = max((r for r in self.ratios if r <= floor), default=self.ratios[0])
+        high = min((r for r in self.ratios if r >= ceiling), default=self.ratios[-1])
         open_ = [r for r in open_ if low <= r <= high] or open_
         if self.reference is None or predicted is None:
             return open_[len(open_) // 2]
@@ -161,7 +174,7 @@ class DecisionSearch(LadderSearch):
         self.settings = replace(settings, form=form)
         self.forecast, self.target, self.width = forecast, target, width
         self.slots = max(1, slots)
-        grid = sum(len(s.grid) for s in strategies.values()) * tokens
+        grid = sum(len(s.ratios) for s in strategies.values()) * tokens
         self.budget_tokens = budget * grid
         self.spent = 0  # trial-tokens of finished infusion trials
         self.most_trained = 0  # the most one of them trained
@@ -219,7 +232,8 @@ class DecisionSearch(LadderSearch):
         kept: list[tuple[str, float]] = []
         for size, ratio in cells:
             picked = {s for s, _ in kept} | {size}
-            reserve = sum(self._least_to_bracket(s) for s in self.strategies if s not in picked)
+            reserve = sum(self.strategies[s].least_to_bracket() for s in self.strategies
+                          if s not in picked)  # fmt: skip
             if self.spent + (len(kept) + 1 + reserve) * self._trial_tokens() <= self.budget_tokens:
                 kept.append((size, ratio))
         for size, ratio in cells if not kept else []:
@@ -233,17 +247,6 @@ class DecisionSearch(LadderSearch):
     def _found(self, size: str) -> bool:
         found = self.strategies[size].collapse()
         return found is not None and found.found
-
-    def _least_to_bracket(self, size: str) -> int:
-        """Trials `size` needs at least to bracket its collapse."""
-        strategy = self.strategies[size]
-        if not strategy.open_bracket():
-            return 0
-        plateau = strategy.reference
-        if plateau is None:
-            return 2
-        sides = {y / plateau >= strategy.threshold for y in strategy.results.values() if y == y}
-        return 2 - len(sides)
 
     def _bracket_order(self) -> list[str]:
         """Sizes already walking first, then the rest farthest first (in log N) from those
@@ -330,8 +333,8 @@ class DecisionSearch(LadderSearch):
             n = self.n_params[size]
             offset = own[size] - float(fit.point.law_logit(n, self.tokens)[0])
             z = fit.law_draws_logit(n, self.tokens) + offset
-            measured = [i for i, r in enumerate(strategy.grid) if r in strategy.proposed]
-            for i, r in enumerate(strategy.grid):
+            measured = [i for i, r in enumerate(strategy.ratios) if r in strategy.proposed]
+            for i, r in enumerate(strategy.ratios):
                 if r in strategy.proposed or not measured[0] - 1 <= i <= measured[-1] + 1:
                     continue  # measured, or far off what the size measured
                 y = retention_model(1.0, z, shapes, float(logit(r)), fit.point.threshold)

@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from kinfuse_ray.config import ModelSize, ParamCount, Rung, TrainConfig
+from kinfuse_ray.config import ModelSize, ParamCount, Rung, TrainConfig, least_decision_budget
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.hardware import GPUS
 
@@ -186,8 +186,9 @@ def plan_sweep(
     budget: float = 1.0,
 ) -> SweepPlan:
     """The plan of sweep `name` (its `rungs`, `ratios`, bisection `precision`, token `budgets`
-    per infusion trial and the decision search's `budget`, a share of the grid's) on its `train.gpu` (memory only, no throughput, when none is
-    named). Raises KinfuseError naming the first rung that does not fit, and what to change."""
+    per infusion trial and the decision search's `budget`, a share of the grid's) on its
+    `train.gpu` (memory only, no throughput, when none is named). Raises KinfuseError naming
+    the first rung that does not fit, and what to change."""
     train = rungs[0].train  # the sweep's: rungs differ only in lr, parallelism, checkpointing
     trial_tokens = sum(budgets) / len(budgets)
     gpu = GPUS.get(train.gpu) if train.gpu else None
@@ -228,7 +229,7 @@ def plan_sweep(
     return SweepPlan(
         name, train.workers, plans, train.gpu, mfu, spacing, precision, len(rungs) * grid,
         len(rungs) * bisect, gpu_hours(grid), gpu_hours(bisect), storage, budget,
-        2 / len(positive) if positive else 1.0,
+        least_decision_budget(len(positive)) if positive else 1.0,
     )  # fmt: skip
 
 
