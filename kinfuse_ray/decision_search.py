@@ -198,6 +198,12 @@ class DecisionSearch(LadderSearch):
             pickle.dump({**self.__dict__, "_fitted": None}, f)
 
     # -- choosing ----------------------------------------------------------------------------
+    @property
+    def _sizes(self) -> dict[str, DecisionRatios]:
+        """The sizes it searches, in ladder order: those with a base model to continue from
+        (all, where none needs a base run); a size whose base run failed gets no trial."""
+        return {s: strategy for s, strategy in self.strategies.items() if s in self.ready}
+
     def _searching(self) -> bool:
         return False  # a round is chosen once the last one is in: none then, nothing left
 
@@ -216,7 +222,7 @@ class DecisionSearch(LadderSearch):
         """One step of each size's walk to its bracket: the ends of the ladder alone until both
         have collapsed (a size no law places would walk the whole grid), then every size. What
         the others still need to bracket theirs is kept back from the budget."""
-        found = sum(self._found(s) for s in self.strategies)
+        found = sum(self._found(s) for s in self._sizes)
         cells: list[tuple[str, float]] = []
         for size in self._bracket_order():
             if size not in self.started and len(self.started) + len(cells) >= 2 and found < 2:
@@ -232,7 +238,7 @@ class DecisionSearch(LadderSearch):
         kept: list[tuple[str, float]] = []
         for size, ratio in cells:
             picked = {s for s, _ in kept} | {size}
-            reserve = sum(self.strategies[s].least_to_bracket() for s in self.strategies
+            reserve = sum(self.strategies[s].least_to_bracket() for s in self._sizes
                           if s not in picked)  # fmt: skip
             if self.spent + (len(kept) + 1 + reserve) * self._trial_tokens() <= self.budget_tokens:
                 kept.append((size, ratio))
@@ -253,8 +259,8 @@ class DecisionSearch(LadderSearch):
         started: the ends of the ladder, then sizes between them, whose collapse the law then
         interpolates rather than extrapolates."""
         order = list(self.started)
-        log_n = {s: math.log(self.n_params[s]) for s in self.strategies}
-        rest = [s for s in self.strategies if s not in order]
+        log_n = {s: math.log(self.n_params[s]) for s in self._sizes}
+        rest = [s for s in self._sizes if s not in order]
         while rest:
             far = max(rest, key=lambda s: (min((abs(log_n[s] - log_n[p]) for p in order),
                                               default=log_n[s]), log_n[s]))  # fmt: skip
@@ -278,7 +284,7 @@ class DecisionSearch(LadderSearch):
         n = self.n_params[size]
         found = [
             (self.n_params[s], self.tokens, c.ratio)
-            for s in self.strategies
+            for s in self._sizes
             if s != size and (c := self.strategies[s].collapse()) is not None and c.found
         ]
         floor = max((r for m, _, r in found if m < n), default=0.0)
@@ -294,7 +300,7 @@ class DecisionSearch(LadderSearch):
         key = sum(len(s.results) for s in self.strategies.values())
         if self._fitted is None or self._fitted[0] != key:
             curves = []
-            for size, strategy in self.strategies.items():
+            for size, strategy in self._sizes.items():
                 rows = [(r, y, strategy.acquisition.get(r, float("nan")))
                         for r, y in strategy.results.items() if y == y]  # fmt: skip
                 if rows and (strategy.reference or 0) > 0:
@@ -327,7 +333,7 @@ class DecisionSearch(LadderSearch):
         own = fit.point.free_logit_rstar()
         shapes = (fit.draws.shapes[:, 0], fit.draws.shapes[:, 1])
         scores = {}
-        for size, strategy in self.strategies.items():
+        for size, strategy in self._sizes.items():
             if size not in own:
                 continue
             n = self.n_params[size]

@@ -40,11 +40,11 @@ def search(budget: float = 1 / 3, width: float = 1.5, slots: int = 2) -> Decisio
 
 
 def drive(searcher: DecisionSearch, slots: int = 2, stop_after: int | None = None,
-          newest_first: bool = False) -> list[dict]:  # fmt: skip
+          newest_first: bool = False, failing: str | None = None) -> list[dict]:  # fmt: skip
     """Play Tune: `slots` trials in flight, the oldest finishing first (or the newest), base
     runs at 0.9; the trials done (stopping early after `stop_after` of them, as a killed sweep
     would). Trials the searcher holds as running (a restored one) run on first, as Tune resumes
-    them."""
+    them. The base run of `failing` errors."""
     running = [(i, t.to_config()["trial"]) for i, t in searcher.running.items()]
     done, step = [], len(searcher.running) + 1000
     while stop_after is None or len(done) < stop_after:
@@ -61,7 +61,8 @@ def drive(searcher: DecisionSearch, slots: int = 2, stop_after: int | None = Non
         infuse = trial["phase"] == "infuse"
         kept = retention(trial["size"], trial["ratio"]) if infuse else 0.9
         result = {"retention": kept, "acquisition": 0.5, "tokens": TOKENS}
-        searcher.on_trial_complete(trial_id, result)
+        error = not infuse and trial["size"] == failing
+        searcher.on_trial_complete(trial_id, None if error else result, error=error)
         done.append(trial)
     return done
 
@@ -86,6 +87,14 @@ def test_what_it_runs_does_not_depend_on_which_trial_finishes_first():
     reversed_ = drive(search(), slots=3, newest_first=True)
     cells = lambda done: sorted((t["size"], t["ratio"]) for t in done)  # noqa: E731
     assert cells(in_order) == cells(reversed_)
+
+
+def test_a_size_whose_base_run_failed_gets_no_trial():
+    """Its infusion trials would have no checkpoint to continue from; the others go on."""
+    searcher = search()
+    done = drive(searcher, failing="n56k")
+    assert not [t for t in done if t["size"] == "n56k" and t["phase"] == "infuse"]
+    assert {t["size"] for t in done if t["phase"] == "infuse"} == set(SIZES) - {"n56k"}
 
 
 def test_it_stops_once_the_keep_interval_is_narrow_enough():
