@@ -119,10 +119,46 @@ def pytest_collection_modifyitems(config, items):
     return result
 
 
+_tier_busy: dict[str, float] = defaultdict(float)
+_test_busy: dict[str, tuple[float, float]] = {}  # nodeid -> (wall s, host's busy CPU-s)
+_phase_start = pytest.StashKey[float]()
+
+
+def busy_cpu_seconds() -> float:
+    """CPU-seconds this host has spent busy since boot, every process counted (/proc/stat)."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+            int, stat.readline().split()[1:9]
+        )
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report carries the host's busy CPU-seconds during it (Ray's processes
+    included), so the summary says how much of the two cores a test used: the headroom for
+    running tests side by side."""
+    report = yield
+    report.user_properties.append(("busy_cpu_s", busy_cpu_seconds() - item.stash[_phase_start]))
+    item.stash[_phase_start] = busy_cpu_seconds()
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    item.stash[_phase_start] = busy_cpu_seconds()
+    return (yield)
+
+
 def pytest_runtest_logreport(report):
-    """Each test's set-up, call and tear-down time, by tier (in the controller under xdist)."""
+    """Each test's set-up, call and tear-down time and busy CPU-seconds, by tier (in the
+    controller under xdist)."""
+    busy = dict(report.user_properties).get("busy_cpu_s", 0.0)
+    wall, cpu = _test_busy.get(report.nodeid, (0.0, 0.0))
+    _test_busy[report.nodeid] = (wall + report.duration, cpu + busy)
     for tier in tiers_of(report.keywords):
         _tier_seconds[tier] += report.duration
+        _tier_busy[tier] += busy
         _tier_tests[tier].add(report.nodeid)
 
 
@@ -133,7 +169,18 @@ def pytest_terminal_summary(terminalreporter):
             "and tear-down, shared fixtures in the first test that used them): "
             + "; ".join(
                 f"{tier} {len(_tier_tests[tier])} tests {_tier_seconds[tier]:.0f} s"
+                f" ({_tier_busy[tier]:.0f} busy CPU-s on the host)"
                 for tier in TIERS
                 if tier in _tier_seconds
+            )
+        )
+        cores = os.cpu_count() or 1
+        longest = sorted(_test_busy.items(), key=lambda kv: -kv[1][0])[:10]
+        terminalreporter.write_line(
+            f"longest tests, with the share of the host's {cores} cores busy while they ran: "
+            + "; ".join(
+                f"{nodeid.split('::')[-1][:60]} {wall:.0f} s {cpu / (wall * cores):.0%}"
+                for nodeid, (wall, cpu) in longest
+                if wall > 0
             )
         )
