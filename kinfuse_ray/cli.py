@@ -38,12 +38,13 @@ class Interrupted(KinfuseError):
 
 
 def _mlflow_ui_hint(uri: str, experiment: str) -> str:
-    """How to browse the sweep: its experiment's page in the MLflow UI's model-training view
-    (this MLflow opens experiments in its GenAI view unless the URL asks otherwise)."""
+    """How to browse the sweep: its experiment's runs in the MLflow UI (`experiment_page`)."""
     from mlflow.tracking import MlflowClient
 
+    from kinfuse_ray.tracking import experiment_page
+
     found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
-    page = f"/#/experiments/{found.experiment_id}?workflowType=machine_learning" if found else ""
+    page = experiment_page(found.experiment_id) if found else ""
     if not uri.startswith("sqlite:"):
         return f"browse the runs: {uri.rstrip('/')}{page}"
     mlflow = Path(sys.executable).parent / "mlflow"

@@ -7,6 +7,7 @@ concurrent writers and trials need no access to the tracking server.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -30,7 +31,29 @@ BUDGETS_TAG = "kinfuse.budget_experiments"  # a size x budget ladder's run: its 
 # MLflow 3 opens an experiment without a kind in its GenAI view (traces, judges); ours is model
 # training.
 KIND_TAG = "mlflow.experimentKind"
-KIND = {KIND_TAG: "custom_model_development"}
+# The runs table shows only names and dates until someone picks columns; a saved view (what the
+# UI's "Share" button writes: an experiment tag its link names) opens it on the columns that
+# matter: each sweep's answer on its row, each trial's outcome on its own (under its sweep's).
+VIEW_KEY = "kinfuse"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+VIEW_COLUMNS = (
+    ("metrics", "retention"), ("metrics", "acquisition"), ("metrics", "val_loss"),
+    ("metrics", "stopped_early"), ("metrics", "recommended_ratio"),
+    ("metrics", "predicted_collapse_ratio"), ("params", "size"), ("params", "ratio"),
+)  # fmt: skip
+EXPERIMENT_TAGS = {
+    KIND_TAG: "custom_model_development",
+    VIEW_TAG: json.dumps({"selectedColumns": [f"{kind}.`{name}`" for kind, name in VIEW_COLUMNS]}),
+}
+
+
+def experiment_page(experiment_id: str) -> str:
+    """The experiment's runs in the model-training view, on the columns of the saved view (MLflow
+    opens an experiment in its GenAI view unless the address asks otherwise)."""
+    return (
+        f"/#/experiments/{experiment_id}/runs"
+        f"?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+    )
 
 
 def _reason(exc: Exception) -> str:
@@ -134,12 +157,13 @@ class Tracker:
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
                 experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=self._artifacts(experiment), tags=KIND
+                    experiment, artifact_location=self._artifacts(experiment), tags=EXPERIMENT_TAGS
                 )
             else:
                 experiment_id = found.experiment_id
-                if found.tags.get(KIND_TAG) != KIND[KIND_TAG]:
-                    self.client.set_experiment_tag(experiment_id, KIND_TAG, KIND[KIND_TAG])
+                for key, value in EXPERIMENT_TAGS.items():  # a store older than these tags
+                    if found.tags.get(key) != value:
+                        self.client.set_experiment_tag(experiment_id, key, value)
             return experiment_id
         except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
             raise KinfuseError(

@@ -2,6 +2,7 @@
 session's fresh quickstart, opened in headless Chromium (Debian's, driven by Selenium).
 Screenshots land in the test's temporary folder (printed)."""
 
+import re
 import time
 from pathlib import Path
 
@@ -87,10 +88,23 @@ def follow(driver, xpath: str, timeout: float = 60) -> None:
     driver.get(link.get_attribute("href"))
 
 
-def test_the_sweep_its_trials_a_metric_chart_and_the_plots_show_in_the_ui(ui, browser, tmp_path):
+def close_assistant(driver) -> None:
+    """Close the MLflow Assistant's panel, open on a first visit: it takes a third of the
+    window."""
+    from selenium.webdriver.common.by import By
+
+    for close in driver.find_elements(By.XPATH, "//button[@aria-label='Close']"):
+        close.click()
+    time.sleep(1)
+
+
+def test_the_sweep_its_trials_a_metric_chart_and_the_plots_show_in_the_ui(
+    quickstart, ui, browser, tmp_path
+):
     from selenium.webdriver.common.by import By
 
     url, store = ui
+    _, printed_by_sweep = quickstart
     _, runs = runs_of(store, "quickstart")
     experiment = runs[0].info.experiment_id
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
@@ -101,11 +115,17 @@ def test_the_sweep_its_trials_a_metric_chart_and_the_plots_show_in_the_ui(ui, br
         shots.append(tmp_path / f"mlflow_ui_{name}.png")
         browser.save_screenshot(str(shots[-1]))
 
-    # The page the sweep prints: the experiment in the model-training view, its runs listed.
-    printed = f"{url}/#/experiments/{experiment}?workflowType=machine_learning"
-    text = page_text(browser, printed, f"{len(runs)} matching runs", "Run Name")
+    # The page the sweep prints: the experiment in the model-training view, its runs listed
+    # with the columns that matter (a saved view), no column picker needed.
+    page = re.search(r"then open http://127\.0\.0\.1:5000(\S+)", printed_by_sweep.stdout)[1]
+    assert page.startswith(f"/#/experiments/{experiment}/runs?"), page
+    page_text(browser, url + page, f"{len(runs)} matching runs")
+    close_assistant(browser)
+    columns = ("retention", "acquisition", "val_loss", "recommended_ratio")
+    text = page_text(browser, url + page, f"{len(runs)} matching runs", *columns)
     shot("runs")
     assert f"{len(runs)} matching runs" in text and "Run Name" in text  # the runs table
+    assert all(column in text for column in columns), text[:2000]
     # A person from the home page: the model-training view (MLflow remembers it), the
     # experiment, then the sweep's run, whose page opens with the answer inside a 1,400 x 900
     # window: the recommendation (or why there is none) without scrolling or "Show more".
@@ -117,9 +137,7 @@ def test_the_sweep_its_trials_a_metric_chart_and_the_plots_show_in_the_ui(ui, br
     informative = parent.data.metrics["forecast_informative"] == 1
     headline = "Recommended infusion ratio" if informative else "No single ratio recommended"
     page_text(browser, browser.current_url, headline)
-    for close in browser.find_elements(By.XPATH, "//button[@aria-label='Close']"):
-        close.click()  # the MLflow Assistant's panel, open on a first visit, takes a third
-    time.sleep(1)
+    close_assistant(browser)
     shot("sweep_run")
     shown = browser.find_element(By.XPATH, f"//*[contains(text(), '{headline}')]")
     top = browser.execute_script("return arguments[0].getBoundingClientRect().top", shown)

@@ -1,10 +1,12 @@
 """The MLflow layer on a real (sqlite) store."""
 
+import json
+
 import pytest
 
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.records import load_trials
-from kinfuse_ray.tracking import OUTPUT_TAG, TRIAL_TAG, Tracker
+from kinfuse_ray.tracking import OUTPUT_TAG, TRIAL_TAG, VIEW_TAG, Tracker
 
 pytestmark = pytest.mark.unit
 
@@ -73,3 +75,24 @@ def test_recorded_settings_that_cannot_be_read_are_an_error_not_the_defaults(tmp
     stored.write_text("name: [unclosed\n")
     with pytest.raises(KinfuseError, match=f"cannot read the settings run {parent.info.run_id}"):
         load_trials(uri, ["study"])
+
+
+def test_the_printed_link_opens_a_saved_view_of_the_columns_that_matter(tmp_path):
+    """The runs table lists names and dates only until someone picks columns: the sweep saves a
+    view (an experiment tag, as MLflow's "Share" writes) and the link it prints names it; a store
+    made before the view gets it when a sweep next opens the experiment."""
+    from kinfuse_ray.cli import _mlflow_ui_hint
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "study")
+    tracker.client.delete_experiment_tag(tracker.experiment_id, VIEW_TAG)  # an older store
+    Tracker(uri, "study")
+    view = json.loads(tracker.client.get_experiment(tracker.experiment_id).tags[VIEW_TAG])
+    assert {"metrics.`retention`", "metrics.`recommended_ratio`", "params.`ratio`"} <= set(
+        view["selectedColumns"]
+    )
+    hint = _mlflow_ui_hint(uri, "study")
+    assert hint.endswith(
+        f"/#/experiments/{tracker.experiment_id}/runs"
+        f"?workflowType=machine_learning&viewStateShareKey={VIEW_TAG.rsplit('.', 1)[1]}"
+    )
