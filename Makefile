@@ -45,16 +45,19 @@ $(SYSTEM_STAMP): Makefile
 quickstart: $(STAMP)
 	$(VENV)/bin/kinfuse sweep sweeps/quickstart.yaml
 
-# The everyday tiers (unit and slow) on two workers, every test that starts Ray on the same one
-# (tests/conftest.py); the full tier after them, one test at a time, each tier with its wall time.
-EVERYDAY := $(VENV)/bin/pytest -m "not full" -n 2 --dist loadgroup --durations=15
+# The everyday tiers (unit and slow) on two workers, the tests that read one shared sweep on the
+# same one (tests/conftest.py); then the full tier: the tests that need the host to themselves
+# (`host`) alone, the rest two at a time likewise. Each run prints its wall time by tier.
+PYTEST_2 := $(VENV)/bin/pytest -n 2 --dist loadgroup
+EVERYDAY := $(PYTEST_2) -m "not full" --durations=15
 
 test: $(STAMP)
 	$(EVERYDAY)
 
 test-all: $(STAMP) $(SYSTEM_STAMP)
 	status=0; $(EVERYDAY) || status=$$?; \
-	$(VENV)/bin/pytest -m full --durations=40 || status=$$?; exit $$status
+	$(VENV)/bin/pytest -m "full and host" || status=$$?; \
+	$(PYTEST_2) -m "full and not host" --durations=40 || status=$$?; exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

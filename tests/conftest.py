@@ -52,8 +52,9 @@ def quickstart(tmp_path_factory):
 # packages are never accepted: `make test-all` installs every system package the tests use.
 ALLOWED_SKIPS: dict[str, str] = {
     # The local `ray up` test binds Ray's and SSH's default ports, so it cannot run beside
-    # another Ray or MLflow instance; until it brings its own ports (issue 24) it may step aside
-    # for one that an earlier test left shutting down. On a fresh CI machine it runs.
+    # another Ray or MLflow instance: `make test-all` runs it alone (marker `host`), but a run
+    # of it by hand may find one that an earlier test left shutting down. On a fresh CI machine
+    # it runs.
     "tests/test_cluster_up.py::test_the_local_cluster_file_comes_up_runs_a_sweep_and_goes_down": (
         "another SSH server, Ray or MLflow instance runs on this host"
     ),
@@ -90,13 +91,26 @@ def tiers_of(keywords) -> set[str]:
     return {tier for tier in TIERS if tier in keywords}
 
 
+# Session fixtures that several tests read: under pytest-xdist each worker builds its own, so
+# their readers run on one worker (one group), and the fixture is built once.
+SHARED_FIXTURES = ("quickstart", "micro_sweep", "two_worker_sweep")
+
+
+def xdist_group_of(item) -> str:
+    """The shared fixture a test reads, else its module (whose module-scoped fixtures its
+    other tests read)."""
+    shared = [name for name in SHARED_FIXTURES if name in item.fixturenames]
+    return shared[0] if shared else item.module.__name__.rsplit(".", 1)[-1]
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config, items):
     """A test without exactly one tier is an error before anything runs: `-m` selects by tier,
     and a test in none (or two) would run in the wrong one, or in none. Under pytest-xdist
-    (`make test` runs two workers) the tests that start Ray run one after another on one worker
-    (marked here, before xdist groups them; checked after): two Ray instances on one host
-    confuse each other's clean-up."""
+    (`make test` and the full tier run two workers) the tests that start Ray run side by side
+    (each sweep starts a local instance of its own on free ports, `address="local"`), grouped
+    by `xdist_group_of` (marked here, before xdist groups them; checked after); a test marked
+    `host` needs the host's default ports and runs in a pytest of its own."""
     marked = {item.nodeid: tiers_of({m.name for m in item.iter_markers()}) for item in items}
     wrong = [nodeid for nodeid, tiers in marked.items() if len(tiers) != 1]
     if wrong:
@@ -106,15 +120,15 @@ def pytest_collection_modifyitems(config, items):
         )
     for item in items:
         if marked[item.nodeid] != {"unit"}:
-            item.add_marker(pytest.mark.xdist_group("ray"))
+            item.add_marker(pytest.mark.xdist_group(xdist_group_of(item)))
     result = yield
     grouping = getattr(config.option, "loadgroup", False)  # set in xdist's workers only
     lost = [item.nodeid for item in items if grouping and item.get_closest_marker("xdist_group")
-            and not item.nodeid.endswith("@ray")]  # fmt: skip
+            and "@" not in item.nodeid]  # fmt: skip
     if lost:
         raise pytest.UsageError(
-            f"pytest-xdist did not group {len(lost)} test(s) that start Ray onto one worker "
-            f"(e.g. {lost[0]}): two would run at once; see pyproject.toml's pin of pytest"
+            f"pytest-xdist did not group {len(lost)} test(s) by the fixtures they share "
+            f"(e.g. {lost[0]}): each worker would build them; see pyproject.toml's pin of pytest"
         )
     return result
 
@@ -131,6 +145,9 @@ def busy_cpu_seconds() -> float:
             int, stat.readline().split()[1:9]
         )
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+_started_busy = busy_cpu_seconds()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -164,17 +181,19 @@ def pytest_runtest_logreport(report):
 
 def pytest_terminal_summary(terminalreporter):
     if _tier_seconds:
+        wall, cores = time.monotonic() - _started, os.cpu_count() or 1
+        busy = (busy_cpu_seconds() - _started_busy) / (wall * cores)
         terminalreporter.write_line(
-            f"wall time {time.monotonic() - _started:.0f} s; test time by tier (set-up, call "
-            "and tear-down, shared fixtures in the first test that used them): "
+            f"wall time {wall:.0f} s, the host's {cores} cores {busy:.0%} busy; test time by tier "
+            "(set-up, call and tear-down, shared fixtures in the first test that used them): "
             + "; ".join(
                 f"{tier} {len(_tier_tests[tier])} tests {_tier_seconds[tier]:.0f} s"
-                f" ({_tier_busy[tier]:.0f} busy CPU-s on the host)"
+                f" ({_tier_busy[tier]:.0f} busy CPU-s on the host, counted again for each test "
+                "running beside it)"
                 for tier in TIERS
                 if tier in _tier_seconds
             )
         )
-        cores = os.cpu_count() or 1
         longest = sorted(_test_busy.items(), key=lambda kv: -kv[1][0])[:10]
         terminalreporter.write_line(
             f"longest tests, with the share of the host's {cores} cores busy while they ran: "

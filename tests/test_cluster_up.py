@@ -26,7 +26,9 @@ from mlflow.tracking import MlflowClient
 
 from .helpers import REPO, micro_sweep_yaml
 
-pytestmark = pytest.mark.full
+# Binds the cluster file's default ports and checks that no Ray or MLflow process is left on
+# the host: `make test-all` runs it before the rest of the full tier, which runs two at a time.
+pytestmark = [pytest.mark.full, pytest.mark.host]
 
 SSHD = Path("/usr/sbin/sshd")
 PORTS = (22, 6379, 8265, 5000)  # SSH, and what the cluster file's head listens on
