@@ -1,7 +1,7 @@
 """Knowledge probes and validation loss.
 
 A probe is answered by scoring each option with the log-likelihood of its tokens following the
-question (README, "What a sweep does", step 3); ties share the credit, so a model that cannot
+question (docs/architecture.md, step 3); ties share the credit, so a model that cannot
 tell the options apart scores exactly chance in expectation.
 
 Under data parallelism each rank scores an equal share (`shard`) and the caller sums the ranks'
