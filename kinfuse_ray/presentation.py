@@ -270,8 +270,13 @@ def _recommendation(p: Prediction) -> str:
         + _probabilities(p)
     )
     if p.expected_retention is not None:
-        point, interval = p.expected_retention
-        text += f"; one run keeps {point:.2f} of its retention there ({conf} interval {_range(interval)})"
+        # One-sided: the interval's upper end can pass 1 (a run can measure above its own
+        # plateau), which reads as nonsense; what a team bets on is the least it keeps.
+        point, (least, _) = p.expected_retention
+        text += (
+            f"; one run keeps {point:.2f} of its retention there (at least {least:.3f} with "
+            f"{(1 + p.confidence) / 2:.0%} confidence)"
+        )
     if d.learns is False and _uncalibrated(p, "learns") is None:
         text += f"\n  keeps retention; probably does not learn the domain: {LEVERS}"
     return text

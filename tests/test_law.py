@@ -577,3 +577,16 @@ def test_a_learning_side_that_fails_its_check_is_never_quoted_as_a_probability()
     q = smooth.predict(1e7)
     assert q.uncalibrated == () and {c.side for c in q.calibration} == {"keeps", "learns"}
     assert "c* =" in describe_prediction(q)
+
+
+def test_what_one_run_keeps_is_stated_as_the_least_it_keeps():
+    """One run's retention at the recommended ratio is uncertain upwards past its own plateau (a
+    run can measure above it), so the answer states the least it keeps, never a share above 1."""
+    law = InfusionLaw.fit(ladder(np.random.default_rng(3)), n_bootstrap=100)
+    p = law.predict(SIZES[-1] * 2)
+    point, (least, most) = p.expected_retention
+    line = next(x for x in describe_prediction(p).splitlines() if "one run keeps" in x)
+    assert (
+        f"one run keeps {point:.2f} of its retention there (at least {least:.3f} with 95% " in line
+    )
+    assert "interval" not in line.split("one run keeps")[1]
