@@ -131,7 +131,8 @@ def held(proc: subprocess.Popen, itself: bool = False):
 
     family = [psutil.Process(proc.pid)] if itself else psutil.Process(proc.pid).children(True)
     for child in family:
-        child.suspend()
+        with contextlib.suppress(psutil.NoSuchProcess):  # ended since listed: nothing to hold
+            child.suspend()
     try:
         yield
     finally:

@@ -2,6 +2,7 @@
 by PID mid-training, Ctrl-C and a second sweep of the same folder. Each ends with the same
 results as the uninterrupted sweep and with exactly one finished MLflow run per trial."""
 
+import contextlib
 import json
 import os
 import random
@@ -116,7 +117,7 @@ def kill_with_its_ray(proc) -> None:
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the sweep ended before it could be killed"
     for child in family:
-        if child.is_running():
+        with contextlib.suppress(psutil.NoSuchProcess):  # one that ended since listed
             child.kill()
     psutil.wait_procs(family, timeout=30)
 

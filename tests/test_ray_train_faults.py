@@ -3,6 +3,7 @@ by PID mid-run (the worker group restarts from the trial's last checkpoint, shar
 a driver killed mid-sweep and resumed (Train V2 finds each run's checkpoints by its stable name),
 and nodes that join after the sweep started (more trials run side by side)."""
 
+import contextlib
 import json
 import signal
 
@@ -45,11 +46,12 @@ def registered_checkpoint(tmp_path, name: str, phase: str):
 
 
 def train_workers(proc) -> list[psutil.Process]:
-    return [
-        p
-        for p in psutil.Process(proc.pid).children(recursive=True)
-        if "RayTrainWorker" in " ".join(p.cmdline())
-    ]
+    workers = []
+    for p in psutil.Process(proc.pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # one that ended since listed
+            if "RayTrainWorker" in " ".join(p.cmdline()):
+                workers.append(p)
+    return workers
 
 
 def kill_family(proc) -> None:
@@ -58,7 +60,7 @@ def kill_family(proc) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     for child in family:
-        if child.is_running():
+        with contextlib.suppress(psutil.NoSuchProcess):  # one that ended since listed
             child.kill()
     psutil.wait_procs(family, timeout=30)
 
