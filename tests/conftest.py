@@ -156,8 +156,9 @@ def pytest_runtest_makereport(item, call):
     included), so the summary says how much of the two cores a test used: the headroom for
     running tests side by side."""
     report = yield
-    report.user_properties.append(("busy_cpu_s", busy_cpu_seconds() - item.stash[_phase_start]))
-    item.stash[_phase_start] = busy_cpu_seconds()
+    now = busy_cpu_seconds()  # this phase's end is the next one's start
+    report.user_properties.append(("busy_cpu_s", now - item.stash[_phase_start]))
+    item.stash[_phase_start] = now
     return report
 
 

@@ -584,7 +584,7 @@ def test_what_one_run_keeps_is_stated_as_the_least_it_keeps():
     run can measure above it), so the answer states the least it keeps, never a share above 1."""
     law = InfusionLaw.fit(ladder(np.random.default_rng(3)), n_bootstrap=100)
     p = law.predict(SIZES[-1] * 2)
-    point, (least, most) = p.expected_retention
+    point, (least, _) = p.expected_retention
     line = next(x for x in describe_prediction(p).splitlines() if "one run keeps" in x)
     assert (
         f"one run keeps {point:.2f} of its retention there (at least {least:.3f} with 95% " in line
