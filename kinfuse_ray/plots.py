@@ -16,6 +16,7 @@ from scipy.special import expit, logit  # noqa: E402
 from kinfuse_ray.analysis import Summary, collapse_curve  # noqa: E402
 from kinfuse_ray.config import EVAL_DEFAULTS, PREDICT_DEFAULTS, EvalConfig  # noqa: E402
 from kinfuse_ray.law import InfusionLaw, Prediction, spans_budgets  # noqa: E402
+from kinfuse_ray.law.prediction import NO_RATIO  # noqa: E402
 
 RATIO_TICKS = (0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998)
 SPARSE_TICKS = (0.03, 0.1, 0.3, 0.5, 0.7, 0.9, 0.97, 0.99, 0.998)  # where labels sit side by side
@@ -178,6 +179,7 @@ def plot_law(
     # margin of 0.3 in logit on each side.
     shown = [v for line in ax.get_lines() for v in np.atleast_1d(line.get_ydata())]
     shown += [*w.keep_lo, *w.keep_hi]
+    shown = [v for v in shown if v <= NO_RATIO]  # a size that learns at no ratio sets no limit
     lo, hi = logit(np.clip([min(shown), max(shown)], 1e-4, 1 - 1e-4))
     ax.set_ylim(expit(lo - 0.3), expit(hi + 0.3))
     _ratio_axis(ax, "y")

@@ -13,6 +13,7 @@ from pathlib import Path
 from kinfuse_ray.analysis import Confirmation, Forecast, Summary, score_forecasts
 from kinfuse_ray.base_store import Entry
 from kinfuse_ray.law import InfusionLaw, Prediction, spans_budgets
+from kinfuse_ray.law.prediction import NO_RATIO
 from kinfuse_ray.plan import GIB, TIGHT_ABOVE, BudgetPlan, CpuTime, SweepPlan
 from kinfuse_ray.spec import Phase, TrialSpec
 
@@ -78,6 +79,15 @@ def describe_law(law: InfusionLaw) -> str:
         lines.append(
             f"  r* over {', '.join(s.sizes)} {verdict}: slope of logit r* in log N "
             f"{s.slope:+.2f} ({conf} interval {s.interval[0]:+.2f} to {s.interval[1]:+.2f})"
+        )
+    if (learning := law.acquisition.slope(law.forecast.confidence)) is not None:
+        slope, (lo, hi) = learning
+        top = max(law.acquisition.curve.curves, key=lambda c: (c.n_params, c.tokens)).name
+        lines.append(
+            f"  learning side: acquisition a sigmoid in logit r, its location and ceiling laws "
+            f"in N; the ratio that learns (acquisition {law.settings.acquisition_target:.2f}) "
+            f"moves with N at {top}: slope of its logit in log N {slope:+.2f} ({conf} interval "
+            f"{lo:+.2f} to {hi:+.2f}; negative: larger models learn from less of the mix)"
         )
     dof = law.retention.degrees_of_freedom
     if dof <= 2:
@@ -170,6 +180,11 @@ def _probabilities(p: Prediction) -> str:
     return text
 
 
+def _at_least(ratio: float) -> str:
+    """The learning edge as a bound, or that no ratio reaches it."""
+    return "more than any ratio gives" if ratio > NO_RATIO else f"r >= {ratio:.3f}"
+
+
 def describe_prediction(p: Prediction) -> str:
     """The forecast at one size: r*, both sides of the window, and one decision. A side that
     failed its held-out check is given as medians and intervals, never as a probability."""
@@ -190,6 +205,13 @@ def describe_prediction(p: Prediction) -> str:
     ]
     if p.acquisition_threshold is None:
         lines.append(f"learning side unknown: {p.acquisition_note}")
+    elif p.learns_at_no_ratio:
+        lines.append(
+            f"learns the domain (chance-corrected acquisition >= {p.acquisition_target:.2f}) at "
+            f"no ratio (median): at this size acquisition tops out below "
+            f"{p.acquisition_target:.2f} however much is infused (a larger model, more infusion tokens "
+            "or fewer domain facts raise it)"
+        )
     else:
         lines.append(
             f"learns the domain (chance-corrected acquisition >= {p.acquisition_target:.2f}) from "
@@ -211,7 +233,7 @@ def describe_prediction(p: Prediction) -> str:
         lines.append(
             f"window at {conf} confidence: "
             + (
-                f"EMPTY (learning needs r >= {wlo:.3f}, keeping needs r <= {whi:.3f})"
+                f"EMPTY (learning needs {_at_least(wlo)}, keeping needs r <= {whi:.3f})"
                 if d.window_empty
                 else f"{wlo:.3f} to {whi:.3f}"
             )

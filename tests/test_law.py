@@ -28,9 +28,11 @@ def true_acquisition_threshold(n, a0=0.3, b_a=-0.5):
     return expit(logit(a0) + b_a * np.log(n / N0))
 
 
-def curve(name, n, rstar, rng, seeds=2, trial_sd=0.03, k=3.0, floor=0.25, a_star=0.3, d=1e5):
-    """Retention: plateau 1, falling through 0.5 at r* to `floor`; acquisition: 0.5 x a
-    sigmoid that passes 0.25 (the default target) at `a_star`."""
+def curve(name, n, rstar, rng, seeds=2, trial_sd=0.03, k=3.0, floor=0.25, a_star=0.3, d=1e5,
+          ceiling=0.5):  # fmt: skip
+    """Retention: plateau 1, falling through 0.5 at r* to `floor`; acquisition: `ceiling` x a
+    sigmoid that passes half of it (with the default ceiling, 0.25: the default target) at
+    `a_star`."""
     ratios, retention, acquisition = [], [], []
     offset = logit((0.5 - floor) / (1 - floor))
     for _ in range(seeds):
@@ -39,7 +41,7 @@ def curve(name, n, rstar, rng, seeds=2, trial_sd=0.03, k=3.0, floor=0.25, a_star
             ratios.append(r)
             retention.append(float(min(1.0, y + rng.normal(0, trial_sd))))  # scores are <= 1
             acquisition.append(
-                float(0.5 * expit(2 * (logit(r) - logit(a_star))) + rng.normal(0, 0.01))
+                float(ceiling * expit(2 * (logit(r) - logit(a_star))) + rng.normal(0, 0.01))
             )
     return SizeCurve(name, float(n), d, tuple(ratios), tuple(retention), tuple(acquisition), 1.0)
 
@@ -56,12 +58,14 @@ def true_ratio_keeping(share, n, k=3.0, floor=0.25):
     return expit(logit(true_rstar(n)) - (logit((share - floor) / (1 - floor)) - offset) / k)
 
 
-def ladder(rng, sizes=SIZES, size_sd=0.15, a_law=true_acquisition_threshold, **law):
+def ladder(rng, sizes=SIZES, size_sd=0.15, a_law=true_acquisition_threshold,
+           a_ceiling=lambda n: 0.5, **law):  # fmt: skip
     """A ladder whose sizes deviate from the law by N(0, size_sd) in logit r*."""
     out = []
     for n in sizes:
         z = logit(true_rstar(n, **law)) + rng.normal(0, size_sd)
-        out.append(curve(f"n{int(n)}", n, float(expit(z)), rng, a_star=float(a_law(n))))
+        out.append(curve(f"n{int(n)}", n, float(expit(z)), rng, a_star=float(a_law(n)),
+                         ceiling=float(a_ceiling(n))))  # fmt: skip
     return out
 
 
@@ -220,6 +224,30 @@ def test_the_learning_side_is_evaluated_at_the_target_size():
     far, top = law.predict(1e8), law.predict(SIZES[-1])
     assert far.acquisition_threshold < top.acquisition_threshold
     assert far.acquisition_threshold == pytest.approx(float(falling(1e8)), rel=0.3)
+
+
+def test_the_learning_side_is_a_curve_whose_ceiling_and_location_move_with_size():
+    """Acquisition rises with the ratio to a ceiling that grows with N from a location that
+    falls with N, as the quickstart's rungs do: the curve fitted to every trial recovers the
+    ratio that learns at a size past the ladder, a size whose ceiling stays below the target
+    learns at no ratio, and the learning exponent comes out negative, with its interval."""
+
+    def location(n):
+        return expit(logit(0.85) - 0.4 * np.log(n / N0))
+
+    def ceiling(n):
+        return expit(0.5 + 0.5 * np.log(n / N0))
+
+    def truth(n):  # where ceiling x sigmoid(2 (logit r - logit location)) reaches 0.25
+        return expit(logit(location(n)) + logit(0.25 / ceiling(n)) / 2)
+
+    curves = ladder(np.random.default_rng(22), size_sd=0.05, a_law=location, a_ceiling=ceiling)
+    law = InfusionLaw.fit(curves, n_bootstrap=100)
+    assert law.predict(1e7).acquisition_threshold == pytest.approx(float(truth(1e7)), abs=0.05)
+    assert ceiling(1e3) < 0.25 and law.at(1e3).probabilities(0.99)[1] < 0.1
+    slope, (lo, hi) = law.acquisition.slope(0.9)
+    assert lo < slope < hi < 0
+    assert law.acquisition.thresholds.keys() == {c.name for c in curves}
 
 
 def test_a_weak_ladder_is_not_informative():
@@ -470,6 +498,9 @@ def test_a_size_by_budget_ladder_recovers_the_budget_exponent_and_reads_it():
                      r"[\d,]+\)\)", describe_law(law))  # fmt: skip
     assert law.predict_point(1e6, 4e5) == pytest.approx(rstar(1e6, 4e5), abs=0.01)
     assert law.predict_point(1e6, 4e5) > law.predict_point(1e6, 1e5)  # g > 0: more budget, more r
+    # The learning side's laws take a D term too, and read off a new budget.
+    assert "m_d" in law.acquisition.curve.names
+    assert law.predict(1e6, 4e5).acquisition_threshold is not None
 
 
 @pytest.mark.parametrize(
@@ -541,21 +572,23 @@ def test_settings_split_by_type_and_a_law_file_of_format_2_says_refit(tmp_path):
     with pytest.raises(TypeError, match="unknown law settings: bogus"):
         split(bogus=1)
     (tmp_path / "old.json").write_text(json.dumps({"format": 2, "params_": [0.1, 0.2]}))
-    with pytest.raises(KinfuseError, match=r"law format 2, this version reads 3\): refit it"):
+    with pytest.raises(KinfuseError, match=r"law format 2, this version reads 4\): refit it"):
         InfusionLaw.load(tmp_path / "old.json")
 
 
 def test_a_learning_side_that_fails_its_check_is_never_quoted_as_a_probability():
-    """Acquisition that jumps between two rungs is no power law: leave-one-size-out, its
-    P(learns) scores worse than the nearest size as is. The forecast still gives the learn
-    ratio's median and interval, but no P(learns), P(both), c* or window at the confidence, and
-    a rule that rests on the learning side is not informative; the smooth ladder's is quoted."""
+    """Acquisition whose ceiling jumps between two rungs (0.3, then 0.95; its location the same
+    at every size) follows no law:
+    leave-one-size-out, its P(learns) scores worse than the nearest size as is. The forecast
+    still gives the learn ratio's median and interval, but no P(learns), P(both), c* or window
+    at the confidence, and a rule that rests on the learning side is not informative; the smooth
+    ladder's is quoted."""
 
     def step(n):
-        return 0.2 if n < 2e5 else 0.7
+        return 0.3 if n < 2e5 else 0.95
 
-    law, _ = select_law(ladder(np.random.default_rng(21), size_sd=0.05, a_law=step), "power_n",
-                        n_bootstrap=100)  # fmt: skip
+    law, _ = select_law(ladder(np.random.default_rng(21), size_sd=0.05, a_law=lambda n: 0.8,
+                               a_ceiling=step), "power_n", n_bootstrap=100)  # fmt: skip
     checks = {c.side: c for c in law.calibration}
     assert checks["keeps"].calibrated and not checks["learns"].calibrated
     assert checks["learns"].brier > checks["learns"].baseline_brier

@@ -1,6 +1,18 @@
-"""The learning side: the lowest ratio that learns the domain, per size, and its own law through
-them (the points method: Gu et al. 2025 find this threshold falls as a power law in N), drawn
-jointly with the retention side."""
+"""The learning side as a curve: chance-corrected acquisition against the ratio, one sigmoid in
+logit r per size whose location and ceiling move with N (and D) as laws, fitted to every trial
+of every size at once (the retention side's joint method's counterpart):
+
+    acquisition(r) = A sigmoid(k (logit r - m)),   m = m0 + m_n ln(N / N0) [+ m_d ln(D / D0)],
+                     A = sigmoid(a0 + a_n ln(N / N0) [+ a_d ln(D / D0)]),   one steepness k.
+
+The ratio that learns the domain (acquisition = target) is m + logit(target / A) / k, and no
+ratio does where the ceiling A stays at or below the target: why small rungs never learn a set
+of facts however much of it they see (their capacity, not their exposure). Gu et al. 2025 find
+the learning threshold falls as a power law in N; `AcquisitionFit.slope` (d logit r / d ln N of
+the ratio that learns, at the largest rung) is that exponent here. Uncertainty: a parametric
+bootstrap of the two-level model as for retention (each size's location deviates from the law,
+each trial from its size's curve); a new size's deviation is drawn correlated with the retention
+side's as the measured sizes' are."""
 
 from __future__ import annotations
 
@@ -8,11 +20,15 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 
 from kinfuse_ray.law.bootstrap import BootstrapFit
-from kinfuse_ray.law.curves import SizeCurve
-from kinfuse_ray.law.fit import Point, PointFit
-from kinfuse_ray.law.forms import DEFAULT_FORM, FORMS
+from kinfuse_ray.law.curves import EDGE, SizeCurve, clipped_logit, spans_budgets
+from kinfuse_ray.law.fit import Point
+from kinfuse_ray.law.forms import solve
+
+SOFT_L1_ACQUISITION = 0.05  # acquisition residual where the loss turns linear (as retention's)
+NEVER = float(clipped_logit(1 - EDGE))  # a draw whose ceiling stays below the target never learns
 
 
 def learning_hint(missed: list[SizeCurve], target: float) -> str:
@@ -37,13 +53,110 @@ def learning_hint(missed: list[SizeCurve], target: float) -> str:
 
 
 @dataclass(frozen=True)
+class AcquisitionCurve:
+    """The curve's laws as fitted once: `params` = location coefficients, ceiling coefficients
+    (each an intercept, ln N and, on a size x budget ladder, ln D, centred on the curves'
+    means), then ln k."""
+
+    curves: tuple[SizeCurve, ...]
+    log_n0: float
+    log_d0: float
+    budgets: bool
+    params: tuple[float, ...]
+
+    @property
+    def n_coefficients(self) -> int:
+        return 3 if self.budgets else 2
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        axes = ("0", "_n", "_d")[: self.n_coefficients]
+        return (*(f"m{a}" for a in axes), *(f"a{a}" for a in axes), "log_k")
+
+    def design(self, n_params, tokens) -> np.ndarray:
+        x_n, x_d = np.broadcast_arrays(
+            np.log(np.atleast_1d(np.asarray(n_params, float))) - self.log_n0,
+            np.log(np.atleast_1d(np.asarray(tokens, float))) - self.log_d0,
+        )
+        return np.stack([np.ones_like(x_n), x_n, x_d][: self.n_coefficients], axis=1)
+
+    def split(self, theta) -> tuple[np.ndarray, np.ndarray, float]:
+        """(location coefficients, ceiling coefficients, steepness k) of a parameter vector."""
+        c = self.n_coefficients
+        return theta[:c], theta[c : 2 * c], float(np.exp(np.clip(theta[-1], -5.0, 5.0)))
+
+    def model(self, theta, X: np.ndarray, ratio_logit: np.ndarray, shift=0.0) -> np.ndarray:
+        """Acquisition at each row of design `X` and logit ratio (location moved by `shift`)."""
+        m, a, k = self.split(theta)
+        return expit(X @ a) * expit(k * (ratio_logit - (X @ m + shift)))
+
+    def learn_logit(self, theta, n_params, tokens, target: float, shift=0.0) -> np.ndarray:
+        """logit of the lowest ratio reaching `target` at each size (NEVER where the ceiling
+        stays at or below it)."""
+        m, a, k = self.split(theta)
+        X = self.design(n_params, tokens)
+        ceiling = expit(X @ a)
+        reach = target / np.maximum(ceiling, EDGE)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = X @ m + shift + clipped_logit(np.minimum(reach, 1 - EDGE)) / k
+        return np.where(reach < 1 - EDGE, np.minimum(z, NEVER), NEVER)
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every trial as (design row, logit ratio, acquisition, index of its curve)."""
+        X = self.design([c.n_params for c in self.curves], [c.tokens for c in self.curves])
+        row = np.concatenate([np.full(len(c.ratios), i) for i, c in enumerate(self.curves)])
+        x = clipped_logit(np.concatenate([c.ratios for c in self.curves]))
+        y = np.concatenate([np.asarray(c.acquisition, float) for c in self.curves])
+        return X[row], x, y, row
+
+    def refit(self, y: np.ndarray, starts: list[np.ndarray]) -> np.ndarray:
+        X, x, _, _ = self.rows()
+        return solve(lambda p: self.model(p, X, x) - y, starts, "soft_l1", SOFT_L1_ACQUISITION)
+
+    def own_shifts(self, theta) -> np.ndarray:
+        """Each curve's own location off the law (its shift in logit r), the law's ceiling and
+        steepness kept: a size's deviation on the learning side."""
+        X, x, y, row = self.rows()
+        out = []
+        for i in range(len(self.curves)):
+            mine = row == i
+            out.append(solve(lambda s, mine=mine: self.model(theta, X[mine], x[mine], s[0])
+                             - y[mine], [np.zeros(1)], "soft_l1", SOFT_L1_ACQUISITION)[0])  # fmt: skip
+        return np.array(out)
+
+    @classmethod
+    def fitted(cls, curves: list[SizeCurve], target: float) -> AcquisitionCurve:
+        """The point fit, from starts at the thresholds' mean (flat in N) with a ceiling at the
+        highest acquisition seen and one rising with N."""
+        unfitted = cls(tuple(curves), float(np.log([c.n_params for c in curves]).mean()),
+                       float(np.log([c.tokens for c in curves]).mean()), spans_budgets(curves),
+                       ())  # fmt: skip
+        _, x, y, _ = unfitted.rows()
+        c = unfitted.n_coefficients
+        location = float(np.median(x[y >= target])) if (y >= target).any() else float(x.max())
+        top = float(clipped_logit(np.clip(np.nanmax(y), 0.05, 0.99)))
+        starts = [np.r_[location, np.zeros(c - 1), ceiling, np.zeros(c - 1), log_k]
+                  for ceiling in (top, 3.0) for log_k in (0.0, 1.0)]  # fmt: skip
+        starts += [np.r_[location, np.zeros(c - 1), 0.0, 1.0, np.zeros(c - 2), 0.0]]
+        params = unfitted.refit(y, starts)
+        return cls(unfitted.curves, unfitted.log_n0, unfitted.log_d0, unfitted.budgets,
+                   tuple(float(v) for v in params))  # fmt: skip
+
+
+@dataclass(frozen=True)
 class AcquisitionFit:
-    """Each size's learning threshold (`thresholds`: name -> (n_params, tokens, ratio)), the law
-    through them (`fit`; None with too few, `note` says why) and how a size's deviation in r*
-    goes with its deviation here (`rho`)."""
+    """The learning side: each size's learning threshold as its grid shows it (`thresholds`:
+    name -> (n_params, tokens, ratio), the detector's), the curve fitted to every trial
+    (`curve`; None with too few sizes that learn, `note` says why), the measured sizes' own
+    location shifts off it (`size_residuals`, for the sizes with a threshold), per bootstrap
+    draw the curve's parameters and a new size's shift (`draws`: one row each, the shift last),
+    and how a size's shift goes with its deviation in r* (`rho`)."""
 
     thresholds: dict[str, Point]
-    fit: BootstrapFit | None = None
+    target: float
+    curve: AcquisitionCurve | None = None
+    size_residuals: tuple[float, ...] = ()
+    draws: np.ndarray | None = None
     rho: float = 0.0
     note: str | None = None
 
@@ -52,45 +165,104 @@ class AcquisitionFit:
         cls, curves: list[SizeCurve], target: float, retention: BootstrapFit, n_draws: int,
         seed: int,
     ) -> AcquisitionFit:  # fmt: skip
-        """Thresholds where acquisition reaches `target`, and their law when enough sizes have
+        """Thresholds where acquisition reaches `target`, and the curve when enough sizes have
         one; `retention` gives the sizes' r* residuals the two sides are correlated through."""
+        measured = [c for c in curves if np.isfinite(np.asarray(c.acquisition, float)).all()]
         points = {}
-        for c in curves:
+        for c in measured:
             a = c.acquisition_threshold(target)
             if a is not None:
                 points[c.name] = (c.n_params, c.tokens, a)
-        needed = FORMS[DEFAULT_FORM].n_params + 1
+        needed = (3 if spans_budgets(measured) else 2) + 1
         if len(points) < needed:
             note = (
                 f"the lowest ratio that learns the domain (acquisition {target}) was found at "
                 f"{len(points)} of {len(curves)} sizes and its law needs {needed}: "
                 + learning_hint([c for c in curves if c.name not in points], target)
             )
-            return cls(points, note=note)
-        fit = BootstrapFit.fit(PointFit.through(points), n_draws, seed)
+            return cls(points, target, note=note)
+        curve = AcquisitionCurve.fitted(measured, target)
+        shifts = dict(zip((c.name for c in measured), curve.own_shifts(curve.params),
+                          strict=True))  # fmt: skip
+        # The scatter is read from every size whose curve rises enough to place it (by half the
+        # target over its grid), not only from those that cross the target: a rung whose
+        # ceiling stays below the target still shows where its curve rises.
+        located = [c.name for c in measured if np.ptp(c.mean_curve()[2]) >= target / 2]
+        e = np.array([shifts[s] for s in located])
+        m, p = len(e), curve.n_coefficients
+        # Residuals of a law that spent p parameters on m sizes are too small by sqrt(m / (m - p)).
+        residuals = (e - e.mean()) * math.sqrt(m / (m - p))
+        draws = _draw(curve, residuals, n_draws, seed)
         # A new size's two deviations are drawn with this correlation (0 with fewer than 3
         # sizes in common).
         mine = dict(zip(retention.point.measured, retention.size_residuals, strict=True))
-        theirs = dict(zip(points, fit.size_residuals, strict=True))
-        common = [s for s in points if s in mine]
+        theirs = dict(zip(located, residuals, strict=True))
+        common = [s for s in located if s in mine]
         rho = 0.0
         if len(common) >= 3:
             pairs = np.array([[mine[s], theirs[s]] for s in common])
             if pairs.std(axis=0).min() > 0:
                 rho = float(np.clip(np.corrcoef(pairs.T)[0, 1], -0.99, 0.99))
-        return cls(points, fit, rho)
+        return cls(points, target, curve, tuple(residuals.tolist()), draws, rho)
 
     def learn_logits(
-        self, n_params: float, tokens: float, deviation: np.ndarray, seed: int
+        self, n_params: float, tokens: float, deviation: np.ndarray
     ) -> np.ndarray | None:
-        """Per draw, the logit of the lowest ratio that learns the domain at this size, paired
-        with the retention draws: this law's own parameter draw, and a new size's deviation
-        correlated with the retention side's `deviation` as the measured sizes' residuals are."""
-        if self.fit is None:
+        """Per draw, the logit of the lowest ratio that learns the domain at this size (NEVER:
+        its ceiling stays below the target), paired with the retention draws: the curve's own
+        parameter draw, and a new size's shift correlated with the retention side's
+        `deviation` as the measured sizes' are."""
+        if self.curve is None or self.draws is None:
             return None
-        base = self.fit.law_draws_logit(n_params, tokens)
-        own = self.fit.draws.deviations
-        sd = float(deviation.std())
-        u = deviation / sd if sd > 0 else np.zeros_like(deviation)
-        v = np.random.default_rng(seed + 1).standard_normal(len(base))
-        return base + float(own.std()) * (self.rho * u + math.sqrt(1 - self.rho**2) * v)
+        own = self.draws[:, -1]  # drawn apart from `deviation`: their mix has correlation rho
+        scale = _spread(own) / _spread(deviation) if _spread(deviation) > 0 else 0.0
+        shift = self.rho * scale * deviation + math.sqrt(1 - self.rho**2) * own
+        return np.array([self.curve.learn_logit(theta[:-1], n_params, tokens, self.target, s)[0]
+                         for theta, s in zip(self.draws, shift, strict=True)])  # fmt: skip
+
+    def slope(self, confidence: float) -> tuple[float, tuple[float, float]] | None:
+        """How fast the odds of the ratio that learns move with N at the largest measured size
+        (d logit r / d ln N: Gu et al.'s exponent, negative when larger models learn from less
+        of the mix), fitted and its central interval over the draws; None without a curve."""
+        if self.curve is None or self.draws is None:
+            return None
+        top = max(self.curve.curves, key=lambda c: (c.n_params, c.tokens))
+        n = top.n_params * np.exp([-0.25, 0.25])
+
+        def per_draw(theta):
+            z = self.curve.learn_logit(np.asarray(theta), n, top.tokens, self.target)
+            return (z[1] - z[0]) / 0.5 if (z < NEVER).all() else np.nan
+
+        values = np.array([per_draw(theta[:-1]) for theta in self.draws])
+        tail = (1 - confidence) / 2
+        lo, hi = np.nanquantile(values, [tail, 1 - tail])
+        return float(per_draw(self.curve.params)), (float(lo), float(hi))
+
+
+def _spread(values: np.ndarray) -> float:
+    """A scale that heavy-tailed draws (a scatter known from few sizes) do not blow up: the
+    median absolute value."""
+    return float(np.median(np.abs(values)))
+
+
+def _draw(curve: AcquisitionCurve, residuals: np.ndarray, n_draws: int, seed: int) -> np.ndarray:
+    """Regenerate every trial from the two-level model (each size's location shifted by a size
+    deviation drawn from the measured sizes' scatter, each trial by a residual resampled within
+    its size), refit, and keep each draw's parameters and a fresh shift for a new size."""
+    rng = np.random.default_rng(seed)
+    theta = np.asarray(curve.params)
+    X, x, y, row = curve.rows()
+    own = curve.own_shifts(theta)
+    noise = y - curve.model(theta, X, x, own[row])
+    by_curve = [noise[row == i] for i in range(len(curve.curves))]
+    dof = len(residuals) - curve.n_coefficients
+    scale2 = float(residuals @ residuals) / len(residuals)
+    out = []
+    for _ in range(n_draws):
+        tau = math.sqrt(scale2 * dof / rng.chisquare(dof))
+        shifts = tau * rng.standard_normal(len(curve.curves))
+        drawn = curve.model(theta, X, x, shifts[row]) + np.concatenate(
+            [rng.choice(r, len(r)) for r in by_curve]
+        )
+        out.append([*curve.refit(drawn, [theta]), tau * rng.standard_normal()])
+    return np.array(out).reshape(n_draws, len(theta) + 1)

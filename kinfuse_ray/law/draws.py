@@ -71,7 +71,7 @@ class AtSize:
         """Per draw, the logit of the ratio that learns the domain (None: no learning side),
         paired with the retention draws."""
         return self.acquisition.learn_logits(
-            self.n_params, self.tokens, self.retention.draws.deviations, self.settings.seed
+            self.n_params, self.tokens, self.retention.draws.deviations
         )
 
     def interval(self, values: np.ndarray) -> tuple[float, float]:

@@ -134,6 +134,8 @@ class InfusionLaw:
             "held_out_summary": self.held_out_summary,
             "calibration": [{**asdict(c), "calibrated": c.calibrated} for c in self.calibration],
             "top_slope": self.top_slope and self.top_slope.to_dict(),
+            "learning_slope": (slope := self.acquisition.slope(self.forecast.confidence))
+            and {"slope": slope[0], "interval": slope[1]},
         }  # fmt: skip
 
     # --- forecasts -----------------------------------------------------------------------------
@@ -195,8 +197,9 @@ class InfusionLaw:
     @classmethod
     def from_dict(cls, raw: dict) -> InfusionLaw:
         forecast = {**raw["forecast"], "tolerances": tuple(raw["forecast"]["tolerances"])}
+        retention = fit_from_dict(raw["retention"])
         return cls(FitSettings(**raw["settings"]), ForecastSettings(**forecast),
-                   fit_from_dict(raw["retention"]), acquisition_from_dict(raw["acquisition"]),
+                   retention, acquisition_from_dict(raw["acquisition"], retention.point.curves),
                    raw["top_slope"] and TopSlope.from_dict(raw["top_slope"]),
                    tuple(HeldOut.from_dict(h) for h in raw["held_out"]),
                    tuple(SideCheck(**c) for c in raw.get("calibration", ())),

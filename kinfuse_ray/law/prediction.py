@@ -87,6 +87,12 @@ class Prediction:
         return next(row for row in self.tolerances if row.tolerance == self.tolerance)
 
     @property
+    def learns_at_no_ratio(self) -> bool:
+        """The median draw's acquisition curve tops out below the target at this size: no share
+        of the mix learns the domain (a capacity limit, not one of exposure)."""
+        return self.acquisition_threshold is not None and self.acquisition_threshold > NO_RATIO
+
+    @property
     def recommended_ratio(self) -> float | None:
         """The ratio to use; None where nothing is recommended (no ratio meets the rule, or the
         forecast is not informative: `decision.reasons` say why)."""
@@ -106,6 +112,7 @@ class Prediction:
         }
 
 
+NO_RATIO = 0.9999  # a learn ratio above this is the curve's "never" (law/acquisition.py)
 EXTRAPOLATION_WARN = 10.0  # warn when the query lies this factor beyond the fitted sizes
 EXTRAPOLATION_LIMIT = 100.0  # past this factor, no number: the law's shape is a guess there
 

@@ -1,4 +1,4 @@
-"""law.json: the parts of a fitted law as plain JSON (format 3) and back, and the file itself.
+"""law.json: the parts of a fitted law as plain JSON (format 4) and back, and the file itself.
 A file of another format is refused in one line that says to refit it."""
 
 from __future__ import annotations
@@ -9,16 +9,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
+
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.files import write_json_atomic
-from kinfuse_ray.law.acquisition import AcquisitionFit
+from kinfuse_ray.law.acquisition import AcquisitionCurve, AcquisitionFit
 from kinfuse_ray.law.bootstrap import BootstrapFit, Draws
 from kinfuse_ray.law.curves import SizeCurve
 from kinfuse_ray.law.fit import PointFit
 from kinfuse_ray.law.forms import FORMS
 
 T = TypeVar("T")
-FORMAT = 3  # law.json's layout: bumped when a saved law can no longer be read as it was
+FORMAT = 4  # law.json's layout: bumped when a saved law can no longer be read as it was
 
 
 def fit_to_dict(fit: BootstrapFit) -> dict:
@@ -44,14 +46,26 @@ def fit_from_dict(raw: dict) -> BootstrapFit:
 
 
 def acquisition_to_dict(a: AcquisitionFit) -> dict:
-    return {"thresholds": a.thresholds, "rho": a.rho, "note": a.note,
-            "fit": a.fit and fit_to_dict(a.fit)}  # fmt: skip
+    curve = a.curve and {"curves": [c.name for c in a.curve.curves], "log_n0": a.curve.log_n0,
+                         "log_d0": a.curve.log_d0, "budgets": a.curve.budgets,
+                         "params": list(a.curve.params)}  # fmt: skip
+    return {"thresholds": a.thresholds, "target": a.target, "curve": curve,
+            "size_residuals": list(a.size_residuals),
+            "draws": None if a.draws is None else a.draws.tolist(), "rho": a.rho, "note": a.note}  # fmt: skip
 
 
-def acquisition_from_dict(raw: dict) -> AcquisitionFit:
+def acquisition_from_dict(raw: dict, curves: tuple[SizeCurve, ...]) -> AcquisitionFit:
+    """The learning side saved by `acquisition_to_dict`, its curves among the law's `curves`."""
     thresholds = {s: tuple(p) for s, p in raw["thresholds"].items()}
-    return AcquisitionFit(thresholds, raw["fit"] and fit_from_dict(raw["fit"]), raw["rho"],
-                          raw["note"])  # fmt: skip
+    curve = None
+    if raw["curve"]:
+        by_name = {c.name: c for c in curves}
+        c = raw["curve"]
+        curve = AcquisitionCurve(tuple(by_name[s] for s in c["curves"]), c["log_n0"], c["log_d0"],
+                                 c["budgets"], tuple(c["params"]))  # fmt: skip
+    draws = None if raw["draws"] is None else np.asarray(raw["draws"], float)
+    return AcquisitionFit(thresholds, raw["target"], curve, tuple(raw["size_residuals"]), draws,
+                          raw["rho"], raw["note"])  # fmt: skip
 
 
 def write_law(raw: dict, path: str | Path) -> None:
