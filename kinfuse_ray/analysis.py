@@ -34,6 +34,7 @@ class SizeResult:
     best_safe_ratio: float | None
     acquisition_at_safe: float | None
     acquisition_threshold: float | None = None
+    learning_note: str = ""  # why the grid shows no ratio where it starts to learn
 
     def to_dict(self) -> dict:
         return {
@@ -47,6 +48,7 @@ class SizeResult:
             "best_safe_ratio": self.best_safe_ratio,
             "acquisition_at_safe": self.acquisition_at_safe,
             "acquisition_threshold": self.acquisition_threshold,
+            "learning_note": self.learning_note,
         }
 
 
@@ -323,10 +325,16 @@ def size_results(
         ratios, retention, acquisition = c.mean_curve()
         safe = best_safe_ratio(ratios, retention, collapse.plateau, evals.plateau_tolerance)
         acq = float(acquisition[list(ratios).index(safe)]) if safe is not None else None
+        threshold = c.acquisition_threshold(acquisition_target)
+        note = ""
+        if threshold is None and np.isfinite(acquisition).all():
+            top, bottom = float(acquisition.max()), float(acquisition[0])
+            note = (f"never learns: acquisition at most {top:.2f} < {acquisition_target:.2f}"
+                    if top < acquisition_target
+                    else f"learns below the grid: acquisition {bottom:.2f} at its lowest ratio")  # fmt: skip
         out.append(
             SizeResult(
-                c.name, int(c.n_params), int(c.tokens), collapse, safe, acq,
-                c.acquisition_threshold(acquisition_target),
+                c.name, int(c.n_params), int(c.tokens), collapse, safe, acq, threshold, note,
             )
         )  # fmt: skip
     return out

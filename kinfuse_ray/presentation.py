@@ -362,7 +362,8 @@ def size_table(summary: Summary) -> str:
             f"{s.size:<{width}}{s.n_params:>10,}{f'{s.tokens:,}' if budgets else '':>{tokens}}  "
             f"{fmt(c.ratio):>11}  "
             f"{f'{c.bracket[0]:.2f}-{c.bracket[1]:.2f}':<13}  {fmt(s.best_safe_ratio):>9}  "
-            f"{fmt(s.acquisition_threshold):>11}  {'' if c.found else c.outcome.value}"
+            f"{fmt(s.acquisition_threshold):>11}  "
+            + "; ".join(n for n in ("" if c.found else c.outcome.value, s.learning_note) if n)
         )
     return "\n".join(lines)
 

@@ -3,6 +3,7 @@
 import json
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -250,6 +251,22 @@ def test_the_learning_side_is_a_curve_whose_ceiling_and_location_move_with_size(
     assert law.acquisition.thresholds.keys() == {c.name for c in curves}
 
 
+def test_a_size_without_a_learning_threshold_in_its_grid_says_why():
+    """The per-size table says why a rung shows no ratio where it starts to learn: its
+    acquisition never reaches the target (capacity), or already does at the lowest ratio."""
+    from kinfuse_ray.analysis import size_results
+    from kinfuse_ray.config import EvalConfig
+
+    never, early, learns = ladder(np.random.default_rng(23), sizes=SIZES[:3], a_law=lambda n: 0.6)
+    never = replace(never, acquisition=tuple(0.4 * a for a in never.acquisition))
+    early = replace(early, acquisition=tuple(0.3 + 0.5 * a for a in early.acquisition))
+    rows = size_results([never, early, learns], EvalConfig(), acquisition_target=0.25)
+    notes = [r.learning_note for r in rows]
+    assert re.fullmatch(r"never learns: acquisition at most 0\.\d\d < 0\.25", notes[0])
+    assert re.fullmatch(r"learns below the grid: acquisition 0\.\d\d at its lowest ratio", notes[1])
+    assert notes[2] == "" and rows[2].acquisition_threshold is not None
+
+
 def test_a_weak_ladder_is_not_informative():
     """A ladder as the old quickstart was: shallow curves (steepness 1), a floor that rises
     toward the threshold at large N, 60 four-way probes of noise, one seed. No single ratio is
@@ -296,7 +313,6 @@ def test_a_measured_rung_whose_window_is_empty_says_so_not_add_a_rung():
     """At a size the ladder measured, a not-informative forecast whose medians show no ratio
     doing both says that, and its advice for size scatter is more seeds there, not another rung
     near the target; at a new size the advice stays."""
-    from dataclasses import replace
 
     law = InfusionLaw.fit(ladder(np.random.default_rng(5), a_law=lambda n: 0.96), n_bootstrap=50)
     at_rung, new = law.predict(SIZES[2]), law.predict(2e5)
