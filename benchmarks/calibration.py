@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--experiment", action="append", required=True, help="one per seed")
     parser.add_argument("--form", default="auto", help="auto: chosen inside each fold")
     parser.add_argument("--method", default="joint", choices=["joint", "points"])
+    parser.add_argument("--steepness", default="auto", choices=["auto", "fixed", "moving"],
+                        help="the joint curve's steepness (auto: chosen inside each fold)")  # fmt: skip
     parser.add_argument("--bootstrap", type=int, default=400, help="draws per held-out fit")
     parser.add_argument("--confidence", type=float, default=0.9)
     parser.add_argument(
@@ -119,7 +121,8 @@ def main() -> None:
 def calibrate(args: argparse.Namespace, hold_out: str) -> None:
     evals = EvalConfig()
     settings, forecast = from_sweep(evals, PredictConfig())
-    settings = replace(settings, form=args.form, method=args.method, n_bootstrap=args.bootstrap)
+    settings = replace(settings, form=args.form, method=args.method, n_bootstrap=args.bootstrap,
+                       steepness=args.steepness)  # fmt: skip
     forecast = replace(forecast, confidence=args.confidence)
     print(describe())
     started = time.monotonic()
@@ -136,7 +139,8 @@ def calibrate(args: argparse.Namespace, hold_out: str) -> None:
             f"{h.interval[1]:.3f}{'' if h.covered else ' MISS'}, {h.form})" for h in found))  # fmt: skip
     print(
         f"\n{len(args.experiment)} sweeps, {HELD[hold_out, budgets]}, {args.method} fit, form "
-        f"{args.form}, {args.confidence:.0%} intervals ({time.monotonic() - started:.0f} s):\n"
+        f"{args.form}, steepness {args.steepness}, {args.confidence:.0%} intervals "
+        f"({time.monotonic() - started:.0f} s):\n"
     )
     print("| quantity | predictions | coverage | median width (logits) | median abs error "
           "(logits) | nearest size as is (law's gain) |")  # fmt: skip

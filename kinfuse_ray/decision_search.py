@@ -331,7 +331,6 @@ class DecisionSearch(LadderSearch):
         inside = (keep >= np.percentile(keep, 5)) & (keep <= np.percentile(keep, 95))
         fit = law.retention
         own = fit.point.free_logit_rstar()
-        shapes = (fit.draws.shapes[:, 0], fit.draws.shapes[:, 1])
         scores = {}
         for size, strategy in self._sizes.items():
             if size not in own:
@@ -339,6 +338,7 @@ class DecisionSearch(LadderSearch):
             n = self.n_params[size]
             offset = own[size] - float(fit.point.law_logit(n, self.tokens)[0])
             z = fit.law_draws_logit(n, self.tokens) + offset
+            shapes = fit.point.shape_at(n, self.tokens, fit.draws.shapes)
             measured = [i for i, r in enumerate(strategy.ratios) if r in strategy.proposed]
             for i, r in enumerate(strategy.ratios):
                 if r in strategy.proposed or not measured[0] - 1 <= i <= measured[-1] + 1:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import numpy as np
+
 from kinfuse_ray.analysis import Confirmation, Forecast, Summary, score_forecasts
 from kinfuse_ray.base_store import Entry
 from kinfuse_ray.law import InfusionLaw, Prediction, spans_budgets
@@ -73,6 +75,13 @@ def describe_law(law: InfusionLaw) -> str:
         lines.append(f"  {name} = {value:+.3f}  ({conf} interval {lo:+.3f} to {hi:+.3f})")
     if "g_d" in intervals:
         lines.append(f"  budget: {describe_budget_exponent(*intervals['g_d'])}")
+    if point.steepness_terms:
+        slopes = " + ".join(f"{v:+.3f} ln({axis} / {np.exp(centre):,.0f})" for v, axis, centre
+                            in zip(point.shape[2:], "ND", (point.log_n0, point.log_d0), strict=False))  # fmt: skip
+        lines.append(
+            f"  curve steepness moves with size (chosen by leave-one-size-out): ln k = "
+            f"{point.shape[0]:+.3f} + {slopes}"
+        )
     if law.top_slope is not None:
         s = law.top_slope
         verdict = "moves" if s.moving else "is not shown to move (3 sizes: a test of little power)"

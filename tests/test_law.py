@@ -267,6 +267,32 @@ def test_a_size_without_a_learning_threshold_in_its_grid_says_why():
     assert notes[2] == "" and rows[2].acquisition_threshold is not None
 
 
+def test_a_curve_that_steepens_with_size_gets_a_steepness_law():
+    """Retention curves that fall more steeply at larger sizes (ln k rising 0.3 per e-fold of
+    N): leave-one-size-out prefers a steepness that moves with N, which recovers the slope and
+    puts the keep ratio 10x past the ladder where the truth has it; curves of one steepness keep
+    a fixed one (the extra parameter must earn its place)."""
+
+    def k(n):
+        return float(3.0 * (n / N0) ** 0.3)
+
+    rng = np.random.default_rng(24)
+    curves = [curve(f"n{int(n)}", n, float(true_rstar(n)), rng, k=k(n)) for n in SIZES]
+    law, _ = select_law(curves, "power_n", n_bootstrap=50)
+    point = law.retention.point
+    assert point.steepness == "moving" and point.shape[2] == pytest.approx(0.3, abs=0.1)
+    truth = true_ratio_keeping(0.9, 3e7, k=k(3e7))
+    assert law.predict(3e7).keep_row.ratio == pytest.approx(truth, rel=0.03)
+    assert "curve steepness moves with size" in describe_law(law)
+    assert InfusionLaw.from_dict(json.loads(json.dumps(law.to_dict()))).predict(3e7) == (
+        law.predict(3e7)
+    )
+    fixed, _ = select_law(ladder(np.random.default_rng(24), size_sd=0.05), "power_n",
+                          n_bootstrap=50)  # fmt: skip
+    assert fixed.retention.point.steepness == "fixed"
+    assert "curve steepness" not in describe_law(fixed)
+
+
 def test_a_weak_ladder_is_not_informative():
     """A ladder as the old quickstart was: shallow curves (steepness 1), a floor that rises
     toward the threshold at large N, 60 four-way probes of noise, one seed. No single ratio is

@@ -126,8 +126,9 @@ class AcquisitionCurve:
 
     @classmethod
     def fitted(cls, curves: list[SizeCurve], target: float) -> AcquisitionCurve:
-        """The point fit, from starts at the thresholds' mean (flat in N) with a ceiling at the
-        highest acquisition seen and one rising with N."""
+        """The point fit, from starts flat in N at the median ratio where acquisition reached
+        `target` (a ceiling at the highest acquisition seen, or near 1), and one whose ceiling
+        rises with N."""
         unfitted = cls(tuple(curves), float(np.log([c.n_params for c in curves]).mean()),
                        float(np.log([c.tokens for c in curves]).mean()), spans_budgets(curves),
                        ())  # fmt: skip
@@ -148,7 +149,8 @@ class AcquisitionFit:
     """The learning side: each size's learning threshold as its grid shows it (`thresholds`:
     name -> (n_params, tokens, ratio), the detector's), the curve fitted to every trial
     (`curve`; None with too few sizes that learn, `note` says why), the measured sizes' own
-    location shifts off it (`size_residuals`, for the sizes with a threshold), per bootstrap
+    location shifts off it (`size_residuals`, for the sizes with a threshold or whose curve
+    rises enough to place it), per bootstrap
     draw the curve's parameters and a new size's shift (`draws`: one row each, the shift last),
     and how a size's shift goes with its deviation in r* (`rho`)."""
 
@@ -187,7 +189,8 @@ class AcquisitionFit:
         # The scatter is read from every size whose curve rises enough to place it (by half the
         # target over its grid), not only from those that cross the target: a rung whose
         # ceiling stays below the target still shows where its curve rises.
-        located = [c.name for c in measured if np.ptp(c.mean_curve()[2]) >= target / 2]
+        located = [c.name for c in measured
+                   if c.name in points or np.ptp(c.mean_curve()[2]) >= target / 2]  # fmt: skip
         e = np.array([shifts[s] for s in located])
         m, p = len(e), curve.n_coefficients
         # Residuals of a law that spent p parameters on m sizes are too small by sqrt(m / (m - p)).

@@ -27,10 +27,11 @@ def central_interval(values: np.ndarray, confidence: float) -> tuple[float, floa
 @dataclass(frozen=True)
 class Draws:
     """Per bootstrap draw: the law's parameters, the curve's shape (joint: log steepness, floor
-    parameter; no columns for points) and a new size's deviation from the law in logit r*."""
+    parameter and, for a moving steepness, its slopes; no columns for points) and a new size's
+    deviation from the law in logit r*."""
 
     params: np.ndarray  # (draws, parameters)
-    shapes: np.ndarray  # (draws, 2) or (draws, 0)
+    shapes: np.ndarray  # (draws, 2 + steepness terms) or (draws, 0)
     deviations: np.ndarray  # (draws,)
 
     def to_rows(self) -> list[list[float]]:
@@ -105,7 +106,8 @@ def _draw(point: PointFit, free: dict[str, float], residuals: list[float], n_dra
     if point.method == "joint":
         for c in curves:
             z = free.get(c.name, law_z[c.name])
-            fitted = retention_model(c.plateau, z, shape, x[c.name], threshold)
+            fitted = retention_model(c.plateau, z, point.shape_at(c.n_params, c.tokens),
+                                     x[c.name], threshold)  # fmt: skip
             noise[c.name] = np.asarray(c.retention) - fitted
         pooled = np.concatenate([noise[c.name] / c.plateau for c in curves])
         trial_sd = float(np.sqrt(np.mean(pooled**2)))
@@ -123,7 +125,9 @@ def _draw(point: PointFit, free: dict[str, float], residuals: list[float], n_dra
         retention = None
         if point.method == "joint":
             retention = [
-                retention_model(c.plateau, z[c.name], shape, x[c.name], threshold)
+                retention_model(
+                    c.plateau, z[c.name], point.shape_at(c.n_params, c.tokens), x[c.name], threshold
+                )  # fmt: skip
                 + rng.choice(noise[c.name], len(c.ratios))
                 for c in curves
             ]

@@ -57,6 +57,15 @@ class AtSize:
         return float(self.retention.point.law_logit(self.n_params, self.tokens)[0])
 
     @property
+    def keep_hat(self) -> float:
+        """The ratio keeping the decision's tolerance by the fitted law and curve (no draw)."""
+        if not self.joint:
+            return float(expit(self.z_hat))
+        shape = self.retention.point.shape_at(self.n_params, self.tokens)
+        return float(expit(logit_ratio_keeping(self.z_hat, shape, self.settings.threshold,
+                                               self.tolerance)))  # fmt: skip
+
+    @property
     def z(self) -> np.ndarray:
         """Per draw, a new size's logit r* here: the law's and the size's own deviation."""
         return self.law_z + self.retention.draws.deviations
@@ -82,9 +91,19 @@ class AtSize:
         The points method has no curve: its only tolerance is the collapse threshold (r*)."""
         if not self.joint:
             return np.asarray(z, float)
-        shapes = self.retention.draws.shapes if shapes is None else shapes
+        shapes = self.shapes if shapes is None else self.at_size(shapes)
         return np.array([logit_ratio_keeping(zb, sh, self.settings.threshold, tolerance)
                          for zb, sh in zip(z, shapes, strict=True)])  # fmt: skip
+
+    def at_size(self, shapes: np.ndarray) -> np.ndarray:
+        """Draws' curve shapes read at this size: one (ln k, floor parameter) row per draw."""
+        point = self.retention.point
+        return np.column_stack(point.shape_at(self.n_params, self.tokens, shapes))
+
+    @cached_property
+    def shapes(self) -> np.ndarray:
+        """Per draw, the retention curve's shape at this size."""
+        return self.at_size(self.retention.draws.shapes)
 
     def keep_by_tolerance(self) -> dict[float, np.ndarray]:
         """keep_logits at every tolerance of the table and the decision's."""
@@ -106,11 +125,12 @@ class AtSize:
             return None
         point, threshold = self.retention.point, self.settings.threshold
         x = float(clipped_logit(ratio))
-        best = float(retention_model(1.0, self.z_hat, point.shape, x, threshold))
+        shape = point.shape_at(self.n_params, self.tokens)
+        best = float(retention_model(1.0, self.z_hat, shape, x, threshold))
         rng = np.random.default_rng(self.settings.seed)
         drawn = [retention_model(1.0, zb, shape, x, threshold)
                  + rng.normal(0, self.retention.trial_sd)
-                 for zb, shape in zip(self.z, self.retention.draws.shapes, strict=True)]  # fmt: skip
+                 for zb, shape in zip(self.z, self.shapes, strict=True)]  # fmt: skip
         return best, self.interval(np.array(drawn))
 
     def held_fixed_widths(self) -> dict[str, float]:

@@ -4,7 +4,9 @@ retention curve, from the curves as measured or as a bootstrap draw regenerates 
 - joint (default): every trial of every size and seed at once. A size's retention curve is its
   plateau (the base model's retention) times sigmoid(k (logit r*(N, D) - logit r) + logit t):
   retention falls to t x plateau (t the collapse threshold) exactly at r = r*(N, D). One
-  steepness k for all sizes; soft-L1 loss, so a stray trial cannot drag the law.
+  steepness k for all sizes ("fixed"), or ln k linear in ln N (and ln D) ("moving": curves that
+  fall more steeply at larger models or budgets); soft-L1 loss, so a stray trial cannot drag
+  the law.
 - points: the collapse detector's r* per size, then the law through those points (Huber loss in
   logit r*). The method of earlier versions, kept as the comparison.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.special import expit
@@ -49,6 +51,18 @@ def logit_ratio_keeping(logit_rstar, shape, threshold: float, tolerance: float):
 
 
 Point = tuple[float, float, float]  # (n_params, tokens, r*)
+STEEPNESS = ("fixed", "moving")  # the joint curve's steepness: one for all, or a law in N (D)
+
+
+def shape_at(shape, x_n, x_d) -> tuple:
+    """A curve's (ln k, floor parameter) at centred ln N, ln D, from a shape (or a stack of
+    draws' shapes, one per row): a fixed shape as is; a moving one's ln k is ln k0 + k_n x_n
+    (+ k_d x_d), its extra entries."""
+    shape = np.asarray(shape, float)
+    log_k = shape[..., 0]
+    for i, x in enumerate((x_n, x_d)[: shape.shape[-1] - 2]):
+        log_k = log_k + shape[..., 2 + i] * x
+    return log_k, shape[..., 1]
 
 
 @dataclass(frozen=True)
@@ -66,13 +80,15 @@ class PointFit:
     log_d0: float
     params: tuple[float, ...]
     shape: tuple[float, ...] = ()
+    steepness: str = "fixed"  # joint: STEEPNESS
 
     @classmethod
-    def fit(cls, curves: list[SizeCurve], form: Form, method: str, threshold: float) -> PointFit:
+    def fit(cls, curves: list[SizeCurve], form: Form, method: str, threshold: float,
+            steepness: str = "fixed") -> PointFit:  # fmt: skip
         """To the curves' trials (joint) or their detected collapse points (points)."""
         curves = sorted(curves, key=lambda c: (c.n_params, c.tokens))
         measured = {c.name: p.ratio for c in curves if (p := c.collapse(threshold)).found}
-        return cls._fitted(form, method, threshold, curves, measured)
+        return cls._fitted(form, method, threshold, curves, measured, steepness)
 
     @classmethod
     def through(cls, points: dict[str, Point], form: Form = FORMS[DEFAULT_FORM]) -> PointFit:
@@ -82,13 +98,25 @@ class PointFit:
         return cls._fitted(form, "points", 0.5, curves, measured)
 
     @classmethod
-    def _fitted(cls, form, method, threshold, curves, measured) -> PointFit:
+    def _fitted(cls, form, method, threshold, curves, measured, steepness="fixed") -> PointFit:
         unfitted = cls(form, method, threshold, tuple(curves), measured,
                        float(np.log([c.n_params for c in curves]).mean()),
-                       float(np.log([c.tokens for c in curves]).mean()), ())  # fmt: skip
+                       float(np.log([c.tokens for c in curves]).mean()), (), (), steepness)  # fmt: skip
         params, shape = unfitted.refit(unfitted.points())
-        return cls(form, method, threshold, tuple(curves), measured, unfitted.log_n0,
-                   unfitted.log_d0, tuple(params), tuple(shape))  # fmt: skip
+        return replace(unfitted, params=tuple(params), shape=tuple(shape))
+
+    @property
+    def steepness_terms(self) -> int:
+        """ln k's coefficients past its intercept: none (fixed), ln N (and ln D) (moving)."""
+        if self.method != "joint" or self.steepness == "fixed":
+            return 0
+        return 2 if self.form.uses_tokens else 1
+
+    def shape_at(self, n_params, tokens, shape=None) -> tuple:
+        """(ln k, floor parameter) at a size and budget, of this fit's shape or `shape` (one
+        draw's, or a stack of them)."""
+        shape = self.shape if shape is None else shape
+        return shape_at(shape, np.log(n_params) - self.log_n0, np.log(tokens) - self.log_d0)
 
     @property
     def named_parameters(self) -> dict[str, float]:
@@ -140,14 +168,20 @@ class PointFit:
         row = np.concatenate([np.full(len(c.ratios), i) for i, c in enumerate(curves)])
         ratio_logit = clipped_logit(np.concatenate([c.ratios for c in curves]))
         y = np.concatenate(retention or [np.asarray(c.retention, float) for c in curves])
+        x_n = np.log([c.n_params for c in curves])[row] - self.log_n0
+        x_d = np.log([c.tokens for c in curves])[row] - self.log_d0
+        k = f.n_params
 
         def residuals(p):
-            rstar = clipped_logit(f.ratio(p[:-2], X))[row]
-            return retention_model(plateau, rstar, p[-2:], ratio_logit, self.threshold) - y
+            rstar = clipped_logit(f.ratio(p[:k], X))[row]
+            shape = shape_at(p[k:], x_n, x_d)
+            return retention_model(plateau, rstar, shape, ratio_logit, self.threshold) - y
 
-        starts = [start] if start is not None else [np.r_[theta, lk, -1.0] for lk in (0.0, 1.5)]
+        extra = np.zeros(self.steepness_terms)
+        starts = ([start] if start is not None
+                  else [np.r_[theta, lk, -1.0, extra] for lk in (0.0, 1.5)])  # fmt: skip
         p = solve(residuals, starts, "soft_l1", SOFT_L1_RETENTION)
-        return p[:-2], [float(v) for v in p[-2:]]
+        return p[:k], [float(v) for v in p[k:]]
 
     def free_logit_rstar(self) -> dict[str, float]:
         """Each collapsed curve's own logit r*, not tied to the law: the detector's (points) or
@@ -161,7 +195,8 @@ class PointFit:
             x, y = clipped_logit(np.asarray(c.ratios)), np.asarray(c.retention)
 
             def residuals(z, x=x, y=y, c=c):
-                return retention_model(c.plateau, z[0], self.shape, x, self.threshold) - y
+                shape = self.shape_at(c.n_params, c.tokens)
+                return retention_model(c.plateau, z[0], shape, x, self.threshold) - y
 
             start = np.array([clipped_logit(self.measured[c.name])])
             out[c.name] = float(solve(residuals, [start], "soft_l1", SOFT_L1_RETENTION)[0])

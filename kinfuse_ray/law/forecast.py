@@ -86,7 +86,8 @@ class InfusionLaw:
             settings, forecast = split(**{"form": "power_n", **options})
         settings, forecast = settings or FitSettings("power_n"), forecast or ForecastSettings()
         form, curves = fittable(curves, settings)
-        point = PointFit.fit(curves, form, settings.method, settings.threshold)
+        steepness = "fixed" if settings.steepness == "auto" else settings.steepness
+        point = PointFit.fit(curves, form, settings.method, settings.threshold, steepness)
         retention = BootstrapFit.fit(point, settings.n_bootstrap, settings.seed)
         acquisition = AcquisitionFit.of(list(point.curves), settings.acquisition_target,
                                         retention, settings.n_bootstrap, settings.seed)  # fmt: skip

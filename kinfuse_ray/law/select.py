@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
+from scipy.special import expit
 
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.law.checks import HeldOut, HeldPoint, HeldValue, LawComparison, side_checks
 from kinfuse_ray.law.curves import SizeCurve, clipped_logit, spans_budgets
+from kinfuse_ray.law.fit import STEEPNESS, retention_model
 from kinfuse_ray.law.forecast import InfusionLaw
 from kinfuse_ray.law.forms import FORMS
 from kinfuse_ray.law.settings import FitSettings, ForecastSettings, split
@@ -60,7 +62,10 @@ def select_law(
         if collapsed >= MIN_SIZES_TO_SELECT:
             ranked = compare_laws(curves, forms, settings, forecast)
         form = ranked[0].form if ranked else forms[0]
-    law = InfusionLaw.fit(curves, replace(settings, form=form), forecast)
+    steepness = settings.steepness
+    if steepness == "auto":
+        steepness = choose_steepness(curves, replace(settings, form=form), forecast)
+    law = InfusionLaw.fit(curves, replace(settings, form=form, steepness=steepness), forecast)
     if not validate:
         return law, ranked
     # Each fold's interval from a quarter of the draws: validation need not be as fine.
@@ -86,11 +91,56 @@ def compare_laws(
         spec = FORMS[name]
         if (spec.uses_tokens and not budgets) or collapsed - 1 < spec.n_params + 1:
             continue
-        points_only = replace(settings, form=name, n_bootstrap=0)
+        points_only = replace(settings, form=name, n_bootstrap=0, steepness="fixed")
         held = leave_one_size_out(curves, points_only, forecast)
         if len(held) == collapsed:  # every fold could fit this form
             out.append(LawComparison(name, float(np.mean([abs(h.log_error) for h in held]))))
     return sorted(out, key=lambda c: (round(c.held_out_error, 4), FORMS[c.form].n_params))
+
+
+def choose_steepness(
+    curves: list[SizeCurve], settings: FitSettings, forecast: ForecastSettings
+) -> str:
+    """The joint curve's steepness: "moving" (ln k a law in N, and D) where it predicts
+    held-out sizes' retention curves (every trial, leave-one-size-out, point fits) better than
+    "fixed" by more than one standard error of the paired difference (the one-standard-error
+    rule: noise does not buy a parameter); else, and with fewer than MIN_SIZES_TO_SELECT sizes
+    collapsed, "fixed"."""
+    collapsed = [c for c in curves if c.collapse(settings.threshold).found]
+    if settings.method != "joint" or len(collapsed) < MIN_SIZES_TO_SELECT:
+        return "fixed"
+    errors = {s: _held_curve_errors(curves, collapsed, replace(settings, steepness=s,
+                                                                n_bootstrap=0), forecast)
+              for s in STEEPNESS}  # fmt: skip
+    both = sorted(errors["fixed"].keys() & errors["moving"].keys())
+    gain = np.array([errors["fixed"][s] - errors["moving"][s] for s in both])
+    if len(gain) < 2:
+        return "fixed"
+    return "moving" if gain.mean() > gain.std(ddof=1) / math.sqrt(len(gain)) else "fixed"
+
+
+def _held_curve_errors(
+    curves: list[SizeCurve], held: list[SizeCurve], settings: FitSettings,
+    forecast: ForecastSettings,
+) -> dict[str, float]:  # fmt: skip
+    """Per held-out curve, the mean squared error (share of plateau) of its trials' retention
+    as the law fitted without it predicts them (its plateau, the law's r* and curve there)."""
+    out = {}
+    for curve in held:
+        try:
+            sub = InfusionLaw.fit([c for c in curves if c is not curve], settings, forecast)
+        except KinfuseError:
+            continue  # too few sizes left
+        point = sub.retention.point
+        predicted = retention_model(
+            1.0, point.law_logit(curve.n_params, curve.tokens)[0],
+            point.shape_at(curve.n_params, curve.tokens), clipped_logit(np.asarray(curve.ratios)),
+            settings.threshold,
+        )  # fmt: skip
+        out[curve.name] = float(
+            np.mean((predicted - np.asarray(curve.retention) / curve.plateau) ** 2)
+        )
+    return out
 
 
 def _nearest_curve(curves: list[SizeCurve], held: SizeCurve) -> SizeCurve:
@@ -177,8 +227,9 @@ def leave_one_size_out(
             keep_at, keep_interval = p.keep_row.ratio, p.keep_row.interval
             learn_at, learn_interval = p.acquisition_threshold, p.acquisition_interval
         else:
-            rstar = keep_at = sub.predict_point(n, d)
-            r_interval = keep_interval = (rstar, rstar)
+            at = sub.at(n, d)
+            rstar, keep_at = float(expit(at.z_hat)), at.keep_hat
+            r_interval, keep_interval = (rstar, rstar), (keep_at, keep_at)
             learn_at = learn_interval = None
         keep = learn = None
         if held.name in keeps and any(c.name in keeps for c in rest):

@@ -19,6 +19,9 @@ class FitSettings:
     acquisition_target: float = PREDICT_DEFAULTS.acquisition_target
     n_bootstrap: int = PREDICT_DEFAULTS.bootstrap
     seed: int = 0
+    # The joint curve's steepness: "fixed", "moving" (ln k a law in N, and D) or "auto": the one
+    # that forecasts held-out sizes' keep ratios better (select_law).
+    steepness: str = "auto"
 
 
 @dataclass(frozen=True)

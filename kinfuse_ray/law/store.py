@@ -28,6 +28,7 @@ def fit_to_dict(fit: BootstrapFit) -> dict:
     return {
         "form": p.form.name, "method": p.method, "threshold": p.threshold,
         "log_n0": p.log_n0, "log_d0": p.log_d0, "params": list(p.params), "shape": list(p.shape),
+        "steepness": p.steepness,
         "curves": [asdict(c) for c in p.curves], "measured": p.measured,
         "size_residuals": list(fit.size_residuals), "trial_sd": fit.trial_sd,
         "draws": fit.draws.to_rows(),
@@ -40,7 +41,8 @@ def fit_from_dict(raw: dict) -> BootstrapFit:
         for c in raw["curves"]
     )
     point = PointFit(FORMS[raw["form"]], raw["method"], raw["threshold"], curves, raw["measured"],
-                     raw["log_n0"], raw["log_d0"], tuple(raw["params"]), tuple(raw["shape"]))  # fmt: skip
+                     raw["log_n0"], raw["log_d0"], tuple(raw["params"]), tuple(raw["shape"]),
+                     raw["steepness"])  # fmt: skip
     draws = Draws.from_rows(raw["draws"], len(point.params), len(point.shape))
     return BootstrapFit(point, tuple(raw["size_residuals"]), raw["trial_sd"], draws)
 
