@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import NoReturn
 
 from kinfuse_ray.base_store import STORE
-from kinfuse_ray.config import LAW_FORMS, LAW_METHODS, MLFLOW_DEFAULTS, RayConfig, SweepConfig
+from kinfuse_ray.config import (
+    LAW_FORMS,
+    LAW_METHODS,
+    MLFLOW_DEFAULTS,
+    STEEPNESS_CHOICES,
+    RayConfig,
+    SweepConfig,
+)
 from kinfuse_ray.errors import KinfuseError
 
 TRACKING_HELP = (
@@ -154,7 +161,8 @@ def _tokenize(args: argparse.Namespace) -> None:
 
 # The law settings the command line can change, by settings field (FitSettings or
 # ForecastSettings) and flag.
-LAW_FLAGS = {"form": "--law", "method": "--method", "threshold": "--threshold",
+LAW_FLAGS = {"form": "--law", "method": "--method", "steepness": "--steepness",
+             "threshold": "--threshold",
              "confidence": "--confidence", "tolerance": "--tolerance",
              "acquisition_target": "--acquisition-target"}  # fmt: skip
 
@@ -400,6 +408,8 @@ def _add_law_source(parser: argparse.ArgumentParser) -> None:
     law.add_argument("--threshold", type=_share, help="collapse threshold (x plateau)")
     law.add_argument("--law", dest="form", choices=["auto", *LAW_FORMS])
     law.add_argument("--method", choices=LAW_METHODS)
+    law.add_argument("--steepness", choices=STEEPNESS_CHOICES,
+                     help="the joint curve's steepness (auto: chosen by leave-one-size-out)")  # fmt: skip
     law.add_argument("--confidence", type=_share)
     law.add_argument("--tolerance", type=_share, help="retention kept at the recommended ratio")
     law.add_argument(

@@ -36,10 +36,13 @@ Parallelism = Literal["ddp", "fsdp"]
 # the law and the command line share.
 LawForm = Literal["power_n", "power_nd", "power_n_sat", "power_nd_sat"]
 LawMethod = Literal["joint", "points"]
+# The joint fit's curve steepness: one for every size, a law in N (and D), or chosen.
+Steepness = Literal["auto", "fixed", "moving"]
 # How a decision picks one ratio (kinfuse_ray/decision.py).
 Rule = Literal["retention_first", "balanced", "domain_first"]
 LAW_FORMS: tuple[str, ...] = get_args(LawForm)
 LAW_METHODS: tuple[str, ...] = get_args(LawMethod)
+STEEPNESS_CHOICES: tuple[str, ...] = get_args(Steepness)
 Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
 Share = Annotated[float, Field(gt=0.0, lt=1.0)]
 
@@ -282,6 +285,9 @@ class PredictConfig(Strict):
     # below that); or name one: power_n, power_n_sat (saturates), power_nd, power_nd_sat
     law: Literal["auto"] | LawForm = "auto"
     method: LawMethod = "joint"  # fit every trial, or the per-size r* points
+    # The joint curve's steepness: auto keeps one for all sizes unless a law in N (and D)
+    # predicts held-out sizes' curves better (leave-one-size-out); or name fixed or moving.
+    steepness: Steepness = "auto"
     # The confidence every forecast statement is made at: both sides of the infusion window,
     # and the recommended ratio (kinfuse_ray/decision.py).
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.9

@@ -21,7 +21,7 @@ class FitSettings:
     seed: int = 0
     # The joint curve's steepness: "fixed", "moving" (ln k a law in N, and D) or "auto": the one
     # that forecasts held-out sizes' keep ratios better (select_law).
-    steepness: str = "auto"
+    steepness: str = PREDICT_DEFAULTS.steepness
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def from_sweep(
 ) -> tuple[FitSettings, ForecastSettings]:
     """The law's settings from a sweep's eval and predict sections (sweeps, `kinfuse fit`)."""
     fit = FitSettings(predict.law, predict.method, evals.collapse_threshold,
-                      predict.acquisition_target, predict.bootstrap, seed)  # fmt: skip
+                      predict.acquisition_target, predict.bootstrap, seed, predict.steepness)  # fmt: skip
     forecast = ForecastSettings(predict.confidence, evals.plateau_tolerance,
                                 tuple(predict.tolerances), predict.rule)  # fmt: skip
     return fit, forecast
