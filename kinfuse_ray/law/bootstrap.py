@@ -99,19 +99,20 @@ def _draw(point: PointFit, free: dict[str, float], residuals: list[float], n_dra
     one trial's noise (joint; 0 for points)."""
     rng = np.random.default_rng(seed)
     e = np.array(residuals)
-    curves, threshold, shape = point.curves, point.threshold, point.shape
+    curves, threshold = point.curves, point.threshold
     law_z = {c.name: point.law_logit(c.n_params, c.tokens)[0] for c in curves}
     x = {c.name: clipped_logit(np.asarray(c.ratios)) for c in curves}
     noise, trial_sd = {}, 0.0  # joint: trial-level residuals around each size's own curve
+    shape_of = {}  # joint: each curve's shape (a moving steepness differs by size)
     if point.method == "joint":
+        shape_of = {c.name: point.shape_at(c.n_params, c.tokens) for c in curves}
         for c in curves:
             z = free.get(c.name, law_z[c.name])
-            fitted = retention_model(c.plateau, z, point.shape_at(c.n_params, c.tokens),
-                                     x[c.name], threshold)  # fmt: skip
+            fitted = retention_model(c.plateau, z, shape_of[c.name], x[c.name], threshold)
             noise[c.name] = np.asarray(c.retention) - fitted
         pooled = np.concatenate([noise[c.name] / c.plateau for c in curves])
         trial_sd = float(np.sqrt(np.mean(pooled**2)))
-    start = np.r_[point.params, shape]
+    start = np.r_[point.params, point.shape]
     # Sizes scatter around the law by N(0, tau^2); tau is known only from m - p residuals,
     # so each draw first draws tau (scaled inverse chi-square, as for a regression's
     # prediction interval), then every size's deviation and the new size's from it.
@@ -125,12 +126,10 @@ def _draw(point: PointFit, free: dict[str, float], residuals: list[float], n_dra
         retention = None
         if point.method == "joint":
             retention = [
-                retention_model(
-                    c.plateau, z[c.name], point.shape_at(c.n_params, c.tokens), x[c.name], threshold
-                )  # fmt: skip
+                retention_model(c.plateau, z[c.name], shape_of[c.name], x[c.name], threshold)
                 + rng.choice(noise[c.name], len(c.ratios))
                 for c in curves
             ]
         theta, drawn_shape = point.refit(points, start, retention)
         rows.append([*map(float, theta), *drawn_shape, tau * rng.standard_normal()])
-    return trial_sd, Draws.from_rows(rows, point.form.n_params, len(shape))
+    return trial_sd, Draws.from_rows(rows, point.form.n_params, len(point.shape))

@@ -13,8 +13,8 @@ from scipy.special import expit
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.law.checks import HeldOut, HeldPoint, HeldValue, LawComparison, side_checks
 from kinfuse_ray.law.curves import SizeCurve, clipped_logit, spans_budgets
-from kinfuse_ray.law.fit import STEEPNESS, retention_model
-from kinfuse_ray.law.forecast import InfusionLaw
+from kinfuse_ray.law.fit import STEEPNESS, PointFit, retention_model
+from kinfuse_ray.law.forecast import InfusionLaw, fittable
 from kinfuse_ray.law.forms import FORMS
 from kinfuse_ray.law.settings import FitSettings, ForecastSettings, split
 
@@ -64,7 +64,7 @@ def select_law(
         form = ranked[0].form if ranked else forms[0]
     steepness = settings.steepness
     if steepness == "auto":
-        steepness = choose_steepness(curves, replace(settings, form=form), forecast)
+        steepness = choose_steepness(curves, replace(settings, form=form))
     law = InfusionLaw.fit(curves, replace(settings, form=form, steepness=steepness), forecast)
     if not validate:
         return law, ranked
@@ -98,9 +98,7 @@ def compare_laws(
     return sorted(out, key=lambda c: (round(c.held_out_error, 4), FORMS[c.form].n_params))
 
 
-def choose_steepness(
-    curves: list[SizeCurve], settings: FitSettings, forecast: ForecastSettings
-) -> str:
+def choose_steepness(curves: list[SizeCurve], settings: FitSettings) -> str:
     """The joint curve's steepness: "moving" (ln k a law in N, and D) where it predicts
     held-out sizes' retention curves (every trial, leave-one-size-out, point fits) better on
     average than "fixed" (held out, the extra parameters' overfit counts against them); else,
@@ -108,27 +106,26 @@ def choose_steepness(
     collapsed = [c for c in curves if c.collapse(settings.threshold).found]
     if settings.method != "joint" or len(collapsed) < MIN_SIZES_TO_SELECT:
         return "fixed"
-    errors = {s: _held_curve_errors(curves, collapsed, replace(settings, steepness=s,
-                                                                n_bootstrap=0), forecast)
-              for s in STEEPNESS}  # fmt: skip
+    errors = {
+        s: _held_curve_errors(curves, collapsed, replace(settings, steepness=s)) for s in STEEPNESS
+    }
     both = sorted(errors["fixed"].keys() & errors["moving"].keys())
     gain = [errors["fixed"][s] - errors["moving"][s] for s in both]
     return "moving" if len(gain) >= 2 and np.mean(gain) > 0 else "fixed"
 
 
 def _held_curve_errors(
-    curves: list[SizeCurve], held: list[SizeCurve], settings: FitSettings,
-    forecast: ForecastSettings,
-) -> dict[str, float]:  # fmt: skip
+    curves: list[SizeCurve], held: list[SizeCurve], settings: FitSettings
+) -> dict[str, float]:
     """Per held-out curve, the mean squared error (share of plateau) of its trials' retention
-    as the law fitted without it predicts them (its plateau, the law's r* and curve there)."""
+    as the point fit without it predicts them (its plateau, the law's r* and curve there)."""
     out = {}
     for curve in held:
         try:
-            sub = InfusionLaw.fit([c for c in curves if c is not curve], settings, forecast)
+            form, rest = fittable([c for c in curves if c is not curve], settings)
         except KinfuseError:
             continue  # too few sizes left
-        point = sub.retention.point
+        point = PointFit.fit(rest, form, settings.method, settings.threshold, settings.steepness)
         predicted = retention_model(
             1.0, point.law_logit(curve.n_params, curve.tokens)[0],
             point.shape_at(curve.n_params, curve.tokens), clipped_logit(np.asarray(curve.ratios)),
