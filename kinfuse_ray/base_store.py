@@ -5,7 +5,8 @@ A key is a digest of an explicit allow-list of inputs (`key_inputs`), written be
 `key.json`, so anyone can see what a stored run was trained with and why a sweep did or did not
 reuse it. `TRAINING_VERSION` is bumped by hand whenever a change to the model, the stream or the
 training loop changes what a base run comes out as; the torch version and the kernels (CPU
-capability, or the GPU) are inputs because they change the numbers too.
+capability and oneMKL branch with the CPU vendor, or the GPU) are inputs because they change the
+numbers too.
 
 Listing and deleting entries reads only `key.json` files: no torch, no data.
 """
@@ -84,6 +85,8 @@ def key_inputs(rung: Rung, facts: DataBundle, kernels: dict[str, str]) -> dict[s
         "torch": kernels["torch"],
         # On GPUs the GPU the sweep declares, not the CPU kernels of a CPU-only driver.
         "kernels": f"gpu:{train.gpu}" if train.use_gpu else f"cpu:{kernels['cpu']}",
+        # oneMKL rounds differently on AMD and Intel CPUs, whatever branch is pinned.
+        "cpu_vendor": None if train.use_gpu else kernels["vendor"],
         "shape": rung.size.model_dump(mode="json", include=set(SHAPE_FIELDS)),
         "train": train.model_dump(mode="json", include=set(TRAIN_FIELDS)),
         "eval": rung.eval.model_dump(mode="json", include=set(EVAL_FIELDS)),

@@ -190,10 +190,11 @@ class TrainConfig(Strict):
     peak_tflops: float | None = Field(default=None, gt=0)
     # The CPU math a sweep's numbers come from, pinned so that they are the same on other CPUs:
     # AVX-512 kernels sum in another order than AVX2, oneMKL picks its own path by CPU vendor,
-    # and one flipped probe can move a collapse point. `portable`: one numeric path on every x86
-    # CPU (torch's AVX2 kernels, oneMKL's vendor-independent branch; matrix products about 2x
-    # slower); `default`/`avx2`/`avx512`: torch's own kernels only (ATEN_CPU_CAPABILITY), the
-    # same on CPUs of one vendor. None: whatever the CPU picks. See provenance.CPU_KERNEL_ENV.
+    # and one flipped probe can move a collapse point. `portable`: one numeric path on the x86
+    # CPUs of one vendor whatever their vector width (torch's AVX2 kernels, oneMKL's COMPATIBLE
+    # branch, which still rounds differently on AMD and Intel; matrix products about 2x slower);
+    # `default`/`avx2`/`avx512`: torch's own kernels only (ATEN_CPU_CAPABILITY), the same on CPUs
+    # of one vendor and width. None: whatever the CPU picks. See provenance.CPU_KERNEL_ENV.
     cpu_kernels: Literal["portable", "default", "avx2", "avx512"] | None = None
 
     @model_validator(mode="after")

@@ -2,8 +2,10 @@
 
 The same seed gives other numbers under another torch version or another numeric path: torch's
 own kernels (AVX-512 sums in another order than AVX2) and oneMKL's matrix products, which pick
-their code path by CPU vendor and model. So every number a script prints for the docs carries
-this line, and the base-run store keys on the numeric path (`base_store.key_inputs`).
+their code path by CPU vendor and model, and differ between vendors even on its COMPATIBLE
+branch (the `portable` pin: the same numbers on AMD EPYCs with and without AVX-512, others on an
+Intel Xeon). So every number a script prints for the docs carries this line, the CPU included,
+and the base-run store keys on the numeric path and the CPU vendor (`base_store.key_inputs`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ CODE = ("kinfuse_ray", "sweeps", "benchmarks", "scripts")  # what decides a numb
 
 
 # What each `train.cpu_kernels` setting puts in the environment before torch loads (Ray
-# workers get the same through the runtime env). `portable` is one numeric path on every x86
-# CPU: torch's AVX2 kernels, oneMKL's COMPATIBLE branch (the one its conditional numerical
-# reproducibility gives the same results on Intel and other vendors' CPUs; its AVX2 branch is
-# Intel-only and falls back to the CPU's own path elsewhere) and oneDNN capped at AVX2.
+# workers get the same through the runtime env). `portable` is one numeric path on the CPUs of
+# one vendor whatever their vector width: torch's AVX2 kernels, oneMKL's COMPATIBLE branch and
+# oneDNN capped at AVX2. oneMKL documents COMPATIBLE as the same on Intel and other vendors'
+# CPUs, but the quickstart's first base run ends 5.1726239 on AMD EPYCs and 5.1726200 on an
+# Intel Xeon (no MKL_CBWR branch, STRICT or not, nor oneDNN's cap, gives AMD's there), so
+# outcomes are pinned per vendor (tests/golden/).
 CPU_KERNEL_ENV: dict[str, dict[str, str]] = {
     "default": {"ATEN_CPU_CAPABILITY": "default"},
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
@@ -47,11 +51,13 @@ def numeric_path(capability: str, mkl_branch: str | None) -> str:
 
 def kernels() -> dict[str, str]:
     """The torch version and the numeric path this process runs: the CPU kernels torch picked
-    (ATEN_CPU_CAPABILITY sets them) and oneMKL's pinned branch (MKL_CBWR), if any."""
+    (ATEN_CPU_CAPABILITY sets them), oneMKL's pinned branch (MKL_CBWR), if any, and the CPU's
+    vendor (whose oneMKL path differs on every branch)."""
     import torch  # here, not above: the base store's listing reads provenance without torch
 
     capability = torch.backends.cpu.get_cpu_capability()
-    return {"torch": torch.__version__, "cpu": numeric_path(capability, os.environ.get("MKL_CBWR"))}
+    path = numeric_path(capability, os.environ.get("MKL_CBWR"))
+    return {"torch": torch.__version__, "cpu": path, "vendor": cpu_vendor()}
 
 
 def pinned_path(wanted: str) -> str:
@@ -84,17 +90,30 @@ def pin_cpu_kernels(wanted: str | None) -> str | None:
     )
 
 
-def cpu_model() -> str:
-    """This machine's CPU: vendor, model and widest vector instructions (from /proc/cpuinfo;
-    "unknown CPU" where there is none)."""
+def _cpuinfo() -> dict[str, str]:
+    """The first CPU's fields in /proc/cpuinfo (empty where there is none)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return "unknown CPU"
+        return {}
     info: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
         info.setdefault(key.strip(), value.strip())
+    return info
+
+
+def cpu_vendor() -> str:
+    """This machine's CPU vendor as the CPU names it (GenuineIntel, AuthenticAMD; "unknown")."""
+    return _cpuinfo().get("vendor_id", "unknown")
+
+
+def cpu_model() -> str:
+    """This machine's CPU: vendor, model and widest vector instructions (from /proc/cpuinfo;
+    "unknown CPU" where there is none)."""
+    info = _cpuinfo()
+    if not info:
+        return "unknown CPU"
     flags = set(info.get("flags", "").split())
     widest = next((isa for isa in ("avx512f", "avx2", "sse4_2") if isa in flags), "sse2")
     return f"{info.get('vendor_id', '?')} {info.get('model name', '?')} ({widest})"
@@ -120,4 +139,4 @@ def commit() -> str:
 
 def describe() -> str:
     k = kernels()
-    return f"commit {commit()}, torch {k['torch']}, CPU kernels {k['cpu']}"
+    return f"commit {commit()}, torch {k['torch']}, CPU kernels {k['cpu']} on {cpu_model()}"

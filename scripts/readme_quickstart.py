@@ -8,8 +8,9 @@ ran on. Nothing is typed by hand.
     .venv/bin/python scripts/readme_quickstart.py [runs/quickstart]          # write the block
     .venv/bin/python scripts/readme_quickstart.py --check [runs/quickstart]  # exit 1 if it differs
 
-The quickstart pins its CPU kernels (avx2), so the block is the same on every x86 CPU; a test
-(tests/test_golden.py) runs the quickstart afresh and checks the README against it.
+The quickstart pins its numeric path (`portable`), so the block is the same on every CPU of one
+vendor: the README shows the answer pinned on AMD CPUs (tests/golden/sweep/AuthenticAMD.answer.txt;
+tests/test_golden.py checks the two agree, and a fresh run against its own vendor's answer).
 """
 
 from __future__ import annotations

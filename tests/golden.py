@@ -1,19 +1,23 @@
 """Golden outcomes of the quickstart: what the tests compare against and `scripts/pin_golden.py`
-writes. Two files under tests/golden/:
+writes, under tests/golden/:
 
 - data.json: digests of what the quickstart trains on (each rung's fact and probe token ids,
   the acquisition sample among them; the corpus tokens; the tokenizer; the mixed stream's first
   rows at a few ratios). Integer work only: exact on every CPU, and a change to data, draws,
   seeds or batch order fails in seconds.
-- sweep.json: the quickstart's outcomes through the real CLI on fresh caches and a fresh base
-  store, on the numeric path its sweep file pins (`portable`: torch's AVX2 kernels, oneMKL's
-  vendor-independent branch): per-trial retention and acquisition (probe counts), tokens
-  trained and early stops exactly, validation loss to 1e-9 relative, each size's r* and the
-  recommendation to 3 decimals.
+- sweep/<vendor>.json and sweep/<vendor>.answer.txt: the quickstart's outcomes through the real
+  CLI on fresh caches and a fresh base store, on the numeric path its sweep file pins
+  (`portable`: torch's AVX2 kernels, oneMKL's COMPATIBLE branch), per CPU vendor: that path is
+  the same on AMD EPYCs with and without AVX-512 but not on an Intel Xeon (oneMKL's branch
+  differs by vendor; kinfuse_ray/provenance.py). Per-trial retention and acquisition (probe
+  counts), tokens trained and early stops exactly, validation loss to 1e-9 relative, each
+  size's r* and the recommendation to 3 decimals; and the answer it printed, line for line.
+  The README shows README_VENDOR's answer.
 
-Both record the library versions (and sweep.json the numeric path and the CPUs it was pinned
-on) they were pinned with; a version mismatch is reported in one line before any comparison,
-and any difference names this machine's CPU beside the pinned ones.
+Each records the library versions (and the sweep files the numeric path and the CPUs) it was
+pinned with; a version mismatch is reported in one line before any comparison, and any
+difference names this machine's CPU beside the pinned ones. A vendor with no pinned file is
+compared with nothing: the tests say so (a warning CI prints) and pass.
 """
 
 from __future__ import annotations
@@ -156,10 +160,44 @@ def compare_outcomes(pinned: dict, found: dict) -> list[str]:
     return out
 
 
+class Unpinned(UserWarning):
+    """No golden outcomes are pinned for this machine's CPU vendor: nothing to compare with."""
+
+
+def unpinned(vendor: str) -> Unpinned:
+    pinned = ", ".join(pinned_vendors()) or "none"
+    return Unpinned(
+        f"no golden quickstart outcomes are pinned for {vendor} CPUs (pinned: {pinned}): compared "
+        "with nothing; pin them on this machine with `.venv/bin/python scripts/pin_golden.py`"
+    )
+
+
 def read(name: str) -> dict:
     return json.loads((GOLDEN / name).read_text())
 
 
 def write(name: str, value: dict) -> None:
-    GOLDEN.mkdir(exist_ok=True)
+    (GOLDEN / name).parent.mkdir(parents=True, exist_ok=True)
     (GOLDEN / name).write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")
+
+
+def pinned_vendors() -> list[str]:
+    return sorted(p.stem for p in (GOLDEN / "sweep").glob("*.json"))
+
+
+def pinned_sweep(vendor: str) -> tuple[dict, str] | None:
+    """The outcomes and the answer text pinned on `vendor`'s CPUs (None: none pinned)."""
+    path = GOLDEN / "sweep" / f"{vendor}.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()), path.with_suffix(".answer.txt").read_text().rstrip()
+
+
+def pin_sweep(vendor: str, outcomes: dict, answer: str) -> Path:
+    """Write `vendor`'s outcomes and answer text; the JSON file's path."""
+    write(f"sweep/{vendor}.json", outcomes)
+    (GOLDEN / "sweep" / f"{vendor}.answer.txt").write_text(answer.rstrip() + "\n")
+    return GOLDEN / "sweep" / f"{vendor}.json"
+
+
+README_VENDOR = "AuthenticAMD"  # whose pinned answer README.md's quickstart block shows

@@ -24,7 +24,7 @@ from kinfuse_ray.files import PROGRESS
 from kinfuse_ray.tokens import content_digest
 from tests.helpers import kinfuse
 
-HERE = {"torch": "2.13.0+cpu", "cpu": "AVX512"}
+HERE = {"torch": "2.13.0+cpu", "cpu": "AVX512", "vendor": "AuthenticAMD"}
 
 
 def sweep(tmp_path, **train) -> SweepConfig:
@@ -50,7 +50,7 @@ def test_every_setting_is_in_the_key_or_named_as_not_deciding_a_base_run():
 
 
 @pytest.mark.unit
-def test_another_torch_or_other_kernels_or_another_training_version_is_another_key(
+def test_another_torch_kernels_cpu_vendor_or_training_version_is_another_key(
     tmp_path, bundle, monkeypatch
 ):
     s = sweep(tmp_path)
@@ -59,12 +59,14 @@ def test_another_torch_or_other_kernels_or_another_training_version_is_another_k
     assert key_of(key_inputs(s.rungs["a"], rung, dict(HERE))) == key_of(here)  # same run, same key
     avx2 = key_inputs(s.rungs["a"], rung, {**HERE, "cpu": "AVX2"})
     newer = key_inputs(s.rungs["a"], rung, {**HERE, "torch": "2.14.0+cpu"})
+    # oneMKL's path differs by CPU vendor on every branch: a run of the other vendor's is another.
+    intel = key_inputs(s.rungs["a"], rung, {**HERE, "vendor": "GenuineIntel"})
     # Settings that only infusion trials or the analysis read leave the key alone.
     later = sweep(tmp_path, tokens=123_456)
     assert key_inputs(later.rungs["a"], rung_bundle(later.rungs["a"], bundle), HERE) == here
     monkeypatch.setattr("kinfuse_ray.base_store.TRAINING_VERSION", "test")
     retrained = key_inputs(s.rungs["a"], rung, HERE)
-    assert len({key_of(k) for k in (here, avx2, newer, retrained)}) == 4
+    assert len({key_of(k) for k in (here, avx2, newer, intel, retrained)}) == 5
     # On GPUs the key names the GPU the sweep declares, not the driver's CPU kernels.
     gpu = sweep(tmp_path, use_gpu=True, gpu="H100-SXM")
     on_gpu = key_inputs(gpu.rungs["a"], rung_bundle(gpu.rungs["a"], bundle), HERE)
