@@ -3,15 +3,16 @@
     .venv/bin/python benchmarks/decision_search.py [runs/quickstart ...] [--budget B] [--width W]
         [--live sweeps/quickstart.yaml]
 
-For each grid sweep's output folder (summary.json and sweep.yaml, written by `kinfuse sweep`)
-the decision search (kinfuse_ray/decision_search.py) runs as it would in that sweep, two trials
-in flight, but every trial it asks for is answered by the grid's measured trial at that size and
+For each grid sweep's output folder (summary.json and sweep.yaml, written by `kinfuse sweep`;
+a size x budget ladder's own folder replays every budget in turn, each placed from the budgets
+before it) the decision search (kinfuse_ray/decision_search.py) runs as it would in that sweep,
+two trials in flight, but every trial it asks for is answered by the grid's measured trial at that size and
 ratio (trials are deterministic on one numeric path, so this is what a live run would measure;
 the search chooses in rounds, so the order trials finish in does not change what it runs). The
 sweep's own analysis then answers from the trials it chose. Printed side by side: infusion
 trials and trial-tokens, the recommended ratio, the keep ratio's interval and its width, and the
 issue's targets: a recommendation inside the grid's interval, an interval at most 10% wider (in
-logits) and at most a third of the grid's trial-tokens. A width moves with the bootstrap's seed
+logits) and at most a third of the grid's trial-tokens (half on a size x budget ladder). A width moves with the bootstrap's seed
 alone, so both answers' trials are refitted from 3 seeds with the sweep's draws and with 2000,
 and the width target is read on the latter's median too.
 With --live, both strategies also run the sweep file for real, each fresh, for their wall time.
@@ -33,14 +34,16 @@ import numpy as np
 
 from kinfuse_ray.analysis import size_curves, summarise
 from kinfuse_ray.config import load_sweep
-from kinfuse_ray.decision_search import decision_search, replay
+from kinfuse_ray.decision_search import replay_ladder
 from kinfuse_ray.law import InfusionLaw, from_sweep
 from kinfuse_ray.law.bootstrap import central_interval
+from kinfuse_ray.law.curves import curve_name
 from kinfuse_ray.provenance import cpu_model, describe
 from kinfuse_ray.spec import Phase, TrialResult
 
 MAX_WIDER = 1.10  # the decision's keep interval at most this x the grid's, in logits
 MAX_SHARE = 1 / 3  # of the grid's infusion trial-tokens
+MAX_SHARE_BUDGETS = 1 / 2  # on a size x budget ladder
 DRAW_SEEDS, STEADY_DRAWS = 3, 2000
 
 
@@ -68,31 +71,32 @@ def draw_spread(trials: list[TrialResult], sweep, base: list[TrialResult], form:
 
 
 def decide(sweep, measured, base: list[TrialResult]):
-    """The decision search replayed on the grid's `measured` trials: (the trials it ran, the
-    answer from them, why it stopped)."""
-    search = decision_search(
-        sweep.search, sweep.ratios, sweep.eval, sweep.predict, seed=sweep.seed,
-        target=sweep.target_point, n_params=sweep.n_params, tokens=sweep.train.tokens,
-        base=[b.size for b in base], plateaus={},
-    )  # fmt: skip
-    chosen = replay(search, measured, {b.size: b for b in base})
+    """The decision search replayed on the grid's `measured` trials (by size, budget and ratio):
+    (the trials it ran, the answer from them, why it stopped)."""
+    chosen, stopped = replay_ladder(sweep, measured, base)
     answer = summarise(chosen, name=sweep.name, evals=sweep.eval, predict=sweep.predict,
                        seed=sweep.seed, target=sweep.target_point, base=base)  # fmt: skip
-    return chosen, answer, search.stopped or "every trial it asked for ran"
+    return chosen, answer, stopped
 
 
 def compare(folder: Path, budget: float | None, width: float | None) -> bool:
     summary = json.loads((folder / "summary.json").read_text())
     overrides = [f"search.budget={budget}"] * (budget is not None)
     overrides += [f"search.width={width}"] * (width is not None)
+    # Ratio 0 (a general-only reference trial) is the grid's alone: the other searches work in
+    # log r, so it is left out of what the decision search may ask for and of its cost.
+    grid_sweep = load_sweep(folder / "sweep.yaml")
+    overrides.append(f"ratios={json.dumps([r for r in grid_sweep.ratios if r > 0])}")
     sweep = load_sweep(folder / "sweep.yaml", ["search.strategy=decision", *overrides])
     trials, base = trial_results(summary)
-    measured = {(t.size, t.ratio): t for t in trials if t.phase is Phase.infuse}
-    grid, grid_spent = summary["recommendation"]["decision"], sum(t.tokens_trained for t in trials)
+    measured = {(t.size, t.tokens, t.ratio): t for t in trials if t.phase is Phase.infuse}
+    references = [t for t in trials if t.ratio == 0]
+    grid = summary["recommendation"]["decision"]
+    grid_spent = sum(t.tokens_trained for t in trials if t.ratio > 0)
     lo, hi = grid["keep_interval"]
     form = summary["law"]["form"]
     grid_widths = draw_spread(trials, sweep, base, form, STEADY_DRAWS)
-    columns = [("grid", len(trials), grid_spent, grid["ratio"], (lo, hi),
+    columns = [("grid", len(trials) - len(references), grid_spent, grid["ratio"], (lo, hi),
                 grid["keep_width_logits"], draw_spread(trials, sweep, base, form),
                 grid_widths)]  # fmt: skip
     notes, passed = [], True
@@ -106,19 +110,25 @@ def compare(folder: Path, budget: float | None, width: float | None) -> bool:
     columns.append(("decision", len(chosen), spent, mine.ratio, mine.keep_interval,
                     mine.keep_width_logits, draw_spread(chosen, sweep, base, answer.law.form),
                     widths))  # fmt: skip
+    share = MAX_SHARE_BUDGETS if sweep.budgets else MAX_SHARE
     per_size: dict[str, list[str]] = {}
     for t in chosen:
-        per_size.setdefault(t.size, []).append(f"{t.ratio:g}")
+        per_size.setdefault(curve_name(t.size, t.tokens, bool(sweep.budgets)), []).append(
+            f"{t.ratio:g}"
+        )
     notes.append("decision's trials: " + "; ".join(f"{s} {', '.join(r)}"
                                                     for s, r in per_size.items()))  # fmt: skip
     notes.append(f"stopped: {stopped}")
+    if references:
+        notes.append(f"the grid's {len(references)} reference trials (ratio 0) are counted in "
+                     "neither's trial-tokens")  # fmt: skip
     for check, ok in (
         ("recommended inside the grid's keep interval", lo <= mine.ratio <= hi),
         (f"width at most {MAX_WIDER:.2f}x the grid's",
          mine.keep_width_logits <= MAX_WIDER * grid["keep_width_logits"]),
         (f"width ({STEADY_DRAWS} draws, median) at most {MAX_WIDER:.2f}x the grid's",
          np.median(widths) <= MAX_WIDER * np.median(grid_widths)),
-        (f"at most {MAX_SHARE:.2f} of the grid's trial-tokens", spent <= MAX_SHARE * grid_spent),
+        (f"at most {share:.2f} of the grid's trial-tokens", spent <= share * grid_spent),
     ):  # fmt: skip
         notes.append(f"{'PASS' if ok else 'FAIL'}  {check}")
         passed &= ok

@@ -105,6 +105,8 @@ def _plan(args: argparse.Namespace) -> None:
         budget=sweep.search.budget,
     )  # fmt: skip
     print((f"note: {note}\n" if note else "") + describe_plan(plan))
+    if args.simulate_decision:
+        print(_simulated_decision(sweep, plan, args))
     if not (sweep.train.use_gpu or sweep.train.gpu or sweep.ray.address or args.no_probe):
         print(_cpu_time(sweep, plan))
     if sweep.budgets:
@@ -118,6 +120,23 @@ def _plan(args: argparse.Namespace) -> None:
             len(sweep.ladder), budgets, args.d_precision, scatter, confidence
         )
         print(describe_budget_plan(budget, confidence))
+
+
+def _simulated_decision(sweep: SweepConfig, plan, args: argparse.Namespace) -> str:
+    """The decision search's cost on ladders drawn from the law of --law-file."""
+    from kinfuse_ray.decision_search import simulate_decision
+    from kinfuse_ray.law import InfusionLaw
+    from kinfuse_ray.presentation import describe_simulated_decision
+
+    if not args.law_file:
+        raise KinfuseError("--simulate-decision draws ladders from a fitted law: name its "
+                           "law.json with --law-file")  # fmt: skip
+    if sweep.predict.target is None:
+        raise KinfuseError("--simulate-decision: the decision search narrows the forecast at "
+                           "predict.target, and the sweep names none")  # fmt: skip
+    law = InfusionLaw.load(args.law_file)
+    simulated = simulate_decision(sweep, law, args.simulate_decision, seed=sweep.seed)
+    return describe_simulated_decision(plan, simulated, args.law_file)
 
 
 def _cpu_time(sweep: SweepConfig, plan) -> str:
@@ -467,7 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--scatter", type=float, default=0.3,
         help="sd, in logits, of a (size, budget) collapse point around the law (default 0.3)",
     )  # fmt: skip
-    budget.add_argument("--law-file", help="take the scatter from a fitted law (law.json)")
+    budget.add_argument("--law-file", help="take the scatter from a fitted law (law.json); "
+                        "--simulate-decision draws its ladders from it")  # fmt: skip
+    plan.add_argument(
+        "--simulate-decision", type=int, metavar="LADDERS", default=0,
+        help="also cost search.strategy decision by replaying it on this many ladders drawn "
+        "from --law-file's law (its slope, curve shape, size scatter and trial noise)",
+    )  # fmt: skip
     plan.add_argument("--no-probe", action="store_true", help="a local CPU sweep: skip timing "
                       "each rung's training loop here (seconds) for the time estimate")  # fmt: skip
     plan.set_defaults(func=_plan)

@@ -13,7 +13,7 @@ not depend on which trial finishes first. Two phases:
    between the r* of its smaller and larger neighbours; with fewer than two, the middle of what
    is open) and goes on from what its own trials rule out.
 2. Narrow. With every size bracketed, the law is fitted to the trials so far (power_n unless the
-   sweep names a form) and a round runs the unmeasured (size, ratio) beside a size's measured
+   sweep names a form; power_nd over several budgets) and a round runs the unmeasured (size, ratio) beside a size's measured
    ones whose outcome most reduces the variance of the target's keep ratio: linearised over the
    bootstrap draws (those inside the keep ratio's 90% range), Cov(keep, y)^2 / (Var(y) +
    noise^2), y being the draw's retention there and noise one trial's; as many as run at once.
@@ -22,24 +22,34 @@ It stops once the keep ratio's interval at the target is within `search.width` l
 one more trial would spend more than `search.budget` of the grid's trial-tokens (every size at
 every ratio); what the other sizes still need to bracket theirs is kept back from the budget.
 Trials stop early on collapse as under every strategy.
+
+On a size x budget ladder each budget is searched in turn, with the curves the budgets before it
+measured (`known`): every size's walk starts at once, at the ratio the law through every curve so
+far places its collapse at this budget (over (N, D) once this budget has curves of its own), and
+narrowing reads the target at this budget from every trial so far.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import itertools
 import math
 import pickle
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.special import logit
+from scipy.special import expit, logit
 
 from kinfuse_ray.config import (
     EVAL_DEFAULTS,
     EvalConfig,
     PredictConfig,
     SearchConfig,
+    SweepConfig,
     TargetPoint,
+    parse_sweep,
 )
 from kinfuse_ray.console import say
 from kinfuse_ray.errors import KinfuseError
@@ -52,6 +62,7 @@ from kinfuse_ray.law import (
     size_curve,
 )
 from kinfuse_ray.law.bootstrap import central_interval
+from kinfuse_ray.law.curves import SizeCurve, curve_name, spans_budgets
 from kinfuse_ray.law.fit import retention_model
 from kinfuse_ray.law.forms import DEFAULT_FORM
 from kinfuse_ray.search import GridRatios, LadderSearch
@@ -164,14 +175,16 @@ class DecisionSearch(LadderSearch):
         budget: float,
         width: float,
         slots: int = 2,
+        known: Sequence[SizeCurve] = (),
     ):
         """`target` the forecast's model; `settings`/`forecast` the sweep's law settings (the
-        search fits power_n when the form is auto); `budget` the share of the grid's
-        trial-tokens it may spend; `width` the keep ratio's interval (logits) at which it stops;
-        `slots` the trials that run at once (a narrowing round's size)."""
+        search fits power_n when the form is auto, power_nd with `known`); `budget` the share
+        of the grid's trial-tokens it may spend; `width` the keep ratio's interval (logits) at
+        which it stops; `slots` the trials that run at once (a narrowing round's size);
+        `known` the curves other budgets of a size x budget ladder measured."""
         super().__init__(strategies, n_params, tokens, base, capacity)
-        form = DEFAULT_FORM if settings.form == "auto" else settings.form
-        self.settings = replace(settings, form=form)
+        self.known = [c for c in known if c.tokens != tokens]
+        self.settings = settings
         self.forecast, self.target, self.width = forecast, target, width
         self.slots = max(1, slots)
         grid = sum(len(s.ratios) for s in strategies.values()) * tokens
@@ -222,7 +235,8 @@ class DecisionSearch(LadderSearch):
         """One step of each size's walk to its bracket: the ends of the ladder alone until both
         have collapsed (a size no law places would walk the whole grid), then every size. What
         the others still need to bracket theirs is kept back from the budget."""
-        found = sum(self._found(s) for s in self._sizes)
+        # With other budgets' curves the law places every size from the start.
+        found = len(self._sizes) if self.known else sum(self._found(s) for s in self._sizes)
         cells: list[tuple[str, float]] = []
         for size in self._bracket_order():
             if size not in self.started and len(self.started) + len(cells) >= 2 and found < 2:
@@ -289,25 +303,35 @@ class DecisionSearch(LadderSearch):
         ]
         floor = max((r for m, _, r in found if m < n), default=0.0)
         ceiling = min((r for m, _, r in found if m > n), default=1.0)
-        if len({m for m, _, _ in found}) < 2:
+        if self.known and (law := self._law()) is not None:
+            predicted = float(expit(law.retention.point.law_logit(n, self.tokens)[0]))
+        elif len({m for m, _, _ in found}) >= 2:
+            predicted = point_law(found)(n, self.tokens)
+        else:
             return None, floor, ceiling
-        predicted = min(max(point_law(found)(n, self.tokens), floor), ceiling)
-        return predicted, floor, ceiling
+        return min(max(predicted, floor), ceiling), floor, ceiling
+
+    def _curve(self, size: str) -> str:
+        """The name of `size`'s curve at this budget, as the analysis names it."""
+        return curve_name(size, self.tokens, bool(self.known))
 
     def _law(self) -> InfusionLaw | None:
         """The law fitted to every trial so far (refitted when a result came in; None: the
         trials do not fit one yet)."""
         key = sum(len(s.results) for s in self.strategies.values())
         if self._fitted is None or self._fitted[0] != key:
-            curves = []
+            curves = list(self.known)
             for size, strategy in self._sizes.items():
                 rows = [(r, y, strategy.acquisition.get(r, float("nan")))
                         for r, y in strategy.results.items() if y == y]  # fmt: skip
                 if rows and (strategy.reference or 0) > 0:
-                    curves.append(size_curve(size, self.n_params[size], self.tokens, rows,
-                                             strategy.reference))  # fmt: skip
+                    curves.append(size_curve(self._curve(size), self.n_params[size],
+                                             self.tokens, rows, strategy.reference))  # fmt: skip
+            form = self.settings.form
+            if form == "auto":  # D's term once the curves span budgets
+                form = "power_nd" if spans_budgets(curves) else DEFAULT_FORM
             try:
-                law = InfusionLaw.fit(curves, self.settings, self.forecast)
+                law = InfusionLaw.fit(curves, replace(self.settings, form=form), self.forecast)
             except KinfuseError:
                 law = None
             self._fitted = (key, law)
@@ -333,10 +357,10 @@ class DecisionSearch(LadderSearch):
         own = fit.point.free_logit_rstar()
         scores = {}
         for size, strategy in self._sizes.items():
-            if size not in own:
+            if self._curve(size) not in own:
                 continue
             n = self.n_params[size]
-            offset = own[size] - float(fit.point.law_logit(n, self.tokens)[0])
+            offset = own[self._curve(size)] - float(fit.point.law_logit(n, self.tokens)[0])
             z = fit.law_draws_logit(n, self.tokens) + offset
             shapes = fit.point.shape_at(n, self.tokens, fit.draws.shapes)
             measured = [i for i, r in enumerate(strategy.ratios) if r in strategy.proposed]
@@ -382,6 +406,33 @@ def replay(search: LadderSearch, measured: dict[tuple[str, float], TrialResult],
                                             "tokens": found.tokens_trained})  # fmt: skip
 
 
+def replay_ladder(
+    sweep: SweepConfig, measured: dict[tuple[str, int, float], TrialResult],
+    base: list[TrialResult], slots: int = 2,
+) -> tuple[list[TrialResult], str]:  # fmt: skip
+    """What `sweep`'s decision search runs on results already measured (infusion trials by size,
+    budget and ratio; base runs), as `replay` plays it: on a size x budget ladder each budget
+    in turn, placed from the budgets before it, as `kinfuse sweep` runs them. The infusion
+    trials it ran, and why it stopped (at each budget)."""
+    from kinfuse_ray.analysis import size_curves  # the analysis reads curves as the sweep does
+
+    chosen: list[TrialResult] = []
+    stops = []
+    for part in [sweep.at_budget(d) for d in sweep.budgets] if sweep.budgets else [sweep]:
+        tokens = part.train.tokens
+        search = decision_search(
+            part.search, part.ratios, part.eval, part.predict, seed=part.seed,
+            target=part.target_point, n_params=part.n_params, tokens=tokens,
+            base=[b.size for b in base], plateaus={}, slots=slots,
+            known=size_curves(chosen, sweep.eval, base) if chosen else (),
+        )  # fmt: skip
+        here = {(size, r): t for (size, d, r), t in measured.items() if d == tokens}
+        chosen += replay(search, here, {b.size: b for b in base}, slots)
+        stopped = search.stopped or "every trial it asked for ran"
+        stops.append(f"{tokens:,} tokens: {stopped}" if sweep.budgets else stopped)
+    return chosen, "; ".join(stops)
+
+
 def decision_search(
     search: SearchConfig,
     ratios: list[float],
@@ -396,10 +447,12 @@ def decision_search(
     plateaus: dict[str, float],
     capacity: Callable[[], int] | None = None,
     slots: int = 2,
+    known: Sequence[SizeCurve] = (),
 ) -> DecisionSearch:
     """A fresh decision search by a sweep's `search`, `eval` and `predict` settings over its
     `ratios` for the sizes of `n_params` (`base`: those whose base run is still to do;
-    `plateaus`: base-model retention already known; `slots`: trials run at once)."""
+    `plateaus`: base-model retention already known; `slots`: trials run at once; `known`: the
+    curves of a size x budget ladder's other budgets)."""
     strategies = {}
     for size in n_params:
         strategies[size] = DecisionRatios(ratios, evals.collapse_threshold, evals.plateau_points)
@@ -407,5 +460,79 @@ def decision_search(
     settings, forecast = from_sweep(evals, predict, seed)
     return DecisionSearch(
         strategies, n_params, tokens, base, capacity, target=target, settings=settings,
-        forecast=forecast, budget=search.budget, width=search.width, slots=slots,
+        forecast=forecast, budget=search.budget, width=search.width, slots=slots, known=known,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SimulatedSearch:
+    """The decision search of a sweep on ladders drawn from a previous sweep's law: per drawn
+    ladder, the infusion trials it ran per rung (name -> count), and how far (logits) the law's
+    r* was moved to fall inside this sweep's grid (0: not moved)."""
+
+    trials: tuple[dict[str, int], ...]
+    tokens: tuple[int, ...]  # per drawn ladder, the infusion trial-tokens it spent
+    grid_tokens: int  # what the grid's trials above ratio 0 spend
+    moved: float
+    stops: tuple[str, ...] = ()  # per drawn ladder, why its search stopped
+
+
+def simulate_decision(
+    sweep: SweepConfig, law: InfusionLaw, ladders: int = 3, seed: int = 0
+) -> SimulatedSearch:
+    """`sweep`'s decision search (its ratios above 0) replayed on `ladders` ladders drawn from
+    `law`: each rung's collapse at the law's r* for its (N, D) plus a size deviation drawn from
+    the law's size scatter, its trials on the law's retention curve plus one trial's noise, its
+    acquisition on the law's learning curve where it has one. Where the law puts the middle
+    rung's collapse outside the sweep's grid (another family, another scale) its r* is moved by
+    a constant in logit so that rung collapses mid-grid: the law lends the slope, curve shape and
+    scatter, not the place. Early stopping is not simulated: every trial costs its tokens."""
+    raw = sweep.model_dump(mode="json")
+    raw["search"]["strategy"] = "decision"
+    raw["ratios"] = [r for r in raw["ratios"] if r > 0]
+    decision = parse_sweep(raw, f"{sweep.name}, searched by decision")
+    fit, rng = law.retention, np.random.default_rng(seed)
+    budgets = decision.budgets or [decision.train.tokens]
+    d_mid = float(np.exp(np.mean(np.log(budgets))))
+    n = decision.n_params
+    middle = sorted(n, key=n.get)[len(n) // 2]
+    z_mid = float(fit.point.law_logit(n[middle], d_mid)[0])
+    inside = logit(decision.ratios[1]) <= z_mid <= logit(decision.ratios[-2])
+    moved = 0.0 if inside else float(logit(np.median(decision.ratios))) - z_mid
+    scatter = float(np.std(fit.size_residuals)) if fit.size_residuals else 0.0
+    runs, spent, stops = [], [], []
+    for _ in range(ladders):
+        deviation = {size: rng.normal(0, scatter) for size in n}
+        base = [_synthetic(size, n[size], budgets[0], 0.0, 1.0, 0.0) for size in n]
+        measured = {}
+        for size, d, r in itertools.product(n, budgets, decision.ratios):
+            z = float(fit.point.law_logit(n[size], d)[0]) + moved + deviation[size]
+            shape = fit.point.shape_at(n[size], d)
+            kept = retention_model(1.0, z, shape, float(logit(r)), fit.point.threshold)
+            kept = float(np.clip(kept + rng.normal(0, fit.trial_sd), -1, 1))
+            learned = _acquisition(law, n[size], d, r)
+            measured[(size, d, r)] = _synthetic(size, n[size], d, r, kept, learned)
+        with contextlib.redirect_stdout(io.StringIO()):  # its "search stops" lines, per ladder
+            chosen, stopped = replay_ladder(decision, measured, base)
+        runs.append({size: sum(t.size == size for t in chosen) for size in n})
+        spent.append(sum(t.tokens_trained for t in chosen))
+        stops.append(stopped)
+    grid = len(n) * len(decision.ratios) * sum(budgets)
+    return SimulatedSearch(tuple(runs), tuple(spent), grid, moved, tuple(stops))
+
+
+def _acquisition(law: InfusionLaw, n_params: int, tokens: int, ratio: float) -> float:
+    """The learning curve's acquisition at (N, D, r) (0 where the law has no curve)."""
+    curve = law.acquisition.curve
+    if curve is None:
+        return 0.0
+    X = curve.design(n_params, tokens)
+    return float(curve.model(np.asarray(curve.params), X, np.array([logit(ratio)]))[0])
+
+
+def _synthetic(size: str, n_params: int, tokens: int, ratio: float, retention: float,
+               acquisition: float) -> TrialResult:  # fmt: skip
+    """A trial result of a simulated ladder: its scores; the rest as a trial would record it."""
+    phase = Phase.base if ratio == 0 else Phase.infuse
+    return TrialResult(phase, size, n_params, ratio, tokens, tokens, retention, acquisition,
+                       float("nan"), float("nan"), float("nan"), False, 0.0)  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from kinfuse_ray.law import InfusionLaw, Prediction, spans_budgets
 from kinfuse_ray.law.prediction import NO_RATIO
 from kinfuse_ray.plan import GIB, TIGHT_ABOVE, BudgetPlan, CpuTime, SweepPlan
 from kinfuse_ray.spec import Phase, TrialSpec
+
+if TYPE_CHECKING:
+    from kinfuse_ray.decision_search import SimulatedSearch
 
 LEVERS = (
     "a larger model, more infusion tokens (train.tokens) or fewer domain facts raise acquisition "
@@ -493,6 +497,29 @@ def describe_cpu_time(time: CpuTime, cpu: str) -> str:
         f"(each rung's loop timed here for one evaluation interval, microseconds per token: "
         f"{rates})"
     )
+
+
+def describe_simulated_decision(plan: SweepPlan, simulated: SimulatedSearch, law: str) -> str:
+    """The decision search's cost on ladders drawn from a previous law, beside the grid's: its
+    infusion trials, share of the grid's trial-tokens and (on GPUs) GPU-hours, least to most."""
+    counts = [sum(run.values()) for run in simulated.trials]
+    share = [t / simulated.grid_tokens for t in simulated.tokens]
+    moved = (f"; its r* moved {simulated.moved:+.2f} logits to collapse mid-grid"
+             if simulated.moved else "")  # fmt: skip
+    line = (
+        f"decision (simulated on {len(counts)} ladders drawn from {law}{moved}): "
+        f"{min(counts)}-{max(counts)} infusion trials (grid {plan.grid_trials}), "
+        f"{min(share):.0%}-{max(share):.0%} of the grid's trial-tokens"
+    )
+    if all(r.trial_gpu_hours is not None for r in plan.rungs):
+        hours = [sum(r.base_gpu_hours + run[r.name] * r.trial_gpu_hours for r in plan.rungs)
+                 for run in simulated.trials]  # fmt: skip
+        line += f", {min(hours):,.0f}-{max(hours):,.0f} GPU-hours with base runs"
+    failed = [why for why in simulated.stops if "fit no law" in why]
+    if failed:  # a search that stops there leaves no forecast: its cost is not the decision's
+        line += (f"; {len(failed)} of {len(counts)} ended with no forecast ({failed[0]}): "
+                 "the grid does not hold every rung's collapse there")  # fmt: skip
+    return line
 
 
 def describe_plan(plan: SweepPlan) -> str:

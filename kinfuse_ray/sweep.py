@@ -13,13 +13,13 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 
-from kinfuse_ray.analysis import Summary, confirmation_rows, learning_edge, summarise
+from kinfuse_ray.analysis import Summary, confirmation_rows, learning_edge, size_curves, summarise
 from kinfuse_ray.base_store import (
     BaseStore,
     base_inputs,
@@ -49,7 +49,7 @@ from kinfuse_ray.data import DataBundle, build_bundle
 from kinfuse_ray.decision_search import decision_search
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.files import write_text_atomic
-from kinfuse_ray.law import InfusionLaw, spans_budgets
+from kinfuse_ray.law import InfusionLaw, SizeCurve, spans_budgets
 from kinfuse_ray.mlflow_mirror import MlflowTrials, open_sweep_run, record_reused_base
 from kinfuse_ray.output import (
     OUT_OF_SPACE,
@@ -84,11 +84,13 @@ def run_sweep(
     sweep_file: Path | None = None,
     resume: bool = False,
     progress_every: float = 30.0,
+    known: Sequence[SizeCurve] = (),
 ) -> Summary:
     """Run every trial of `sweep`, analyse, record, and return the summary. `resume` carries on
     an interrupted run of the same sweep: finished trials are kept, the others restart from
     their last checkpoints, and their MLflow runs go on. Progress is printed every
-    `progress_every` seconds."""
+    `progress_every` seconds. `known`: on one budget of a size x budget ladder, the curves of
+    the budgets before it, which the decision search places this budget's trials from."""
     if sweep.budgets:
         return _run_budgets(
             sweep, sweep_file=sweep_file, resume=resume, progress_every=progress_every
@@ -124,7 +126,8 @@ def run_sweep(
     )
     try:
         with _parent_run(sweep, tracker, resume=resume, sweep_file=sweep_file) as parent:
-            run = TrialRunner(tracker, parent, bundle, ray.put(bundle), resume, progress_every)
+            run = TrialRunner(tracker, parent, bundle, ray.put(bundle), resume, progress_every,
+                              tuple(known))  # fmt: skip
             results = run.trials(sweep)
             trials = [t for t in results if t.phase is Phase.infuse]
             if not trials:
@@ -206,7 +209,8 @@ def _run_budgets(
                 say(describe_budget_part(part.name, part.train.tokens, finished=False))
                 again = resume and (part.out / SWEEP_FILE).exists()
                 done = run_sweep(part, sweep_file=sweep_file, resume=again,
-                                 progress_every=progress_every)  # fmt: skip
+                                 progress_every=progress_every,
+                                 known=_measured_before(sweep, parts, part))  # fmt: skip
                 data = done.law.source.get("data", data) if done.law else data
     # Every budget's trials as recorded: those run now and those a resumed ladder kept.
     recorded = load_trials(sweep.mlflow.tracking_uri, [part.experiment for part in parts])
@@ -216,6 +220,18 @@ def _run_budgets(
         tracker.set_tags(parent, {BUDGETS_TAG: ",".join(part.experiment for part in parts)})
         _record(summary, sweep, tracker, parent)
     return summary
+
+
+def _measured_before(
+    sweep: SweepConfig, parts: list[SweepConfig], part: SweepConfig
+) -> list[SizeCurve]:
+    """The curves the budgets before `part` measured, as recorded, where the decision search
+    places `part`'s trials from them (none for the other searches)."""
+    before = parts[: parts.index(part)]
+    if sweep.search.strategy != "decision" or not before:
+        return []
+    recorded = load_trials(sweep.mlflow.tracking_uri, [p.experiment for p in before])
+    return size_curves(recorded.trials, sweep.eval, recorded.base)
 
 
 @dataclass(frozen=True)
@@ -229,6 +245,7 @@ class TrialRunner:
     bundle_ref: ray.ObjectRef
     resume: bool
     progress_every: float
+    known: tuple[SizeCurve, ...] = ()  # other budgets' curves, for the decision search
 
     def trials(self, sweep: SweepConfig, only: list[str] | None = None) -> list[TrialResult]:
         """Base runs and infusion trials of the ladder's sizes (`only` those, if given) as one
@@ -256,6 +273,7 @@ class TrialRunner:
                     sweep.search, sweep.ratios, sweep.eval, sweep.predict, seed=sweep.seed,
                     target=sweep.target_point, n_params=n_params, tokens=sweep.train.tokens,
                     base=base, plateaus=plateaus, capacity=capacity, slots=slots,
+                    known=self.known,
                 )  # fmt: skip
             else:
                 strategies = ratio_strategies(

@@ -9,7 +9,7 @@ from scipy.special import expit, logit
 
 from kinfuse_ray.config import TargetPoint
 from kinfuse_ray.decision_search import DecisionRatios, DecisionSearch, variance_reduction
-from kinfuse_ray.law import FitSettings, ForecastSettings
+from kinfuse_ray.law import FitSettings, ForecastSettings, size_curve
 
 pytestmark = pytest.mark.unit
 
@@ -117,6 +117,32 @@ def test_a_restored_search_continues_where_it_stopped(tmp_path):
     rest = drive(second)  # the trials in flight at the save run on, then the search goes on
     assert before + rest == whole
     assert second.spent == first.spent + sum(TOKENS for t in rest if t["phase"] == "infuse")
+
+
+def test_a_budget_after_another_starts_every_size_next_to_its_collapse():
+    """On a size x budget ladder a budget's search is placed from the curves the budgets before
+    it measured (here half the tokens, where every r* lies 0.35 lower in logit): every size's
+    walk starts in the first round, next to its collapse, and brackets it in the least trials
+    there are (2), where a search on its own starts from the ends of the ladder."""
+    d_earlier = TOKENS // 2
+    shift = 0.5 * math.log(d_earlier / TOKENS)
+    known = [
+        size_curve(f"{size}-d{d_earlier}", n, d_earlier,
+                   [(r, 0.9 * float(expit(1.5 * (logit(r_star(size)) + shift - logit(r)))), 0.5)
+                    for r in GRID], 0.9)
+        for size, n in SIZES.items()
+    ]  # fmt: skip
+    searcher = DecisionSearch(
+        {size: DecisionRatios(GRID) for size in SIZES}, SIZES, TOKENS, base=list(SIZES),
+        target=TARGET, settings=FitSettings(n_bootstrap=100), forecast=ForecastSettings(),
+        budget=1 / 3, width=100.0, known=known,
+    )  # fmt: skip
+    infusions = [t for t in drive(searcher) if t["phase"] == "infuse"]
+    assert {t["size"] for t in infusions[: len(SIZES)]} == set(SIZES)  # one round, every size
+    assert len(infusions) == 2 * len(SIZES)
+    for size, strategy in searcher.strategies.items():
+        lo, hi = strategy.collapse().bracket
+        assert lo < r_star(size) <= hi and GRID.index(hi) == GRID.index(lo) + 1, size
 
 
 def test_the_expected_reduction_is_the_linear_gaussian_update():

@@ -146,6 +146,62 @@ def test_a_budget_ladder_plan_says_what_pins_the_d_exponent(tmp_path):
     assert plan_of(sweep, 512).grid_trials == len(sweep.ladder) * len(sweep.ratios) * 3
 
 
+def synthetic_law(scale: float = 1.0):
+    """A law fitted (for real, few draws) to curves of the quickstart's sizes (x `scale`) whose
+    collapse follows r* = sigmoid(1.3 + 0.9 ln(N / 1e5 / scale)) with scatter and trial noise."""
+    import math
+
+    import numpy as np
+    from scipy.special import expit, logit
+
+    from kinfuse_ray.law import InfusionLaw, size_curve
+
+    rng = np.random.default_rng(0)
+    curves = []
+    for n, scatter in zip((25_248, 55_536, 100_672, 221_664, 395_904), (0.2, -0.15, 0.1, -0.1, 0.05),
+                          strict=True):  # fmt: skip
+        z = 1.3 + 0.9 * math.log(n / 1e5) + scatter
+        rows = [(r, 0.95 * float(expit(1.5 * (z - logit(r)))) + rng.normal(0, 0.03),
+                 float(expit(3 * (logit(r) - 0.5)))) for r in (0.12, 0.3, 0.6, 0.83, 0.9, 0.97)]  # fmt: skip
+        curves.append(size_curve(f"n{n}", n * scale, 100_000, rows, 0.95))
+    return InfusionLaw.fit(curves, form="power_n", n_bootstrap=100)
+
+
+def test_the_decision_search_is_costed_on_ladders_drawn_from_a_previous_law(tmp_path):
+    """`--simulate-decision` replays the decision search on ladders drawn from a law.json: its
+    trials within the sweep's budget (a third of the grid's) and at least the 2 per size that
+    bracket a collapse; a law whose collapses lie past the grid is moved into it, and says so;
+    without a law it is one line's refusal."""
+    synthetic_law().save(tmp_path / "law.json")
+    synthetic_law(scale=1e-3).save(tmp_path / "far.json")  # a family 1000x smaller
+    quickstart = str(REPO / "sweeps" / "quickstart.yaml")
+    args = (
+        "plan",
+        quickstart,
+        "--no-probe",
+        "--set",
+        "predict.bootstrap=100",
+        "--simulate-decision",
+        "2",
+    )
+    found = {}
+    for law in ("law.json", "far.json"):
+        proc = kinfuse(tmp_path, *args, "--law-file", law)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        found[law] = proc.stdout.splitlines()[-1]
+    pattern = r"decision \(simulated on 2 ladders drawn from {}(.*)\): (\d+)-(\d+) infusion trials \(grid 45\), (\d+)%-(\d+)%"
+    near = re.fullmatch(
+        pattern.format("law.json") + " of the grid's trial-tokens", found["law.json"]
+    )
+    assert near and not near.group(1), found["law.json"]
+    assert 2 * 5 <= int(near.group(2)) <= int(near.group(3)) <= 15 and int(near.group(5)) <= 34
+    far = re.match(pattern.format("far.json"), found["far.json"])
+    assert far and "r* moved -" in far.group(1), found["far.json"]
+    refused = kinfuse(tmp_path, *args)
+    assert refused.returncode != 0 and "--law-file" in refused.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in refused.stderr
+
+
 def test_a_gpu_ladder_in_two_numeric_regimes_is_refused_unless_asked_for(tmp_path):
     """DDP (fp32 weights under bf16 autocast) and FSDP2 (bf16 weights) on the rungs of one GPU
     ladder: the law would read the precision as size. Refused in one line naming both groups;
