@@ -224,7 +224,10 @@ class DecisionSearch(LadderSearch):
         """The next round, once every base run and every trial of the last round is in."""
         if self.stopped or self.queue_base or self.running:
             return
-        for size, ratio in self._bracket_round() or self._narrowing_round():
+        cells = self._bracket_round()
+        if not cells and not self.stopped:  # bracketing done (not stopped by the budget)
+            cells = self._narrowing_round()
+        for size, ratio in cells:
             strategy = self.strategies[size]
             strategy.assigned.append(ratio)
             if size not in self.started:
