@@ -34,11 +34,11 @@ import numpy as np
 
 from kinfuse_ray.analysis import size_curves, summarise
 from kinfuse_ray.config import load_sweep
-from kinfuse_ray.decision_search import replay_ladder
 from kinfuse_ray.law import InfusionLaw, from_sweep
 from kinfuse_ray.law.bootstrap import central_interval
 from kinfuse_ray.law.curves import curve_name
 from kinfuse_ray.provenance import cpu_model, describe
+from kinfuse_ray.replay import replay_ladder
 from kinfuse_ray.spec import Phase, TrialResult
 
 MAX_WIDER = 1.10  # the decision's keep interval at most this x the grid's, in logits

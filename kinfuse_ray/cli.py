@@ -124,9 +124,9 @@ def _plan(args: argparse.Namespace) -> None:
 
 def _simulated_decision(sweep: SweepConfig, plan, args: argparse.Namespace) -> str:
     """The decision search's cost on ladders drawn from the law of --law-file."""
-    from kinfuse_ray.decision_search import simulate_decision
     from kinfuse_ray.law import InfusionLaw
     from kinfuse_ray.presentation import describe_simulated_decision
+    from kinfuse_ray.replay import simulate_decision
 
     if not args.law_file:
         raise KinfuseError("--simulate-decision draws ladders from a fitted law: name its "

@@ -233,6 +233,19 @@ def plan_sweep(
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class SimulatedSearch:
+    """The decision search of a sweep on ladders drawn from a previous sweep's law: per drawn
+    ladder, the infusion trials it ran per rung (name -> count), and how far (logits) the law's
+    r* was moved to fall inside this sweep's grid (0: not moved)."""
+
+    trials: tuple[dict[str, int], ...]
+    tokens: tuple[int, ...]  # per drawn ladder, the infusion trial-tokens it spent
+    grid_tokens: int  # what the grid's trials above ratio 0 spend
+    moved: float
+    stops: tuple[str, ...] = ()  # per drawn ladder, why its search stopped
+
+
 def budget_exponent_halfwidth(
     n_sizes: int, budgets: list[int], seeds: int, scatter: float, confidence: float = 0.9
 ) -> float:

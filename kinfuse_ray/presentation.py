@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,11 +16,8 @@ from kinfuse_ray.analysis import Confirmation, Forecast, Summary, score_forecast
 from kinfuse_ray.base_store import Entry
 from kinfuse_ray.law import InfusionLaw, Prediction, spans_budgets
 from kinfuse_ray.law.prediction import NO_RATIO
-from kinfuse_ray.plan import GIB, TIGHT_ABOVE, BudgetPlan, CpuTime, SweepPlan
+from kinfuse_ray.plan import GIB, TIGHT_ABOVE, BudgetPlan, CpuTime, SimulatedSearch, SweepPlan
 from kinfuse_ray.spec import Phase, TrialSpec
-
-if TYPE_CHECKING:
-    from kinfuse_ray.decision_search import SimulatedSearch
 
 LEVERS = (
     "a larger model, more infusion tokens (train.tokens) or fewer domain facts raise acquisition "

@@ -24,7 +24,7 @@ LAYERS = {
     "in-actor": {"ray_trial", "live_metrics"},
     "driver": {"search", "decision_search", "progress", "cluster", "mlflow_mirror", "console",
                "tune_experiment", "tokenize_job", "wikidata"},
-    "top": {"sweep", "plots", "report", "cli", "__init__"},
+    "top": {"sweep", "replay", "plots", "report", "cli", "__init__"},
 }  # fmt: skip
 # Driver modules that import in-actor code, and why: the trainable Tune runs; the live-metrics
 # gauges an ended trial is cleared from.
