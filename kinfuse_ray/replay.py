@@ -102,7 +102,8 @@ def _acquisition(law: InfusionLaw, n_params: int, tokens: int, ratio: float) -> 
 
 def _synthetic(size: str, n_params: int, tokens: int, ratio: float, retention: float,
                acquisition: float) -> TrialResult:  # fmt: skip
-    """A trial result of a simulated ladder: its scores; the rest as a trial would record it."""
+    """A trial result of a simulated ladder: its scores, trained to the end; what a real trial
+    also records (loss, exposures, speed) unknown (NaN)."""
     phase = Phase.base if ratio == 0 else Phase.infuse
     return TrialResult(phase, size, n_params, ratio, tokens, tokens, retention, acquisition,
                        float("nan"), float("nan"), float("nan"), False, 0.0)  # fmt: skip
