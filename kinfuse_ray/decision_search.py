@@ -13,8 +13,8 @@ not depend on which trial finishes first. Two phases:
    between the r* of its smaller and larger neighbours; with fewer than two, the middle of what
    is open) and goes on from what its own trials rule out.
 2. Narrow. With every size bracketed, the law is fitted to the trials so far (power_n unless the
-   sweep names a form; power_nd over several budgets) and a round runs the unmeasured (size, ratio) beside a size's measured
-   ones whose outcome most reduces the variance of the target's keep ratio: linearised over the
+   sweep names a form; power_nd over several budgets) and a round runs the unmeasured (size,
+   ratio) beside a size's measured ones whose outcome most reduces the variance of the target's keep ratio: linearised over the
    bootstrap draws (those inside the keep ratio's 90% range), Cov(keep, y)^2 / (Var(y) +
    noise^2), y being the draw's retention there and noise one trial's; as many as run at once.
 
@@ -173,10 +173,10 @@ class DecisionSearch(LadderSearch):
         known: Sequence[SizeCurve] = (),
     ):
         """`target` the forecast's model; `settings`/`forecast` the sweep's law settings (the
-        search fits power_n when the form is auto, power_nd with `known`); `budget` the share
-        of the grid's trial-tokens it may spend; `width` the keep ratio's interval (logits) at
-        which it stops; `slots` the trials that run at once (a narrowing round's size);
-        `known` the curves other budgets of a size x budget ladder measured."""
+        search fits power_n when the form is auto, power_nd once its curves span budgets);
+        `budget` the share of the grid's trial-tokens it may spend; `width` the keep ratio's
+        interval (logits) at which it stops; `slots` the trials that run at once (a narrowing
+        round's size); `known` the curves other budgets of a size x budget ladder measured."""
         super().__init__(strategies, n_params, tokens, base, capacity)
         self.known = [c for c in known if c.tokens != tokens]
         self.settings = settings
@@ -355,10 +355,11 @@ class DecisionSearch(LadderSearch):
         own = fit.point.free_logit_rstar()
         scores = {}
         for size, strategy in self._sizes.items():
-            if self._curve(size) not in own:
+            name = self._curve(size)
+            if name not in own:
                 continue
             n = self.n_params[size]
-            offset = own[self._curve(size)] - float(fit.point.law_logit(n, self.tokens)[0])
+            offset = own[name] - float(fit.point.law_logit(n, self.tokens)[0])
             z = fit.law_draws_logit(n, self.tokens) + offset
             shapes = fit.point.shape_at(n, self.tokens, fit.draws.shapes)
             measured = [i for i, r in enumerate(strategy.ratios) if r in strategy.proposed]
