@@ -13,8 +13,10 @@ Listing and deleting entries reads only `key.json` files: no torch, no data.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kinfuse_ray.files import PROGRESS
+from kinfuse_ray.family import content_digest, weight_file
+from kinfuse_ray.files import PROGRESS, write_json_atomic
 from kinfuse_ray.provenance import pinned_path
 from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
 
@@ -51,6 +54,8 @@ EVAL_FIELDS = (
 )  # fmt: skip
 NOT_IN_KEY = {
     "shape": {"name": "a label", "lr": "in train.lr (the rung's own)",
+              "n_kv_heads": "in the key where set (shapes before it keep their keys)",
+              "checkpoint": "its content digest is the key, not its folder",
               "parallelism": "in train.parallelism", "activation_checkpointing": "in train"},
     "train": {"schedule": "a base run is the same for both", "tokens": "infusion trials only",
               "use_gpu": "in the kernels", "gpu": "in the kernels",
@@ -60,7 +65,8 @@ NOT_IN_KEY = {
     "eval": {"collapse_threshold": "analysis", "plateau_points": "analysis",
              "plateau_tolerance": "analysis", "early_stop_below": "infusion trials only",
              "early_stop_patience": "infusion trials only",
-             "early_stop_after": "infusion trials only"},
+             "early_stop_after": "infusion trials only",
+             "min_known_facts": "a check of a checkpoint's scores, not an input to them"},
 }  # fmt: skip
 
 
@@ -80,6 +86,14 @@ def key_inputs(rung: Rung, facts: DataBundle, kernels: dict[str, str]) -> dict[s
     """Everything that decides the base run of `rung` (`facts`: its facts and probes, from
     `rung_bundle`; `kernels`: `provenance.kernels()` where it trains)."""
     train = rung.train
+    # A checkpoint's "base run" is the checkpoint, scored: its bytes decide it, not training.
+    checkpoint = rung.size.checkpoint
+    trained = (
+        {"checkpoint": checkpoint_digest(checkpoint)}
+        if checkpoint
+        else {"train": train.model_dump(mode="json", include=set(TRAIN_FIELDS))}
+    )
+    grouped_heads = {"n_kv_heads": rung.size.n_kv_heads} if rung.size.n_kv_heads else {}
     return {
         "training_version": TRAINING_VERSION,
         "torch": kernels["torch"],
@@ -87,8 +101,8 @@ def key_inputs(rung: Rung, facts: DataBundle, kernels: dict[str, str]) -> dict[s
         "kernels": f"gpu:{train.gpu}" if train.use_gpu else f"cpu:{kernels['cpu']}",
         # oneMKL rounds differently on AMD and Intel CPUs, whatever branch is pinned.
         "cpu_vendor": None if train.use_gpu else kernels["vendor"],
-        "shape": rung.size.model_dump(mode="json", include=set(SHAPE_FIELDS)),
-        "train": train.model_dump(mode="json", include=set(TRAIN_FIELDS)),
+        "shape": rung.size.model_dump(mode="json", include=set(SHAPE_FIELDS)) | grouped_heads,
+        **trained,
         "eval": rung.eval.model_dump(mode="json", include=set(EVAL_FIELDS)),
         "seed": rung.seed,
         "general_fact_share": rung.general_fact_share,
@@ -98,6 +112,18 @@ def key_inputs(rung: Rung, facts: DataBundle, kernels: dict[str, str]) -> dict[s
         "seq_len": facts.seq_len,
         "facts_and_probes": facts_digest(facts),
     }
+
+
+@functools.cache
+def _digest_once(folder: Path, stamp: tuple[int, int]) -> str:
+    return content_digest(folder)
+
+
+def checkpoint_digest(folder: Path) -> str:
+    """The checkpoint's content digest, computed once per process while its weights stay as
+    they were (reading gigabytes per trial would cost more than scoring it)."""
+    weights = weight_file(folder).stat()
+    return _digest_once(Path(folder).resolve(), (weights.st_size, weights.st_mtime_ns))
 
 
 def pinned_kernels(rung: Rung, here: dict[str, str]) -> dict[str, str]:
@@ -200,11 +226,25 @@ class BaseStore:
             metrics = json.loads((folder / PROGRESS).read_text())["metrics"]
             return TrialResult.from_metrics(
                 TrialSpec(Phase.base, rung.name, 0.0), metrics,
-                n_params=rung.n_params, tokens=rung.train.base_tokens,
+                n_params=rung.n_params, tokens=rung.phase_tokens(Phase.base),
             )  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError):
             folder.rename(folder.with_name(f"{folder.name}.unreadable-{int(time.time())}"))
             return None
+
+    def put_scores(self, inputs: dict[str, Any], progress: dict[str, Any]) -> Path:
+        """Keep a checkpoint's scores (no weights: the checkpoint is its own base run) as a
+        complete entry, written whole or not at all."""
+        folder = self.folder(inputs)
+        staging = folder.with_name(f"{folder.name}.writing-{os.getpid()}")
+        staging.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(staging / KEY_FILE, inputs, indent=1)
+        write_json_atomic(staging / PROGRESS, progress)
+        try:
+            staging.rename(folder)
+        except OSError:  # another sweep scored it first: the same numbers
+            shutil.rmtree(staging, ignore_errors=True)
+        return folder
 
     def prune(self, needed: set[str]) -> list[Entry]:
         """Delete every complete or abandoned run whose key is not `needed` (never one being

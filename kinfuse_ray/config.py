@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from kinfuse_ray import family
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.hardware import GPUS
 from kinfuse_ray.spec import Phase
@@ -52,6 +53,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def _bundled(value: object) -> object:
+    """`bundled:knowledge/world/general.jsonl` names a file shipped with kinfuse-ray."""
+    if isinstance(value, str) and value.startswith("bundled:"):
+        return BUNDLED_DATA / value.removeprefix("bundled:")
+    return value
+
+
+DataPath = Annotated[Path, BeforeValidator(_bundled)]
+
+
 @dataclass(frozen=True)
 class ParamCount:
     total: int
@@ -60,13 +71,18 @@ class ParamCount:
 
 
 class ModelSize(Strict):
-    """One rung of the model ladder: a LLaMA-style decoder."""
+    """One rung of the model ladder: a LLaMA-style decoder of this shape, trained from scratch,
+    or an existing checkpoint (a Hugging Face model folder) whose config gives the shape."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     hidden_size: int = Field(gt=0)
     n_layers: int = Field(gt=0)
     n_heads: int = Field(gt=0)
     intermediate_size: int | None = Field(default=None, gt=0)
+    n_kv_heads: int | None = Field(default=None, gt=0, description="default: n_heads")
+    # A Hugging Face model folder (config.json, weights, tokenizer): the rung is this model,
+    # infused by continued pretraining from its weights (kinfuse_ray/family.py).
+    checkpoint: DataPath | None = None
     # This rung's peak learning rate (default: train.lr). Ladders lower it as models widen.
     lr: float | None = Field(default=None, gt=0)
     # This rung's data parallelism and activation checkpointing (default: train's): large rungs
@@ -74,10 +90,26 @@ class ModelSize(Strict):
     parallelism: Parallelism | None = None
     activation_checkpointing: bool | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shape_from_checkpoint(cls, raw: object) -> object:
+        if not isinstance(raw, dict) or raw.get("checkpoint") is None:
+            return raw
+        shape = family.shape_of(_bundled(raw["checkpoint"]))
+        for field in family.SHAPE_KEYS:  # a re-read dump repeats them: only a conflict is wrong
+            if raw.get(field) is not None and raw[field] != shape.get(field):
+                raise ValueError(
+                    f"{field} {raw[field]}: the checkpoint's config.json says "
+                    f"{shape.get(field)} (a checkpoint's shape comes from its config)"
+                )
+        return {**raw, **shape}
+
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelSize:
         if self.hidden_size % self.n_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by n_heads")
+        if self.n_heads % (self.n_kv_heads or self.n_heads):
+            raise ValueError(f"n_heads {self.n_heads} is not divisible by n_kv_heads")
         return self
 
     @property
@@ -87,9 +119,11 @@ class ModelSize(Strict):
 
     def param_count(self, vocab_size: int) -> ParamCount:
         """Parameters of the LLaMA decoder `model.build_model` makes (tied embeddings, no
-        biases), counted from the shape: no framework needed."""
+        biases), counted from the shape: no framework needed. A checkpoint of another
+        architecture is counted as that decoder of its width, depth and heads."""
         h, f = self.hidden_size, self.ffn_size
-        per_layer = 4 * h * h + 3 * h * f + 2 * h  # q, k, v, o; gate, up, down; two RMSNorms
+        kv = h // self.n_heads * (self.n_kv_heads or self.n_heads)  # key and value width
+        per_layer = 2 * h * h + 2 * h * kv + 3 * h * f + 2 * h  # q, o, k, v; SwiGLU; 2 norms
         non_embedding = self.n_layers * per_layer + h  # + the final norm
         return ParamCount(non_embedding + vocab_size * h, non_embedding, per_layer)
 
@@ -98,16 +132,6 @@ class ModelSize(Strict):
         """Parameters outside the token embedding and LM head: the N of the scaling law (the
         vocabulary does not enter it)."""
         return self.param_count(0).non_embedding
-
-
-def _bundled(value: object) -> object:
-    """`bundled:knowledge/world/general.jsonl` names a file shipped with kinfuse-ray."""
-    if isinstance(value, str) and value.startswith("bundled:"):
-        return BUNDLED_DATA / value.removeprefix("bundled:")
-    return value
-
-
-DataPath = Annotated[Path, BeforeValidator(_bundled)]
 
 
 class DataConfig(Strict):
@@ -243,6 +267,10 @@ class EvalConfig(Strict):
     early_stop_below: Annotated[float, Field(ge=0, lt=1)] = 0.25
     early_stop_patience: int = Field(default=2, gt=0)
     early_stop_after: Annotated[float, Field(ge=0, le=1)] = 0.5  # share of the trial's tokens
+    # Checkpoint rungs: retention counts the general facts the checkpoint answered right before
+    # infusion; a rung that knows fewer than this many beyond guessing (chance-corrected
+    # accuracy x probes) is refused, as its retention would measure luck.
+    min_known_facts: int = Field(default=20, ge=1)
 
 
 def least_decision_budget(n_ratios: int) -> float:
@@ -355,8 +383,11 @@ class Rung(Strict):
         return self.size.name
 
     def phase_tokens(self, phase: Phase) -> int:
-        """The token budget of a trial of `phase`."""
-        return self.train.base_tokens if phase is Phase.base else self.train.tokens
+        """The token budget of a trial of `phase` (a checkpoint's base run trains none: it is the
+        checkpoint, scored)."""
+        if phase is Phase.base:
+            return 0 if self.size.checkpoint else self.train.base_tokens
+        return self.train.tokens
 
 
 class SweepTrials(Strict):
@@ -400,6 +431,62 @@ class SweepConfig(Strict):
     ray: RayConfig = RayConfig()
     mlflow: MlflowConfig = MlflowConfig()
     output_dir: Path | None = Field(default=None, description="default: runs/<name>")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _checkpoints_bring_their_tokenizer(cls, raw: object) -> object:
+        """A ladder of checkpoints reads the corpus, facts and probes with the first rung's
+        tokenizer (`check_checkpoints` checks the others share it)."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("ladder"), list):
+            return raw
+        first = next((r["checkpoint"] for r in raw["ladder"]
+                      if isinstance(r, dict) and r.get("checkpoint")), None)  # fmt: skip
+        data = raw.get("data") or {}
+        if first is None or not isinstance(data, dict) or data.get("tokenizer"):
+            return raw
+        return {**raw, "data": {**data, "tokenizer": first}}
+
+    @model_validator(mode="after")
+    def _one_family(self) -> SweepConfig:
+        """Rungs are all checkpoints or all shapes; checkpoints take the sweep's sequences and
+        are continued from, never trained from scratch. (Their weights and shared tokenizer are
+        checked when a sweep starts, `check_checkpoints`: a plan needs the configs only.)"""
+        folders = {size.name: size.checkpoint for size in self.ladder if size.checkpoint}
+        if not folders:
+            return self
+        if len(folders) < len(self.ladder):
+            shapes = [size.name for size in self.ladder if not size.checkpoint]
+            raise ValueError(
+                f"rungs {', '.join(shapes)} are shapes and the others checkpoints: a ladder is "
+                "one or the other (shapes train a base run from scratch, checkpoints are theirs)"
+            )
+        if self.train.schedule is not Schedule.continued:
+            raise ValueError("checkpoint rungs are infused by continued pretraining from their "
+                             "weights: train.schedule must be continued")  # fmt: skip
+        for name, folder in folders.items():
+            positions = family.max_positions(folder)
+            if positions and positions < self.data.seq_len:
+                raise ValueError(f"rung {name}: takes {positions} positions, data.seq_len is "
+                                 f"{self.data.seq_len}")  # fmt: skip
+        return self
+
+    def check_checkpoints(self) -> None:
+        """Every checkpoint a run of this sweep loads (the target's too when it is confirmed)
+        holds weights and the ladder's tokenizer; a one-line `KinfuseError` naming the rung
+        otherwise. (A plan needs the configs only: this runs when a sweep starts.)"""
+        sizes = [*self.ladder, *([self.predict.target.size] if self.predict.confirm else [])]
+        want = None
+        for size in (size for size in sizes if size.checkpoint):
+            try:
+                want = want or family.tokenizer_digest(self.data.tokenizer)
+                family.weight_file(size.checkpoint)
+                if family.tokenizer_digest(size.checkpoint) != want:
+                    raise ValueError(
+                        f"its tokenizer ({size.checkpoint}) differs from {self.data.tokenizer}'s: "
+                        "the rungs of one ladder share one tokenizer"
+                    )
+            except ValueError as exc:
+                raise KinfuseError(f"rung {size.name}: {exc}") from None
 
     @field_validator("ladder")
     @classmethod

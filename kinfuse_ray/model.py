@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from kinfuse_ray.config import ModelSize
+from kinfuse_ray.errors import KinfuseError
 
 EMBEDDING_PARAMS = ("embed_tokens", "lm_head")
 
@@ -17,7 +20,7 @@ def llama_config(size: ModelSize, vocab_size: int, seq_len: int, eos_id: int = 0
         intermediate_size=size.ffn_size,
         num_hidden_layers=size.n_layers,
         num_attention_heads=size.n_heads,
-        num_key_value_heads=size.n_heads,
+        num_key_value_heads=size.n_kv_heads or size.n_heads,
         max_position_embeddings=seq_len,
         tie_word_embeddings=True,
         bos_token_id=eos_id,
@@ -31,6 +34,28 @@ def build_model(
     size: ModelSize, vocab_size: int, seq_len: int, eos_id: int = 0
 ) -> LlamaForCausalLM:
     return LlamaForCausalLM(llama_config(size, vocab_size, seq_len, eos_id))
+
+
+def load_pretrained(folder: Path) -> PreTrainedModel:
+    """A checkpoint rung's model, loaded by transformers from local files only, in fp32 (the
+    precision every rung trains its master weights in)."""
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, local_files_only=True, torch_dtype=torch.float32
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise KinfuseError(
+            f"{folder}: cannot load the model ({str(exc).splitlines()[0]})"
+        ) from None
+    model.config.use_cache = False  # trained and scored, never generated from
+    return model
+
+
+def rung_model(size: ModelSize, vocab_size: int, seq_len: int, eos_id: int = 0) -> torch.nn.Module:
+    """The model a trial of `size` starts from: its checkpoint's, or a fresh one of its shape."""
+    if size.checkpoint:
+        return load_pretrained(size.checkpoint)
+    return build_model(size, vocab_size, seq_len, eos_id)
 
 
 def count_non_embedding_params(size: ModelSize, vocab_size: int, seq_len: int) -> int:

@@ -31,6 +31,7 @@ from statistics import NormalDist
 from kinfuse_ray.config import ModelSize, ParamCount, Rung, TrainConfig, least_decision_budget
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.hardware import GPUS
+from kinfuse_ray.spec import Phase
 
 GIB = 2**30
 FRAGMENTATION = 1.10
@@ -203,7 +204,7 @@ def plan_sweep(
         speed = (
             mfu * gpu.peak_bf16 / flops_per_token(size, vocab_size, rung.seq_len) if gpu else None
         )
-        base_tokens = train.base_tokens if train.schedule == "continued" else 0
+        base_tokens = rung.phase_tokens(Phase.base) if train.schedule == "continued" else 0
         base_hours = base_tokens / speed / 3600 if speed else None
         trial_hours = trial_tokens / speed / 3600 if speed else None
         params = size.param_count(vocab_size)
@@ -353,8 +354,8 @@ def cpu_seconds(
     for rung in rungs:
         rate = seconds_per_token[rung.size.name]
         work += trials_per_budget * sum(budgets) * rate
-        if rung.train.schedule == "continued":
-            work += rung.train.base_tokens * rate
+        if rung.train.schedule == "continued" and rung.phase_tokens(Phase.base):
+            work += rung.phase_tokens(Phase.base) * rate
             base_runs += 1
     slots, trials = max(1, slots), trials_per_budget * len(budgets) * len(rungs)
     return CpuTime(seconds_per_token, trials, base_runs, slots, work / slots)

@@ -460,10 +460,12 @@ def describe_store(root: Path, entries: list[Entry], needed: set[str] | None) ->
         shape = i.get("shape")
         shape = f"{shape['hidden_size']}x{shape['n_layers']}" if shape else "?"
         state = "writing" if e.staging else "complete" if e.complete else "incomplete"
+        # A checkpoint's entry holds its scores: it trained no tokens of ours.
+        tokens = "scores" if "checkpoint" in i else i.get("train", {}).get("base_tokens", "?")
         row = (
             f"{e.key:<22} {e.bytes / 1e6:>7.1f}  "
             f"{shape:<12} "
-            f"{i.get('train', {}).get('base_tokens', '?'):>9} {i.get('seed', '?'):>4}  "
+            f"{tokens:>9} {i.get('seed', '?'):>4}  "
             f"{i.get('torch', '?'):<14} {i.get('kernels', '?'):<13} {state}"
         )
         if needed is not None:
@@ -510,7 +512,7 @@ def describe_simulated_decision(plan: SweepPlan, simulated: SimulatedSearch, law
     if all(r.trial_gpu_hours is not None for r in plan.rungs):
         hours = [sum(r.base_gpu_hours + run[r.name] * r.trial_gpu_hours for r in plan.rungs)
                  for run in simulated.trials]  # fmt: skip
-        line += f", {min(hours):,.0f}-{max(hours):,.0f} GPU-hours with base runs"
+        line += f", {_gpu_hours(min(hours))}-{_gpu_hours(max(hours))} GPU-hours with base runs"
     failed = [why for why in simulated.stops if "fit no law" in why]
     if failed:  # a search that stops there leaves no forecast: its cost is not the decision's
         line += (f"; {len(failed)} of {len(counts)} ended with no forecast ({failed[0]}): "
@@ -535,7 +537,7 @@ def describe_plan(plan: SweepPlan) -> str:
         m = r.memory
         mode = r.parallelism + ("+ac" if r.activation_checkpointing else "")
         speed = f"{r.tokens_per_s_per_gpu:,.0f}" if r.tokens_per_s_per_gpu else "-"
-        hours = f"{r.trial_gpu_hours:,.0f}" if r.trial_gpu_hours is not None else "-"
+        hours = _gpu_hours(r.trial_gpu_hours) if r.trial_gpu_hours is not None else "-"
         lines.append(
             f"{r.name:<8} {_count_short(r.params.total):>8} {_count_short(r.params.non_embedding):>8} "
             f"{mode:<7} {_gib(m.weights):>8} {_gib(m.gradients):>7} {_gib(m.optimizer):>7} "
@@ -563,7 +565,7 @@ def describe_plan(plan: SweepPlan) -> str:
          "its trial-tokens (search.budget; GPU-hours if they spread over the sizes as the "
          "grid's do)"),
     ):  # fmt: skip
-        cost = f", {hours:,.0f} GPU-hours with base runs" if hours is not None else ""
+        cost = f", {_gpu_hours(hours)} GPU-hours with base runs" if hours is not None else ""
         if label.startswith("decision") and plan.budget < plan.min_budget:
             lines.append(f"{label}: needs search.budget >= {plan.min_budget:.2f} (2 ratios per "
                          f"size bracket its collapse; {plan.budget:.2f} set)")  # fmt: skip
@@ -574,6 +576,11 @@ def describe_plan(plan: SweepPlan) -> str:
         "(base runs, and two per trial until the sweep ends)"
     )
     return "\n".join(lines)
+
+
+def _gpu_hours(hours: float) -> str:
+    """Whole GPU-hours, or two significant digits below one (a small model's trial)."""
+    return f"{hours:.2g}" if 0 < hours < 1 else f"{hours:,.0f}"
 
 
 def _gib(n: float) -> str:

@@ -64,6 +64,7 @@ from kinfuse_ray.output import (
 from kinfuse_ray.plan import SweepPlan, check_trainable, plan_sweep
 from kinfuse_ray.plots import plot_budgets, plot_decision, plot_law, plot_retention
 from kinfuse_ray.presentation import describe_answer, describe_headline, describe_summary
+from kinfuse_ray.pretrained import ensure_scored
 from kinfuse_ray.progress import Progress
 from kinfuse_ray.provenance import commit, pin_cpu_kernels
 from kinfuse_ray.provenance import describe as describe_provenance
@@ -103,12 +104,16 @@ def run_sweep(
     if resume:
         check_resumable(sweep.out, sweep.name, _settings(sweep))
     # Bad data, an unreachable cluster or tracking store: fail before anything is written.
+    sweep.check_checkpoints()
     rungs = list(sweep.rungs.values())
     # The vocabulary of the tokenizer the trials will use (as `kinfuse plan` sizes it).
     vocab, _ = planned_vocab_size(sweep.data)
     check_trainable(rungs, vocab, on_cluster=bool(sweep.ray.address))
     check_creatable(sweep.out, _plan(sweep).storage_bytes)
     bundle = build_bundle(sweep.data, sweep.eval, sweep.seed, sweep.largest_knowledge_load)
+    # Checkpoint rungs: what each knew, scored once; one that knows too little is refused here.
+    for line in ensure_scored(rungs, BaseStore.beside(sweep.out), bundle):
+        say(line)
     # The cluster's address, then the store, then Ray: a wrong address or tracking URI fails in
     # a second, not after a local Ray instance has started (about 10 s), and a wrong address
     # before the store is written to.
@@ -257,6 +262,8 @@ class TrialRunner:
         reused = {}
         if sweep.train.schedule is Schedule.continued:
             store = BaseStore.beside(sweep.out)
+            for line in ensure_scored(list(rungs.values()), store, bundle):  # a confirmed target
+                say(line)
             reused = _reuse_base_runs(rungs, store, bundle, tracker, parent, quiet=resume)
         base = [name for name in rungs if sweep.train.schedule is Schedule.continued
                 and name not in reused]  # fmt: skip

@@ -196,9 +196,13 @@ def encode(tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
 
 
 def planned_vocab_size(data: DataConfig) -> tuple[int, str]:
-    """The vocabulary a plan counts the embeddings of: the sweep's tokenizer's, where this
-    machine can read it, else `data.vocab_size`; and a note when it cannot ("" when it can)."""
+    """The vocabulary a plan counts the embeddings of: a checkpoint ladder's model config's, else
+    the sweep's tokenizer's, where this machine can read it, else `data.vocab_size`; and a note
+    when it cannot ("" when it can)."""
     file = data.tokenizer and data.tokenizer / "tokenizer.json"
+    model = data.tokenizer and data.tokenizer / "config.json"
+    if model and model.is_file() and "vocab_size" in (config := json.loads(model.read_text())):
+        return int(config["vocab_size"]), ""  # a checkpoint's folder: its embedding rows
     if file and file.is_file():
         return max(data.vocab_size, Tokenizer.from_file(str(file)).get_vocab_size()), ""
     if file:

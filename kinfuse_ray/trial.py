@@ -21,9 +21,10 @@ from kinfuse_ray.base_store import KEY_FILE, BaseStore, base_inputs, rung_bundle
 from kinfuse_ray.config import Rung, Schedule
 from kinfuse_ray.data import DataBundle
 from kinfuse_ray.mixing import Stream
-from kinfuse_ray.model import build_model
+from kinfuse_ray.model import rung_model
 from kinfuse_ray.parallel import SINGLE, Dist, parallelize
 from kinfuse_ray.plan import flops_per_token
+from kinfuse_ray.pretrained import KNOWN, knowing
 from kinfuse_ray.spec import Phase, TrialSpec
 from kinfuse_ray.train import CollapseWatch, Metrics, Report, make_optimizer, train
 
@@ -60,14 +61,18 @@ def run_trial(
     inputs = base_inputs(rung, bundle)
     base = BaseStore.beside(out).folder(inputs)
     torch.manual_seed(rung.seed)
-    model = build_model(size, bundle.vocab_size, bundle.seq_len, bundle.eos_id)
+    if size.checkpoint:  # its base record (`pretrained.ensure_scored`) says what it knew
+        if phase is Phase.base:
+            raise RuntimeError(f"{size.name}: a checkpoint rung's base run is its scores")
+        bundle = knowing(bundle, checkpoint.read_progress(base)[KNOWN])
+    model = rung_model(size, bundle.vocab_size, bundle.seq_len, bundle.eos_id)
     model = parallelize(model, dist, cfg.parallelism, cfg.activation_checkpointing)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg)  # a checkpoint rung's is fresh
     continued = phase is Phase.infuse and cfg.schedule is Schedule.continued
     progress = None
     if resume is not None:
         progress = checkpoint.load(resume, model, optimizer)
-    elif continued:
+    elif continued and not size.checkpoint:
         checkpoint.load(base, model, optimizer)
     watch = None
     if continued:

@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,8 +128,6 @@ def held(proc: subprocess.Popen, itself: bool = False):
     machine, so what the test does meanwhile never races its end. `proc` itself still runs
     and takes signals; with `itself`, only `proc` is stopped (a driver on a cluster of its own
     that starts no trial meanwhile)."""
-    import psutil
-
     family = [psutil.Process(proc.pid)] if itself else psutil.Process(proc.pid).children(True)
     for child in family:
         with contextlib.suppress(psutil.NoSuchProcess):  # ended since listed: nothing to hold
@@ -183,3 +182,22 @@ def mlflow_server(store_uri: str, cwd: Path, port: int | None = None, stop: int 
 def base_runs(root: Path) -> list[Path]:
     """The base runs in the shared store beside the sweeps' output folders under `root`."""
     return sorted(p.parent for p in (root / ".kinfuse-base").glob("*/progress.json"))
+
+
+def finished_trials(log: Path) -> int:
+    lines = log.read_text().splitlines()
+    return sum(line.startswith(("  base ", "  infuse ")) for line in lines)
+
+
+def kill_with_its_ray(proc) -> None:
+    """SIGKILL the sweep's driver, held so that nothing it started moves meanwhile, and every
+    process it started (its local Ray instance dies with it; make sure of it)."""
+    driver = psutil.Process(proc.pid)
+    driver.suspend()  # nothing it started may be reaped or end a run while it is being killed
+    family = driver.children(recursive=True)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the sweep ended before it could be killed"
+    for child in family:
+        with contextlib.suppress(psutil.NoSuchProcess):  # one that ended since listed
+            child.kill()
+    psutil.wait_procs(family, timeout=30)

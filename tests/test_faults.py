@@ -2,7 +2,6 @@
 by PID mid-training, Ctrl-C and a second sweep of the same folder. Each ends with the same
 results as the uninterrupted sweep and with exactly one finished MLflow run per trial."""
 
-import contextlib
 import json
 import os
 import random
@@ -17,7 +16,16 @@ from kinfuse_ray.config import parse_sweep
 from kinfuse_ray.decision_search import decision_search, replay
 from kinfuse_ray.spec import TrialResult
 
-from .helpers import held, micro_sweep_yaml, run_cli, runs_of, start_sweep, wait_for
+from .helpers import (
+    finished_trials,
+    held,
+    kill_with_its_ray,
+    micro_sweep_yaml,
+    run_cli,
+    runs_of,
+    start_sweep,
+    wait_for,
+)
 
 # Two rungs at three ratios (8 trials of seconds each); base runs of 12 evaluations, so that a
 # worker killed after the second is killed mid-run.
@@ -46,11 +54,6 @@ def small_sweep(tmp_path_factory):
     proc = run_cli(tmp_path, SMALL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp_path
-
-
-def finished_trials(log: Path) -> int:
-    lines = log.read_text().splitlines()
-    return sum(line.startswith(("  base ", "  infuse ")) for line in lines)
 
 
 def trial_results(tmp_path: Path) -> dict:
@@ -106,20 +109,6 @@ def test_driver_killed_at_a_random_point_then_resumed(tmp_path, small_sweep):
 
     again = run_cli(tmp_path, SMALL, "--resume")
     assert again.returncode == 2 and "nothing to resume" in again.stderr
-
-
-def kill_with_its_ray(proc) -> None:
-    """SIGKILL the sweep's driver, held so that nothing it started moves meanwhile, and every
-    process it started (its local Ray instance dies with it; make sure of it)."""
-    driver = psutil.Process(proc.pid)
-    driver.suspend()  # nothing it started may be reaped or end a run while it is being killed
-    family = driver.children(recursive=True)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the sweep ended before it could be killed"
-    for child in family:
-        with contextlib.suppress(psutil.NoSuchProcess):  # one that ended since listed
-            child.kill()
-    psutil.wait_procs(family, timeout=30)
 
 
 @pytest.mark.full

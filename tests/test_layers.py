@@ -16,10 +16,10 @@ from .helpers import REPO
 pytestmark = pytest.mark.unit
 
 LAYERS = {
-    "schema": {"errors", "files", "spec", "hardware", "config", "plan"},
+    "schema": {"errors", "files", "spec", "hardware", "family", "config", "plan"},
     "science": {"collapse", "decision", "law", "mixing", "knowledge", "analysis"},
     "training": {"corpus", "tokens", "data", "model", "parallel", "checkpoint", "metrics",
-                 "train", "trial", "provenance", "base_store", "probe"},
+                 "train", "trial", "provenance", "base_store", "probe", "pretrained"},
     "io": {"tracking", "records", "output", "presentation"},
     "in-actor": {"ray_trial", "live_metrics"},
     "driver": {"search", "decision_search", "progress", "cluster", "mlflow_mirror", "console",

@@ -9,7 +9,7 @@ import torch
 
 from kinfuse_ray.config import ModelSize, TrainConfig
 from kinfuse_ray.mixing import Stream
-from kinfuse_ray.model import build_model
+from kinfuse_ray.model import build_model, rung_model
 from kinfuse_ray.parallel import Dist, parallelize
 from kinfuse_ray.train import TrainStep
 
@@ -85,11 +85,11 @@ def test_a_trial_starts_with_the_one_before_it_gone(tmp_path, one_rank_group, mo
 
     def build(*args, **kwargs):
         alive_at_build.append(sum(ref() is not None for ref in built))
-        model = build_model(*args, **kwargs)
+        model = rung_model(*args, **kwargs)
         built.append(weakref.ref(model))
         return model
 
-    monkeypatch.setattr(trial, "build_model", build)  # to watch it, not to replace it
+    monkeypatch.setattr(trial, "rung_model", build)  # to watch it, not to replace it
     monkeypatch.setenv("KINFUSE_CACHE", str(tmp_path / "cache"))
     gc.disable()
     try:
