@@ -11,7 +11,9 @@ budget): `--hold-out curve` leaves one out, `size` every budget of its size, `bu
 size at its budget (repeat the option for several tables). Beside them, P(keeps) and
 P(learns) at the held-out sizes' measured ratios: Brier score against the nearest size's own
 outcome as is, expected calibration error and a reliability table. `--hold-out extrapolate`
-fits on the smaller sizes only and forecasts the larger (what a team does). The commit, torch
+fits on the smaller sizes only and forecasts the larger (what a team does); `--hold-out later`
+fits on the earlier budgets only and forecasts a later one (a model family's checkpoints at
+several pre-training steps: fit on the early ones, forecast the final one). The commit, torch
 version and CPU kernels head the output.
 
     .venv/bin/python benchmarks/calibration.py --experiment quickstart \\
@@ -49,6 +51,8 @@ HELD = {  # (--hold-out, a size x budget ladder?) -> what the folds are called
     ("budget", True): "leave-one-budget-out (every size at the held budget)",
     ("extrapolate", False): "leave-the-larger-out (fit on the smaller sizes, forecast the next)",
     ("extrapolate", True): "leave-the-larger-out (every budget of the held and larger sizes)",
+    ("later", False): "leave-the-later-out (one budget: nothing earlier to fit on)",
+    ("later", True): "leave-the-later-out (fit on the earlier budgets, forecast a later one)",
 }
 BINS = np.linspace(0, 1, 6)  # the reliability table's probability bins
 

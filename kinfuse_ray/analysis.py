@@ -301,10 +301,11 @@ def size_curves(
             curve_name(size, tokens, budgets), n_params, tokens,
             [(t.ratio, t.retention, t.acquisition) for t in mine],
             float(np.mean(bases)) if bases else None, evals.plateau_points,
-            domain_per_token=_rate([t.exposures_per_fact / (t.ratio * t.tokens) for t in mine]),
+            domain_per_token=_rate([t.exposures_per_fact / (t.ratio * t.infused) for t in mine]),
             general_per_token=_rate(
-                [t.general_exposures_per_fact / ((1 - t.ratio) * t.tokens) for t in mine]
+                [t.general_exposures_per_fact / ((1 - t.ratio) * t.infused) for t in mine]
             ),
+            infused_tokens=mine[0].infused if mine[0].infused != tokens else None,
         ))  # fmt: skip
     return out
 

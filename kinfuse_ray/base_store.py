@@ -56,6 +56,7 @@ NOT_IN_KEY = {
     "shape": {"name": "a label", "lr": "in train.lr (the rung's own)",
               "n_kv_heads": "in the key where set (shapes before it keep their keys)",
               "checkpoint": "its content digest is the key, not its folder",
+              "pretrained_tokens": "a label of the checkpoint, whose digest is in the key",
               "parallelism": "in train.parallelism", "activation_checkpointing": "in train"},
     "train": {"schedule": "a base run is the same for both", "tokens": "infusion trials only",
               "use_gpu": "in the kernels", "gpu": "in the kernels",
@@ -224,10 +225,7 @@ class BaseStore:
             return None
         try:
             metrics = json.loads((folder / PROGRESS).read_text())["metrics"]
-            return TrialResult.from_metrics(
-                TrialSpec(Phase.base, rung.name, 0.0), metrics,
-                n_params=rung.n_params, tokens=rung.phase_tokens(Phase.base),
-            )  # fmt: skip
+            return rung.result(TrialSpec(Phase.base, rung.name, 0.0), metrics)
         except (OSError, ValueError, KeyError, TypeError):
             folder.rename(folder.with_name(f"{folder.name}.unreadable-{int(time.time())}"))
             return None

@@ -28,7 +28,7 @@ from pydantic import (
 from kinfuse_ray import family
 from kinfuse_ray.errors import KinfuseError
 from kinfuse_ray.hardware import GPUS
-from kinfuse_ray.spec import Phase
+from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
 
 BUNDLED_DATA = Path(__file__).parent / "bundled"
 
@@ -83,6 +83,9 @@ class ModelSize(Strict):
     # A Hugging Face model folder (config.json, weights, tokenizer): the rung is this model,
     # infused by continued pretraining from its weights (kinfuse_ray/family.py).
     checkpoint: DataPath | None = None
+    # Tokens the checkpoint was pre-trained on: with them the law's D is the family's training
+    # history (a ladder of sizes x pre-training steps), not the infusion budget.
+    pretrained_tokens: int | None = Field(default=None, gt=0)
     # This rung's peak learning rate (default: train.lr). Ladders lower it as models widen.
     lr: float | None = Field(default=None, gt=0)
     # This rung's data parallelism and activation checkpointing (default: train's): large rungs
@@ -95,14 +98,16 @@ class ModelSize(Strict):
     def _shape_from_checkpoint(cls, raw: object) -> object:
         if not isinstance(raw, dict) or raw.get("checkpoint") is None:
             return raw
-        shape = family.shape_of(_bundled(raw["checkpoint"]))
+        # Absolute: trials run in working directories of their own.
+        folder = Path(_bundled(raw["checkpoint"])).resolve()
+        shape = family.shape_of(folder)
         for field in family.SHAPE_KEYS:  # a re-read dump repeats them: only a conflict is wrong
             if raw.get(field) is not None and raw[field] != shape.get(field):
                 raise ValueError(
                     f"{field} {raw[field]}: the checkpoint's config.json says "
                     f"{shape.get(field)} (a checkpoint's shape comes from its config)"
                 )
-        return {**raw, **shape}
+        return {**raw, **shape, "checkpoint": folder}
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelSize:
@@ -110,6 +115,8 @@ class ModelSize(Strict):
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by n_heads")
         if self.n_heads % (self.n_kv_heads or self.n_heads):
             raise ValueError(f"n_heads {self.n_heads} is not divisible by n_kv_heads")
+        if self.pretrained_tokens and not self.checkpoint:
+            raise ValueError("pretrained_tokens belongs to a checkpoint rung (checkpoint: DIR)")
         return self
 
     @property
@@ -382,6 +389,21 @@ class Rung(Strict):
     def name(self) -> str:
         return self.size.name
 
+    @property
+    def budget(self) -> int:
+        """The law's D for this rung's infusion trials: its checkpoint's pre-training tokens
+        where given, else the tokens each trial trains."""
+        return self.size.pretrained_tokens or self.train.tokens
+
+    def result(self, spec: TrialSpec, metrics: dict) -> TrialResult:
+        """A trial's final metrics as its result: this rung's N, and the law's D (`budget`)
+        with the tokens it infused where they differ."""
+        tokens = self.phase_tokens(spec.phase)
+        if spec.phase is Phase.infuse and self.size.pretrained_tokens:
+            return TrialResult.from_metrics(spec, metrics, n_params=self.n_params,
+                                            tokens=self.budget, infused_tokens=tokens)  # fmt: skip
+        return TrialResult.from_metrics(spec, metrics, n_params=self.n_params, tokens=tokens)
+
     def phase_tokens(self, phase: Phase) -> int:
         """The token budget of a trial of `phase` (a checkpoint's base run trains none: it is the
         checkpoint, scored)."""
@@ -468,7 +490,25 @@ class SweepConfig(Strict):
             if positions and positions < self.data.seq_len:
                 raise ValueError(f"rung {name}: takes {positions} positions, data.seq_len is "
                                  f"{self.data.seq_len}")  # fmt: skip
+        self._one_budget_axis()
         return self
+
+    def _one_budget_axis(self) -> None:
+        """Pre-training tokens are the law's D on every rung or none, and then on no other axis."""
+        given = [size.name for size in self.ladder if size.pretrained_tokens]
+        if not given:
+            return
+        if len(given) < len(self.ladder):
+            raise ValueError("pretrained_tokens: give every rung's, or none (it is the law's D)")
+        if self.budgets:
+            raise ValueError("budgets with pretrained_tokens: the law has one D axis; use one")
+        if self.search.strategy == "decision":
+            raise ValueError("search.strategy decision does not yet read pre-training tokens as "
+                             "D: use grid or bisect")  # fmt: skip
+        target = self.predict.target
+        if target and not (target.size.pretrained_tokens or target.tokens):
+            raise ValueError("predict.target: the ladder's D is pre-training tokens: give the "
+                             "target's (size.pretrained_tokens)")  # fmt: skip
 
     def check_checkpoints(self) -> None:
         """Every checkpoint a run of this sweep loads (the target's too when it is confirmed)
@@ -607,9 +647,11 @@ class SweepConfig(Strict):
 
     @property
     def target_tokens(self) -> int:
-        """The target's token budget: its own, else the largest budget trained."""
+        """The target's token budget D: its own (its pre-training tokens on a ladder read in
+        them), else the largest budget trained."""
         target = self.predict.target
-        return (target and target.tokens) or max(self.budgets or [self.train.tokens])
+        own = target and (target.size.pretrained_tokens or target.tokens)
+        return own or max(self.budgets or [self.train.tokens])
 
     @property
     def largest_knowledge_load(self) -> tuple[int | None, int | None]:
@@ -686,7 +728,8 @@ class SweepConfig(Strict):
             search={"strategy": "grid"},
         )
         raw["mlflow"]["experiment"] = self.experiment
-        raw["train"]["tokens"] = self.target_tokens
+        if not target.size.pretrained_tokens:  # else D is its pre-training, not these tokens
+            raw["train"]["tokens"] = self.target_tokens
         return parse_sweep(raw, "the confirmation run")
 
     def size(self, name: str) -> ModelSize:

@@ -140,8 +140,9 @@ def describe_base_to_train(size: str, why: str) -> str:
     return f"{size}: base run to train: {why}"
 
 
-def describe_base_reused(size: str, key: str) -> str:
-    return f"{size}: base run reused from the shared store ({key})"
+def describe_base_reused(size: str, key: str, checkpoint: bool = False) -> str:
+    what = "its checkpoint's scores (what it knew)" if checkpoint else "base run"
+    return f"{size}: {what} reused from the shared store ({key})"
 
 
 def describe_budget_part(name: str, tokens: int, finished: bool) -> str:

@@ -61,6 +61,9 @@ def trial_params(rung: Rung, trial: TrialSpec) -> dict:
         "n_domain_facts": n_domain or "all",
         "ratio": trial.ratio,
         "tokens": rung.phase_tokens(trial.phase),
+        **(
+            {"pretrained_tokens": pretrained} if (pretrained := rung.size.pretrained_tokens) else {}
+        ),
         "schedule": rung.train.schedule.value,
         "seed": rung.seed,
         "lr": rung.train.lr,

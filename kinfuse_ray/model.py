@@ -41,7 +41,7 @@ def load_pretrained(folder: Path) -> PreTrainedModel:
     precision every rung trains its master weights in)."""
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            folder, local_files_only=True, torch_dtype=torch.float32
+            folder, local_files_only=True, dtype=torch.float32
         )
     except (OSError, ValueError, KeyError) as exc:
         raise KinfuseError(

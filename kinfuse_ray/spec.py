@@ -9,6 +9,7 @@ MLflow.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -51,7 +52,7 @@ class TrialResult:
     size: str
     n_params: int
     ratio: float
-    tokens: int  # the trial's token budget D
+    tokens: int  # the trial's token budget D: what the law reads as D
     tokens_trained: int  # fewer than `tokens` when the trial stopped early
     retention: float
     acquisition: float
@@ -62,6 +63,14 @@ class TrialResult:
     seconds: float  # the trial's wall time, evaluation and start-up included
     # Complete renderings per general fact in its general text (rehearsals); NaN when unknown.
     general_exposures_per_fact: float = float("nan")
+    # The tokens it infused where D is another budget (a checkpoint's pre-training tokens); NaN:
+    # D is the trial's own tokens.
+    infused_tokens: float = float("nan")
+
+    @property
+    def infused(self) -> float:
+        """The tokens the trial trained on the mix: what its exposures per fact are per."""
+        return self.tokens if math.isnan(self.infused_tokens) else self.infused_tokens
 
     @classmethod
     def from_dict(cls, raw: dict) -> TrialResult:
@@ -71,8 +80,9 @@ class TrialResult:
 
     @classmethod
     def from_metrics(
-        cls, spec: TrialSpec, metrics: dict, *, n_params: int, tokens: int
-    ) -> TrialResult:
+        cls, spec: TrialSpec, metrics: dict, *, n_params: int, tokens: int,
+        infused_tokens: float = float("nan"),
+    ) -> TrialResult:  # fmt: skip
         """From a trial's final metrics as the training loop reports them."""
         return cls(
             phase=spec.phase,
@@ -89,4 +99,5 @@ class TrialResult:
             stopped_early=bool(metrics["stopped_early"]),
             seconds=metrics.get("time_total_s", metrics.get("seconds", 0.0)),
             general_exposures_per_fact=metrics.get("general_exposures_per_fact", float("nan")),
+            infused_tokens=infused_tokens,
         )

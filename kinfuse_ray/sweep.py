@@ -299,13 +299,7 @@ class TrialRunner:
             sweep.trials, sweep.train, slots=slots, bundle_ref=self.bundle_ref, fresh=fresh,
             resume=resume,
         )  # fmt: skip
-        ran = [
-            TrialResult.from_metrics(
-                spec, metrics, n_params=every[spec.size].n_params,
-                tokens=every[spec.size].phase_tokens(spec.phase),
-            )
-            for spec, metrics in finished
-        ]  # fmt: skip
+        ran = [every[spec.size].result(spec, metrics) for spec, metrics in finished]
         ran_base = {t.size for t in ran if t.phase is Phase.base}
         return [*ran, *(found for s, found in reused.items() if s not in ran_base)]
 
@@ -332,7 +326,7 @@ def _reuse_base_runs(
         reused[name] = found
         key = key_of(inputs)
         if record_reused_base(tracker, parent, rung, found, key):
-            say(describe_base_reused(name, key))
+            say(describe_base_reused(name, key, checkpoint=bool(rung.size.checkpoint)))
     return reused
 
 

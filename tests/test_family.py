@@ -5,6 +5,7 @@ The folders are real: `save_pretrained` of LLaMA models beside a saved fast toke
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,7 +14,16 @@ from kinfuse_ray import cli
 from kinfuse_ray.config import DataConfig, parse_sweep
 from kinfuse_ray.model import EMBEDDING_PARAMS, load_pretrained
 
-from .family import DATA, make_family, make_member, save_tokenizer
+from .family import (
+    DATA,
+    STEPS,
+    family_sweep,
+    history_sweep,
+    make_family,
+    make_member,
+    make_target,
+    save_tokenizer,
+)
 from .helpers import finished_trials, kill_with_its_ray, run_cli, runs_of, start_sweep, wait_for
 
 
@@ -24,29 +34,16 @@ def blank(tmp_path_factory):
     root = tmp_path_factory.mktemp("blank")
     save_tokenizer(tokenizer := root / "tokenizer")
     for name, width in (("w32", 32), ("w48", 48)):
-        make_member(root / name, width, 0, tokenizer=tokenizer)
+        make_member({0: root / name}, width, tokenizer=tokenizer)
     (root / "target").mkdir()
     shutil.copy(root / "w48" / "config.json", root / "target")
     save_tokenizer(root / "other-tokenizer", DataConfig(**{**DATA, "vocab_size": 400}))
-    make_member(root / "other", 32, 0, tokenizer=root / "other-tokenizer")
+    make_member({0: root / "other"}, 32, tokenizer=root / "other-tokenizer")
     return root
 
 
-def family_sweep(rungs: dict, **extra) -> dict:
-    """A sweep file's fields for a ladder of checkpoint folders, on the tiny family's data."""
-    return {
-        "name": "fam",
-        "ladder": [{"name": name, "checkpoint": str(folder)} for name, folder in rungs.items()],
-        "ratios": [0.3, 0.9],
-        "data": {k: v for k, v in DATA.items() if k != "vocab_size"},
-        "train": {"tokens": 16_000, "batch_size": 8},
-        "eval": {"every_tokens": 16_000, "acquisition_probes": 20, "val_sequences": 2},
-        **extra,
-    }
-
-
 @pytest.mark.unit
-def test_a_checkpoint_rung_takes_its_shape_and_tokenizer_from_its_folder(blank):
+def test_a_checkpoint_rung_takes_its_shape_and_tokenizer_from_its_folder(blank, monkeypatch):
     sweep = parse_sweep(
         family_sweep({"a": blank / "w32", "b": blank / "w48"},
                      predict={"target": {"size": {"name": "t", "checkpoint": str(blank / "target")}}})
@@ -61,6 +58,10 @@ def test_a_checkpoint_rung_takes_its_shape_and_tokenizer_from_its_folder(blank):
     )  # fmt: skip
     assert sweep.n_params["a"] == counted  # N read from config.json is the model's own
     assert sweep.target_n_params == sweep.n_params["b"]  # a target folder needs its config only
+    # Trials run in working directories of their own: a relative folder is made absolute.
+    monkeypatch.chdir(blank)
+    relative = parse_sweep(family_sweep({"a": Path("w32"), "b": Path("w48")}))
+    assert relative.ladder[0].checkpoint == blank / "w32"
     # Dumped and read again (resume, budgets, the confirmation run) it is the same sweep.
     assert parse_sweep(sweep.model_dump(mode="json")) == sweep
     assert sweep.confirmation(0.5).size("t").checkpoint == blank / "target"
@@ -78,6 +79,9 @@ def test_a_checkpoint_rung_takes_its_shape_and_tokenizer_from_its_folder(blank):
         ("mixed ladder", "rungs s are shapes and the others checkpoints"),
         ("scratch", "train.schedule must be continued"),
         ("knows nothing", "rung a: "),
+        ("some pre-training tokens", "pretrained_tokens: give every rung's, or none"),
+        ("pre-training tokens of a shape", "pretrained_tokens belongs to a checkpoint rung"),
+        ("a target with no D", "predict.target: the ladder's D is pre-training tokens"),
     ],
 )  # fmt: skip
 def test_a_bad_checkpoint_is_one_line_and_leaves_nothing(blank, tmp_path, monkeypatch, capsys,
@@ -101,6 +105,15 @@ def test_a_bad_checkpoint_is_one_line_and_leaves_nothing(blank, tmp_path, monkey
         raw["ladder"][1]["hidden_size"] = 64
     elif case == "mixed ladder":
         raw["ladder"].append({"name": "s", "hidden_size": 32, "n_layers": 2, "n_heads": 2})
+    elif case == "some pre-training tokens":
+        raw["ladder"][0]["pretrained_tokens"] = 100_000
+    elif case == "pre-training tokens of a shape":
+        raw["ladder"] = [{"name": "s", "hidden_size": 32, "n_layers": 2, "n_heads": 2,
+                          "pretrained_tokens": 100_000}]  # fmt: skip
+    elif case == "a target with no D":
+        for rung in raw["ladder"]:
+            rung["pretrained_tokens"] = 100_000
+        raw["predict"] = {"target": {"size": {"name": "t", "checkpoint": str(blank / "target")}}}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(raw))
     before = sorted(tmp_path.rglob("*"))
     monkeypatch.chdir(tmp_path)
@@ -114,35 +127,24 @@ def test_a_bad_checkpoint_is_one_line_and_leaves_nothing(blank, tmp_path, monkey
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
-    """Three members pre-trained on the general stream (about 40 s) and a target's config."""
+    """The tiny family at three pre-training steps (about 40 s) and a larger member's config."""
     root = tmp_path_factory.mktemp("family")
-    members = make_family(root)
-    (root / "f222k").mkdir()
-    config = json.loads((members["f101k"] / "config.json").read_text())
-    config.update(hidden_size=96, num_attention_heads=3, num_key_value_heads=3)
-    config.pop("intermediate_size")
-    (root / "f222k" / "config.json").write_text(json.dumps(config))
-    return root, members
+    return root, make_family(root, steps=STEPS), make_target(root)
 
 
 @pytest.mark.full
-def test_a_family_sweep_forecasts_its_larger_member_and_resumes(family, tmp_path):
-    """Through the real `kinfuse sweep`, Ray Tune and MLflow: each checkpoint scored once on what
-    it knew (kept in the base store without its weights, recorded as its base run), every trial
-    continued from its weights with retention on those facts, the driver killed mid-sweep and
-    resumed, and a forecast for the family's larger member from its config."""
-    root, members = family
-    raw = family_sweep(
-        members, name="micro", ratios=[0.2, 0.45, 0.73, 0.9, 0.97],
-        train={"tokens": 100_000, "batch_size": 8, "lr": 0.01},
-        eval={"every_tokens": 25_000, "acquisition_probes": 100, "val_sequences": 8,
-              "distractors": "frequency"},
-        predict={"target": {"size": {"name": "f222k", "checkpoint": str(root / "f222k")}},
-                 "bootstrap": 200},
-    )  # fmt: skip
+def test_a_family_forecasts_its_larger_member_at_its_final_step_and_resumes(family, tmp_path):
+    """A ladder of sizes x pre-training steps through the real `kinfuse sweep`, Ray Tune and
+    MLflow: each checkpoint scored once on what it knew (kept in the base store without its
+    weights), every trial continued from its weights with retention on those facts, the driver
+    killed mid-sweep and resumed; the law reads pre-training tokens as D and forecasts the
+    larger member at the final step; and the held-out-budget check (fit on the earlier steps,
+    forecast the final one) runs on what MLflow recorded."""
+    _, members, target = family
+    raw = history_sweep(members, target, name="micro")
     text = yaml.safe_dump(raw)
     proc, log = start_sweep(tmp_path, text)
-    wait_for(lambda: finished_trials(log) >= 6, proc, timeout=600, every=0.05)
+    wait_for(lambda: finished_trials(log) >= 10, proc, timeout=600, every=0.05)
     kill_with_its_ray(proc)
     first = log.read_text()
     for name, folder in members.items():  # scored once, before any trial
@@ -154,19 +156,35 @@ def test_a_family_sweep_forecasts_its_larger_member_and_resumes(family, tmp_path
     _, runs = runs_of(tmp_path)
     assert {r.info.status for r in runs} == {"FINISHED"}
     trials = [r.data.tags.get("kinfuse.trial", "") for r in runs]
-    assert len({t for t in trials if t.startswith("infuse-")}) == 15
-    assert sum(t.startswith("infuse-") for t in trials) == 15  # none twice
+    infusions = [t for t in trials if t.startswith("infuse-")]
+    assert len(infusions) == len(set(infusions)) == 45  # each trial once
 
     store = tmp_path / "runs" / ".kinfuse-base"
     records = [json.loads((f / "progress.json").read_text()) for f in store.iterdir()]
-    assert len(records) == 3 and not list(store.rglob("*.distcp"))  # scores, no weights
+    assert len(records) == 9 and not list(store.rglob("*.distcp"))  # scores, no weights
     for record in records:  # retention is on the facts it answered right: 1 before infusion
         assert record["known"] and record["metrics"]["retention"] == 1.0
         assert record["metrics"]["facts_known_beyond_chance"] >= 20
 
     summary = json.loads((tmp_path / "runs" / "micro" / "summary.json").read_text())
-    assert [s["outcome"] for s in summary["sizes"]] == ["collapsed"] * 3  # all forget in the grid
+    assert {s["tokens"] for s in summary["sizes"]} == set(STEPS)  # D: pre-training tokens
+    assert summary["law"]["form"].startswith("power_nd")  # the ladder spans D: the law reads it
     rec = summary["recommendation"]
-    assert rec["target"] == "f222k"
+    assert (rec["target"], rec["tokens"]) == ("f222k", STEPS[-1])
     assert rec["n_params"] == parse_sweep(raw).target_n_params  # N from the target's config
     assert 0 < rec["collapse_ratio"] < 1
+    assert f"units: over {100_000:,} tokens" in resumed.stdout  # exposures per infused token
+
+    # Fit on the earlier steps, forecast the final one: every size's final checkpoint.
+    from kinfuse_ray.analysis import size_curves
+    from kinfuse_ray.config import EvalConfig
+    from kinfuse_ray.law import FitSettings, leave_one_size_out
+    from kinfuse_ray.records import load_trials
+
+    recorded = load_trials(f"sqlite:///{tmp_path / 'mlflow.db'}", ["micro"])
+    curves = size_curves(recorded.trials, EvalConfig(), recorded.base)
+    held = leave_one_size_out(curves, FitSettings(n_bootstrap=200), hold_out="later")
+    finals = [h for h in held if h.size.endswith(f"-d{STEPS[-1]}")]
+    assert len(finals) == 3 and all(h.form.startswith("power_nd") for h in finals)
+    for h in finals:
+        print(f"{h.size}: r* {h.measured:.3f}, forecast {h.predicted:.3f} {h.interval}")

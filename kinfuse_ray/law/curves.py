@@ -66,6 +66,9 @@ class SizeCurve:
     # this size's trials: exposures = r D x the first, rehearsals = (1 - r) D x the second.
     domain_per_token: float = float("nan")
     general_per_token: float = float("nan")
+    # The tokens its trials infused where `tokens` (the law's D) is another budget, a
+    # checkpoint's pre-training tokens; None: D is the infusion budget.
+    infused_tokens: float | None = None
 
     def __post_init__(self) -> None:
         where = f"SizeCurve {self.name!r}"
@@ -117,11 +120,12 @@ def size_curve(
     trials: Sequence[tuple[float, float, float]],
     plateau: float | None = None,
     plateau_points: int = EVAL_DEFAULTS.plateau_points,
-    **rates: float,
+    **rates: float | None,
 ) -> SizeCurve:
     """One curve from its trials' (ratio, retention, acquisition), in a canonical order (the same
     trials give the same curve, and bootstrap, wherever they were read from); `plateau` None:
-    `low_ratio_plateau`. `rates`: `domain_per_token`, `general_per_token`."""
+    `low_ratio_plateau`. `rates`: `domain_per_token`, `general_per_token` (and
+    `infused_tokens` where D is not the infusion budget)."""
     ordered = sorted(trials)
     ratios, retention, acquisition = (
         tuple(float(v) for v in col) for col in zip(*ordered, strict=True)

@@ -118,10 +118,13 @@ EXTRAPOLATION_LIMIT = 100.0  # past this factor, no number: the law's shape is a
 
 
 def exposures_at(curves: Sequence[SizeCurve], tokens: float) -> Exposures | None:
-    """Exposures at the largest fitted size's rates (None: the trials did not record them)."""
+    """Exposures at the largest fitted size's rates over `tokens` of infusion, or over what the
+    rungs infused where the law's D is their pre-training (None: the trials did not record
+    them)."""
     largest = max(curves, key=lambda c: c.n_params)
     rates = (largest.domain_per_token, largest.general_per_token)
-    return None if any(math.isnan(v) for v in rates) else Exposures(tokens, *rates)
+    infused = largest.infused_tokens or tokens
+    return None if any(math.isnan(v) for v in rates) else Exposures(infused, *rates)
 
 
 def range_warnings(

@@ -30,6 +30,9 @@ HOLD_OUT = {
     # What a team does: fit on the smaller sizes only, forecast a larger one (the folds that
     # leave enough sizes below the held one: the top one or two rungs of a ladder).
     "extrapolate": lambda c, held: c.n_params >= held.n_params,
+    # What a family's training history offers: fit on its earlier checkpoints (budgets), forecast
+    # a later one (the folds that leave enough budgets below the held one).
+    "later": lambda c, held: c.tokens >= held.tokens,
 }
 
 
