@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 TRAINING_VERSION = "2"
 STORE = ".kinfuse-base"
 KEY_FILE = "key.json"
+# What a checkpoint's scores record of what it knew before infusion (`pretrained.py`).
+KNOWLEDGE = ("known_facts", "facts_known_beyond_chance", "general_facts_probed")
 
 # What of a sweep file decides a base run, section by section. Every other setting is listed in
 # NOT_IN_KEY with the reason; tests/test_base_store.py fails on a setting in neither.
@@ -229,6 +231,11 @@ class BaseStore:
         except (OSError, ValueError, KeyError, TypeError):
             folder.rename(folder.with_name(f"{folder.name}.unreadable-{int(time.time())}"))
             return None
+
+    def knowledge(self, inputs: dict[str, Any]) -> dict[str, float]:
+        """What a stored checkpoint's scores say it knew (`KNOWLEDGE`); {} for a base run."""
+        metrics = json.loads((self.folder(inputs) / PROGRESS).read_text())["metrics"]
+        return {name: metrics[name] for name in KNOWLEDGE if name in metrics}
 
     def put_scores(self, inputs: dict[str, Any], progress: dict[str, Any]) -> Path:
         """Keep a checkpoint's scores (no weights: the checkpoint is its own base run) as a

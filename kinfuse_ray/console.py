@@ -140,9 +140,17 @@ def describe_base_to_train(size: str, why: str) -> str:
     return f"{size}: base run to train: {why}"
 
 
-def describe_base_reused(size: str, key: str, checkpoint: bool = False) -> str:
-    what = "its checkpoint's scores (what it knew)" if checkpoint else "base run"
-    return f"{size}: {what} reused from the shared store ({key})"
+def describe_base_reused(size: str, key: str, knowledge: dict[str, float] | None = None) -> str:
+    """A stored base run taken, or a checkpoint's scores (`knowledge`: what it knew)."""
+    if knowledge is None:
+        return f"{size}: base run reused from the shared store ({key})"
+    probed = knowledge.get("general_facts_probed")
+    return (
+        f"{size}: its checkpoint knew {knowledge.get('known_facts', 0):.0f}"
+        + (f" of {probed:.0f}" if probed else "")
+        + f" general facts ({knowledge.get('facts_known_beyond_chance', 0):.0f} beyond guessing;"
+        f" scores from the shared store, {key}): retention counts those"
+    )
 
 
 def describe_budget_part(name: str, tokens: int, finished: bool) -> str:

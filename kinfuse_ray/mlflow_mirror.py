@@ -78,10 +78,12 @@ def exposure_params(metrics: dict) -> dict[str, str]:
 
 
 def record_reused_base(
-    tracker: Tracker, parent: str, rung: Rung, base: TrialResult, key: str
-) -> bool:
-    """A base run taken from the shared store, as a finished child run with its final metrics,
-    so MLflow holds every trial the sweep's analysis used. False: the sweep has that run
+    tracker: Tracker, parent: str, rung: Rung, base: TrialResult, key: str,
+    knowledge: dict[str, float] | None = None,
+) -> bool:  # fmt: skip
+    """A base run taken from the shared store, as a finished child run with its final metrics
+    (and, for a checkpoint's scores, what it knew: `knowledge`), so MLflow holds every trial the
+    sweep's analysis used. False: the sweep has that run
     finished already (its own, or recorded before it was interrupted); one an interrupted sweep
     left open is finished now."""
     trial = TrialSpec(Phase.base, base.size, 0.0)
@@ -97,6 +99,7 @@ def record_reused_base(
     metrics = {
         "retention": base.retention, "acquisition": base.acquisition, "val_loss": base.val_loss,
         "tokens_per_s": base.tokens_per_s, "tokens": base.tokens_trained, "stopped_early": 0,
+        **(knowledge or {}),
     }  # fmt: skip
     tracker.log_metrics(run, metrics, step=base.tokens_trained)
     tracker.end_run(run, "FINISHED")

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as torch_dist
 
 from kinfuse_ray.config import Parallelism
+from kinfuse_ray.errors import KinfuseError
 
 Metrics = dict[str, float]
 
@@ -109,7 +110,7 @@ def parallelize(
             param_dtype=torch.bfloat16 if dist.device.type == "cuda" else None,
             reduce_dtype=torch.float32,
         )
-        for layer in model.model.layers:
+        for layer in decoder_layers(model):
             fully_shard(layer, mesh=mesh, mp_policy=policy)
         fully_shard(model, mesh=mesh, mp_policy=policy)
         return model
@@ -119,6 +120,18 @@ def parallelize(
     # of every gradient (+4 bytes a parameter; `plan.training_memory` counts one copy).
     return torch.nn.parallel.DistributedDataParallel(
         model, device_ids=device_ids, gradient_as_bucket_view=True
+    )
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder blocks FSDP shards one by one, under the names transformers' decoders give
+    them (LLaMA, Qwen, Mistral, GPT-NeoX: `layers`; GPT-2: `h`)."""
+    base = getattr(model, "base_model", model)
+    for name in ("layers", "h", "blocks"):
+        if isinstance(found := getattr(base, name, None), torch.nn.ModuleList):
+            return found
+    raise KinfuseError(
+        f"{type(model).__name__}: no decoder layers to shard (train.parallelism fsdp)"
     )
 
 

@@ -224,7 +224,11 @@ def plan_sweep(
 
     # Storage: every base checkpoint, Ray Train's two kept checkpoints of each trial, and the
     # report (Plotly's script in it).
-    storage = sum(r.checkpoint_bytes for r in plans) * (1 + 2 * bisect) + REPORT_BYTES
+    # A base run each (a checkpoint rung has none: its scores are a few bytes), and two per trial.
+    storage = sum(
+        plan.checkpoint_bytes * (bool(rung.phase_tokens(Phase.base)) + 2 * bisect)
+        for plan, rung in zip(plans, rungs, strict=True)
+    ) + REPORT_BYTES  # fmt: skip
     positive = [r for r in ratios if r > 0]  # ratio 0 is a reference, not a bracket
     spacing = max((b / a - 1 for a, b in zip(positive, positive[1:], strict=False)), default=0.0)
     return SweepPlan(

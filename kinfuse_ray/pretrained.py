@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from kinfuse_ray.base_store import BaseStore, base_inputs, rung_bundle
+from kinfuse_ray.base_store import KNOWLEDGE, BaseStore, base_inputs, rung_bundle
 from kinfuse_ray.checkpoint import is_complete, read_progress
 from kinfuse_ray.config import Rung
 from kinfuse_ray.data import DataBundle
@@ -45,8 +45,8 @@ def score_checkpoint(rung: Rung, bundle: DataBundle) -> dict:
     credit = probe_credit(scores, probes.answers)
     known = np.flatnonzero(credit == 1.0).tolist()
     beyond = chance_corrected(float(credit.mean()), k) * len(credit)
-    metrics = {"known_facts": len(known), "facts_known_beyond_chance": beyond,
-               "retention_all": chance_corrected(float(credit.mean()), k)}  # fmt: skip
+    metrics = dict(zip(KNOWLEDGE, (len(known), beyond, len(credit)), strict=True))
+    metrics["retention_all"] = chance_corrected(float(credit.mean()), k)
     if known:
         metrics |= evaluate(model, knowing(bundle, known), rung.eval)
     seconds = time.monotonic() - started
@@ -78,8 +78,5 @@ def ensure_scored(rungs: list[Rung], store: BaseStore, bundle: DataBundle) -> li
             )
         if not stored:
             store.put_scores(inputs, record)
-            known = record["metrics"]["known_facts"]
-            said.append(f"{rung.name}: {rung.size.checkpoint} answers {known} of {n} "
-                        f"general facts right ({beyond:.0f} beyond guessing): retention counts "
-                        "those")  # fmt: skip
+            said.append(f"{rung.name}: scored {rung.size.checkpoint} on its general facts")
     return said

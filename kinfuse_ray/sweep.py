@@ -325,8 +325,9 @@ def _reuse_base_runs(
             continue
         reused[name] = found
         key = key_of(inputs)
-        if record_reused_base(tracker, parent, rung, found, key):
-            say(describe_base_reused(name, key, checkpoint=bool(rung.size.checkpoint)))
+        knowledge = store.knowledge(inputs) if rung.size.checkpoint else None
+        if record_reused_base(tracker, parent, rung, found, key, knowledge):
+            say(describe_base_reused(name, key, knowledge))
     return reused
 
 

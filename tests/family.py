@@ -3,10 +3,10 @@ widths saved with `save_pretrained` (safetensors) beside a Hugging Face tokenize
 pre-trained on general text that states the bundled world facts (so it knows some of them),
 with kinfuse-ray's own training loop. Nothing is mocked: a sweep loads them as a team's."""
 
-import json
 import math
 from pathlib import Path
 
+import torch
 from transformers import PreTrainedTokenizerFast
 
 from kinfuse_ray.config import DataConfig, EvalConfig, ModelSize, TrainConfig
@@ -52,6 +52,7 @@ def make_member(
     data = DataConfig(**DATA, tokenizer=tokenizer)
     bundle = build_bundle(data, EvalConfig(n_choices=4, acquisition_probes=20), seed)
     size = ModelSize(name="member", hidden_size=width, n_layers=n_layers, n_heads=2)
+    torch.manual_seed(seed)  # the same family every time
     model = build_model(size, bundle.vocab_size, bundle.seq_len, bundle.eos_id)
 
     every = math.gcd(*folders) or 1  # an evaluation at every t (t = 0: before training)
@@ -94,14 +95,10 @@ def make_family(
 
 
 def make_target(root: Path) -> Path:
-    """The family's larger member as a team has it before training: its config alone (96 wide,
-    as the quickstart's n222k)."""
-    config = json.loads((root / "f101k-300k" / "config.json").read_text())
-    config.update(hidden_size=96, num_attention_heads=3, num_key_value_heads=3)
-    config.pop("intermediate_size")
-    (root / "f222k").mkdir(exist_ok=True)
-    (root / "f222k" / "config.json").write_text(json.dumps(config))
-    return root / "f222k"
+    """The family's larger member (96 wide, as the quickstart's n222k) at the final step: a
+    forecast reads its config alone, a confirmation trains it."""
+    tokenizer = root / "tokenizer"
+    return make_member({max(STEPS): root / "f222k"}, 96, tokenizer=tokenizer)[max(STEPS)]
 
 
 def family_sweep(rungs: dict, **extra) -> dict:

@@ -68,6 +68,31 @@ def test_a_checkpoint_rung_takes_its_shape_and_tokenizer_from_its_folder(blank, 
 
 
 @pytest.mark.unit
+def test_another_architecture_is_read_loaded_and_scored(blank, tmp_path):
+    """A GPT-NeoX folder (Pythia's architecture) saved by transformers: its shape from its
+    config, loaded by AutoModelForCausalLM and scored on the facts as a LLaMA rung is."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+
+    from kinfuse_ray.base_store import rung_bundle
+    from kinfuse_ray.data import build_bundle
+    from kinfuse_ray.pretrained import score_checkpoint
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(blank / "tokenizer")
+    config = GPTNeoXConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=128, vocab_size=len(tokenizer),
+                           max_position_embeddings=128)  # fmt: skip
+    GPTNeoXForCausalLM(config).save_pretrained(tmp_path / "neox")
+    tokenizer.save_pretrained(tmp_path / "neox")
+    sweep = parse_sweep(family_sweep({"p": tmp_path / "neox", "q": tmp_path / "neox"}))
+    assert (sweep.ladder[0].hidden_size, sweep.ladder[0].ffn_size) == (32, 128)
+    rung = sweep.rungs["p"]
+    bundle = build_bundle(sweep.data, sweep.eval, sweep.seed)
+    record = score_checkpoint(rung, rung_bundle(rung, bundle))
+    assert record["metrics"]["general_facts_probed"] == 90
+    assert record["metrics"]["facts_known_beyond_chance"] < 20  # untrained: it guesses
+
+
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("case", "says"),
     [
@@ -127,7 +152,7 @@ def test_a_bad_checkpoint_is_one_line_and_leaves_nothing(blank, tmp_path, monkey
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
-    """The tiny family at three pre-training steps (about 40 s) and a larger member's config."""
+    """The tiny family at three pre-training steps and a larger member (about a minute)."""
     root = tmp_path_factory.mktemp("family")
     return root, make_family(root, steps=STEPS), make_target(root)
 
@@ -138,30 +163,36 @@ def test_a_family_forecasts_its_larger_member_at_its_final_step_and_resumes(fami
     MLflow: each checkpoint scored once on what it knew (kept in the base store without its
     weights), every trial continued from its weights with retention on those facts, the driver
     killed mid-sweep and resumed; the law reads pre-training tokens as D and forecasts the
-    larger member at the final step; and the held-out-budget check (fit on the earlier steps,
-    forecast the final one) runs on what MLflow recorded."""
+    larger member at the final step, which is then trained at the forecast's ratios
+    (predict.confirm); and the held-out-budget check (fit on the earlier steps, forecast the
+    final one) runs on what MLflow recorded."""
     _, members, target = family
     raw = history_sweep(members, target, name="micro")
+    raw["predict"]["confirm"] = True  # then the target member is trained at the forecast's ratios
     text = yaml.safe_dump(raw)
     proc, log = start_sweep(tmp_path, text)
     wait_for(lambda: finished_trials(log) >= 10, proc, timeout=600, every=0.05)
     kill_with_its_ray(proc)
     first = log.read_text()
     for name, folder in members.items():  # scored once, before any trial
-        assert f"{name}: {folder} answers " in first, first[-3000:]
+        assert f"{name}: scored {folder} on its general facts" in first, first[-3000:]
+        assert f"{name}: its checkpoint knew " in first
 
     resumed = run_cli(tmp_path, text, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "answers" not in resumed.stdout  # the scores come from the store
+    for name in members:  # their scores come from the store (the target is scored to confirm)
+        assert f"{name}: scored" not in resumed.stdout
     _, runs = runs_of(tmp_path)
     assert {r.info.status for r in runs} == {"FINISHED"}
     trials = [r.data.tags.get("kinfuse.trial", "") for r in runs]
     infusions = [t for t in trials if t.startswith("infuse-")]
-    assert len(infusions) == len(set(infusions)) == 45  # each trial once
+    assert len(infusions) == len(set(infusions))  # each trial once
+    confirmations = [t for t in infusions if t.startswith("infuse-f222k-")]
+    assert len(infusions) - len(confirmations) == 45 and len(confirmations) >= 2
 
     store = tmp_path / "runs" / ".kinfuse-base"
     records = [json.loads((f / "progress.json").read_text()) for f in store.iterdir()]
-    assert len(records) == 9 and not list(store.rglob("*.distcp"))  # scores, no weights
+    assert len(records) == 10 and not list(store.rglob("*.distcp"))  # 9 rungs + the target
     for record in records:  # retention is on the facts it answered right: 1 before infusion
         assert record["known"] and record["metrics"]["retention"] == 1.0
         assert record["metrics"]["facts_known_beyond_chance"] >= 20
@@ -174,6 +205,9 @@ def test_a_family_forecasts_its_larger_member_at_its_final_step_and_resumes(fami
     assert rec["n_params"] == parse_sweep(raw).target_n_params  # N from the target's config
     assert 0 < rec["collapse_ratio"] < 1
     assert f"units: over {100_000:,} tokens" in resumed.stdout  # exposures per infused token
+    confirmed = summary["confirmation"]  # the member trained from its own weights
+    assert {row["role"] for row in confirmed} >= {"recommended", "collapse"}
+    assert {(row["target"], row["tokens"]) for row in confirmed} == {("f222k", STEPS[-1])}
 
     # Fit on the earlier steps, forecast the final one: every size's final checkpoint.
     from kinfuse_ray.analysis import size_curves
@@ -182,7 +216,8 @@ def test_a_family_forecasts_its_larger_member_at_its_final_step_and_resumes(fami
     from kinfuse_ray.records import load_trials
 
     recorded = load_trials(f"sqlite:///{tmp_path / 'mlflow.db'}", ["micro"])
-    curves = size_curves(recorded.trials, EvalConfig(), recorded.base)
+    ladder = [t for t in recorded.trials if t.size != "f222k"]  # not the confirmation's
+    curves = size_curves(ladder, EvalConfig(), recorded.base)
     held = leave_one_size_out(curves, FitSettings(n_bootstrap=200), hold_out="later")
     finals = [h for h in held if h.size.endswith(f"-d{STEPS[-1]}")]
     assert len(finals) == 3 and all(h.form.startswith("power_nd") for h in finals)
