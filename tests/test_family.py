@@ -27,6 +27,15 @@ from .family import (
 from .helpers import finished_trials, kill_with_its_ray, run_cli, runs_of, start_sweep, wait_for
 
 
+def non_embedding(folder: Path) -> int:
+    """The loaded model's own count of parameters outside the embeddings and LM head."""
+    model = load_pretrained(folder)
+    return sum(
+        p.numel() for name, p in model.named_parameters()
+        if not any(part in name for part in EMBEDDING_PARAMS)
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def blank(tmp_path_factory):
     """Two untrained members (they know nothing beyond guessing), a folder holding only the
@@ -51,12 +60,7 @@ def test_a_checkpoint_rung_takes_its_shape_and_tokenizer_from_its_folder(blank, 
     a = sweep.ladder[0]
     assert (a.hidden_size, a.n_layers, a.n_heads) == (32, 2, 2)
     assert sweep.data.tokenizer == blank / "w32"  # the first rung's, for corpus, facts, probes
-    model = load_pretrained(a.checkpoint)
-    counted = sum(
-        p.numel() for name, p in model.named_parameters()
-        if not any(part in name for part in EMBEDDING_PARAMS)
-    )  # fmt: skip
-    assert sweep.n_params["a"] == counted  # N read from config.json is the model's own
+    assert sweep.n_params["a"] == non_embedding(a.checkpoint)  # N from config: the model's own
     assert sweep.target_n_params == sweep.n_params["b"]  # a target folder needs its config only
     # Trials run in working directories of their own: a relative folder is made absolute.
     monkeypatch.chdir(blank)
@@ -65,6 +69,23 @@ def test_a_checkpoint_rung_takes_its_shape_and_tokenizer_from_its_folder(blank, 
     # Dumped and read again (resume, budgets, the confirmation run) it is the same sweep.
     assert parse_sweep(sweep.model_dump(mode="json")) == sweep
     assert sweep.confirmation(0.5).size("t").checkpoint == blank / "target"
+
+
+@pytest.mark.unit
+def test_a_grouped_query_checkpoint_counts_its_own_parameters(blank, tmp_path):
+    """Fewer key/value heads than query heads (SmolLM2, Qwen, Llama 3): N from config.json is
+    still the loaded model's own non-embedding count."""
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(blank / "tokenizer")
+    config = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=96, vocab_size=len(tokenizer),
+                         max_position_embeddings=128)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "gqa")
+    tokenizer.save_pretrained(tmp_path / "gqa")
+    sweep = parse_sweep(family_sweep({"g": tmp_path / "gqa"}))
+    assert sweep.ladder[0].n_kv_heads == 2
+    assert sweep.n_params["g"] == non_embedding(tmp_path / "gqa")
 
 
 @pytest.mark.unit
