@@ -389,20 +389,13 @@ class Rung(Strict):
     def name(self) -> str:
         return self.size.name
 
-    @property
-    def budget(self) -> int:
-        """The law's D for this rung's infusion trials: its checkpoint's pre-training tokens
-        where given, else the tokens each trial trains."""
-        return self.size.pretrained_tokens or self.train.tokens
-
     def result(self, spec: TrialSpec, metrics: dict) -> TrialResult:
-        """A trial's final metrics as its result: this rung's N, and the law's D (`budget`)
-        with the tokens it infused where they differ."""
-        tokens = self.phase_tokens(spec.phase)
-        if spec.phase is Phase.infuse and self.size.pretrained_tokens:
-            return TrialResult.from_metrics(spec, metrics, n_params=self.n_params,
-                                            tokens=self.budget, infused_tokens=tokens)  # fmt: skip
-        return TrialResult.from_metrics(spec, metrics, n_params=self.n_params, tokens=tokens)
+        """A trial's final metrics as its result: this rung's N and budget (its checkpoint's
+        pre-training tokens as D, where given)."""
+        return TrialResult.from_metrics(
+            spec, metrics, n_params=self.n_params, tokens=self.phase_tokens(spec.phase),
+            pretrained_tokens=self.size.pretrained_tokens,
+        )  # fmt: skip
 
     def phase_tokens(self, phase: Phase) -> int:
         """The token budget of a trial of `phase` (a checkpoint's base run trains none: it is the

@@ -35,20 +35,24 @@ def score_checkpoint(rung: Rung, bundle: DataBundle) -> dict:
     """The checkpoint's base record: which general facts it answers right, how many it knows
     beyond guessing, and its retention (1 by construction), acquisition and validation loss
     as an infusion trial measures them (`bundle`: the rung's, from `rung_bundle`)."""
-    started = time.monotonic()
+    started, driver_threads = time.monotonic(), torch.get_num_threads()
+    # The threads a trial evaluates with (summation order), not the driver's, which it gets back.
     torch.set_num_threads(rung.train.cpus_per_trial)
-    model = load_pretrained(rung.size.checkpoint)
-    model.eval()
-    probes, k = bundle.retention, rung.eval.n_choices
-    with torch.no_grad():
-        scores = option_scores(model, probes, bundle.eos_id, rung.eval.batch_tokens)
-    credit = probe_credit(scores, probes.answers)
-    known = np.flatnonzero(credit == 1.0).tolist()
-    beyond = chance_corrected(float(credit.mean()), k) * len(credit)
-    metrics = dict(zip(KNOWLEDGE, (len(known), beyond, len(credit)), strict=True))
-    metrics["retention_all"] = chance_corrected(float(credit.mean()), k)
-    if known:
-        metrics |= evaluate(model, knowing(bundle, known), rung.eval)
+    try:
+        model = load_pretrained(rung.size.checkpoint)
+        model.eval()
+        probes, k = bundle.retention, rung.eval.n_choices
+        with torch.no_grad():
+            scores = option_scores(model, probes, bundle.eos_id, rung.eval.batch_tokens)
+        credit = probe_credit(scores, probes.answers)
+        known = np.flatnonzero(credit == 1.0).tolist()
+        beyond = chance_corrected(float(credit.mean()), k) * len(credit)
+        metrics = dict(zip(KNOWLEDGE, (len(known), beyond, len(credit)), strict=True))
+        metrics["retention_all"] = chance_corrected(float(credit.mean()), k)
+        if known:
+            metrics |= evaluate(model, knowing(bundle, known), rung.eval)
+    finally:
+        torch.set_num_threads(driver_threads)
     seconds = time.monotonic() - started
     untrained = {"tokens": 0, "exposures_per_fact": 0.0, "tokens_per_s": 0.0,
                  "stopped_early": 0.0, "seconds": seconds}  # fmt: skip

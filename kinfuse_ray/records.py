@@ -63,13 +63,11 @@ def _trial_result(run) -> TrialResult:
         "seconds": (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time else 0.0,
     }  # fmt: skip
     spec = TrialSpec(Phase(p["phase"]), p["size"], float(p["ratio"]))
-    if "pretrained_tokens" in p and spec.phase is Phase.infuse:  # D is the checkpoint's history
-        return TrialResult.from_metrics(spec, metrics, n_params=int(p["n_params"]),
-                                        tokens=int(p["pretrained_tokens"]),
-                                        infused_tokens=int(p["tokens"]))  # fmt: skip
+    pretrained = int(p["pretrained_tokens"]) if "pretrained_tokens" in p else None
     return TrialResult.from_metrics(
-        spec, metrics, n_params=int(p["n_params"]), tokens=int(p["tokens"])
-    )
+        spec, metrics, n_params=int(p["n_params"]), tokens=int(p["tokens"]),
+        pretrained_tokens=pretrained,
+    )  # fmt: skip
 
 
 def load_trials(tracking_uri: str, experiments: str | list[str]) -> Recorded:

@@ -81,15 +81,18 @@ class TrialResult:
     @classmethod
     def from_metrics(
         cls, spec: TrialSpec, metrics: dict, *, n_params: int, tokens: int,
-        infused_tokens: float = float("nan"),
+        pretrained_tokens: int | None = None,
     ) -> TrialResult:  # fmt: skip
-        """From a trial's final metrics as the training loop reports them."""
+        """From a trial's final metrics as the training loop reports them; `tokens` its own
+        budget. An infusion trial of a checkpoint rung given `pretrained_tokens` has those as its
+        D, with `tokens` what it infused."""
+        budget = pretrained_tokens if pretrained_tokens and spec.phase is Phase.infuse else None
         return cls(
             phase=spec.phase,
             size=spec.size,
             n_params=n_params,
             ratio=spec.ratio,
-            tokens=tokens,
+            tokens=budget or tokens,
             tokens_trained=int(metrics["tokens"]),
             retention=metrics["retention"],
             acquisition=metrics["acquisition"],
@@ -99,5 +102,5 @@ class TrialResult:
             stopped_early=bool(metrics["stopped_early"]),
             seconds=metrics.get("time_total_s", metrics.get("seconds", 0.0)),
             general_exposures_per_fact=metrics.get("general_exposures_per_fact", float("nan")),
-            infused_tokens=infused_tokens,
+            infused_tokens=float("nan") if budget is None else tokens,
         )

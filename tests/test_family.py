@@ -244,3 +244,30 @@ def test_a_family_forecasts_its_larger_member_at_its_final_step_and_resumes(fami
     assert len(finals) == 3 and all(h.form.startswith("power_nd") for h in finals)
     for h in finals:
         print(f"{h.size}: r* {h.measured:.3f}, forecast {h.predicted:.3f} {h.interval}")
+
+
+@pytest.mark.unit
+def test_pretraining_tokens_are_the_laws_d_and_exposures_stay_per_infused_token():
+    """Trials of a checkpoint rung with pretrained_tokens: their curve sits at D = those tokens,
+    while exposures per fact are per token infused (the forecast's units line)."""
+    from kinfuse_ray.analysis import size_curves
+    from kinfuse_ray.config import EvalConfig
+    from kinfuse_ray.law.prediction import exposures_at
+    from kinfuse_ray.spec import Phase, TrialResult, TrialSpec
+
+    def result(phase: Phase, ratio: float, retention: float) -> TrialResult:
+        metrics = {"tokens": 100_000, "retention": retention, "acquisition": 0.1,
+                   "val_loss": 5.0, "tokens_per_s": 1.0, "stopped_early": 0.0,
+                   "exposures_per_fact": 40.0 * ratio, "general_exposures_per_fact": 30.0}  # fmt: skip
+        spec = TrialSpec(phase, "f25k", ratio)
+        return TrialResult.from_metrics(spec, metrics, n_params=25_000, tokens=100_000,
+                                        pretrained_tokens=300_000)  # fmt: skip
+
+    base = result(Phase.base, 0.0, 1.0)
+    assert base.tokens == 100_000  # a base record keeps its own budget
+    trials = [result(Phase.infuse, r, k) for r, k in ((0.2, 1.0), (0.5, 0.8), (0.9, 0.2))]
+    assert {(t.tokens, t.infused) for t in trials} == {(300_000, 100_000)}
+    (curve,) = size_curves(trials, EvalConfig(), [base])
+    assert (curve.tokens, curve.infused_tokens) == (300_000, 100_000)
+    assert curve.domain_per_token == pytest.approx(40.0 / 100_000)  # per infused token
+    assert exposures_at([curve], 300_000).tokens == 100_000
