@@ -8,6 +8,9 @@ ran on. Nothing is typed by hand.
     .venv/bin/python scripts/readme_quickstart.py [runs/quickstart]          # write the block
     .venv/bin/python scripts/readme_quickstart.py --check [runs/quickstart]  # exit 1 if it differs
 
+After a change to the analysis alone, `scripts/pin_golden.py --refit` writes the block from the
+answer refitted to the AMD pinned trials (`write_block`), naming where the trials ran.
+
 The quickstart pins its numeric path (`portable`), so the block is the same on every CPU of one
 vendor: the README shows the answer pinned on AMD CPUs (tests/golden/sweep/AuthenticAMD.answer.txt;
 tests/test_golden.py checks the two agree, and a fresh run against its own vendor's answer).
@@ -24,21 +27,24 @@ REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- quickstart answer: begin -->", "<!-- quickstart answer: end -->"
 
 
-def block(out: Path) -> str:
-    answer = (out / "answer.txt").read_text().rstrip()
-    produced = (
-        json.loads((out / "summary.json").read_text()).get("provenance") or "an unrecorded commit"
-    )
+def block(answer: str, produced: str, writer: str = "scripts/readme_quickstart.py") -> str:
     return "\n".join([
         BEGIN,
-        f"`kinfuse sweep sweeps/quickstart.yaml` at {produced} (written by "
-        "`scripts/readme_quickstart.py`):",
+        f"`kinfuse sweep sweeps/quickstart.yaml` at {produced} (written by `{writer}`):",
         "",
         "```text",
-        answer,
+        answer.rstrip(),
         "```",
         END,
     ])  # fmt: skip
+
+
+def write_block(answer: str, produced: str, writer: str = "scripts/readme_quickstart.py") -> None:
+    """Replace README.md's quickstart block (its markers must be there)."""
+    readme = (REPO / "README.md").read_text()
+    head, rest = readme.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    (REPO / "README.md").write_text(head + block(answer, produced, writer) + tail)
 
 
 def answer_in(readme: str) -> str:
@@ -70,9 +76,10 @@ def main() -> int:
         print(f"README.md: the quickstart block differs from {out / 'answer.txt'}; rewrite it "
               "with scripts/readme_quickstart.py")  # fmt: skip
         return 1
-    head, rest = readme.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    (REPO / "README.md").write_text(head + block(out) + tail)
+    produced = (
+        json.loads((out / "summary.json").read_text()).get("provenance") or "an unrecorded commit"
+    )
+    write_block((out / "answer.txt").read_text(), produced)
     print(f"README.md: quickstart block written from {out / 'answer.txt'}")
     return 0
 

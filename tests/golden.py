@@ -13,6 +13,10 @@ writes, under tests/golden/:
   counts), tokens trained and early stops exactly, validation loss to 1e-9 relative, each
   size's r* and the recommendation to 3 decimals; and the answer it printed, line for line.
   The README shows README_VENDOR's answer.
+  Each trial's data-fixed fields (N, D, exposures per fact) are pinned too, so the law can be
+  fitted afresh to a vendor's pinned trials on any CPU (`refit`): the fit is the same there
+  (scipy, not oneMKL), so a change to the law alone is re-pinned for every vendor on one machine
+  (`scripts/pin_golden.py --refit`), and `make test` checks every pinned answer is the law's.
 
 Each records the library versions (and the sweep files the numeric path and the CPUs) it was
 pinned with; a version mismatch is reported in one line before any comparison, and any
@@ -40,6 +44,9 @@ DATA_LIBRARIES = ("numpy", "tokenizers")
 SWEEP_LIBRARIES = ("torch", "numpy", "tokenizers", "transformers", "scipy")
 STREAM_RATIOS = (0.0, 0.12, 0.6, 0.97)
 STREAM_ROWS = 64
+# What a trial's data and config fix, the same on every CPU: with its measured outcomes, what the
+# law reads.
+TRIAL_DATA = ("n_params", "tokens", "exposures_per_fact", "general_exposures_per_fact")
 REPIN = "re-pin with `.venv/bin/python scripts/pin_golden.py` if the change is meant"
 
 
@@ -108,25 +115,58 @@ def sweep_outcomes(summary: dict) -> dict:
     """What of a quickstart's summary.json is pinned (see the module docstring)."""
     from kinfuse_ray.provenance import cpu_model
 
-    rec = summary["recommendation"]
     return {
         "versions": versions(SWEEP_LIBRARIES),
         "kernels": re.search(r"CPU kernels (\S+)", summary["provenance"]).group(1),
         "cpus": [cpu_model()],
+        **law_outcomes(summary),
         "trials": {
             f"{t['phase']} {t['size']} {t['ratio']}": {
                 "retention": t["retention"], "acquisition": t["acquisition"],
                 "tokens_trained": t.get("tokens_trained", t["tokens"]),
                 "stopped_early": bool(t["stopped_early"]), "val_loss": t["val_loss"],
+                **{k: t[k] for k in TRIAL_DATA},
             }
             for t in sorted([*summary["base_runs"], *summary["trials"]],
                             key=lambda t: (t["phase"], t["n_params"], t["ratio"]))
         },
+    }  # fmt: skip
+
+
+def law_outcomes(summary: dict) -> dict:
+    """What of a summary.json the analysis decides: each size's r*, the target's, the decision."""
+    rec = summary["recommendation"]
+    return {
         "collapse_ratio": {s["size"]: round(s["collapse_ratio"], 3) for s in summary["sizes"]},
         "target_collapse_ratio": round(rec["collapse_ratio"], 3),
         "keep_interval": [round(x, 3) for x in rec["decision"]["keep_interval"]],
         "recommended_ratio": round(rec["recommended_ratio"], 3),
-    }  # fmt: skip
+    }
+
+
+def refit(outcomes: dict) -> tuple[dict, str]:
+    """`outcomes` with its law's part, and the answer the quickstart prints, from the analysis
+    run afresh on its pinned trials: what a quickstart whose training is unchanged gives after a
+    change to the detector, the law or how the answer is written."""
+    from kinfuse_ray.analysis import summarise
+    from kinfuse_ray.config import load_sweep
+    from kinfuse_ray.presentation import describe_answer
+    from kinfuse_ray.spec import Phase, TrialResult
+
+    trials = []
+    for name, pinned in outcomes["trials"].items():
+        phase, size, ratio = name.split()
+        trials.append(TrialResult.from_dict(pinned | {
+            "phase": phase, "size": size, "ratio": float(ratio), "tokens_per_s": 0.0,
+            "seconds": 0.0,
+        }))  # fmt: skip
+    sweep = load_sweep(QUICKSTART)
+    summary = summarise(
+        [t for t in trials if t.phase is Phase.infuse], name=sweep.name, evals=sweep.eval,
+        predict=sweep.predict, seed=sweep.seed, target=sweep.target_point,
+        base=[t for t in trials if t.phase is Phase.base],
+    )  # fmt: skip
+    return outcomes | law_outcomes(summary.to_dict()), describe_answer(summary).rstrip()
 
 
 def mismatched_versions(pinned: dict, here: dict) -> str | None:
@@ -147,7 +187,7 @@ def compare_outcomes(pinned: dict, found: dict) -> list[str]:
     out += [f"trial {name}: in one run only" for name in sorted(missing)]
     for name in sorted(set(pinned["trials"]) & set(found["trials"])):
         a, b = pinned["trials"][name], found["trials"][name]
-        for field in ("retention", "acquisition", "tokens_trained", "stopped_early"):
+        for field in ("retention", "acquisition", "tokens_trained", "stopped_early", *TRIAL_DATA):
             if a[field] != b[field]:
                 out.append(f"trial {name}: {field} {b[field]} (pinned {a[field]})")
         if not np.isclose(a["val_loss"], b["val_loss"], rtol=1e-9, atol=0):

@@ -1,8 +1,10 @@
-"""Golden outcomes (tests/golden.py): the quickstart's data exactly, and the README's quickstart
-block against the answer pinned for the vendor it names, in seconds; a fresh run through the
+"""Golden outcomes (tests/golden.py): the quickstart's data exactly, every vendor's pinned answer
+against the analysis refitted to its pinned trials, and the README's quickstart block against the
+answer pinned for the vendor it names, in seconds; a fresh run through the
 real CLI on fresh caches against the outcomes and answer pinned for this CPU's vendor, and the
 README's Python blocks run on it (full tier)."""
 
+import difflib
 import json
 import re
 import subprocess
@@ -47,6 +49,24 @@ def test_the_readme_shows_the_answer_pinned_for_its_vendor():
         "`scripts/readme_quickstart.py runs/golden-quickstart` on a CPU of that vendor"
     )
     assert pinned[0]["cpus"][0].startswith(golden.README_VENDOR)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("vendor", golden.pinned_vendors())
+def test_each_pinned_answer_is_the_analysis_of_its_pinned_trials(vendor):
+    """The collapse points, the law's forecast and the printed answer pinned for a vendor are
+    what the analysis gives today on its pinned trials, refitted on this CPU (whatever its
+    vendor): a change to the analysis alone fails here in seconds, on any machine."""
+    pinned, answer = golden.pinned_sweep(vendor)
+    outcomes, refitted = golden.refit(pinned)
+    differ = [
+        f"{k}: {outcomes[k]} (pinned {pinned[k]})" for k in outcomes if outcomes[k] != pinned[k]
+    ]
+    assert not differ and refitted == answer, (
+        "\n".join([*differ, *difflib.unified_diff(answer.splitlines(), refitted.splitlines(),
+                                                   "pinned", "refitted", lineterm="")])
+        + "\nre-pin with `.venv/bin/python scripts/pin_golden.py --refit` if the change is meant"
+    )  # fmt: skip
 
 
 @pytest.mark.full
