@@ -13,14 +13,19 @@ P(learns) at the held-out sizes' measured ratios: Brier score against the neares
 outcome as is, expected calibration error and a reliability table. `--hold-out extrapolate`
 fits on the smaller sizes only and forecasts the larger (what a team does); `--hold-out later`
 fits on the earlier budgets only and forecasts a later one (a model family's checkpoints at
-several pre-training steps: fit on the early ones, forecast the final one). The commit, torch
-version and CPU kernels head the output.
+several pre-training steps: fit on the early ones, forecast the final one). `--refine
+STUDY=FINER` reads STUDY's held-out values (r*, keep and learn ratios) off its curves with the
+trials of FINER (the same ladder and seed at other ratios) added: a finer yardstick than the grid
+the law was fitted on, whose trials never enter a fit. The commit, torch version and CPU kernels
+head the output.
 
     .venv/bin/python benchmarks/calibration.py --experiment quickstart \\
         --experiment quickstart-seed1 --experiment quickstart-seed2
     .venv/bin/python benchmarks/calibration.py --form power_n --experiment ladder_cpu ...
     .venv/bin/python benchmarks/calibration.py --experiment budget_continued \
         --hold-out curve --hold-out size --hold-out budget
+    .venv/bin/python benchmarks/calibration.py --experiment budget_continued \
+        --refine budget_continued=budget_continued-fine
 """
 
 from __future__ import annotations
@@ -117,7 +122,14 @@ def main() -> None:
         "--hold-out", action="append", choices=list(HOLD_OUT),
         help="what each fold leaves out beside the held curve (default: curve; repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--refine", action="append", default=[], metavar="STUDY=FINER",
+        help="read STUDY's held-out values with FINER's trials (other ratios) added",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.refine = dict(pair.split("=", 1) for pair in args.refine)
+    if unknown := set(args.refine) - set(args.experiment):
+        parser.error(f"--refine names {', '.join(sorted(unknown))}, not given as --experiment")
     for hold_out in args.hold_out or ["curve"]:
         calibrate(args, hold_out)
 
@@ -135,8 +147,13 @@ def calibrate(args: argparse.Namespace, hold_out: str) -> None:
     for name in args.experiment:
         recorded = load_trials(args.tracking_uri, [name])
         curves = size_curves(recorded.trials, evals, recorded.base)
+        finer = []
+        if name in args.refine:
+            more = load_trials(args.tracking_uri, [args.refine[name]]).trials
+            finer = size_curves(recorded.trials + more, evals, recorded.base)
+            print(f"{name}: held-out values read with {args.refine[name]}'s {len(more)} trials")
         budgets = budgets or spans_budgets(curves)
-        found = leave_one_size_out(curves, settings, forecast, hold_out)
+        found = leave_one_size_out(curves, settings, forecast, hold_out, finer)
         held += found
         print(f"{name}: " + "; ".join(
             f"{h.size} r* {h.measured:.3f} law {h.predicted:.3f} ({h.interval[0]:.3f}-"

@@ -129,6 +129,39 @@ def test_leave_one_size_out_beats_the_nearest_size_on_a_clean_law():
     assert summary["median_abs_log_error"] < summary["baseline_median_abs_log_error"]
 
 
+def test_a_finer_yardstick_reads_held_out_values_and_never_enters_the_fits():
+    """leave_one_size_out(yardstick=...): a held-out size's r* and keep ratio are read off its
+    curve measured at more ratios, the fits see only the coarse grid, and where the curve is
+    the law's own (no noise, no scatter) the finer grid reads the keep ratio closer to its truth
+    than the coarse grid's interpolation does."""
+    from kinfuse_ray.law import FitSettings, leave_one_size_out
+
+    rng = np.random.default_rng(5)
+    fine = [curve(f"n{int(n)}", n, float(true_rstar(n)), rng, seeds=1, trial_sd=0.0)
+            for n in SIZES]  # fmt: skip
+
+    def at_every_third_ratio(c: SizeCurve) -> SizeCurve:
+        kept = [t for t in zip(c.ratios, c.retention, c.acquisition, strict=True)
+                if t[0] in RATIOS[::3]]  # fmt: skip
+        ratios, retention, acquisition = zip(*kept, strict=True)
+        return replace(c, ratios=ratios, retention=retention, acquisition=acquisition)
+
+    coarse = [at_every_third_ratio(c) for c in fine]
+    settings = FitSettings(form="power_n", n_bootstrap=50)
+    plain = leave_one_size_out(coarse, settings)
+    read = leave_one_size_out(coarse, settings, yardstick=fine)
+    assert [h.predicted for h in read] == [h.predicted for h in plain]  # the same fits
+    by_name = {c.name: c for c in fine}
+    for h in read:
+        assert h.measured == pytest.approx(by_name[h.size].collapse(0.5).ratio)
+    closer = [
+        abs(logit(f.keep.measured) - logit(true_ratio_keeping(0.9, f.n_params)))
+        < abs(logit(c.keep.measured) - logit(true_ratio_keeping(0.9, c.n_params)))
+        for f, c in zip(read, plain, strict=True) if f.keep and c.keep
+    ]  # fmt: skip
+    assert len(closer) >= 4 and all(closer)
+
+
 def test_a_ladder_that_stops_moving_is_reported_and_still_forecast_at_the_target():
     curves = ladder(np.random.default_rng(5), size_sd=0.05, b=1.5, eta0=0.0, r_max=0.93)
     law = InfusionLaw.fit(curves, form="power_n", n_bootstrap=100)

@@ -193,6 +193,7 @@ def leave_one_size_out(
     settings: FitSettings,
     forecast: ForecastSettings | None = None,
     hold_out: str = "curve",
+    yardstick: Sequence[SizeCurve] = (),
 ) -> list[HeldOut]:
     """Each size with a collapse left out in turn and predicted by the law the others give: its
     r*, the ratio keeping the tolerance and the ratio learning the domain (where the held-out
@@ -200,13 +201,17 @@ def leave_one_size_out(
     "auto" the remaining sizes choose the form themselves, as a sweep would; with
     `n_bootstrap=0` only points are predicted (intervals collapse onto them). On a size x
     budget ladder each curve is a (size, budget); `hold_out` "size" or "budget" leaves every
-    curve of the held one's size or budget out of its fold (`HOLD_OUT`)."""
+    curve of the held one's size or budget out of its fold (`HOLD_OUT`). `yardstick`: the same
+    curves measured on a finer grid (more ratios, the fits' among them), what held-out values
+    (r*, the keep and learn ratios) and the nearest size's are read from; never fitted."""
     leaves_out, forecast = HOLD_OUT[hold_out], forecast or ForecastSettings()
     threshold = settings.threshold
     tolerance = forecast.tolerance if settings.method == "joint" else threshold
-    measured = {c.name: m.ratio for c in curves if (m := c.collapse(threshold)).found}
-    keeps = {c.name: k for c in curves if (k := _crossing(c, tolerance)) is not None}
-    learns = {c.name: a for c in curves
+    finer = {c.name: c for c in yardstick}
+    read = [finer.get(c.name, c) for c in curves]
+    measured = {c.name: m.ratio for c in read if (m := c.collapse(threshold)).found}
+    keeps = {c.name: k for c in read if (k := _crossing(c, tolerance)) is not None}
+    learns = {c.name: a for c in read
               if (a := c.acquisition_threshold(settings.acquisition_target))}  # fmt: skip
     out = []
     for held in curves:
@@ -235,7 +240,9 @@ def leave_one_size_out(
             learn = HeldValue(learns[held.name], learn_at, learn_interval,
                               _nearest(learns, rest, held))  # fmt: skip
         target = settings.acquisition_target
-        points = _held_points(sub, held, rest, target) if settings.n_bootstrap else ()
+        points = (_held_points(sub, finer.get(held.name, held),
+                               [finer.get(c.name, c) for c in rest], target)
+                  if settings.n_bootstrap else ())  # fmt: skip
         out.append(HeldOut(held.name, n, sub.form, measured[held.name], rstar, r_interval,
                            _nearest(measured, rest, held), keep, learn, points))  # fmt: skip
     return out
