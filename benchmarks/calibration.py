@@ -1,9 +1,11 @@
 """How honest are the forecast's intervals? Leave-one-size-out on recorded sweeps.
 
 For every recorded sweep (one seed's ladder each), every size in turn is left out, the remaining
-sizes choose and fit their law (form "auto": inside each fold, as a sweep would) and predict the
-left-out size. Printed for three quantities: r*, the ratio keeping the tolerance (retention at
-`eval.plateau_tolerance` x plateau) and the ratio from which the domain is learned. For each:
+sizes choose, fit and check their law as a sweep would (form "auto" chosen inside each fold, the
+keep ratio's widening from the fold's own held-out sizes) and predict the left-out size.
+Printed for three quantities: r*, the ratio keeping the tolerance (retention at
+`eval.plateau_tolerance` x plateau; read by `keep_crossing`) and the ratio from which the domain
+is learned. For each:
 how often the nominal intervals cover what the held-out size measured, their median width in
 logits, and the median |error| in logits against the baseline "the nearest measured size's value
 as is". On a size x budget ladder (its study stands for its budgets') each curve is a (size,
@@ -42,7 +44,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 from kinfuse_ray.analysis import size_curves  # noqa: E402
 from kinfuse_ray.config import EvalConfig, PredictConfig  # noqa: E402
 from kinfuse_ray.law import HeldOut, HeldValue, from_sweep, leave_one_size_out, spans_budgets  # noqa: E402
-from kinfuse_ray.law.select import HOLD_OUT  # noqa: E402
+from kinfuse_ray.law.select import HOLD_OUT, keep_crossing  # noqa: E402
 from kinfuse_ray.provenance import describe  # noqa: E402
 from kinfuse_ray.records import load_trials  # noqa: E402
 
@@ -73,6 +75,23 @@ def row(name: str, values: list[HeldValue]) -> str:
     return (
         f"| {name} | {len(values)} | {coverage:.0%} | {width:.2f} | {error:.3f} | "
         f"{baseline:.3f}{gain} |"
+    )
+
+
+def yardstick(coarse: list, finer: list, share: float) -> str:
+    """How the coarse grid reads each curve's keep ratio against the finer grid (logits, coarse
+    minus finer, each by the same rule): the keep ratio's rule, and the detector's r* rule
+    (straight in retention against log r) applied at the keep ratio's share."""
+    by_name = {c.name: c for c in finer}
+    out = []
+    for label, rule in (("keep ratio's rule", keep_crossing),
+                        ("r*'s rule", lambda c, s: c.collapse(s).ratio)):  # fmt: skip
+        pairs = [(rule(c, share), rule(by_name[c.name], share)) for c in coarse]
+        d = np.array([np.log(a / (1 - a)) - np.log(b / (1 - b)) for a, b in pairs
+                      if a is not None and b is not None])  # fmt: skip
+        out.append(f"{label}: median {np.median(d):+.3f}, mean |.| {np.mean(np.abs(d)):.3f}")
+    return f"the coarse grid's keep ratios minus the finer grid's ({len(d)} curves): " + "; ".join(
+        out
     )
 
 
@@ -151,9 +170,10 @@ def calibrate(args: argparse.Namespace, hold_out: str) -> None:
         if name in args.refine:
             more = load_trials(args.tracking_uri, [args.refine[name]]).trials
             finer = size_curves(recorded.trials + more, evals, recorded.base)
-            print(f"{name}: held-out values read with {args.refine[name]}'s {len(more)} trials")
+            print(f"{name}: held-out values read with {args.refine[name]}'s {len(more)} trials; "
+                  + yardstick(curves, finer, forecast.tolerance))  # fmt: skip
         budgets = budgets or spans_budgets(curves)
-        found = leave_one_size_out(curves, settings, forecast, hold_out, finer)
+        found = leave_one_size_out(curves, settings, forecast, hold_out, finer, validate=True)
         held += found
         print(f"{name}: " + "; ".join(
             f"{h.size} r* {h.measured:.3f} law {h.predicted:.3f} ({h.interval[0]:.3f}-"

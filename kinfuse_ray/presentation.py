@@ -115,6 +115,11 @@ def describe_law(law: InfusionLaw) -> str:
             f"{summary['median_abs_log_error']:.3f} vs {summary['baseline_median_abs_log_error']:.3f} "
             "for the nearest measured size as is"
         )
+    if law.keep_widening > 1:
+        lines.append(
+            f"  keep ratio: its spread widened x{law.keep_widening:.2f}, as far as {held} put the "
+            f"held-out {curves}' own keep ratios outside its {conf} intervals"
+        )
     for check in law.calibration:
         verdict = "calibrated on this ladder" if check.calibrated else UNCALIBRATED.upper()
         lines.append(f"  P({check.side}): {verdict}; {check.describe()}")

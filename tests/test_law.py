@@ -162,6 +162,80 @@ def test_a_finer_yardstick_reads_held_out_values_and_never_enters_the_fits():
     assert len(closer) >= 4 and all(closer)
 
 
+def test_the_keep_ratio_is_read_where_a_falling_sigmoid_is_straight():
+    """keep_crossing interpolates the logit of retention's share against logit r: exact on a
+    sigmoid's shoulder, where the detector's rule (straight in share against log r) reads the
+    crossing early on a coarse grid."""
+    from kinfuse_ray.law.select import keep_crossing
+
+    rstar, k, ratios = 0.8, 2.0, (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+    shares = tuple(float(expit(k * (logit(rstar) - logit(r)))) for r in ratios)
+    c = SizeCurve("n", 1e5, 1e5, ratios, shares, (0.0,) * len(ratios), 1.0)
+    truth = logit(rstar) - logit(0.9) / k
+    assert logit(keep_crossing(c, 0.9)) == pytest.approx(truth, abs=1e-9)
+    assert logit(c.collapse(0.9).ratio) < truth - 0.05
+
+
+def _held(measured: float, predicted: float, interval: tuple[float, float]):
+    from kinfuse_ray.law import HeldOut, HeldValue
+
+    keep = HeldValue(measured, predicted, interval, predicted)
+    return HeldOut("n", 1e5, "power_n", 0.5, 0.5, (0.4, 0.6), 0.5, keep)
+
+
+def test_the_keep_widening_is_the_conformal_quantile_of_held_out_misses():
+    """keep_widening: each fold's error over its interval's half-width on the error's side (in
+    logits); the ceil((n + 1) 0.9)-th smallest; never below 1."""
+    from kinfuse_ray.law.checks import keep_widening
+
+    p, lo, hi = 0.5, expit(-1.0), expit(0.5)  # half-widths 1 below, 0.5 above the median
+    inside = [_held(expit(x), p, (lo, hi)) for x in (-0.5, 0.2, -0.9, 0.0)]
+    assert keep_widening(tuple(inside), 0.9) == 1.0  # covered: the law's own interval stays
+    below = _held(expit(-2.0), p, (lo, hi))  # 2 logits below: twice the lower half-width
+    above = _held(expit(1.5), p, (lo, hi))  # 1.5 above: three times the upper half-width
+    assert keep_widening((*inside, below), 0.9) == pytest.approx(2.0)
+    assert keep_widening((*inside, below, above), 0.9) == pytest.approx(3.0)
+    many = tuple(inside * 5) + (below, above)  # 22 folds: the 21st smallest, 2.0
+    assert keep_widening(many, 0.9) == pytest.approx(2.0)
+    assert keep_widening((), 0.9) == 1.0
+
+
+def test_a_widened_law_spreads_every_keep_ratio_about_its_median_and_says_so():
+    """The widening scales the keep ratio's draws about their median at every tolerance (the
+    interval, P(keeps) and the decision with it); r* is untouched; the law's description says
+    by how much; law.json keeps it."""
+    fitted = select_law(ladder(np.random.default_rng(6)), "power_n", n_bootstrap=100)[0]
+    law, wide = replace(fitted, keep_widening=1.0), replace(fitted, keep_widening=2.0)
+    p, q = law.predict(1e7), wide.predict(1e7)
+    assert q.interval == p.interval
+    for a, b in zip(p.tolerances, q.tolerances, strict=True):
+        assert logit(b.ratio) == pytest.approx(logit(a.ratio), abs=1e-9)
+        width = logit(a.interval[1]) - logit(a.interval[0])
+        assert logit(b.interval[1]) - logit(b.interval[0]) == pytest.approx(2 * width, rel=0.02)
+        assert b.bound < a.bound  # a wider spread keeps its confidence at a smaller ratio
+    assert "widened x2.00" in describe_law(wide) and "widened" not in describe_law(law)
+    assert InfusionLaw.from_dict(wide.to_dict()).keep_widening == 2.0
+
+
+def test_a_ladder_whose_shoulders_scatter_gets_its_keep_ratio_widened():
+    """Sizes whose curves differ in steepness (the keep ratio's shoulder moves apart from r*):
+    the law's fixed shape puts held-out keep ratios outside its intervals, and select_law
+    widens them; the same ladder with one steepness is left as it is."""
+
+    def shouldered(k_of):
+        rng = np.random.default_rng(8)
+        return [curve(f"n{int(n)}", n, float(true_rstar(n)), rng, k=k_of(i), trial_sd=0.01)
+                for i, n in enumerate(SIZES)]  # fmt: skip
+
+    steep = (1.5, 5.0, 2.0, 6.0, 1.5, 5.0)
+    scattered = select_law(shouldered(lambda i: steep[i]), "power_n", n_bootstrap=100,
+                           steepness="fixed")[0]  # fmt: skip
+    one_shape = select_law(shouldered(lambda i: 3.0), "power_n", n_bootstrap=100,
+                           steepness="fixed")[0]  # fmt: skip
+    assert scattered.keep_widening > 1.5
+    assert one_shape.keep_widening < scattered.keep_widening
+
+
 def test_a_ladder_that_stops_moving_is_reported_and_still_forecast_at_the_target():
     curves = ladder(np.random.default_rng(5), size_sd=0.05, b=1.5, eta0=0.0, r_max=0.93)
     law = InfusionLaw.fit(curves, form="power_n", n_bootstrap=100)

@@ -118,6 +118,27 @@ def held_out_summary(held_out: tuple[HeldOut, ...]) -> dict[str, float] | None:
     }
 
 
+def keep_widening(held_out: tuple[HeldOut, ...], confidence: float) -> float:
+    """How much the keep ratio's intervals must widen (about their medians, in logits) for the
+    held-out sizes' measured keep ratios to fall inside them at `confidence`: the conformal
+    quantile (the ceil((n + 1) confidence)-th smallest, the largest with fewer folds) of each
+    fold's error over its interval's half-width on the error's side. 1 where they already do:
+    the law's own interval is never narrowed by a few folds that it covered."""
+    ratios = []
+    for h in held_out:
+        if h.keep is None:
+            continue
+        error = float(clipped_logit(h.keep.measured) - clipped_logit(h.keep.predicted))
+        edge = h.keep.interval[0] if error < 0 else h.keep.interval[1]
+        half = abs(float(clipped_logit(edge) - clipped_logit(h.keep.predicted)))
+        if half > 0:  # (no interval: a fold fitted without draws)
+            ratios.append(abs(error) / half)
+    if not ratios:
+        return 1.0
+    rank = min(len(ratios), math.ceil((len(ratios) + 1) * confidence))
+    return max(1.0, sorted(ratios)[rank - 1])
+
+
 @dataclass(frozen=True)
 class TopSlope:
     """Does r* still move with N over the top sizes? The slope of their logit r* in log N, with

@@ -36,6 +36,7 @@ class AtSize:
     n_params: float
     tokens: float
     calibration: tuple[SideCheck, ...] = ()
+    keep_widening: float = 1.0  # the keep ratio's spread x this (checks.keep_widening)
 
     @property
     def joint(self) -> bool:
@@ -87,13 +88,20 @@ class AtSize:
         return central_interval(values, self.forecast.confidence)
 
     def keep_logits(self, z: np.ndarray, tolerance: float, shapes=None) -> np.ndarray:
-        """Per draw, the logit of the ratio up to which retention stays at `tolerance` x plateau.
-        The points method has no curve: its only tolerance is the collapse threshold (r*)."""
+        """Per draw, the logit of the ratio up to which retention stays at `tolerance` x plateau,
+        spread about its median by the law's keep widening (where held-out sizes fell outside
+        the keep ratio's own intervals). The points method has no curve: its only tolerance is
+        the collapse threshold (r*)."""
         if not self.joint:
-            return np.asarray(z, float)
-        shapes = self.shapes if shapes is None else self.at_size(shapes)
-        return np.array([logit_ratio_keeping(zb, sh, self.settings.threshold, tolerance)
-                         for zb, sh in zip(z, shapes, strict=True)])  # fmt: skip
+            keep = np.asarray(z, float)
+        else:
+            shapes = self.shapes if shapes is None else self.at_size(shapes)
+            keep = np.array([logit_ratio_keeping(zb, sh, self.settings.threshold, tolerance)
+                             for zb, sh in zip(z, shapes, strict=True)])  # fmt: skip
+        if self.keep_widening == 1.0:
+            return keep
+        middle = np.median(keep)
+        return middle + self.keep_widening * (keep - middle)
 
     def at_size(self, shapes: np.ndarray) -> np.ndarray:
         """Draws' curve shapes read at this size: one (ln k, floor parameter) row per draw."""

@@ -72,6 +72,7 @@ class InfusionLaw:
     top_slope: TopSlope | None = None
     held_out: tuple[HeldOut, ...] = ()
     calibration: tuple[SideCheck, ...] = ()  # each side's held-out check (select_law)
+    keep_widening: float = 1.0  # the keep ratio's spread x this, from held_out (select_law)
     # Where it came from, as law.json records it and `kinfuse predict` echoes it: the study and
     # sweep, the commit that fitted it, digests of the data and of the measurements.
     source: dict[str, str] = field(default_factory=dict, compare=False)
@@ -150,7 +151,8 @@ class InfusionLaw:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
         forecast = replace(self.forecast, **{k: v for k, v in changes.items() if v is not None})
         return AtSize(self.retention, self.acquisition, self.settings, forecast,
-                      float(n_params), float(tokens), self.calibration)  # fmt: skip
+                      float(n_params), float(tokens), self.calibration,
+                      self.keep_widening)  # fmt: skip
 
     def predict_point(self, n_params: float, tokens: float | None = None) -> float | np.ndarray:
         """The fitted collapse ratio alone, without its interval (an array of sizes: an array)."""
@@ -192,6 +194,7 @@ class InfusionLaw:
             "top_slope": self.top_slope and asdict(self.top_slope),
             "held_out": [asdict(h) for h in self.held_out],
             "calibration": [asdict(c) for c in self.calibration],
+            "keep_widening": self.keep_widening,
             "source": self.source,
         }  # fmt: skip
 
@@ -204,7 +207,7 @@ class InfusionLaw:
                    raw["top_slope"] and TopSlope.from_dict(raw["top_slope"]),
                    tuple(HeldOut.from_dict(h) for h in raw["held_out"]),
                    tuple(SideCheck(**c) for c in raw.get("calibration", ())),
-                   raw.get("source") or {})  # fmt: skip
+                   raw.get("keep_widening", 1.0), raw.get("source") or {})  # fmt: skip
 
     def save(self, path: str | Path) -> None:
         write_law(self.to_dict(), path)

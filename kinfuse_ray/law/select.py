@@ -11,7 +11,14 @@ import numpy as np
 from scipy.special import expit
 
 from kinfuse_ray.errors import KinfuseError
-from kinfuse_ray.law.checks import HeldOut, HeldPoint, HeldValue, LawComparison, side_checks
+from kinfuse_ray.law.checks import (
+    HeldOut,
+    HeldPoint,
+    HeldValue,
+    LawComparison,
+    keep_widening,
+    side_checks,
+)
 from kinfuse_ray.law.curves import SizeCurve, clipped_logit, spans_budgets
 from kinfuse_ray.law.fit import STEEPNESS, PointFit, retention_model
 from kinfuse_ray.law.forecast import InfusionLaw, fittable
@@ -75,7 +82,9 @@ def select_law(
     folds = replace(law.settings, n_bootstrap=max(50, settings.n_bootstrap // 4))
     held_out = tuple(leave_one_size_out(list(law.curves), folds, forecast))
     calibration = side_checks(held_out, forecast.confidence)
-    return replace(law, held_out=held_out, calibration=calibration), ranked
+    widening = keep_widening(held_out, forecast.confidence)
+    law = replace(law, held_out=held_out, calibration=calibration, keep_widening=widening)
+    return law, ranked
 
 
 def compare_laws(
@@ -181,11 +190,27 @@ def _held_points(
     return tuple(out)
 
 
-def _crossing(curve: SizeCurve, share: float) -> float | None:
-    """The ratio where a size's retention first falls below `share` x plateau (the detector's
-    rule at that share): what the keep ratio's forecast is checked against."""
+# Retention's share is read no closer to 1 than this where the keep ratio is interpolated: a
+# share of 1 (or above it, by noise) has no logit, and probes resolve shares of about 1/100.
+SHARE_CEILING = 0.99
+
+
+def keep_crossing(curve: SizeCurve, share: float) -> float | None:
+    """The ratio where a size's retention first falls below `share` x plateau, what the keep
+    ratio's forecast is checked against: the detector's bracket (that ratio and the one before),
+    interpolated where a falling sigmoid is straight, the logit of retention's share against
+    logit r. Near the plateau the fall is curved in share against log r (the detector's r*
+    interpolation), and a straight line there reads the crossing early."""
     found = curve.collapse(share)
-    return found.ratio if found.found else None
+    if not found.found:
+        return None
+    ratios, retention, _ = curve.mean_curve()
+    shares = dict(zip(ratios, np.asarray(retention) / curve.plateau, strict=True))
+    lo, hi = found.bracket
+    a, b = (float(clipped_logit(min(shares[r], SHARE_CEILING))) for r in (lo, hi))
+    frac = (a - float(clipped_logit(share))) / (a - b)
+    x_lo, x_hi = float(clipped_logit(lo)), float(clipped_logit(hi))
+    return float(expit(x_lo + frac * (x_hi - x_lo)))
 
 
 def leave_one_size_out(
@@ -194,6 +219,7 @@ def leave_one_size_out(
     forecast: ForecastSettings | None = None,
     hold_out: str = "curve",
     yardstick: Sequence[SizeCurve] = (),
+    validate: bool = False,
 ) -> list[HeldOut]:
     """Each size with a collapse left out in turn and predicted by the law the others give: its
     r*, the ratio keeping the tolerance and the ratio learning the domain (where the held-out
@@ -203,14 +229,15 @@ def leave_one_size_out(
     budget ladder each curve is a (size, budget); `hold_out` "size" or "budget" leaves every
     curve of the held one's size or budget out of its fold (`HOLD_OUT`). `yardstick`: the same
     curves measured on a finer grid (more ratios, the fits' among them), what held-out values
-    (r*, the keep and learn ratios) and the nearest size's are read from; never fitted."""
+    (r*, the keep and learn ratios) and the nearest size's are read from; never fitted.
+    `validate`: each fold's law checked on its own folds as a sweep's is (its keep widening)."""
     leaves_out, forecast = HOLD_OUT[hold_out], forecast or ForecastSettings()
     threshold = settings.threshold
     tolerance = forecast.tolerance if settings.method == "joint" else threshold
     finer = {c.name: c for c in yardstick}
     read = [finer.get(c.name, c) for c in curves]
     measured = {c.name: m.ratio for c in read if (m := c.collapse(threshold)).found}
-    keeps = {c.name: k for c in read if (k := _crossing(c, tolerance)) is not None}
+    keeps = {c.name: k for c in read if (k := keep_crossing(c, tolerance)) is not None}
     learns = {c.name: a for c in read
               if (a := c.acquisition_threshold(settings.acquisition_target))}  # fmt: skip
     out = []
@@ -219,7 +246,7 @@ def leave_one_size_out(
             continue
         rest = [c for c in curves if not leaves_out(c, held)]
         try:
-            sub, _ = select_law(rest, validate=False, settings=settings, forecast=forecast)
+            sub, _ = select_law(rest, validate=validate, settings=settings, forecast=forecast)
         except KinfuseError:
             continue  # too few sizes left
         n, d = held.n_params, held.tokens
