@@ -109,6 +109,7 @@ class Summary:
         }
         if self.law is not None:
             metrics.update({f"law.{k}": v for k, v in self.law.parameters.items()})
+            metrics["law.keep_widening"] = self.law.keep_widening
             if self.law.held_out_summary:
                 metrics.update({f"law.loso_{k}": v for k, v in self.law.held_out_summary.items()})
         if self.recommendation:

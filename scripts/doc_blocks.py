@@ -109,21 +109,23 @@ def main() -> int:
     if args.check:
         return check()
     for doc in documents():
-        text = doc.read_text()
-        blocks = BLOCK.findall(text)
+        blocks = BLOCK.findall(doc.read_text())
         for _, command, _, _ in blocks:
             print(f"{doc.relative_to(REPO)}: {command}")
         if args.list or not blocks:
             continue
+        outputs = {}
+        for _, command, _, _ in blocks:
+            if (not args.only or args.only in command) and command not in outputs:
+                print(f"  running: {command}", flush=True)
+                outputs[command] = rendered(command, run(command))
 
-        def rewrite(match: re.Match) -> str:
-            head, command, body, end = match.groups()
-            if args.only and args.only not in command:
-                return match.group(0)
-            print(f"  running: {command}", flush=True)
-            return head + rendered(command, run(command)) + end
+        def rewrite(match: re.Match, outputs: dict[str, str] = outputs) -> str:
+            head, command, _, end = match.groups()
+            return head + outputs[command] + end if command in outputs else match.group(0)
 
-        doc.write_text(BLOCK.sub(rewrite, text))
+        # Read again: a command can run for many minutes, and the doc may be edited meanwhile.
+        doc.write_text(BLOCK.sub(rewrite, doc.read_text()))
     return 0
 
 
