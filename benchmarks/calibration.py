@@ -44,6 +44,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 from kinfuse_ray.analysis import size_curves  # noqa: E402
 from kinfuse_ray.config import EvalConfig, PredictConfig  # noqa: E402
 from kinfuse_ray.law import HeldOut, HeldValue, from_sweep, leave_one_size_out, spans_budgets  # noqa: E402
+from kinfuse_ray.law.curves import clipped_logit  # noqa: E402
 from kinfuse_ray.law.select import HOLD_OUT, keep_crossing  # noqa: E402
 from kinfuse_ray.provenance import describe  # noqa: E402
 from kinfuse_ray.records import load_trials  # noqa: E402
@@ -87,12 +88,11 @@ def yardstick(coarse: list, finer: list, share: float) -> str:
     for label, rule in (("keep ratio's rule", keep_crossing),
                         ("r*'s rule", lambda c, s: c.collapse(s).ratio)):  # fmt: skip
         pairs = [(rule(c, share), rule(by_name[c.name], share)) for c in coarse]
-        d = np.array([np.log(a / (1 - a)) - np.log(b / (1 - b)) for a, b in pairs
+        d = np.array([clipped_logit(a) - clipped_logit(b) for a, b in pairs
                       if a is not None and b is not None])  # fmt: skip
         out.append(f"{label}: median {np.median(d):+.3f}, mean |.| {np.mean(np.abs(d)):.3f}")
-    return f"the coarse grid's keep ratios minus the finer grid's ({len(d)} curves): " + "; ".join(
-        out
-    )
+    head = f"the coarse grid's keep ratios minus the finer grid's ({len(d)} curves): "
+    return head + "; ".join(out)
 
 
 def probability_rows(held: list[HeldOut]) -> list[str]:

@@ -71,13 +71,17 @@ def main() -> int:
 
 
 def refit_every_vendor() -> int:
+    """Every vendor's pins refitted first, then written: a refit that fails writes nothing."""
+    refits = {}
     for vendor in golden.pinned_vendors():
         pinned, answer = golden.pinned_sweep(vendor)
-        outcomes, refitted = golden.refit(pinned)
+        refits[vendor] = (pinned, answer, *golden.refit(pinned))
+    for vendor, (_, answer, outcomes, refitted) in refits.items():
         golden.pin_sweep(vendor, outcomes, refitted)
         print(f"{vendor}: {'unchanged' if refitted == answer else 'answer refitted'}")
-        readme = (golden.REPO / "README.md").read_text()
-        if vendor == golden.README_VENDOR and answer_in(readme) != refitted:
+    if golden.README_VENDOR in refits:
+        pinned, _, _, refitted = refits[golden.README_VENDOR]
+        if answer_in((golden.REPO / "README.md").read_text()) != refitted:
             produced = (f"commit {commit()}, refitted to the trials run on {pinned['cpus'][0]} "
                         f"(torch {pinned['versions']['torch']}, CPU kernels {pinned['kernels']})")  # fmt: skip
             write_block(refitted, produced, "scripts/pin_golden.py --refit")
