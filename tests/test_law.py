@@ -721,7 +721,7 @@ def test_settings_split_by_type_and_a_law_file_of_format_2_says_refit(tmp_path):
     with pytest.raises(TypeError, match="unknown law settings: bogus"):
         split(bogus=1)
     (tmp_path / "old.json").write_text(json.dumps({"format": 2, "params_": [0.1, 0.2]}))
-    with pytest.raises(KinfuseError, match=r"law format 2, this version reads 4\): refit it"):
+    with pytest.raises(KinfuseError, match=r"law format 2, this version reads 5\): refit it"):
         InfusionLaw.load(tmp_path / "old.json")
 
 

@@ -9,10 +9,14 @@ The ratio that learns the domain (acquisition = target) is m + logit(target / A)
 ratio does where the ceiling A stays at or below the target: why small rungs never learn a set
 of facts however much of it they see (their capacity, not their exposure). Gu et al. 2025 find
 the learning threshold falls as a power law in N; `AcquisitionFit.slope` (d logit r / d ln N of
-the ratio that learns, at the largest rung) is that exponent here. Uncertainty: a parametric
-bootstrap of the two-level model as for retention (each size's location deviates from the law,
-each trial from its size's curve); a new size's deviation is drawn correlated with the retention
-side's as the measured sizes' are."""
+the ratio that learns, at the largest rung) is that exponent here. Uncertainty: each size that
+learns is left out in turn and the curve refitted without it predicts its learn ratio (a
+jackknife); a new size's learn ratio misses the fitted curve's as those held-out sizes missed
+theirs (their errors' root mean square, drawn normal and correlated with the retention side's
+new-size deviation as the measured sizes' shifts are), and the exponent's interval is the
+jackknife's. The held-out errors carry both a new size's own deviation and what a few sizes
+leave unsure in the coefficients; a parametric bootstrap on in-sample scatter with 2-3 degrees
+of freedom gave intervals 6 logits wide that still missed (docs/findings.md)."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import expit
+from scipy.stats import t as student_t
 
 from kinfuse_ray.law.bootstrap import BootstrapFit
 from kinfuse_ray.law.curves import EDGE, SizeCurve, clipped_logit, spans_budgets
@@ -150,15 +155,18 @@ class AcquisitionFit:
     name -> (n_params, tokens, ratio), the detector's), the curve fitted to every trial
     (`curve`; None with too few sizes that learn, `note` says why), the measured sizes' own
     location shifts off it (`size_residuals`, for the sizes with a threshold or whose curve
-    rises enough to place it), per bootstrap
-    draw the curve's parameters and a new size's shift (`draws`: one row each, the shift last),
-    and how a size's shift goes with its deviation in r* (`rho`)."""
+    rises enough to place it: what `rho` is read from), each size with a threshold held out and
+    predicted by the curve refitted without it (`held_errors`: measured minus predicted logit of
+    its learn ratio; `held_params`: those refits' parameters), a new size's drawn shifts
+    (`shifts`) and how a size's shift goes with its deviation in r* (`rho`)."""
 
     thresholds: dict[str, Point]
     target: float
     curve: AcquisitionCurve | None = None
     size_residuals: tuple[float, ...] = ()
-    draws: np.ndarray | None = None
+    held_errors: tuple[float, ...] = ()
+    held_params: tuple[tuple[float, ...], ...] = ()
+    shifts: np.ndarray | None = None
     rho: float = 0.0
     note: str | None = None
 
@@ -168,7 +176,8 @@ class AcquisitionFit:
         seed: int,
     ) -> AcquisitionFit:  # fmt: skip
         """Thresholds where acquisition reaches `target`, and the curve when enough sizes have
-        one; `retention` gives the sizes' r* residuals the two sides are correlated through."""
+        one (its held-out check and `n_draws` shifts with `n_draws` > 0); `retention` gives the
+        sizes' r* residuals the two sides are correlated through."""
         measured = [c for c in curves if np.isfinite(np.asarray(c.acquisition, float)).all()]
         points = {}
         for c in measured:
@@ -186,16 +195,17 @@ class AcquisitionFit:
         curve = AcquisitionCurve.fitted(measured, target)
         shifts = dict(zip((c.name for c in measured), curve.own_shifts(curve.params),
                           strict=True))  # fmt: skip
-        # The scatter is read from every size whose curve rises enough to place it (by half the
-        # target over its grid), not only from those that cross the target: a rung whose
-        # ceiling stays below the target still shows where its curve rises.
+        # A rung whose ceiling stays below the target still shows where its curve rises (by
+        # half the target over its grid): its shift counts towards the correlation.
         located = [c.name for c in measured
                    if c.name in points or np.ptp(c.mean_curve()[2]) >= target / 2]  # fmt: skip
         e = np.array([shifts[s] for s in located])
-        m, p = len(e), curve.n_coefficients
-        # Residuals of a law that spent p parameters on m sizes are too small by sqrt(m / (m - p)).
-        residuals = (e - e.mean()) * math.sqrt(m / (m - p))
-        draws = _draw(curve, residuals, n_draws, seed)
+        residuals = e - e.mean()
+        if n_draws <= 0:  # a point fit (forms compared): no check, no draws
+            return cls(points, target, curve, tuple(residuals.tolist()))
+        errors, refits = _held_out(measured, points, target)
+        scale = math.sqrt(float(errors @ errors) / len(errors))
+        drawn = scale * np.random.default_rng(seed).standard_normal(n_draws)
         # A new size's two deviations are drawn with this correlation (0 with fewer than 3
         # sizes in common).
         mine = dict(zip(retention.point.measured, retention.size_residuals, strict=True))
@@ -206,66 +216,64 @@ class AcquisitionFit:
             pairs = np.array([[mine[s], theirs[s]] for s in common])
             if pairs.std(axis=0).min() > 0:
                 rho = float(np.clip(np.corrcoef(pairs.T)[0, 1], -0.99, 0.99))
-        return cls(points, target, curve, tuple(residuals.tolist()), draws, rho)
+        return cls(points, target, curve, tuple(residuals.tolist()), tuple(errors.tolist()),
+                   tuple(tuple(p) for p in refits), drawn, rho)  # fmt: skip
 
     def learn_logits(
         self, n_params: float, tokens: float, deviation: np.ndarray
     ) -> np.ndarray | None:
         """Per draw, the logit of the lowest ratio that learns the domain at this size (NEVER:
-        its ceiling stays below the target), paired with the retention draws: the curve's own
-        parameter draw, and a new size's shift correlated with the retention side's
-        `deviation` as the measured sizes' are."""
-        if self.curve is None or self.draws is None:
+        its ceiling stays below the target): the fitted curve's, shifted as held-out sizes
+        missed it, correlated with the retention side's `deviation` as the measured sizes'
+        shifts are."""
+        if self.curve is None or self.shifts is None:
             return None
-        own = self.draws[:, -1]  # drawn apart from `deviation`: their mix has correlation rho
+        own = self.shifts  # drawn apart from `deviation`: their mix has correlation rho
         scale = _spread(own) / _spread(deviation) if _spread(deviation) > 0 else 0.0
         shift = self.rho * scale * deviation + math.sqrt(1 - self.rho**2) * own
-        return np.array([self.curve.learn_logit(theta[:-1], n_params, tokens, self.target, s)[0]
-                         for theta, s in zip(self.draws, shift, strict=True)])  # fmt: skip
+        return self.curve.learn_logit(np.asarray(self.curve.params), n_params, tokens,
+                                      self.target, shift)  # fmt: skip
 
     def slope(self, confidence: float) -> tuple[float, tuple[float, float]] | None:
         """How fast the odds of the ratio that learns move with N at the largest measured size
         (d logit r / d ln N: Gu et al.'s exponent, negative when larger models learn from less
-        of the mix), fitted and its central interval over the draws; None without a curve."""
-        if self.curve is None or self.draws is None:
+        of the mix), fitted and its jackknife interval over the held-out refits (NaN where a
+        refit's ceiling stays below the target there); None without a curve or its check."""
+        if self.curve is None or len(self.held_params) < 2:
             return None
         top = max(self.curve.curves, key=lambda c: (c.n_params, c.tokens))
         n = top.n_params * np.exp([-0.25, 0.25])
 
-        def per_draw(theta):
+        def per_fit(theta) -> float:
             z = self.curve.learn_logit(np.asarray(theta), n, top.tokens, self.target)
-            return (z[1] - z[0]) / 0.5 if (z < NEVER).all() else np.nan
+            return float((z[1] - z[0]) / 0.5) if (z < NEVER).all() else np.nan
 
-        values = np.array([per_draw(theta[:-1]) for theta in self.draws])
-        tail = (1 - confidence) / 2
-        lo, hi = np.nanquantile(values, [tail, 1 - tail])
-        return float(per_draw(self.curve.params)), (float(lo), float(hi))
+        fitted = per_fit(self.curve.params)
+        values = np.array([per_fit(theta) for theta in self.held_params])
+        m = len(values)
+        se = math.sqrt((m - 1) / m * float(((values - values.mean()) ** 2).sum()))
+        half = float(student_t.ppf(0.5 + confidence / 2, m - 1)) * se
+        return fitted, (fitted - half, fitted + half)
+
+
+def _held_out(
+    measured: list[SizeCurve], points: dict[str, Point], target: float
+) -> tuple[np.ndarray, list[tuple[float, ...]]]:
+    """Each size with a threshold left out in turn: the curve refitted on the rest, and its
+    error at the held size (measured minus predicted logit of the learn ratio; the predicted
+    is NEVER where the refit's ceiling stays below the target there)."""
+    errors, refits = [], []
+    for held in measured:
+        if held.name not in points:
+            continue
+        refit = AcquisitionCurve.fitted([c for c in measured if c is not held], target)
+        predicted = refit.learn_logit(np.asarray(refit.params), held.n_params, held.tokens,
+                                      target)[0]  # fmt: skip
+        errors.append(float(clipped_logit(points[held.name][2])) - float(predicted))
+        refits.append(refit.params)
+    return np.array(errors), refits
 
 
 def _spread(values: np.ndarray) -> float:
-    """A scale that heavy-tailed draws (a scatter known from few sizes) do not blow up: the
-    median absolute value."""
+    """A scale that heavy-tailed draws do not blow up: the median absolute value."""
     return float(np.median(np.abs(values)))
-
-
-def _draw(curve: AcquisitionCurve, residuals: np.ndarray, n_draws: int, seed: int) -> np.ndarray:
-    """Regenerate every trial from the two-level model (each size's location shifted by a size
-    deviation drawn from the measured sizes' scatter, each trial by a residual resampled within
-    its size), refit, and keep each draw's parameters and a fresh shift for a new size."""
-    rng = np.random.default_rng(seed)
-    theta = np.asarray(curve.params)
-    X, x, y, row = curve.rows()
-    own = curve.own_shifts(theta)
-    noise = y - curve.model(theta, X, x, own[row])
-    by_curve = [noise[row == i] for i in range(len(curve.curves))]
-    dof = len(residuals) - curve.n_coefficients
-    scale2 = float(residuals @ residuals) / len(residuals)
-    out = []
-    for _ in range(n_draws):
-        tau = math.sqrt(scale2 * dof / rng.chisquare(dof))
-        shifts = tau * rng.standard_normal(len(curve.curves))
-        drawn = curve.model(theta, X, x, shifts[row]) + np.concatenate(
-            [rng.choice(r, len(r)) for r in by_curve]
-        )
-        out.append([*curve.refit(drawn, [theta]), tau * rng.standard_normal()])
-    return np.array(out).reshape(n_draws, len(theta) + 1)

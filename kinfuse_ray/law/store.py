@@ -20,7 +20,7 @@ from kinfuse_ray.law.fit import PointFit
 from kinfuse_ray.law.forms import FORMS
 
 T = TypeVar("T")
-FORMAT = 4  # law.json's layout: bumped when a saved law can no longer be read as it was
+FORMAT = 5  # law.json's layout: bumped when a saved law can no longer be read as it was
 
 
 def fit_to_dict(fit: BootstrapFit) -> dict:
@@ -52,8 +52,9 @@ def acquisition_to_dict(a: AcquisitionFit) -> dict:
                          "log_d0": a.curve.log_d0, "budgets": a.curve.budgets,
                          "params": list(a.curve.params)}  # fmt: skip
     return {"thresholds": a.thresholds, "target": a.target, "curve": curve,
-            "size_residuals": list(a.size_residuals),
-            "draws": None if a.draws is None else a.draws.tolist(), "rho": a.rho, "note": a.note}  # fmt: skip
+            "size_residuals": list(a.size_residuals), "held_errors": list(a.held_errors),
+            "held_params": [list(p) for p in a.held_params],
+            "shifts": None if a.shifts is None else a.shifts.tolist(), "rho": a.rho, "note": a.note}  # fmt: skip
 
 
 def acquisition_from_dict(raw: dict, curves: tuple[SizeCurve, ...]) -> AcquisitionFit:
@@ -65,9 +66,10 @@ def acquisition_from_dict(raw: dict, curves: tuple[SizeCurve, ...]) -> Acquisiti
         c = raw["curve"]
         curve = AcquisitionCurve(tuple(by_name[s] for s in c["curves"]), c["log_n0"], c["log_d0"],
                                  c["budgets"], tuple(c["params"]))  # fmt: skip
-    draws = None if raw["draws"] is None else np.asarray(raw["draws"], float)
-    return AcquisitionFit(thresholds, raw["target"], curve, tuple(raw["size_residuals"]), draws,
-                          raw["rho"], raw["note"])  # fmt: skip
+    shifts = None if raw["shifts"] is None else np.asarray(raw["shifts"], float)
+    return AcquisitionFit(thresholds, raw["target"], curve, tuple(raw["size_residuals"]),
+                          tuple(raw["held_errors"]), tuple(tuple(p) for p in raw["held_params"]),
+                          shifts, raw["rho"], raw["note"])  # fmt: skip
 
 
 def write_law(raw: dict, path: str | Path) -> None:
