@@ -358,6 +358,35 @@ def test_the_learning_side_is_a_curve_whose_ceiling_and_location_move_with_size(
     assert law.acquisition.thresholds.keys() == {c.name for c in curves}
 
 
+def test_the_learn_ratio_is_as_unsure_as_its_held_out_sizes_were():
+    """Each size that learns is held out and predicted by the curve refitted without it; a new
+    size's learn ratio spreads as those misses did (90% of draws within 1.645 of their root
+    mean square, in logits; more where the retention side's heavier-tailed deviation is mixed
+    in), so a ladder whose sizes learn off the law's trend states a far
+    wider learn ratio than one whose sizes follow it."""
+
+    def width(scatter: float) -> tuple[float, float]:
+        rng = np.random.default_rng(5)
+        shifts = dict(zip(SIZES, rng.normal(0, scatter, len(SIZES)), strict=True))
+
+        def location(n):
+            return expit(logit(0.85) - 0.4 * np.log(n / N0) + shifts.get(n, 0.0))
+
+        curves = ladder(rng, size_sd=0.05, a_law=location, a_ceiling=lambda n: 0.9)
+        law = InfusionLaw.fit(curves, n_bootstrap=400)
+        acquisition = law.acquisition
+        assert len(acquisition.held_errors) == len(acquisition.thresholds) == len(SIZES)
+        draws = law.at(5e5).learn  # (correlated with retention's draws: the same spread)
+        lo, hi = np.quantile(draws, [0.05, 0.95])
+        errors = np.asarray(acquisition.held_errors)
+        return float(hi - lo), 2 * 1.645 * math.sqrt(float(errors @ errors) / len(errors))
+
+    clean, scattered = width(0.0), width(0.6)
+    for stated, from_errors in (clean, scattered):
+        assert stated == pytest.approx(from_errors, rel=0.25)
+    assert scattered[0] > 2 * clean[0]
+
+
 def test_a_size_without_a_learning_threshold_in_its_grid_says_why():
     """The per-size table says why a rung shows no ratio where it starts to learn: its
     acquisition never reaches the target (capacity), or already does at the lowest ratio."""

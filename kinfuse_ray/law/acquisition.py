@@ -10,13 +10,13 @@ ratio does where the ceiling A stays at or below the target: why small rungs nev
 of facts however much of it they see (their capacity, not their exposure). Gu et al. 2025 find
 the learning threshold falls as a power law in N; `AcquisitionFit.slope` (d logit r / d ln N of
 the ratio that learns, at the largest rung) is that exponent here. Uncertainty: each size that
-learns is left out in turn and the curve refitted without it predicts its learn ratio (a
-jackknife); a new size's learn ratio misses the fitted curve's as those held-out sizes missed
-theirs (their errors' root mean square, drawn normal and correlated with the retention side's
-new-size deviation as the measured sizes' shifts are), and the exponent's interval is the
-jackknife's. The held-out errors carry both a new size's own deviation and what a few sizes
-leave unsure in the coefficients; a parametric bootstrap on in-sample scatter with 2-3 degrees
-of freedom gave intervals 6 logits wide that still missed (docs/findings.md)."""
+learns is left out in turn (every budget of it) and the curve refitted without it predicts its
+learn ratio (a jackknife); a new size's learn ratio misses the fitted curve's as those held-out
+sizes missed theirs (their errors' root mean square, drawn normal and correlated with the
+retention side's new-size deviation as the measured sizes' shifts are), and the exponent's
+interval is the jackknife's. The held-out errors carry both a new size's own deviation and what
+a few sizes leave unsure in the coefficients; a parametric bootstrap on in-sample scatter with
+2-3 degrees of freedom gave intervals 6 logits wide that still missed (docs/findings.md)."""
 
 from __future__ import annotations
 
@@ -204,6 +204,10 @@ class AcquisitionFit:
         if n_draws <= 0:  # a point fit (forms compared): no check, no draws
             return cls(points, target, curve, tuple(residuals.tolist()))
         errors, refits = _held_out(measured, points, target)
+        if len(refits) < 2:
+            note = (f"the lowest ratio that learns the domain (acquisition {target}) was found at "
+                    "too few sizes to hold one out and predict it from the rest")  # fmt: skip
+            return cls(points, target, note=note)
         scale = math.sqrt(float(errors @ errors) / len(errors))
         drawn = scale * np.random.default_rng(seed).standard_normal(n_draws)
         # A new size's two deviations are drawn with this correlation (0 with fewer than 3
@@ -259,17 +263,22 @@ class AcquisitionFit:
 def _held_out(
     measured: list[SizeCurve], points: dict[str, Point], target: float
 ) -> tuple[np.ndarray, list[tuple[float, ...]]]:
-    """Each size with a threshold left out in turn: the curve refitted on the rest, and its
-    error at the held size (measured minus predicted logit of the learn ratio; the predicted
-    is NEVER where the refit's ceiling stays below the target there)."""
+    """Each size with a threshold left out in turn, every budget of it (a new size is what the
+    forecast is for): the curve refitted on the rest (while they still show thresholds at two
+    sizes), and its errors at the held size's curves (measured minus predicted logit of the
+    learn ratio; the predicted is NEVER where the refit's ceiling stays below the target)."""
     errors, refits = [], []
-    for held in measured:
-        if held.name not in points:
+    for n_params in sorted({c.n_params for c in measured if c.name in points}):
+        held = [c for c in measured if c.n_params == n_params]
+        rest = [c for c in measured if c.n_params != n_params]
+        if len({c.n_params for c in rest if c.name in points}) < 2:
             continue
-        refit = AcquisitionCurve.fitted([c for c in measured if c is not held], target)
-        predicted = refit.learn_logit(np.asarray(refit.params), held.n_params, held.tokens,
-                                      target)[0]  # fmt: skip
-        errors.append(float(clipped_logit(points[held.name][2])) - float(predicted))
+        refit = AcquisitionCurve.fitted(rest, target)
+        for c in held:
+            if c.name in points:
+                predicted = refit.learn_logit(np.asarray(refit.params), c.n_params, c.tokens,
+                                              target)[0]  # fmt: skip
+                errors.append(float(clipped_logit(points[c.name][2])) - float(predicted))
         refits.append(refit.params)
     return np.array(errors), refits
 
