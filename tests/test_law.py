@@ -679,6 +679,10 @@ def test_a_size_by_budget_ladder_recovers_the_budget_exponent_and_reads_it():
     # The learning side's laws take a D term too, and read off a new budget.
     assert "m_d" in law.acquisition.curve.names
     assert law.predict(1e6, 4e5).acquisition_threshold is not None
+    # Its check holds out a size at a time, every budget of it: one refit per size.
+    learning_sizes = {n for n, _, _ in law.acquisition.thresholds.values()}
+    assert len(law.acquisition.held_params) == len(learning_sizes) >= 3
+    assert len(law.acquisition.held_errors) == len(law.acquisition.thresholds)
 
 
 @pytest.mark.parametrize(
