@@ -254,6 +254,9 @@ class AcquisitionFit:
 
         fitted = per_fit(self.curve.params)
         values = np.array([per_fit(theta) for theta in self.held_params])
+        values = values[np.isfinite(values)]
+        if len(values) < 2:
+            return fitted, (np.nan, np.nan)
         m = len(values)
         se = math.sqrt((m - 1) / m * float(((values - values.mean()) ** 2).sum()))
         half = float(student_t.ppf(0.5 + confidence / 2, m - 1)) * se
