@@ -362,8 +362,8 @@ def test_the_learn_ratio_is_as_unsure_as_its_held_out_sizes_were():
     """Each size that learns is held out and predicted by the curve refitted without it; a new
     size's learn ratio spreads as those misses did (90% of draws within 1.645 of their root
     mean square, in logits; more where the retention side's heavier-tailed deviation is mixed
-    in), so a ladder whose sizes learn off the law's trend states a far
-    wider learn ratio than one whose sizes follow it."""
+    in), so a ladder whose sizes learn off the law's trend states a far wider learn ratio than
+    one whose sizes follow it."""
 
     def width(scatter: float) -> tuple[float, float]:
         rng = np.random.default_rng(5)
@@ -683,6 +683,17 @@ def test_a_size_by_budget_ladder_recovers_the_budget_exponent_and_reads_it():
     learning_sizes = {n for n, _, _ in law.acquisition.thresholds.values()}
     assert len(law.acquisition.held_params) == len(learning_sizes) >= 3
     assert len(law.acquisition.held_errors) == len(law.acquisition.thresholds)
+    # Where only two sizes learn (at every budget), none can be held out and predicted by the
+    # rest: the learning side is stated as unknown, not as the unchecked curve.
+    two = [curve(c.name, c.n_params, rstar(c.n_params, c.tokens), rng, d=c.tokens,
+                 trial_sd=0.02, a_star=0.7, ceiling=0.5 if c.n_params >= 1e5 else 0.1)
+           for c in curves]  # fmt: skip
+    unknown = InfusionLaw.fit(two, form="power_nd", n_bootstrap=20)
+    assert len({n for n, _, _ in unknown.acquisition.thresholds.values()}) == 2
+    assert unknown.acquisition.note.endswith(
+        "too few sizes to hold one out and predict it from the rest"
+    )
+    assert unknown.predict(1e6, 4e5).acquisition_threshold is None
 
 
 @pytest.mark.parametrize(

@@ -185,28 +185,27 @@ class AcquisitionFit:
             if a is not None:
                 points[c.name] = (c.n_params, c.tokens, a)
         needed = (3 if spans_budgets(measured) else 2) + 1
+        found = f"the lowest ratio that learns the domain (acquisition {target}) was found at "
         if len(points) < needed:
             note = (
-                f"the lowest ratio that learns the domain (acquisition {target}) was found at "
-                f"{len(points)} of {len(curves)} sizes and its law needs {needed}: "
+                f"{found}{len(points)} of {len(curves)} sizes and its law needs {needed}: "
                 + learning_hint([c for c in curves if c.name not in points], target)
             )
             return cls(points, target, note=note)
         curve = AcquisitionCurve.fitted(measured, target)
-        shifts = dict(zip((c.name for c in measured), curve.own_shifts(curve.params),
-                          strict=True))  # fmt: skip
+        own = dict(zip((c.name for c in measured), curve.own_shifts(curve.params),
+                       strict=True))  # fmt: skip
         # A rung whose ceiling stays below the target still shows where its curve rises (by
         # half the target over its grid): its shift counts towards the correlation.
         located = [c.name for c in measured
                    if c.name in points or np.ptp(c.mean_curve()[2]) >= target / 2]  # fmt: skip
-        e = np.array([shifts[s] for s in located])
+        e = np.array([own[s] for s in located])
         residuals = e - e.mean()
         if n_draws <= 0:  # a point fit (forms compared): no check, no draws
             return cls(points, target, curve, tuple(residuals.tolist()))
         errors, refits = _held_out(measured, points, target)
         if len(refits) < 2:
-            note = (f"the lowest ratio that learns the domain (acquisition {target}) was found at "
-                    "too few sizes to hold one out and predict it from the rest")  # fmt: skip
+            note = f"{found}too few sizes to hold one out and predict it from the rest"
             return cls(points, target, note=note)
         scale = math.sqrt(float(errors @ errors) / len(errors))
         drawn = scale * np.random.default_rng(seed).standard_normal(n_draws)
